@@ -1,0 +1,92 @@
+"""Regenerate prompts/*.json from the published lists in ../shared/reference (run once; the output is committed).
+
+Class names are put in each dataset's own label order (torchvision's), which is not always the
+order of the published lists: OpenAI lists Oxford Pets cats-first and EuroSAT in its own order,
+and its Caltech101 list starts with a "background" class that torchvision's Caltech101 drops.
+"""
+import ast
+import json
+import re
+import sys
+from pathlib import Path
+
+REF = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parents[2] / "shared" / "reference")
+OUT = Path(__file__).resolve().parents[1] / "prompts"
+OPENAI = "OpenAI CLIP data/prompts.md (MIT)"
+
+
+def openai_lists() -> dict:
+    lists = {}
+    for section in re.split(r"\n## ", (REF / "openai_clip_prompts.md").read_text())[1:]:
+        name = section.split("\n")[0].strip()
+        block = re.search(r"```(?:bash|python)?\n(.*?)```", section, re.S).group(1)
+        # each block is two list literals, `classes = [...]` and `templates = [...]`
+        names = {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse(block).body}
+        lists[name] = (names["classes"], names["templates"])
+    return lists
+
+
+def write(name: str, classnames: list, templates: list, source: str, **extra) -> None:
+    assert all(t.count("{}") == 1 for t in templates), name
+    doc = {"name": name, "source": source, "classnames": classnames, "templates": templates, **extra}
+    (OUT / f"{name}.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+
+
+def main() -> None:
+    OUT.mkdir(exist_ok=True)
+    oa = openai_lists()
+    cb_names = json.loads((REF / "clip_benchmark_en_classnames.json").read_text())
+    cb_templates = json.loads((REF / "clip_benchmark_en_templates.json").read_text())
+    same_order = {
+        "cifar10": "CIFAR10", "cifar100": "CIFAR100", "stl10": "STL10", "food101": "Food101",
+        "flowers102": "Flowers102", "dtd": "DescribableTextures", "gtsrb": "GTSRB",
+        "fgvc_aircraft": "FGVCAircraft", "stanford_cars": "StanfordCars", "country211": "Country211",
+        "sun397": "SUN397",
+    }
+    for ours, theirs in same_order.items():
+        classes, templates = oa[theirs]
+        write(ours, classes, templates, OPENAI)
+
+    classes, templates = oa["MNIST"]
+    write("mnist", classes, templates, OPENAI)
+
+    # torchvision's OxfordIIITPet order is alphabetical by breed, cats and dogs mixed.
+    classes, templates = oa["OxfordPets"]
+    by_lower = {c.lower(): c for c in classes}
+    write("oxford_pets", [by_lower[c.lower()] for c in cb_names["pets"]], templates,
+          OPENAI + ", reordered to torchvision's label order")
+
+    # torchvision's EuroSAT is an ImageFolder: sorted folder names.
+    classes, templates = oa["EuroSAT"]
+    folder_to_openai = {
+        "AnnualCrop": "annual crop land", "Forest": "forest", "HerbaceousVegetation": "brushland or shrubland",
+        "Highway": "highway or road", "Industrial": "industrial buildings or commercial buildings",
+        "Pasture": "pasture land", "PermanentCrop": "permanent crop land",
+        "Residential": "residential buildings or homes or apartments", "River": "river", "SeaLake": "lake or sea",
+    }
+    assert set(folder_to_openai.values()) == set(classes)
+    write("eurosat", [folder_to_openai[f] for f in sorted(folder_to_openai)], templates,
+          OPENAI + ", reordered to torchvision's label order (sorted folder names)")
+
+    classes, templates = oa["Caltech101"]
+    assert classes[0] == "background"
+    write("caltech101", classes[1:], templates,
+          OPENAI + ", without 'background' (torchvision's Caltech101 drops BACKGROUND_Google)")
+
+    svhn_t = [t.replace("{c}", "{}") for t in cb_templates["svhn"]]
+    write("svhn", cb_names["svhn"], svhn_t, "CLIP_benchmark en_classnames/en_templates (MIT)")
+
+    fashion = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"]
+    write("fashion_mnist", fashion, oa["CIFAR10"][1],
+          "torchvision FashionMNIST.classes (lowercased, 'T-shirt/top' as 't-shirt'); templates: OpenAI's CIFAR-10 set")
+
+    imagenet = json.loads((REF / "imagenet_prompts.json").read_text())
+    write("imagenet", imagenet["classnames"], imagenet["templates_openai_80"],
+          "OpenAI Prompt_Engineering_for_ImageNet notebook (edited class names, 80 templates)",
+          template_sets={"openai_80": imagenet["templates_openai_80"], "simple_7": imagenet["templates_simple_7"]})
+    write("simple", [], ["a photo of a {}."], "CLIP paper's default prompt")
+    write("classname", [], ["{}"], "the bare class name")
+
+
+if __name__ == "__main__":
+    main()

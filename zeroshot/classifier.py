@@ -1,0 +1,68 @@
+"""Zero-shot classifier weights from prompts: encode, L2-normalize each prompt, average per class, renormalize."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .tokenizer import tokenize
+
+
+def encode_prompts(
+    model,
+    prompts: list[str],
+    batch_size: int = 256,
+    progress: bool = False,
+    text_cache=None,
+    normalize: bool = True,
+) -> torch.Tensor:
+    """Text features [P, D] in fp32, one row per prompt.
+
+    Each unique prompt is encoded once, and prompts are batched by token length: under the causal mask the
+    end-of-text feature ignores the padding after it, and `encode_text` cuts each batch to its longest
+    prompt, so similar lengths together waste the least work.
+    `text_cache` (see features.TextCache) supplies and keeps the features of prompts seen before.
+    """
+    unique = list(dict.fromkeys(prompts))
+    known: dict[str, torch.Tensor] = text_cache.get(unique) if text_cache is not None else {}
+    todo = [p for p in unique if p not in known]
+    if todo:
+        device = next(model.parameters()).device
+        tokens = tokenize(todo, context_length=model.context_length)  # [U, 77]
+        lengths = tokens.argmax(dim=-1)
+        order = torch.argsort(lengths, stable=True)
+        fresh = torch.empty(len(todo), model.text_projection.shape[1])
+        with torch.inference_mode(), tqdm(total=len(todo), desc="text", unit="prompt", disable=not progress) as bar:
+            for start in range(0, len(todo), batch_size):
+                idx = order[start : start + batch_size]
+                feats = model.encode_text(tokens[idx].to(device, non_blocking=True))
+                fresh[idx] = feats.float().cpu()
+                bar.update(len(idx))
+        new = dict(zip(todo, fresh))
+        if text_cache is not None:
+            text_cache.put(new)
+        known.update(new)
+    feats = torch.stack([known[p] for p in prompts])  # [P, D]
+    return F.normalize(feats, dim=-1) if normalize else feats
+
+
+def build_classifier(
+    model,
+    classnames: list[str],
+    templates: list[str],
+    batch_size: int = 256,
+    progress: bool = False,
+    text_cache=None,
+) -> torch.Tensor:
+    """Zero-shot weights [D, C]: every template filled with each class name, prompt features L2-normalized,
+    averaged per class, and the average renormalized (OpenAI's prompt ensembling)."""
+    if not classnames:
+        raise ValueError("build_classifier needs at least one class name")
+    for t in templates:
+        if t.count("{}") != 1:
+            raise ValueError(f"Template {t!r} must contain exactly one '{{}}' for the class name")
+    prompts = [t.replace("{}", c) for c in classnames for t in templates]
+    feats = encode_prompts(model, prompts, batch_size, progress, text_cache)  # [C*T, D]
+    feats = feats.view(len(classnames), len(templates), -1)  # [C, T, D]
+    weights = F.normalize(feats.mean(dim=1), dim=-1)  # [C, D]
+    return weights.t().contiguous()  # [D, C]

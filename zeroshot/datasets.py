@@ -1,0 +1,197 @@
+"""Datasets by config: torchvision's real dataset classes, ImageNet, image folders and CSV files.
+
+`configs/dataset/*.yaml` is the registry. Every dataset comes back wrapped in `EvalDataset`, which yields
+(image, label, index), knows file paths where the source has them, and turns an unreadable image into an
+error that names the file (or skips it, counted, with skip_bad_images=true).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torchvision.datasets as tvd
+from torch.utils.data import Dataset
+
+from .prompts import read_classnames
+
+
+class DatasetError(RuntimeError):
+    pass
+
+
+class BadImageError(RuntimeError):
+    pass
+
+
+# Attributes where torchvision's classes keep (path, label) pairs or just paths, in index order.
+_PATH_ATTRS = ("samples", "_samples", "_image_files", "_images")
+
+
+def _paths_of(ds: Any) -> list[str] | None:
+    for attr in _PATH_ATTRS:
+        items = getattr(ds, attr, None)
+        if items is not None and len(items) == len(ds):
+            return [str(x[0] if isinstance(x, (tuple, list)) else x) for x in items]
+    return None
+
+
+class EvalDataset(Dataset):
+    """(image tensor, label, index) triples; an unreadable image raises naming its file, or becomes None."""
+
+    def __init__(self, source: Dataset, classes: list[str] | None, name: str, skip_bad_images: bool = False):
+        self.source, self.classes, self.name = source, classes, name
+        self.paths = _paths_of(source)
+        self.skip_bad_images = skip_bad_images
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def describe(self, index: int) -> str:
+        return self.paths[index] if self.paths else f"{self.name} image #{index}"
+
+    def __getitem__(self, index: int):
+        try:
+            image, label = self.source[index]
+        except Exception as e:
+            if self.skip_bad_images:
+                return None
+            raise BadImageError(
+                f"Could not read {self.describe(index)}: {type(e).__name__}: {e}. "
+                "Fix or remove the file, or pass skip_bad_images=true to skip unreadable images."
+            ) from e
+        return image, int(label), index
+
+
+def collate(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Stack the readable samples; also return how many in this batch were skipped as unreadable."""
+    good = [b for b in batch if b is not None]
+    skipped = len(batch) - len(good)
+    if not good:
+        return torch.empty(0), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), skipped
+    images, labels, indices = zip(*good)
+    return torch.stack(images), torch.tensor(labels), torch.tensor(indices), skipped
+
+
+def _missing(cfg, root: Path, why: str) -> DatasetError:
+    layout = cfg.get("layout") or "see torchvision's documentation of this dataset"
+    return DatasetError(
+        f"Dataset {cfg.name!r} ({cfg.get('split', 'test')} split) not found under {root}: {why}\n"
+        f"Expected layout: {layout}\n"
+        f"Set dataset.root=PATH to where it is"
+        + (", or dataset.download=true to fetch it." if cfg.get("downloadable", True) else ".")
+    )
+
+
+def _torchvision(cfg, transform: Callable) -> tuple[Dataset, list[str] | None]:
+    cls = getattr(tvd, cfg.target)
+    split = cfg.get("split", "test")
+    splits = cfg.get("splits") or {}
+    if split not in splits:
+        raise DatasetError(f"Dataset {cfg.name!r} has no split {split!r}. Available splits: {', '.join(splits)}")
+    kwargs = dict(splits[split] or {})
+    kwargs.update(cfg.get("kwargs") or {})
+    root = Path(cfg.root).expanduser()
+    try:
+        ds = cls(root=str(root), transform=transform, download=bool(cfg.get("download", False)), **kwargs)
+    except (RuntimeError, FileNotFoundError, OSError) as e:
+        raise _missing(cfg, root, f"{type(e).__name__}: {e}") from e
+    classes = getattr(ds, "classes", None) or getattr(ds, "categories", None)
+    return ds, list(classes) if classes else None
+
+
+def _imagefolder(cfg, transform: Callable, root: Path | None = None) -> tuple[Dataset, list[str]]:
+    root = Path(root or cfg.root).expanduser()
+    if not root.is_dir():
+        raise _missing(cfg, root, "no such directory")
+    try:
+        ds = tvd.ImageFolder(str(root), transform=transform)
+    except (FileNotFoundError, RuntimeError) as e:
+        raise _missing(cfg, root, str(e)) from e
+    return ds, list(ds.classes)
+
+
+def _imagenet(cfg, transform: Callable) -> tuple[Dataset, list[str] | None]:
+    root = Path(cfg.root).expanduser()
+    split = {"test": "val", "val": "val", "train": "train"}.get(cfg.get("split", "test"))
+    if split is None:
+        raise DatasetError(f"Dataset 'imagenet' has no split {cfg.split!r}. Available splits: test (= val), val, train")
+    if (root / "meta.bin").is_file() or (root / "ILSVRC2012_devkit_t12.tar.gz").is_file():
+        try:
+            return tvd.ImageNet(str(root), split=split, transform=transform), None
+        except (RuntimeError, FileNotFoundError) as e:
+            raise _missing(cfg, root, str(e)) from e
+    folder = root / split if (root / split).is_dir() else root
+    ds, wnids = _imagefolder(cfg, transform, folder)
+    if len(wnids) != 1000:
+        raise _missing(cfg, folder, f"found {len(wnids)} class folders, expected the 1000 wnid folders (n01440764 ...)")
+    return ds, None
+
+
+class CSVDataset(Dataset):
+    def __init__(self, paths: list[str], labels: list[int], transform: Callable):
+        from torchvision.datasets.folder import default_loader
+
+        self.samples = list(zip(paths, labels))
+        self.transform, self.loader = transform, default_loader
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, label = self.samples[index]
+        return self.transform(self.loader(path)), label
+
+
+def _csv(cfg, transform: Callable) -> tuple[Dataset, list[str] | None]:
+    import pandas as pd
+
+    path = Path(cfg.path).expanduser()
+    if not path.is_file():
+        raise _missing(cfg, path, "no such CSV file")
+    table = pd.read_csv(path)
+    cols = [cfg.get("path_column", "path"), cfg.get("label_column", "label")]
+    for col in cols:
+        if col not in table.columns:
+            raise DatasetError(f"CSV {path} has no column {col!r}. Its columns: {', '.join(table.columns)}")
+    base = Path(cfg.get("root") or path.parent).expanduser()
+    paths = [str(p if Path(p).is_absolute() else base / p) for p in table[cols[0]]]
+    raw = table[cols[1]].tolist()
+    classes = read_classnames(cfg.classnames) if cfg.get("classnames") else None
+    if all(isinstance(x, (int,)) or str(x).lstrip("-").isdigit() for x in raw):
+        labels = [int(x) for x in raw]
+    else:  # labels are names: index them by the class-names file, else alphabetically
+        classes = classes or sorted({str(x) for x in raw})
+        index = {c: i for i, c in enumerate(classes)}
+        unknown = sorted({str(x) for x in raw} - set(index))
+        if unknown:
+            raise DatasetError(f"CSV {path} has labels not in the class-names file {cfg.classnames}: {unknown[:10]}")
+        labels = [index[str(x)] for x in raw]
+    return CSVDataset(paths, labels, transform), classes
+
+
+_KINDS = {"torchvision": _torchvision, "imagefolder": _imagefolder, "imagenet": _imagenet, "csv": _csv}
+
+
+def build_dataset(cfg, transform: Callable, skip_bad_images: bool = False) -> EvalDataset:
+    """Build the dataset a `configs/dataset/*.yaml` describes; raise DatasetError if it is missing or empty."""
+    if cfg.kind not in _KINDS:
+        raise DatasetError(f"Dataset {cfg.name!r} has unknown kind {cfg.kind!r}. Kinds: {', '.join(_KINDS)}")
+    source, classes = _KINDS[cfg.kind](cfg, transform)
+    if len(source) == 0:
+        raise DatasetError(f"Dataset {cfg.name!r} under {cfg.get('root') or cfg.get('path')} has no images.")
+    return EvalDataset(source, classes, cfg.name, skip_bad_images)
+
+
+def dataset_labels(ds: EvalDataset) -> list[int] | None:
+    """Labels without decoding any image, where the source keeps them (for split/shot sampling)."""
+    src = ds.source
+    for attr in ("targets", "labels", "_labels"):
+        values = getattr(src, attr, None)
+        if values is not None and len(values) == len(src):
+            return [int(v) for v in values]
+    for attr in ("samples", "_samples"):
+        values = getattr(src, attr, None)
+        if values is not None:
+            return [int(v[1]) for v in values]
+    return None
