@@ -9,6 +9,7 @@ Formats read from disk:
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import tempfile
 import urllib.error
@@ -86,36 +87,41 @@ def download(url: str, sha256: str, root: str | Path | None = None) -> Path:
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            try:
-                response = urllib.request.urlopen(url, timeout=60)
-            except (urllib.error.URLError, OSError) as e:
-                raise CheckpointError(
-                    f"Could not download {url}: {getattr(e, 'reason', e)}.\n"
-                    f"If this machine is offline, fetch the file elsewhere and load it by path, e.g. "
-                    f"zeroshot.load('/path/to/{target.name}') or `python -m zeroshot eval model.checkpoint=/path/to/{target.name}`, "
-                    f"or put it at {target}."
-                ) from e
-            with response:
-                total = int(response.headers.get("Content-Length") or 0) or None
-                digest = hashlib.sha256()
-                with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=target.name) as bar:
-                    while block := response.read(1 << 16):
-                        out.write(block)
-                        digest.update(block)
-                        bar.update(len(block))
-        if total is not None and tmp.stat().st_size != total:
+            digest, size, total = _fetch(url, out, target.name)
+        if total is not None and size != total:
+            raise CheckpointError(f"Download of {url} was cut short: got {size} of {total} bytes. The partial file was removed; try again.")
+        if digest != sha256:
             raise CheckpointError(
-                f"Download of {url} was cut short: got {tmp.stat().st_size} of {total} bytes. Try again."
-            )
-        if digest.hexdigest() != sha256:
-            raise CheckpointError(
-                f"Downloaded {url} but its sha256 is {digest.hexdigest()}, expected {sha256}. "
+                f"Downloaded {url} but its sha256 is {digest}, expected {sha256}. "
                 "The corrupt file was removed; try again, or load a verified local copy by path."
             )
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
     return target
+
+
+def _fetch(url: str, out, label: str) -> tuple[str, int, int | None]:
+    """Stream `url` into `out` with a progress bar; returns (sha256, bytes written, Content-Length)."""
+    digest, size, total = hashlib.sha256(), 0, None
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=label) as bar:
+                while block := response.read(1 << 16):
+                    out.write(block)
+                    digest.update(block)
+                    size += len(block)
+                    bar.update(len(block))
+    except http.client.IncompleteRead:
+        pass  # reported below as a short download, with the byte counts
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+        raise CheckpointError(
+            f"Could not download {url}: {getattr(e, 'reason', None) or e}.\n"
+            f"If this machine is offline, fetch the file elsewhere and load it by path: "
+            f"zeroshot.load('/path/to/{label}'), or `python -m zeroshot eval model.checkpoint=/path/to/{label}`."
+        ) from e
+    return digest.hexdigest(), size, total
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -156,16 +162,16 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return sd
 
 
-def resolve_checkpoint(name_or_path: str | Path, download_root: str | Path | None = None) -> Path:
-    """A model name becomes a verified file in the cache; anything else must be an existing file."""
+def resolve_checkpoint(name_or_path: str | Path, download_root: str | Path | None = None) -> tuple[Path, str]:
+    """(file, its sha256): a model name becomes a verified file in the cache; anything else must be a file."""
     name = canonical_name(str(name_or_path))
     if name is not None:
         url, sha = MODELS[name]
-        return download(url, sha, download_root)
+        return download(url, sha, download_root), sha
     path = Path(name_or_path).expanduser()
     if path.is_file():
-        return path
-    if path.suffix or os.sep in str(name_or_path):
+        return path, sha256sum(path)
+    if path.suffix in (".pt", ".pth", ".bin", ".safetensors", ".ckpt") or path.is_absolute() or str(name_or_path).startswith("."):
         raise FileNotFoundError(f"Checkpoint file {path} does not exist. Give an existing file, or a model name: {', '.join(MODELS)}")
     raise ValueError(f"Unknown model {str(name_or_path)!r}. Available models: {', '.join(MODELS)} (or a path to a checkpoint file)")
 
@@ -188,10 +194,10 @@ def load_model(
 ) -> CLIP:
     device = torch.device(device)
     precision = resolve_precision(precision, device)
-    path = resolve_checkpoint(name_or_path, download_root)
+    path, sha = resolve_checkpoint(name_or_path, download_root)
     model = build_model(read_state_dict(path))
     model.checkpoint_path = str(path)
-    model.checkpoint_sha256 = sha256sum(path)
+    model.checkpoint_sha256 = sha
     model.name = canonical_name(str(name_or_path)) or path.stem
     model.precision = precision
     return model.to(device=device, dtype=_DTYPES[precision]).eval()

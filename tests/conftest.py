@@ -1,0 +1,113 @@
+"""Shared fixtures: tiny random CLIPs saved in real checkpoint formats, and the reference packages."""
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+from zeroshot.model import CLIP, CLIPConfig
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+# Small, but with the real vocabulary and context length so the real tokenizer drives them.
+TINY_VIT = CLIPConfig(embed_dim=32, image_resolution=32, vision_layers=2, vision_width=64, vision_patch_size=8,
+                      transformer_width=64, transformer_heads=1, transformer_layers=2)
+TINY_RN = CLIPConfig(embed_dim=32, image_resolution=64, vision_layers=(1, 1, 1, 1), vision_width=16,
+                     vision_patch_size=None, transformer_width=64, transformer_heads=1, transformer_layers=2)
+
+
+def shared_path(*parts: str) -> Path:
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is not here (../shared exists only beside the project's own checkout)")
+    return path
+
+
+def random_model(config: CLIPConfig, seed: int = 0) -> CLIP:
+    torch.manual_seed(seed)
+    model = CLIP(config).eval()
+    with torch.no_grad():  # random BatchNorm statistics, so the ResNet path is not an identity
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.normal_(1, 0.1)
+                m.bias.normal_(0, 0.1)
+    return model
+
+
+def to_openai_fp16(model: CLIP) -> CLIP:
+    """What OpenAI's convert_weights does: conv, linear and attention weights and the projections in fp16."""
+    for m in model.modules():
+        if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear)):
+            m.weight.data = m.weight.data.half()
+            if m.bias is not None:
+                m.bias.data = m.bias.data.half()
+        for name in ("in_proj_weight", "in_proj_bias", "text_projection", "proj"):
+            p = getattr(m, name, None)
+            if isinstance(p, torch.nn.Parameter):
+                p.data = p.data.half()
+    return model
+
+
+class _Archive(torch.nn.Module):
+    def __init__(self, model: CLIP):
+        super().__init__()
+        for name, child in model.named_children():
+            self.add_module(name, child)
+        for name, p in model.named_parameters(recurse=False):
+            self.register_parameter(name, p)
+        c = model.config
+        for key, value in (("input_resolution", c.image_resolution), ("context_length", c.context_length), ("vocab_size", c.vocab_size)):
+            self.register_buffer(key, torch.tensor(value))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.logit_scale.exp()
+
+
+def save_openai_archive(model: CLIP, path: Path) -> Path:
+    """A TorchScript archive laid out like OpenAI's released .pt files (fp16 weights + metadata keys)."""
+    import copy
+
+    archive = _Archive(to_openai_fp16(copy.deepcopy(model)))
+    traced = torch.jit.trace(archive, torch.ones(1))
+    traced.save(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_vit() -> CLIP:
+    return random_model(TINY_VIT)
+
+
+@pytest.fixture(scope="session")
+def tiny_rn() -> CLIP:
+    return random_model(TINY_RN, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_vit) -> Path:
+    return save_openai_archive(tiny_vit, tmp_path_factory.mktemp("ckpt") / "tiny-vit.pt")
+
+
+@pytest.fixture(scope="session")
+def openai_clip():
+    """OpenAI's `clip` package; it imports pkg_resources.packaging, which new setuptools lacks."""
+    try:
+        import pkg_resources  # noqa: F401
+    except ImportError:
+        import packaging.version
+
+        shim = types.ModuleType("pkg_resources")
+        shim.packaging = types.SimpleNamespace(version=packaging.version)
+        sys.modules["pkg_resources"] = shim
+    return pytest.importorskip("clip")
+
+
+@pytest.fixture(scope="session")
+def open_clip():
+    return pytest.importorskip("open_clip")

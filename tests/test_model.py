@@ -1,0 +1,103 @@
+"""Parity with OpenAI's `clip` and open_clip on random weights of the real architectures."""
+import copy
+
+import pytest
+import torch
+
+from zeroshot.model import ARCHITECTURES, CLIP, build_model, config_from_state_dict
+from conftest import random_model
+
+PROMPTS = ["a photo of a dog.", "a blurry photo of a large red car parked by the sea.", "x"]
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).abs().max() / a.abs().max()).item()
+
+
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_config_inferred_from_shapes(name):
+    """build_model's shape inference recovers all nine architectures (built on the meta device: no memory)."""
+    with torch.device("meta"):
+        model = CLIP(ARCHITECTURES[name])
+    assert config_from_state_dict(model.state_dict()) == ARCHITECTURES[name]
+
+
+def _openai_reference(clip_module, config, seed):
+    c = config
+    torch.manual_seed(seed)
+    ref = clip_module.model.CLIP(c.embed_dim, c.image_resolution, c.vision_layers, c.vision_width, c.vision_patch_size,
+                                 c.context_length, c.vocab_size, c.transformer_width, c.transformer_heads,
+                                 c.transformer_layers).eval()
+    with torch.no_grad():
+        for m in ref.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.normal_(1, 0.1)
+                m.bias.normal_(0, 0.1)
+    return ref
+
+
+@pytest.mark.parametrize("name", ["ViT-B/32", "ViT-B/16", "RN50"])
+def test_parity_with_openai_clip(openai_clip, name):
+    config = ARCHITECTURES[name]
+    ref = _openai_reference(openai_clip, config, seed=0)
+    ours = build_model(ref.state_dict())
+    torch.manual_seed(1)
+    images = torch.randn(2, 3, config.image_resolution, config.image_resolution)
+    text = openai_clip.tokenize(PROMPTS)
+    with torch.no_grad():
+        assert rel_err(ref.encode_image(images), ours.encode_image(images)) < 1e-4
+        assert rel_err(ref.encode_text(text), ours.encode_text(text)) < 1e-4
+        assert rel_err(ref(images, text)[0], ours(images, text)[0]) < 1e-4
+
+
+@pytest.mark.parametrize("name", ["ViT-B-32-quickgelu", "RN50-quickgelu"])
+def test_parity_with_open_clip(open_clip, name):
+    torch.manual_seed(0)
+    ref = open_clip.create_model(name).eval()
+    ours = build_model(ref.state_dict())
+    res = ours.image_resolution
+    images = torch.randn(2, 3, res, res)
+    text = open_clip.tokenize(PROMPTS)
+    with torch.no_grad():
+        assert rel_err(ref.encode_image(images), ours.encode_image(images)) < 1e-4
+        assert rel_err(ref.encode_text(text), ours.encode_text(text)) < 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["RN101", "RN50x4", "ViT-L/14"])
+def test_parity_with_openai_clip_larger(openai_clip, name):
+    test_parity_with_openai_clip(openai_clip, name)
+
+
+def test_trimmed_text_equals_full_length(tiny_vit):
+    """encode_text cuts padding after the last end-of-text; features must not change."""
+    from zeroshot import tokenize
+
+    text = tokenize(PROMPTS)
+    trimmed = tiny_vit.encode_text(text)
+    # the same computation over all 77 positions, by forcing the cut to the full length
+    padded = text.clone()
+    padded[-1, -1] = 49407  # an extra end-of-text at the last position makes the batch full-length
+    full = tiny_vit.encode_text(padded)
+    assert torch.allclose(trimmed[:-1], full[:-1], atol=1e-6, rtol=1e-5)
+
+
+def test_tiny_resnet_roundtrip(tiny_rn):
+    clone = build_model(copy.deepcopy(tiny_rn.state_dict()))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(clone.encode_image(x), tiny_rn.encode_image(x))
+
+
+def test_missing_batchnorm_counters_are_tolerated(tiny_rn):
+    sd = {k: v for k, v in tiny_rn.state_dict().items() if not k.endswith("num_batches_tracked")}
+    build_model(sd)
+
+
+def test_random_model_is_deterministic():
+    from conftest import TINY_VIT
+
+    a, b = random_model(TINY_VIT, 3), random_model(TINY_VIT, 3)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))

@@ -1,0 +1,202 @@
+"""Checkpoint names, every file format, the verified download cache, and the errors users will meet."""
+import copy
+import hashlib
+import http.server
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+import zeroshot
+from zeroshot import pretrained
+from zeroshot.pretrained import CheckpointError, canonical_name, download, read_state_dict
+from conftest import to_openai_fp16
+
+
+def features(model, n_px):
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, n_px, n_px)
+    text = zeroshot.tokenize(["a photo of a cat.", "a dog"])
+    with torch.no_grad():
+        return model.encode_image(images), model.encode_text(text)
+
+
+def assert_same_features(a, b, n_px):
+    for x, y in zip(features(a, n_px), features(b, n_px)):
+        assert torch.allclose(x, y, rtol=1e-4, atol=1e-5)
+
+
+def test_available_models_and_spellings():
+    assert zeroshot.available_models() == ["RN50", "RN101", "RN50x4", "RN50x16", "RN50x64",
+                                           "ViT-B/32", "ViT-B/16", "ViT-L/14", "ViT-L/14@336px"]
+    assert canonical_name("ViT-B-32") == "ViT-B/32"
+    assert canonical_name("vit-l-14-336px") == "ViT-L/14@336px"
+    assert canonical_name("ViT-X/99") is None
+    for name, (url, sha) in pretrained.MODELS.items():
+        assert f"/{sha}/" in url and url.endswith(".pt") and len(sha) == 64
+
+
+def test_openai_torchscript_archive(tiny_vit, tiny_checkpoint):
+    model, preprocess = zeroshot.load(tiny_checkpoint)
+    assert model.dtype == torch.float32 and not model.training
+    assert model.checkpoint_sha256 == hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()
+    sd = torch.jit.load(str(tiny_checkpoint)).state_dict()
+    assert sd["visual.conv1.weight"].dtype == torch.float16 and "input_resolution" in sd
+    expected = to_openai_fp16(copy.deepcopy(tiny_vit)).float()  # fp16-rounded weights, computed in fp32
+    assert_same_features(model, expected, 32)
+    assert preprocess.transforms[1].size == 32
+
+
+def test_plain_state_dict_open_clip_checkpoint_and_safetensors(tmp_path, tiny_rn):
+    from safetensors.torch import save_file
+
+    sd = tiny_rn.state_dict()
+    files = {
+        "plain.pt": lambda p: torch.save(sd, p),
+        "plain.bin": lambda p: torch.save(sd, p),
+        "openclip.pth": lambda p: torch.save({"epoch": 3, "name": "run", "state_dict": {f"module.{k}": v for k, v in sd.items()}}, p),
+        "model.safetensors": lambda p: save_file({k: v.contiguous() for k, v in sd.items()}, str(p)),
+    }
+    for name, write in files.items():
+        write(tmp_path / name)
+        model, _ = zeroshot.load(tmp_path / name)
+        assert_same_features(model, tiny_rn, 64)
+
+
+@pytest.mark.parametrize("content,expect", [
+    (b"<html><body>404 Not Found</body></html>", "Could not read"),
+    (bytes(range(256)) * 40, "Could not read"),
+])
+def test_not_a_checkpoint(tmp_path, content, expect):
+    path = tmp_path / "broken.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as e:
+        zeroshot.load(path)
+    assert str(path) in str(e.value) and "expected" in str(e.value)
+
+
+def test_truncated_checkpoint(tmp_path, tiny_checkpoint):
+    path = tmp_path / "truncated.pt"
+    path.write_bytes(tiny_checkpoint.read_bytes()[: tiny_checkpoint.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="truncated.pt"):
+        zeroshot.load(path)
+
+
+def test_state_dict_of_something_else(tmp_path):
+    path = tmp_path / "resnet.pt"
+    torch.save({"conv.weight": torch.zeros(1)}, path)
+    with pytest.raises(CheckpointError, match="not of a CLIP model"):
+        read_state_dict(path)
+
+
+def test_unknown_name_and_missing_file(tmp_path):
+    with pytest.raises(ValueError) as e:
+        zeroshot.load("ViT-Q/7")
+    assert "ViT-B/32" in str(e.value) and "RN50x64" in str(e.value)
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        zeroshot.load(tmp_path / "nope.pt")
+
+
+def test_precision_rules():
+    cpu = torch.device("cpu")
+    assert pretrained.resolve_precision(None, cpu) == "fp32"
+    assert pretrained.resolve_precision(None, torch.device("cuda")) == "fp16"
+    with pytest.raises(ValueError, match="fp32"):
+        pretrained.resolve_precision("fp16", cpu)
+    with pytest.raises(ValueError, match="fp32, fp16, bf16"):
+        pretrained.resolve_precision("int8", cpu)
+
+
+# ---------------------------------------------------------------- downloads from a local server
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    routes: dict = {}
+
+    def do_GET(self):
+        status, body, length = self.routes.get(self.path, (404, b"missing", None))
+        self.send_response(status)
+        self.send_header("Content-Length", str(length if length is not None else len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", _Handler.routes
+    httpd.shutdown()
+
+
+def _leftovers(root: Path) -> list:
+    return [p.name for p in root.iterdir() if p.name.startswith(".")]
+
+
+def test_download_good_hash_then_cached(server, tmp_path, tiny_checkpoint):
+    base, routes = server
+    body = tiny_checkpoint.read_bytes()
+    sha = hashlib.sha256(body).hexdigest()
+    routes["/good/tiny.pt"] = (200, body, None)
+    path = download(f"{base}/good/tiny.pt", sha, tmp_path)
+    assert path.read_bytes() == body and not _leftovers(tmp_path)
+    routes.pop("/good/tiny.pt")  # a second call must not need the server
+    assert download(f"{base}/good/tiny.pt", sha, tmp_path) == path
+
+
+def test_corrupt_cached_file_is_refetched(server, tmp_path):
+    base, routes = server
+    routes["/re/file.pt"] = (200, b"right bytes", None)
+    (tmp_path / "file.pt").write_bytes(b"wrong bytes")
+    path = download(f"{base}/re/file.pt", hashlib.sha256(b"right bytes").hexdigest(), tmp_path)
+    assert path.read_bytes() == b"right bytes"
+
+
+def test_download_bad_hash(server, tmp_path):
+    base, routes = server
+    routes["/bad/x.pt"] = (200, b"not what you wanted", None)
+    with pytest.raises(CheckpointError, match="sha256"):
+        download(f"{base}/bad/x.pt", "0" * 64, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_download_truncated_body(server, tmp_path):
+    base, routes = server
+    routes["/short/x.pt"] = (200, b"only part", 1000)
+    with pytest.raises(CheckpointError, match="cut short"):
+        download(f"{base}/short/x.pt", "0" * 64, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_download_server_error(server, tmp_path):
+    base, routes = server
+    routes["/err/x.pt"] = (500, b"oops", None)
+    with pytest.raises(CheckpointError) as e:
+        download(f"{base}/err/x.pt", "0" * 64, tmp_path)
+    assert f"{base}/err/x.pt" in str(e.value) and "model.checkpoint=" in str(e.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_offline_names_url_and_local_alternative(tmp_path, monkeypatch):
+    # nothing listens on port 9 of 127.0.0.1: the same failure as no network, without touching one
+    monkeypatch.setitem(pretrained.MODELS, "RN50", ("http://127.0.0.1:9/clip/RN50.pt", "0" * 64))
+    with pytest.raises(CheckpointError) as e:
+        zeroshot.load("RN50", download_root=tmp_path)
+    assert "http://127.0.0.1:9/clip/RN50.pt" in str(e.value) and "zeroshot.load('/path/to/RN50.pt')" in str(e.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_load_by_name_downloads_into_env_cache(server, tmp_path, monkeypatch, tiny_checkpoint):
+    base, routes = server
+    body = tiny_checkpoint.read_bytes()
+    sha = hashlib.sha256(body).hexdigest()
+    routes[f"/clip/models/{sha}/ViT-B-32.pt"] = (200, body, None)
+    monkeypatch.setitem(pretrained.MODELS, "ViT-B/32", (f"{base}/clip/models/{sha}/ViT-B-32.pt", sha))
+    monkeypatch.setenv("ZEROSHOT_CACHE", str(tmp_path / "cache"))
+    model, _ = zeroshot.load("ViT-B-32")
+    assert (tmp_path / "cache" / "ViT-B-32.pt").is_file()
+    assert model.checkpoint_sha256 == sha and model.name == "ViT-B/32"
