@@ -6,6 +6,8 @@ error that names the file (or skips it, counted, with skip_bad_images=true).
 """
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -83,6 +85,43 @@ def _missing(cfg, root: Path, why: str) -> DatasetError:
     )
 
 
+def _idx_class(cls: type, root: Path, train: bool) -> tuple[type, Path]:
+    """MNIST-family datasets with two relaxations of torchvision's reader, which still does the reading:
+    only the requested split's files must exist (torchvision insists on both), and IDX files lying flat
+    in `root`, gzipped or not, are found as well as `<root>/<Class>/raw/`.
+    """
+    import gzip
+    import shutil
+
+    needed = [Path(url).stem for url, _ in cls.resources if ("train" in url) == train]
+    raw = root / cls.__name__ / "raw"
+    if not all((raw / n).is_file() for n in needed) and not os.access(root, os.W_OK):
+        # a read-only data folder: unpack into the cache instead
+        from .pretrained import default_cache_dir
+
+        root = default_cache_dir() / "datasets" / hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
+        raw, source = root / cls.__name__ / "raw", raw.parent.parent
+    else:
+        source = root
+    for name in needed:
+        if (raw / name).is_file():
+            continue
+        for candidate in (source / cls.__name__ / "raw" / f"{name}.gz", source / name, source / f"{name}.gz"):
+            if candidate.is_file():
+                raw.mkdir(parents=True, exist_ok=True)
+                tmp = raw / f".{name}.tmp"
+                opener = gzip.open if candidate.suffix == ".gz" else open
+                with opener(candidate, "rb") as src, open(tmp, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                tmp.replace(raw / name)
+                break
+
+    def _check_exists(self) -> bool:
+        return all((Path(self.raw_folder) / name).is_file() for name in needed)
+
+    return type(cls.__name__, (cls,), {"_check_exists": _check_exists}), root
+
+
 def _torchvision(cfg, transform: Callable) -> tuple[Dataset, list[str] | None]:
     cls = getattr(tvd, cfg.target)
     split = cfg.get("split", "test")
@@ -92,6 +131,8 @@ def _torchvision(cfg, transform: Callable) -> tuple[Dataset, list[str] | None]:
     kwargs = dict(splits[split] or {})
     kwargs.update(cfg.get("kwargs") or {})
     root = Path(cfg.root).expanduser()
+    if issubclass(cls, tvd.MNIST) and root.is_dir():
+        cls, root = _idx_class(cls, root, kwargs.get("train", False))
     try:
         ds = cls(root=str(root), transform=transform, download=bool(cfg.get("download", False)), **kwargs)
     except (RuntimeError, FileNotFoundError, OSError) as e:

@@ -5,6 +5,7 @@ encoding starts, and the run directory is created fresh, so a failed run never l
 """
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,7 +186,11 @@ def evaluate(cfg: DictConfig) -> dict:
         "timestamp": run_dir.name,
         "versions": versions(),
     }
-    write_outputs(run_dir, cfg, s, feats, logits, m, metrics)
+    try:
+        write_outputs(run_dir, cfg, s, feats, logits, m, metrics)
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)  # a half-written run must not look like a result
+        raise
     metrics["run_dir"] = str(run_dir)
     print(
         f"{cfg.dataset.name} | {cfg.model.name} | prompts {s.prompts.name} ({len(s.prompts.templates)} templates) | "

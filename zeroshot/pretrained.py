@@ -14,6 +14,7 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -146,7 +147,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
             sd = load_file(str(path))
         elif _is_torchscript(path):
-            sd = torch.jit.load(str(path), map_location="cpu").state_dict()
+            with warnings.catch_warnings():  # torch.jit.load is deprecated, but it is how OpenAI's files open
+                warnings.simplefilter("ignore", FutureWarning)
+                sd = torch.jit.load(str(path), map_location="cpu").state_dict()
         else:
             sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch, zipfile and pickle raise many types for the same problem: not a checkpoint
@@ -200,4 +203,4 @@ def load_model(
     model.checkpoint_sha256 = sha
     model.name = canonical_name(str(name_or_path)) or path.stem
     model.precision = precision
-    return model.to(device=device, dtype=_DTYPES[precision]).eval()
+    return model.requires_grad_(False).to(device=device, dtype=_DTYPES[precision]).eval()
