@@ -9,7 +9,7 @@ import sys
 
 COMMANDS = {
     "eval": ("eval", "zeroshot.evaluate:evaluate"),
-    "prompts": ("prompts", "zeroshot.experiments:run_experiments"),
+    "prompts": ("experiment", "zeroshot.experiments:run_experiments"),
     "report": ("report", "zeroshot.report:build_report"),
     "linear-probe": ("linear_probe", "zeroshot.linear_probe:linear_probe"),
 }

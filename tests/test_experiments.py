@@ -1,0 +1,187 @@
+"""Prompt experiments and the feature caches they stand on."""
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from zeroshot.datasets import build_dataset
+from zeroshot.evaluate import evaluate
+from zeroshot.experiments import ensemble, greedy_selection, run_experiments
+from zeroshot.features import ImageFeatureCache, TextCache, cache_key, extract_features
+from zeroshot.prompts import PromptError
+from zeroshot.transforms import image_transform, preprocess_spec
+from conftest import REPO
+from datagen import write_imagefolder
+
+CLASSES = ["apple", "bus", "cat", "dog"]
+
+
+@pytest.fixture
+def folder(tmp_path):
+    return write_imagefolder(tmp_path / "imgs", CLASSES, per_class=6)
+
+
+def cfg_for(tmp_path, checkpoint, folder, *overrides, config="experiment"):
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        return compose(config, overrides=[
+            f"model.checkpoint={checkpoint}", "dataset=imagefolder", f"dataset.root={folder}",
+            f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}", "num_workers=0",
+            "progress=false", "batch_size=5", "chunk_size=7", *overrides,
+        ])
+
+
+def test_cache_key_changes_with_each_part():
+    parts = {"checkpoint_sha256": "a" * 64, "precision": "fp32", "preprocess": preprocess_spec(224),
+             "dataset": "cifar10", "root": "/data/cifar10", "split": "test", "n_images": 10000}
+    base = cache_key(parts)
+    changes = {"checkpoint_sha256": "b" * 64, "precision": "fp16", "preprocess": preprocess_spec(336),
+               "dataset": "cifar100", "root": "/other", "split": "train", "n_images": 9999}
+    for key, value in changes.items():
+        assert cache_key({**parts, key: value}) != base, key
+    assert cache_key(dict(reversed(list(parts.items())))) == base
+
+
+class Interrupting(torch.nn.Module):
+    """Wraps a model and raises on the n-th encode_image call, like a run killed mid-extraction."""
+
+    def __init__(self, model, fail_at):
+        super().__init__()
+        self.model, self.fail_at, self.calls = model, fail_at, 0
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.model, name)
+
+    def encode_image(self, x):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise KeyboardInterrupt("killed")
+        return self.model.encode_image(x)
+
+
+def _dataset(folder):
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create({"name": "imagefolder", "kind": "imagefolder", "root": str(folder)})
+    return build_dataset(cfg, image_transform(32))
+
+
+def test_interrupted_extraction_resumes_and_bad_chunks_are_recomputed(tmp_path, folder, tiny_vit, capsys):
+    ds = _dataset(folder)  # 24 images: chunks of 7 -> 4 chunks; batches of 5 never straddle a chunk
+    reference = extract_features(tiny_vit, ds, batch_size=5)
+    cache = ImageFeatureCache(tmp_path / "c", {"k": 1}, chunk_size=7)
+    with pytest.raises(KeyboardInterrupt):
+        extract_features(Interrupting(tiny_vit, fail_at=5), ds, batch_size=5, cache=cache)  # dies in chunk 2
+    assert sorted(p.name for p in cache.dir.glob("chunk_*.pt")) == ["chunk_000000.pt", "chunk_000001.pt"]
+    assert not list(cache.dir.glob(".*"))  # no half-written temp files left behind
+
+    counting = Interrupting(tiny_vit, fail_at=-1)
+    resumed = extract_features(counting, ds, batch_size=5, cache=cache)
+    assert resumed.from_cache == 14 and counting.calls == 3  # chunk 2 (5+2 images) and chunk 3 (3 images)
+    assert torch.allclose(resumed.features, reference.features, atol=1e-6)
+    assert torch.equal(resumed.indices, torch.arange(24)) and torch.equal(resumed.labels, reference.labels)
+
+    # a truncated chunk and a chunk from another key are both detected and recomputed
+    path = cache.chunk_path(1)
+    path.write_bytes(path.read_bytes()[:100])
+    other = ImageFeatureCache(tmp_path / "c2", {"k": 2}, chunk_size=7)
+    extract_features(tiny_vit, ds, batch_size=5, cache=other)
+    cache.chunk_path(3).write_bytes(other.chunk_path(3).read_bytes())
+    counting = Interrupting(tiny_vit, fail_at=-1)
+    again = extract_features(counting, ds, batch_size=5, cache=cache)
+    assert again.from_cache == 14 and counting.calls == 3  # chunk 1 (2 batches) + chunk 3 (1 batch)
+    assert torch.allclose(again.features, reference.features, atol=1e-6)
+    out = capsys.readouterr().out
+    assert "chunk_000001.pt is corrupt" in out and "chunk_000003.pt is corrupt" in out
+
+
+def test_text_cache_reuses_and_rejects(tmp_path, tiny_vit):
+    from zeroshot.classifier import encode_prompts
+
+    cache = TextCache(tmp_path, "sha-a")
+    first = encode_prompts(tiny_vit, ["a cat", "a dog"], text_cache=cache)
+    calls = []
+    original = tiny_vit.encode_text
+    tiny_vit.encode_text = lambda t: calls.append(len(t)) or original(t)
+    try:
+        again = encode_prompts(tiny_vit, ["a dog", "a cat", "a bus"], text_cache=TextCache(tmp_path, "sha-a"))
+    finally:
+        del tiny_vit.encode_text
+    assert calls == [1] and torch.allclose(again[:2], first.flip(0))
+    assert TextCache(tmp_path, "sha-b").get(["a cat"]) == {}  # another checkpoint sees nothing
+    cache.path.write_bytes(b"garbage")
+    assert TextCache(tmp_path, "sha-a").get(["a cat"]) == {}
+
+
+def test_ensemble_row_equals_eval_top1(tmp_path, folder, tiny_checkpoint):
+    common = ["prompts=cifar10", 'prompts.templates=["a photo of a {}.","a drawing of a {}.","art of the {}.","{}"]',
+              "dataset.classnames=" + str(_names(tmp_path))]
+    summary = run_experiments(cfg_for(tmp_path, tiny_checkpoint, folder, *common, "bootstrap=200"))
+    metrics = evaluate(cfg_for(tmp_path, tiny_checkpoint, folder, *common, "cache=false", config="eval"))
+    assert summary["ensemble"]["top1"] == pytest.approx(metrics["top1"], abs=1e-9)
+    assert summary["ensemble"]["top5"] == pytest.approx(metrics["top5"], abs=1e-9)
+    run = Path(summary["run_dir"])
+    for name in ("templates.csv", "selection.csv", "summary.json", "templates.png", "selection.png", "best_prompts.json"):
+        assert (run / name).stat().st_size > 0, name
+    table = pd.read_csv(run / "templates.csv")
+    assert len(table) == 4 and table["top1_ci_low"].le(table["top1"]).all() and table["p_vs_baseline"].between(0, 1).all()
+    best = json.loads((run / "best_prompts.json").read_text())
+    assert best["templates"] == summary["selected_templates"] and len(best["classnames"]) == 4
+
+
+def _names(tmp_path):
+    path = tmp_path / "names.txt"
+    path.write_text("\n".join(CLASSES) + "\n")
+    return path
+
+
+def test_second_experiment_encodes_no_image(tmp_path, folder, tiny_checkpoint):
+    first = run_experiments(cfg_for(tmp_path, tiny_checkpoint, folder, "bootstrap=50"))
+    second = run_experiments(cfg_for(tmp_path, tiny_checkpoint, folder, "bootstrap=50", 'prompts.templates=["a {}","the {}"]'))
+    assert first["images_encoded"] == 24 and second["images_encoded"] == 0 and second["images_from_cache"] == 24
+
+
+def test_greedy_selection_deterministic_and_matches_brute_force(tiny_vit):
+    torch.manual_seed(0)
+    feats = torch.nn.functional.normalize(torch.randn(6, 5, 16), dim=-1)  # [T, C, D]
+    image = torch.nn.functional.normalize(torch.randn(80, 16), dim=-1)
+    labels = torch.randint(0, 5, (80,))
+    chosen = greedy_selection(image, labels, feats, None)
+    assert chosen == greedy_selection(image, labels, feats, None)
+
+    def acc(subset):
+        return (image @ ensemble(feats[subset]).t()).argmax(1).eq(labels).float().mean().item()
+
+    expected, best = [], -1.0
+    while True:  # the obvious O(T^2) recomputation of every candidate ensemble
+        cands = [(acc(expected + [t]), -t) for t in range(6) if t not in expected]
+        if not cands or max(cands)[0] <= best + 1e-12:
+            break
+        a, neg_t = max(cands)
+        expected.append(-neg_t)
+        best = a
+    assert chosen == expected
+
+
+def test_experiment_is_reproducible_and_checks_inputs(tmp_path, folder, tiny_checkpoint):
+    a = run_experiments(cfg_for(tmp_path, tiny_checkpoint, folder, "prompts=cifar10", f"dataset.classnames={_names(tmp_path)}", "bootstrap=100"))
+    b = run_experiments(cfg_for(tmp_path, tiny_checkpoint, folder, "prompts=cifar10", f"dataset.classnames={_names(tmp_path)}", "bootstrap=100"))
+    assert a["selected_templates"] == b["selected_templates"] and a["ensemble"] == b["ensemble"]
+    with pytest.warns(UserWarning, match="duplicate"):
+        s = run_experiments(cfg_for(tmp_path, tiny_checkpoint, folder, 'prompts.templates=["a {}","a {}","b {}"]', "bootstrap=10"))
+    assert s["n_templates"] == 2
+    with pytest.raises(PromptError, match="exactly one"):
+        run_experiments(cfg_for(tmp_path, tiny_checkpoint, folder, 'prompts.templates=["no slot"]'))
+    bad = tmp_path / "three.txt"
+    bad.write_text("a\nb\nc\n")
+    with pytest.raises(PromptError, match="3 names"):
+        run_experiments(cfg_for(tmp_path, tiny_checkpoint, folder, f"classnames_variants=[{bad}]", "bootstrap=10"))
+    good = tmp_path / "variant.txt"
+    good.write_text("red apple\nyellow bus\nhouse cat\npuppy\n")
+    s = run_experiments(cfg_for(tmp_path, tiny_checkpoint, folder, f"classnames_variants=[{good}]", "bootstrap=10"))
+    assert [v["name"] for v in s["classname_variants"]] == ["classnames: simple", "classnames: variant.txt"]

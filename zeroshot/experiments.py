@@ -1,0 +1,207 @@
+"""Prompt-engineering experiments on cached image features: `python -m zeroshot prompts ...`.
+
+Image features come from the feature cache (computed once per model x dataset), so each experiment costs
+only text encoding (itself cached per prompt string) plus matrix products. Every accuracy gets a bootstrap
+95% CI, and every set a paired bootstrap p-value against the baseline "a photo of a {}.".
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+
+from .classifier import encode_prompts
+from .evaluate import image_features, prepare, text_cache
+from .metrics import bootstrap_ci, bootstrap_indices, classification_metrics, paired_bootstrap_pvalue
+from .prompts import PromptError, PromptSet, read_classnames, write_prompt_file
+from .results import make_run_dir, versions, write_json
+
+
+def template_features(model, classnames: list[str], templates: list[str], cfg, cache) -> torch.Tensor:
+    """Normalized text features [T, C, D] of every template filled with every class name."""
+    prompts = [t.replace("{}", c) for t in templates for c in classnames]
+    feats = encode_prompts(model, prompts, cfg.text_batch_size, cfg.get("progress", True), cache)  # [T*C, D]
+    return feats.view(len(templates), len(classnames), -1)  # [T, C, D]
+
+
+def ensemble(feats: torch.Tensor) -> torch.Tensor:
+    """OpenAI's ensembling: mean of normalized prompt features per class, renormalized. [T, C, D] -> [C, D]."""
+    return F.normalize(feats.mean(dim=0), dim=-1)
+
+
+def greedy_selection(image: torch.Tensor, labels: torch.Tensor, feats: torch.Tensor, max_size: int | None) -> list[int]:
+    """Forward selection of templates by top-1 on `image`: add the best template while accuracy rises.
+
+    With S the running sum of chosen features and f_t a candidate's, the ensemble logits for class c are
+    (x.S_c + x.f_tc) / ||S_c + f_tc||, and ||S_c + f_tc||^2 = ||S_c||^2 + 2 S_c.f_tc + 1, so a candidate
+    costs one [N, D] x [D, C] product. Ties go to the earlier template in the pool: deterministic.
+    """
+    n_templates, n_classes, _ = feats.shape
+    chosen: list[int] = []
+    total = torch.zeros(n_classes, feats.shape[2])
+    base_logits = torch.zeros(len(image), n_classes)
+    best_acc = -1.0
+    while len(chosen) < (max_size or n_templates):
+        best = None
+        for t in range(n_templates):
+            if t in chosen:
+                continue
+            norm = ((total * total).sum(-1) + 2 * (total * feats[t]).sum(-1) + 1).sqrt()  # [C]
+            logits = (base_logits + image @ feats[t].t()) / norm  # [N, C]
+            acc = (logits.argmax(1) == labels).float().mean().item()
+            if acc > best_acc + 1e-12:
+                best, best_acc = t, acc
+        if best is None:
+            break
+        chosen.append(best)
+        total += feats[best]
+        base_logits += image @ feats[best].t()
+    return chosen
+
+
+def run_experiments(cfg: DictConfig) -> dict:
+    start = time.perf_counter()
+    s = prepare(cfg)
+    pset: PromptSet = s.prompts
+    tcache = text_cache(s)
+    feats_img = image_features(cfg, s, cfg.get("progress", True))
+    image = F.normalize(feats_img.features, dim=-1)  # [N, D]
+    labels = feats_img.labels
+    n = len(labels)
+    if n == 0:
+        raise RuntimeError(f"No readable images in dataset {cfg.dataset.name!r}")
+    templates = pset.templates
+    tfeats = template_features(s.model, s.classnames, templates, cfg, tcache)  # [T, C, D]
+    scale = s.model.logit_scale.exp().float().item()
+    idx = bootstrap_indices(n, int(cfg.bootstrap), int(cfg.seed))
+
+    baseline_t = cfg.baseline
+    baseline_feats = template_features(s.model, s.classnames, [baseline_t], cfg, tcache)
+    correct_base = (image @ ensemble(baseline_feats).t()).argmax(1).eq(labels).numpy()
+
+    def row(name: str, logits: torch.Tensor, kind: str) -> dict:
+        m = classification_metrics(logits, labels)
+        correct = logits.argmax(1).eq(labels).numpy()
+        low, high = bootstrap_ci(correct, idx)
+        return {
+            "kind": kind, "name": name, "top1": m["top1"], "top5": m["top5"],
+            "mean_per_class_recall": m["mean_per_class_recall"], "top1_ci_low": low, "top1_ci_high": high,
+            "p_vs_baseline": paired_bootstrap_pvalue(correct, correct_base, idx),
+        }
+
+    # (a) each template alone, (b) the full ensemble, (c) leave-one-out
+    full_w = ensemble(tfeats)
+    full = row("ensemble", scale * image @ full_w.t(), "ensemble")
+    rows = []
+    for t, template in enumerate(templates):
+        r = row(template, scale * image @ tfeats[t].t(), "template")
+        if len(templates) > 1:
+            keep = [i for i in range(len(templates)) if i != t]
+            loo = (image @ ensemble(tfeats[keep]).t()).argmax(1).eq(labels).float().mean().item()
+            r["loo_top1"], r["loo_delta"] = loo, loo - full["top1"]  # < 0: removing it hurts
+        rows.append(r)
+
+    # (d) greedy forward selection on one seeded half, reported on both halves
+    perm = torch.from_numpy(np.random.default_rng(int(cfg.seed)).permutation(n))
+    half = int(round(n * float(cfg.select_fraction)))
+    sel, held = perm[:half], perm[half:]
+    chosen = greedy_selection(image[sel], labels[sel], tfeats, cfg.get("max_selected"))
+    curve = []
+    for k in range(1, len(chosen) + 1):
+        w = ensemble(tfeats[chosen[:k]])
+        pred = (image @ w.t()).argmax(1)
+        curve.append({
+            "step": k, "template": templates[chosen[k - 1]],
+            "select_top1": pred[sel].eq(labels[sel]).float().mean().item(),
+            "heldout_top1": pred[held].eq(labels[held]).float().mean().item() if len(held) else float("nan"),
+            "all_top1": pred.eq(labels).float().mean().item(),
+        })
+    selected = row("greedy selection", scale * image @ ensemble(tfeats[chosen]).t(), "selected")
+
+    # (e) ensembling methods side by side
+    per_template_logits = torch.stack([scale * image @ tfeats[t].t() for t in range(len(templates))])  # [T, N, C]
+    methods = [
+        row("mean of normalized text embeddings", scale * image @ full_w.t(), "method"),
+        row("mean of per-template logits", per_template_logits.mean(0), "method"),
+        row("mean of per-template probabilities", per_template_logits.softmax(-1).mean(0), "method"),
+    ]
+    del per_template_logits
+
+    # (f) class-name variants with the same templates
+    variants = [row(f"classnames: {pset.name}", scale * image @ full_w.t(), "classnames")]
+    for path in cfg.get("classnames_variants") or []:
+        names = read_classnames(path)
+        if len(names) != len(s.classnames):
+            raise PromptError(f"Class-names file {path} has {len(names)} names; dataset {cfg.dataset.name!r} has {len(s.classnames)} classes")
+        w = ensemble(template_features(s.model, names, templates, cfg, tcache))
+        variants.append(row(f"classnames: {Path(path).name}", scale * image @ w.t(), "classnames"))
+
+    baseline = row(f"baseline: {baseline_t}", scale * image @ ensemble(baseline_feats).t(), "baseline")
+    run_dir = make_run_dir(Path(cfg.results_dir) / cfg.dataset.name / cfg.model.slug / pset.name)
+    write_outputs(run_dir, cfg, s, rows, full, curve, selected, methods, variants, baseline, [templates[i] for i in chosen])
+    summary = {
+        "dataset": cfg.dataset.name, "model": cfg.model.name, "checkpoint_sha256": s.model.checkpoint_sha256,
+        "prompts": pset.name, "n_images": n, "n_classes": len(s.classnames), "n_templates": len(templates),
+        "images_encoded": n - feats_img.from_cache, "images_from_cache": feats_img.from_cache,
+        "ensemble": full, "baseline": baseline, "selected": selected, "selected_templates": [templates[i] for i in chosen],
+        "methods": methods, "classname_variants": variants, "bootstrap": int(cfg.bootstrap), "seed": int(cfg.seed),
+        "select_fraction": float(cfg.select_fraction), "wall_seconds": time.perf_counter() - start,
+        "versions": versions(), "run_dir": str(run_dir),
+    }
+    write_json(run_dir / "summary.json", summary)
+    best = max(rows, key=lambda r: r["top1"])
+    print(
+        f"{cfg.dataset.name} | {cfg.model.name} | {len(templates)} templates | ensemble top1 {100 * full['top1']:.2f}% "
+        f"[{100 * full['top1_ci_low']:.1f}, {100 * full['top1_ci_high']:.1f}] | best single {100 * best['top1']:.2f}% | "
+        f"greedy {len(chosen)} templates {100 * selected['top1']:.2f}% | images encoded {summary['images_encoded']} -> {run_dir}"
+    )
+    return summary
+
+
+def write_outputs(run_dir, cfg, s, rows, full, curve, selected, methods, variants, baseline, chosen) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = pd.DataFrame(rows).sort_values("top1", ascending=False)
+    table.to_csv(run_dir / "templates.csv", index=False)
+    pd.DataFrame(curve).to_csv(run_dir / "selection.csv", index=False)
+    pd.DataFrame([full, selected, baseline, *methods, *variants]).to_csv(run_dir / "sets.csv", index=False)
+    write_prompt_file(run_dir / "best_prompts.json", PromptSet(
+        f"{s.prompts.name}_greedy", chosen, s.classnames,
+        f"greedy selection on {cfg.dataset.name} with {cfg.model.name} ({run_dir})"))
+
+    n = len(table)
+    fig, ax = plt.subplots(figsize=(9, max(3, 0.28 * n + 1)))
+    y = np.arange(n)
+    err = [100 * (table.top1 - table.top1_ci_low), 100 * (table.top1_ci_high - table.top1)]
+    ax.barh(y, 100 * table.top1, xerr=err, color="tab:blue", ecolor="gray", capsize=2)
+    ax.set_yticks(y, [t if len(t) < 50 else t[:48] + "…" for t in table.name], fontsize=7 if n > 30 else 9)
+    ax.invert_yaxis()
+    ax.axvline(100 * full["top1"], color="tab:red", ls="--", label=f"ensemble {100 * full['top1']:.1f}%")
+    ax.axvspan(100 * full["top1_ci_low"], 100 * full["top1_ci_high"], color="tab:red", alpha=0.1)
+    ax.set_xlabel("top-1 accuracy (%), 95% bootstrap CI")
+    ax.set_title(f"Templates alone | {cfg.dataset.name} | {cfg.model.name}")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(run_dir / "templates.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    steps = [c["step"] for c in curve]
+    ax.plot(steps, [100 * c["select_top1"] for c in curve], "o-", label="selection half")
+    ax.plot(steps, [100 * c["heldout_top1"] for c in curve], "s-", label="held-out half")
+    ax.axhline(100 * full["top1"], color="tab:red", ls="--", label="full ensemble (all images)")
+    ax.set_xlabel("templates selected")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(f"Greedy template selection | {cfg.dataset.name} | {cfg.model.name}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(run_dir / "selection.png", dpi=110)
+    plt.close(fig)
