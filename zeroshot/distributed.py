@@ -101,4 +101,6 @@ def extract_features_sharded(extract: Callable[[list[int]], Features], n_images:
         indices=torch.cat([g.indices for g in gathered]),
         skipped=sum(g.skipped for g in gathered),
         from_cache=sum(g.from_cache for g in gathered),
+        data_wait_s=max(g.data_wait_s for g in gathered),
+        compute_s=max(g.compute_s for g in gathered),
     )

@@ -182,6 +182,8 @@ def evaluate(cfg: DictConfig) -> dict:
         "device": str(s.device),
         "world_size": dist.world_size(),
         "images_from_cache": feats.from_cache,
+        "image_encode_seconds": feats.compute_s,
+        "data_wait_seconds": feats.data_wait_s,
         "wall_seconds": wall,
         "timestamp": run_dir.name,
         "versions": versions(),

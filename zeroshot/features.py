@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,8 @@ class Features:
     indices: torch.Tensor  # [N] dataset positions, ascending
     skipped: int = 0  # unreadable images skipped (skip_bad_images=true)
     from_cache: int = 0  # how many images came from the cache rather than the model
+    data_wait_s: float = 0.0  # time the model sat waiting for the DataLoader
+    compute_s: float = 0.0  # time spent in encode_image (and copies)
 
 
 class ImageFeatureCache:
@@ -118,6 +121,7 @@ def extract_features(
             if entry is not None:
                 done[c] = entry
     todo = [c for c in chunks if c not in done]
+    wait = compute = 0.0
 
     # Batches never straddle a chunk, so each chunk can be written as soon as its last batch is in.
     batches, owner = [], []
@@ -138,12 +142,18 @@ def extract_features(
         n_cached = sum(len(chunks[c]) for c in done)
         bar = tqdm(total=len(positions), initial=n_cached, desc="images", unit="img", disable=not progress)
         with torch.inference_mode(), bar:
-            for b, (images, labels, indices, skipped) in enumerate(loader):
+            batches_in = iter(loader)
+            for b in range(len(batches)):
+                tick = time.perf_counter()
+                images, labels, indices, skipped = next(batches_in)
+                tock = time.perf_counter()
+                wait += tock - tick
                 c = owner[b]
                 if len(images):
                     feats = model.encode_image(images.to(device, non_blocking=True)).float().cpu()
                 else:
                     feats = torch.empty(0, dim)
+                compute += time.perf_counter() - tock
                 pending.setdefault(c, []).append((feats, labels, indices, skipped))
                 bar.update(len(images) + skipped)
                 if b + 1 == len(batches) or owner[b + 1] != c:
@@ -167,6 +177,8 @@ def extract_features(
         indices=torch.cat([e["indices"] for e in ordered]) if ordered else torch.empty(0, dtype=torch.long),
         skipped=sum(int(e["skipped"]) for e in ordered),
         from_cache=sum(len(chunks[c]) for c in chunks if c not in todo),
+        data_wait_s=wait,
+        compute_s=compute,
     )
 
 
