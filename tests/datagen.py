@@ -67,3 +67,20 @@ def write_csv(root: Path, classes: list[str], per_class: int = 3, by_name: bool 
             rows.append(f"images/{c}/{i:03d}.png,{c if by_name else k}")
     (root / "data.csv").write_text("\n".join(rows) + "\n")
     return root / "data.csv"
+
+
+def write_idx_split(root: Path, n: int, split: str, seed: int = 0, name: str = "MNIST", separable: bool = False) -> Path:
+    """One split of an IDX dataset; `separable` draws each class as its own brightness band, so it is learnable."""
+    raw = root / name / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n).astype(np.uint8)
+    if separable:
+        base = (labels.astype(np.int32) * 25)[:, None, None]
+        images = np.clip(base + rng.integers(0, 20, (n, 28, 28)), 0, 255).astype(np.uint8)
+    else:
+        images = _images(n, 28, seed, channels=1)
+    prefix = "train" if split == "train" else "t10k"
+    (raw / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 0x0803, n, 28, 28) + images.tobytes())
+    (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 0x0801, n) + labels.tobytes())
+    return root

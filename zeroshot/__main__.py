@@ -24,6 +24,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     command = argv.pop(0)
     config_name, target = COMMANDS[command]
+    if command == "report":  # bare paths are the results directories to collect
+        paths = [a for a in argv if "=" not in a and not a.startswith("-")]
+        if paths:
+            argv = [a for a in argv if a not in paths] + ["inputs=[" + ",".join(paths) + "]"]
 
     import importlib
     from pathlib import Path

@@ -43,6 +43,7 @@ class EvalDataset(Dataset):
 
     def __init__(self, source: Dataset, classes: list[str] | None, name: str, skip_bad_images: bool = False):
         self.source, self.classes, self.name = source, classes, name
+        self.transform: Callable | None = None  # set once the model (and so the resolution) is known
         self.paths = _paths_of(source)
         self.skip_bad_images = skip_bad_images
 
@@ -55,6 +56,8 @@ class EvalDataset(Dataset):
     def __getitem__(self, index: int):
         try:
             image, label = self.source[index]
+            if self.transform is not None:
+                image = self.transform(image)
         except Exception as e:
             if self.skip_bad_images:
                 return None
@@ -122,7 +125,7 @@ def _idx_class(cls: type, root: Path, train: bool) -> tuple[type, Path]:
     return type(cls.__name__, (cls,), {"_check_exists": _check_exists}), root
 
 
-def _torchvision(cfg, transform: Callable) -> tuple[Dataset, list[str] | None]:
+def _torchvision(cfg) -> tuple[Dataset, list[str] | None]:
     cls = getattr(tvd, cfg.target)
     split = cfg.get("split", "test")
     splits = cfg.get("splits") or {}
@@ -134,57 +137,59 @@ def _torchvision(cfg, transform: Callable) -> tuple[Dataset, list[str] | None]:
     if issubclass(cls, tvd.MNIST) and root.is_dir():
         cls, root = _idx_class(cls, root, kwargs.get("train", False))
     try:
-        ds = cls(root=str(root), transform=transform, download=bool(cfg.get("download", False)), **kwargs)
+        ds = cls(root=str(root), download=bool(cfg.get("download", False)), **kwargs)
     except (RuntimeError, FileNotFoundError, OSError) as e:
         raise _missing(cfg, root, f"{type(e).__name__}: {e}") from e
     classes = getattr(ds, "classes", None) or getattr(ds, "categories", None)
     return ds, list(classes) if classes else None
 
 
-def _imagefolder(cfg, transform: Callable, root: Path | None = None) -> tuple[Dataset, list[str]]:
+def _imagefolder(cfg, root: Path | None = None) -> tuple[Dataset, list[str]]:
     root = Path(root or cfg.root).expanduser()
     if not root.is_dir():
         raise _missing(cfg, root, "no such directory")
     try:
-        ds = tvd.ImageFolder(str(root), transform=transform)
+        ds = tvd.ImageFolder(str(root))
     except (FileNotFoundError, RuntimeError) as e:
         raise _missing(cfg, root, str(e)) from e
     return ds, list(ds.classes)
 
 
-def _imagenet(cfg, transform: Callable) -> tuple[Dataset, list[str] | None]:
+def _imagenet(cfg) -> tuple[Dataset, list[str] | None]:
     root = Path(cfg.root).expanduser()
     split = {"test": "val", "val": "val", "train": "train"}.get(cfg.get("split", "test"))
     if split is None:
         raise DatasetError(f"Dataset 'imagenet' has no split {cfg.split!r}. Available splits: test (= val), val, train")
     if (root / "meta.bin").is_file() or (root / "ILSVRC2012_devkit_t12.tar.gz").is_file():
         try:
-            return tvd.ImageNet(str(root), split=split, transform=transform), None
+            return tvd.ImageNet(str(root), split=split), None
         except (RuntimeError, FileNotFoundError) as e:
             raise _missing(cfg, root, str(e)) from e
     folder = root / split if (root / split).is_dir() else root
-    ds, wnids = _imagefolder(cfg, transform, folder)
+    ds, wnids = _imagefolder(cfg, folder)
     if len(wnids) != 1000:
         raise _missing(cfg, folder, f"found {len(wnids)} class folders, expected the 1000 wnid folders (n01440764 ...)")
     return ds, None
 
 
 class CSVDataset(Dataset):
-    def __init__(self, paths: list[str], labels: list[int], transform: Callable):
+    """(PIL image, label) from a list of paths, with torchvision's image loader."""
+
+    def __init__(self, paths: list[str], labels: list[int]):
         from torchvision.datasets.folder import default_loader
 
         self.samples = list(zip(paths, labels))
-        self.transform, self.loader = transform, default_loader
+        self.loader = default_loader
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int):
         path, label = self.samples[index]
-        return self.transform(self.loader(path)), label
+        return self.loader(path), label
 
 
-def _csv(cfg, transform: Callable) -> tuple[Dataset, list[str] | None]:
+def _csv(cfg) -> tuple[Dataset, list[str] | None]:
     import pandas as pd
 
     path = Path(cfg.path).expanduser()
@@ -208,20 +213,26 @@ def _csv(cfg, transform: Callable) -> tuple[Dataset, list[str] | None]:
         if unknown:
             raise DatasetError(f"CSV {path} has labels not in the class-names file {cfg.classnames}: {unknown[:10]}")
         labels = [index[str(x)] for x in raw]
-    return CSVDataset(paths, labels, transform), classes
+    return CSVDataset(paths, labels), classes
 
 
 _KINDS = {"torchvision": _torchvision, "imagefolder": _imagefolder, "imagenet": _imagenet, "csv": _csv}
 
 
-def build_dataset(cfg, transform: Callable, skip_bad_images: bool = False) -> EvalDataset:
-    """Build the dataset a `configs/dataset/*.yaml` describes; raise DatasetError if it is missing or empty."""
+def build_dataset(cfg, transform: Callable | None = None, skip_bad_images: bool = False) -> EvalDataset:
+    """Build the dataset a `configs/dataset/*.yaml` describes; raise DatasetError if it is missing or empty.
+
+    The source yields PIL images; `EvalDataset` applies `transform` (which can be set later), so that a
+    dataset can be checked before the model, and its resolution, is loaded.
+    """
     if cfg.kind not in _KINDS:
         raise DatasetError(f"Dataset {cfg.name!r} has unknown kind {cfg.kind!r}. Kinds: {', '.join(_KINDS)}")
-    source, classes = _KINDS[cfg.kind](cfg, transform)
+    source, classes = _KINDS[cfg.kind](cfg)
     if len(source) == 0:
         raise DatasetError(f"Dataset {cfg.name!r} under {cfg.get('root') or cfg.get('path')} has no images.")
-    return EvalDataset(source, classes, cfg.name, skip_bad_images)
+    ds = EvalDataset(source, classes, cfg.name, skip_bad_images)
+    ds.transform = transform
+    return ds
 
 
 def dataset_labels(ds: EvalDataset) -> list[int] | None:

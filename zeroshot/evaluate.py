@@ -109,10 +109,12 @@ def prepare(cfg: DictConfig) -> Setup:
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     precision = resolve_precision(cfg.get("precision"), device)
-    pset = resolve_prompts(cfg)  # bad names and templates fail here, before the model loads
-    model = load_model(cfg.model.get("checkpoint") or cfg.model.name, device, precision, cfg.get("cache_dir"))
-    dataset = build_dataset(cfg.dataset, image_transform(model.image_resolution), cfg.get("skip_bad_images", False))
+    # Inputs are checked first, so a bad name, template or data path fails before any download or encoding.
+    pset = resolve_prompts(cfg)
+    dataset = build_dataset(cfg.dataset, None, cfg.get("skip_bad_images", False))
     classnames = resolve_classnames(cfg, pset, dataset)
+    model = load_model(cfg.model.get("checkpoint") or cfg.model.name, device, precision, cfg.get("cache_dir"))
+    dataset.transform = image_transform(model.image_resolution)
     return Setup(model, dataset, pset, classnames, device, precision, cache_root(cfg))
 
 
