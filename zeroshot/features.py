@@ -88,9 +88,10 @@ class ImageFeatureCache:
     def write_meta(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         meta = self.dir / "meta.json"
-        if not meta.exists():
-            tmp = meta.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"key": self.key, "parts": self.parts, "chunk_size": self.chunk_size}, indent=1, default=str))
+        if not meta.exists():  # several ranks may get here at once: each writes its own temp file
+            fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".meta.", suffix=".tmp")
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps({"key": self.key, "parts": self.parts, "chunk_size": self.chunk_size}, indent=1, default=str))
             os.replace(tmp, meta)
 
 
