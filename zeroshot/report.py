@@ -158,11 +158,13 @@ def figures(table: pd.DataFrame, out: Path) -> list[Path]:
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
     for dataset, group in evals.groupby("dataset"):
-        group = group.sort_values("top1")
+        # bars in the metric the published number uses, so the two marks are comparable
+        metric = group.published_metric.dropna().iloc[0] if group.published_metric.notna().any() else "top1"
+        group = group.sort_values(metric)
         labels = [f"{m} ({p})" for m, p in zip(group.model, group.prompts)]
         fig, ax = plt.subplots(figsize=(7, 0.45 * len(group) + 1.5))
         y = np.arange(len(group))
-        ax.barh(y, 100 * group.top1, color="tab:blue", label="zeroshot top-1")
+        ax.barh(y, 100 * group[metric], color="tab:blue", label=f"zeroshot {metric.replace('_', ' ')}")
         pub = group.published.to_numpy(dtype=float)
         if not np.all(np.isnan(pub)):
             ax.scatter(pub, y, color="tab:red", marker="D", zorder=3, label="published")

@@ -5,7 +5,6 @@ import json
 import os
 import platform
 import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 
