@@ -223,15 +223,18 @@ def bench_memory(args):
         ckpt = tiny_checkpoint(tmp)
         for n in sizes:
             csv = subset_csv(n, tmp)
-            code = ("import resource,sys,runpy; sys.argv=sys.argv[1:]; "
-                    "\ntry: runpy.run_module('zeroshot', run_name='__main__')\nexcept SystemExit: pass"
-                    "\nprint('RSS_MB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024)")
-            cmd = [sys.executable, "-c", code, "zeroshot", "eval", "dataset=csv", f"dataset.path={csv}",
-                   f"model.checkpoint={ckpt}", f"results_dir={tmp / 'r'}", "cache=false", "progress=false", "num_workers=0"]
-            r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
-            rss = float(r.stdout.split("RSS_MB")[-1]) if "RSS_MB" in r.stdout else float("nan")
-            row("memory", f"peak RSS of eval, n={n} images (tiny model, 224px)", rss, None, "-", "MB", None,
-                "features+logits of 5k images are ~1 MB")
+            cmd = [sys.executable, "-m", "zeroshot", "eval", "dataset=csv", f"dataset.path={csv}", f"model.checkpoint={ckpt}",
+                   f"results_dir={tmp / 'r' / str(n)}", "cache=false", "progress=false", "num_workers=0"]
+            # a fresh parent per measurement, so RUSAGE_CHILDREN's peak is this eval's alone
+            probe = ("import resource,subprocess,sys; r=subprocess.run(sys.argv[1:]); "
+                     "print('RSS_MB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss/1024, 'RC', r.returncode)")
+            r = subprocess.run([sys.executable, "-c", probe, *cmd], capture_output=True, text=True, cwd=REPO)
+            if "RC 0" not in r.stdout:
+                raise RuntimeError(r.stderr[-2000:])
+            rss = float(r.stdout.split("RSS_MB")[-1].split()[0])
+            n_done = json.loads(next((tmp / "r" / str(n)).rglob("metrics.json")).read_text())["n_images"]
+            row("memory", f"peak RSS of eval, n={n_done} images (tiny model, 224px)", rss, None, "-", "MB", None,
+                "the features and logits of 5k images are ~1 MB")
 
 
 def tiny_checkpoint(folder: Path) -> Path:
