@@ -27,10 +27,9 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
-def random_model(config: CLIPConfig, seed: int = 0) -> CLIP:
-    torch.manual_seed(seed)
-    model = CLIP(config).eval()
-    with torch.no_grad():  # random BatchNorm statistics, so the ResNet path is not an identity
+def randomize_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
+    """Random BatchNorm statistics and affine terms, so the ResNet path is not close to an identity."""
+    with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.normal_(0, 0.1)
@@ -38,6 +37,11 @@ def random_model(config: CLIPConfig, seed: int = 0) -> CLIP:
                 m.weight.normal_(1, 0.1)
                 m.bias.normal_(0, 0.1)
     return model
+
+
+def random_model(config: CLIPConfig, seed: int = 0) -> CLIP:
+    torch.manual_seed(seed)
+    return randomize_batchnorm(CLIP(config).eval())
 
 
 def to_openai_fp16(model: CLIP) -> CLIP:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from zeroshot.model import ARCHITECTURES, CLIP, build_model, config_from_state_dict
-from conftest import random_model
+from conftest import random_model, randomize_batchnorm
 
 PROMPTS = ["a photo of a dog.", "a blurry photo of a large red car parked by the sea.", "x"]
 
@@ -28,14 +28,7 @@ def _openai_reference(clip_module, config, seed):
     ref = clip_module.model.CLIP(c.embed_dim, c.image_resolution, c.vision_layers, c.vision_width, c.vision_patch_size,
                                  c.context_length, c.vocab_size, c.transformer_width, c.transformer_heads,
                                  c.transformer_layers).eval()
-    with torch.no_grad():
-        for m in ref.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.normal_(1, 0.1)
-                m.bias.normal_(0, 0.1)
-    return ref
+    return randomize_batchnorm(ref)
 
 
 @pytest.mark.parametrize("name", ["ViT-B/32", "ViT-B/16", "RN50"])
