@@ -185,3 +185,18 @@ def test_real_cifar10_jpegs_and_real_mnist(tmp_path, tiny_checkpoint):
     m = evaluate(make_cfg(tmp_path, tiny_checkpoint, "dataset=mnist", f"dataset.root={mnist}", "dataset.download=false",
                           "batch_size=256"))
     check_run(m, 10_000, 10)
+
+
+def test_imagenet_wnid_folders(tmp_path, tiny_checkpoint):
+    """ImageNet val as 1000 class folders named by wnid, with OpenAI's names and the 7-template subset."""
+    from PIL import Image
+
+    val = tmp_path / "imagenet" / "val"
+    pixel = Image.new("RGB", (8, 8), (120, 30, 200))
+    for k in range(1000):
+        (val / f"n{k:08d}").mkdir(parents=True)
+        pixel.save(val / f"n{k:08d}" / "ILSVRC2012_val_0.png")
+    m = evaluate(make_cfg(tmp_path, tiny_checkpoint, "dataset=imagenet", f"dataset.root={tmp_path / 'imagenet'}",
+                          "prompts=imagenet_7", "batch_size=250"))
+    assert m["n_classes"] == 1000 and m["n_templates"] == 7 and m["prompts"] == "imagenet_simple_7"
+    check_run(m, 1000, 1000)

@@ -1,0 +1,61 @@
+"""build_classifier: the trimmed, bucketed, de-duplicated path equals the plain one, and matches open_clip's."""
+import torch
+import torch.nn.functional as F
+
+import zeroshot
+from zeroshot import build_classifier
+from zeroshot.classifier import encode_prompts
+
+CLASSES = ["tabby cat", "golden retriever dog", "car", "a very long class name with many many words in it"]
+TEMPLATES = ["a photo of a {}.", "{}", "a blurry low resolution photo of the small {} in the corner of the image."]
+
+
+def plain_classifier(model, classnames, templates):
+    """The textbook loop: every prompt alone, all 77 positions, no cut, no sorting, no reuse."""
+    weights = []
+    with torch.no_grad():
+        for c in classnames:
+            feats = []
+            for t in templates:
+                tokens = zeroshot.tokenize([t.format(c)])
+                x = model.token_embedding(tokens) + model.positional_embedding
+                for block in model.transformer.resblocks:
+                    x = block(x, causal=True)
+                x = model.ln_final(x)[0, tokens.argmax(-1)[0]] @ model.text_projection
+                feats.append(F.normalize(x, dim=-1))
+            weights.append(F.normalize(torch.stack(feats).mean(0), dim=-1))
+    return torch.stack(weights, dim=1)
+
+
+def test_fast_path_equals_plain_path(tiny_vit):
+    fast = build_classifier(tiny_vit, CLASSES, TEMPLATES, batch_size=3)
+    plain = plain_classifier(tiny_vit, CLASSES, TEMPLATES)
+    assert fast.shape == (32, 4)
+    assert torch.allclose(fast, plain, atol=1e-5)
+    assert F.cosine_similarity(fast.t(), plain.t()).min() > 0.99999
+    assert torch.allclose(fast.norm(dim=0), torch.ones(4), atol=1e-6)
+
+
+def test_duplicate_prompts_are_encoded_once(tiny_vit):
+    seen = []
+    original = tiny_vit.encode_text
+    tiny_vit.encode_text = lambda t: seen.append(t.shape[0]) or original(t)
+    try:
+        feats = encode_prompts(tiny_vit, ["a cat", "a dog", "a cat", "a cat"], batch_size=8)
+    finally:
+        del tiny_vit.encode_text
+    assert seen == [2] and torch.equal(feats[0], feats[2])
+
+
+def test_matches_open_clip_zero_shot_classifier(open_clip):
+    from open_clip.zero_shot_classifier import build_zero_shot_classifier
+
+    from zeroshot.model import build_model
+
+    torch.manual_seed(0)
+    ref = open_clip.create_model("ViT-B-32-quickgelu").eval()
+    ours = build_model(ref.state_dict())
+    with torch.no_grad():
+        theirs = build_zero_shot_classifier(ref, open_clip.get_tokenizer("ViT-B-32"), CLASSES, TEMPLATES)
+    mine = build_classifier(ours, CLASSES, TEMPLATES)
+    assert F.cosine_similarity(mine.t(), theirs.t()).min() > 0.99999
