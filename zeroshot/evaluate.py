@@ -5,6 +5,7 @@ encoding starts, and the run directory is created fresh, so a failed run never l
 """
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -118,6 +119,14 @@ def prepare(cfg: DictConfig) -> Setup:
     return Setup(model, dataset, pset, classnames, device, precision, cache_root(cfg))
 
 
+def resolve_workers(value) -> int:
+    """`auto`: one worker per core but one, up to 8. Decoding CIFAR-sized JPEGs is light next to encode_image,
+    so on a small CPU machine one worker keeps the model fed without taking cores from it."""
+    if value in (None, "auto"):
+        return max(1, min(8, (os.cpu_count() or 2) - 1))
+    return int(value)
+
+
 def image_features(cfg: DictConfig, s: Setup, progress: bool = True) -> Features | None:
     """Features of the whole dataset (on rank 0; None on other ranks), through the cache unless cache=false."""
     chunk_size = int(cfg.get("chunk_size", 2048))
@@ -126,7 +135,7 @@ def image_features(cfg: DictConfig, s: Setup, progress: bool = True) -> Features
         cache = ImageFeatureCache(s.cache_root, feature_key(s.model, cfg, s.dataset, s.precision), chunk_size)
     return dist.extract_features_sharded(
         lambda positions: extract_features(
-            s.model, s.dataset, cfg.batch_size, cfg.num_workers, s.device, cache, positions, progress, chunk_size
+            s.model, s.dataset, cfg.batch_size, resolve_workers(cfg.num_workers), s.device, cache, positions, progress, chunk_size
         ),
         len(s.dataset),
         chunk_size,
