@@ -20,6 +20,20 @@ TINY_RN = CLIPConfig(embed_dim=32, image_resolution=64, vision_layers=(1, 1, 1, 
                      vision_patch_size=None, transformer_width=64, transformer_heads=1, transformer_layers=2)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Tests never touch the user's ~/.cache/zeroshot (subprocesses inherit the variable)."""
+    import os
+
+    old = os.environ.get("ZEROSHOT_CACHE")
+    os.environ["ZEROSHOT_CACHE"] = str(tmp_path_factory.mktemp("zeroshot-cache"))
+    yield
+    if old is None:
+        os.environ.pop("ZEROSHOT_CACHE", None)
+    else:
+        os.environ["ZEROSHOT_CACHE"] = old
+
+
 def shared_path(*parts: str) -> Path:
     path = SHARED.joinpath(*parts)
     if not path.exists():

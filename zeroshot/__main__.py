@@ -40,6 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     task = getattr(importlib.import_module(module), func)
     config_dir = str(Path(__file__).resolve().parents[1] / "configs")
 
+    from .datasets import BadImageError, DatasetError
+    from .pretrained import CheckpointError
+    from .prompts import PromptError
+    from .report import ReportError
+
+    user_errors = (DatasetError, BadImageError, CheckpointError, PromptError, ReportError, FileNotFoundError)
+
     @hydra.main(version_base="1.3", config_path=config_dir, config_name=config_name)
     def app(cfg) -> None:
         device = dist.init_from_env(cfg.get("dist_timeout_s", 600)) if command == "eval" else None
@@ -47,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
             cfg.device = str(device)
         try:
             task(cfg)
+        except user_errors as e:  # a mistake in the inputs: the message says what and how to fix it
+            rank = f"[rank {dist.rank()}] " if dist.initialized() else ""
+            print(f"zeroshot {command}: {rank}error: {e}", file=sys.stderr, flush=True)
+            raise SystemExit(1)
         finally:
             dist.shutdown()
 

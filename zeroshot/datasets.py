@@ -78,13 +78,18 @@ def collate(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]
     return torch.stack(images), torch.tensor(labels), torch.tensor(indices), skipped
 
 
-def _missing(cfg, root: Path, why: str) -> DatasetError:
+def _missing(cfg, root: Path, why: str, url: str | None = None) -> DatasetError:
     layout = cfg.get("layout") or "see torchvision's documentation of this dataset"
+    if cfg.get("download") and ("urlopen" in why or "URLError" in why or "Error downloading" in why):
+        fix = (f"The download{f' of {url}' if url else ''} failed (is this machine offline?): fetch the files on a "
+               "machine with internet and put them under that path, or set dataset.root=PATH to where they are.")
+    elif cfg.get("downloadable", True):
+        fix = "Set dataset.root=PATH to where it is, or dataset.download=true to fetch it."
+    else:
+        fix = "Set dataset.root=PATH to where it is."
     return DatasetError(
         f"Dataset {cfg.name!r} ({cfg.get('split', 'test')} split) not found under {root}: {why}\n"
-        f"Expected layout: {layout}\n"
-        f"Set dataset.root=PATH to where it is"
-        + (", or dataset.download=true to fetch it." if cfg.get("downloadable", True) else ".")
+        f"Expected layout: {layout}\n{fix}"
     )
 
 
@@ -139,7 +144,7 @@ def _torchvision(cfg) -> tuple[Dataset, list[str] | None]:
     try:
         ds = cls(root=str(root), download=bool(cfg.get("download", False)), **kwargs)
     except (RuntimeError, FileNotFoundError, OSError) as e:
-        raise _missing(cfg, root, f"{type(e).__name__}: {e}") from e
+        raise _missing(cfg, root, f"{type(e).__name__}: {e}", getattr(cls, "url", None)) from e
     classes = getattr(ds, "classes", None) or getattr(ds, "categories", None)
     return ds, list(classes) if classes else None
 
