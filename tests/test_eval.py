@@ -129,6 +129,15 @@ def test_bad_images_named_or_skipped(tmp_path, tiny_checkpoint):
     m = evaluate(make_cfg(tmp_path, tiny_checkpoint, *base, "skip_bad_images=true", "cache=false"))
     assert m["skipped_images"] == 1 and m["n_images"] == 4
 
+    only_bad = tmp_path / "bad"
+    for c in ("a", "b"):
+        (only_bad / c).mkdir(parents=True)
+        (only_bad / c / "x.png").write_bytes(b"not an image")
+    with pytest.raises(DatasetError, match="No readable images"):
+        evaluate(make_cfg(tmp_path, tiny_checkpoint, "dataset=imagefolder", f"dataset.root={only_bad}",
+                          "skip_bad_images=true", "cache=false", f"results_dir={tmp_path / 'bad_results'}"))
+    assert not (tmp_path / "bad_results").exists()
+
 
 def test_bad_input_fails_before_encoding(tmp_path, tiny_checkpoint, no_cifar_checksum):
     write_cifar(tmp_path / "c", n=5)

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import distributed as dist
 from .classifier import build_classifier
-from .datasets import EvalDataset, build_dataset
+from .datasets import DatasetError, EvalDataset, build_dataset
 from .features import Features, ImageFeatureCache, TextCache, extract_features
 from .metrics import classification_metrics, topk_predictions
 from .pretrained import default_cache_dir, load_model, resolve_precision
@@ -161,12 +161,12 @@ def evaluate(cfg: DictConfig) -> dict:
         s.classnames,
     ).to(s.device)  # [D, C]
     feats = image_features(cfg, s, progress)
+    if dist.is_main() and len(feats.labels) == 0:
+        raise DatasetError(f"No readable images in dataset {cfg.dataset.name!r} ({feats.skipped} skipped as unreadable)")
     # Made only now, so a run that fails earlier leaves no directory; metrics.json, written last, marks it complete.
     run_dir = dist.broadcast_object(make_run_dir(run_dir_base(cfg, s.prompts)) if dist.is_main() else None)
     if not dist.is_main():
         return {"run_dir": str(run_dir)}
-    if len(feats.labels) == 0:
-        raise RuntimeError(f"No readable images in dataset {cfg.dataset.name!r} ({feats.skipped} skipped as unreadable)")
 
     image = F.normalize(feats.features, dim=-1)  # [N, D]
     scale = s.model.logit_scale.exp().float().cpu()
