@@ -209,3 +209,15 @@ def test_imagenet_wnid_folders(tmp_path, tiny_checkpoint):
                           "prompts=imagenet_7", "batch_size=250"))
     assert m["n_classes"] == 1000 and m["n_templates"] == 7 and m["prompts"] == "imagenet_simple_7"
     check_run(m, 1000, 1000)
+
+    # torchvision's own layout: meta.bin (wnid -> names, val wnids) beside val/<wnid>/ is read by tvd.ImageNet
+    import torch
+    from omegaconf import OmegaConf
+
+    from zeroshot.datasets import build_dataset
+
+    wnids = [f"n{k:08d}" for k in range(1000)]
+    torch.save(({w: (f"name {w}",) for w in wnids}, wnids), tmp_path / "imagenet" / "meta.bin")
+    ds = build_dataset(OmegaConf.create({"name": "imagenet", "kind": "imagenet", "root": str(tmp_path / "imagenet"),
+                                         "split": "test"}))
+    assert type(ds.source).__name__ == "ImageNet" and len(ds) == 1000 and ds.classes is None
