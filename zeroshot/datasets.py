@@ -239,16 +239,3 @@ def build_dataset(cfg, transform: Callable | None = None, skip_bad_images: bool 
     ds.transform = transform
     return ds
 
-
-def dataset_labels(ds: EvalDataset) -> list[int] | None:
-    """Labels without decoding any image, where the source keeps them (for split/shot sampling)."""
-    src = ds.source
-    for attr in ("targets", "labels", "_labels"):
-        values = getattr(src, attr, None)
-        if values is not None and len(values) == len(src):
-            return [int(v) for v in values]
-    for attr in ("samples", "_samples"):
-        values = getattr(src, attr, None)
-        if values is not None:
-            return [int(v[1]) for v in values]
-    return None

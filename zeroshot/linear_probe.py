@@ -7,6 +7,7 @@ chosen by a sweep on a validation split held out from train, then refit on all o
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 import warnings
 from pathlib import Path
@@ -75,7 +76,7 @@ def linear_probe(cfg: DictConfig) -> dict:
     s = prepare(cfg)
     train_ds = build_dataset(train_cfg.dataset, image_transform(s.model.image_resolution), cfg.get("skip_bad_images", False))
     test = image_features(cfg, s)
-    train = image_features(train_cfg, type(s)(**{**s.__dict__, "dataset": train_ds}))
+    train = image_features(train_cfg, dataclasses.replace(s, dataset=train_ds))
     x_tr, y_tr = train.features.numpy(), train.labels.numpy()
     x_te, y_te = test.features.numpy(), test.labels.numpy()
     n_classes = len(s.classnames)

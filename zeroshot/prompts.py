@@ -21,10 +21,6 @@ class PromptSet:
     classnames: list[str] = field(default_factory=list)
     source: str = ""
 
-    def prompts(self, classnames: list[str] | None = None) -> list[str]:
-        """Every class name put into every template, class-major: [c0t0, c0t1, ..., c1t0, ...]."""
-        return [t.replace("{}", c) for c in (classnames or self.classnames) for t in self.templates]
-
 
 def available_prompt_sets() -> list[str]:
     return sorted(p.stem for p in PROMPTS_DIR.glob("*.json"))
