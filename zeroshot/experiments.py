@@ -19,7 +19,7 @@ from .classifier import encode_prompts
 from .evaluate import image_features, prepare, text_cache
 from .metrics import bootstrap_ci, bootstrap_indices, classification_metrics, paired_bootstrap_pvalue
 from .prompts import PromptError, PromptSet, read_classnames, write_prompt_file
-from .results import make_run_dir, versions, write_json
+from .results import make_run_dir, pyplot, versions, write_json
 
 
 def template_features(model, classnames: list[str], templates: list[str], cfg, cache) -> torch.Tensor:
@@ -164,10 +164,7 @@ def run_experiments(cfg: DictConfig) -> dict:
 
 
 def write_outputs(run_dir, cfg, s, rows, full, curve, selected, methods, variants, baseline, chosen) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     table = pd.DataFrame(rows).sort_values("top1", ascending=False)
     table.to_csv(run_dir / "templates.csv", index=False)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from .results import make_run_dir
+from .results import make_run_dir, pyplot
 
 PUBLISHED = Path(__file__).with_name("reference") / "published.csv"
 REQUIRED = ("top1", "top5", "mean_per_class_recall", "model", "dataset", "prompts")
@@ -132,10 +132,7 @@ def markdown(table: pd.DataFrame, notes: list[str], threshold: float) -> str:
 
 
 def figures(table: pd.DataFrame, out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     paths = []
     evals = table.dropna(subset=["top1"])

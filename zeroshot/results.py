@@ -72,12 +72,18 @@ def _jsonable(x):
     return str(x)
 
 
-def plot_confusion(cm: np.ndarray, classnames: list[str], path: Path, title: str) -> None:
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (runs have no display), imported when first needed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_confusion(cm: np.ndarray, classnames: list[str], path: Path, title: str) -> None:
+    plt = pyplot()
     n = len(classnames)
     labelled = n <= 100
     size = min(max(6, n * 0.22), 24) if labelled else 10
@@ -107,11 +113,7 @@ def plot_confusion(cm: np.ndarray, classnames: list[str], path: Path, title: str
 
 
 def plot_per_class(acc: np.ndarray, classnames: list[str], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     order = np.argsort(np.nan_to_num(acc, nan=-1))
     n = len(acc)
     fig, ax = plt.subplots(figsize=(8, min(max(3, n * 0.22), 40) if n <= 100 else 6))
@@ -119,14 +121,13 @@ def plot_per_class(acc: np.ndarray, classnames: list[str], path: Path, title: st
         ax.barh(np.arange(n), acc[order] * 100, color="tab:blue")
         ax.set_yticks(np.arange(n), [classnames[i] for i in order], fontsize=8 if n <= 40 else 6)
         ax.set_xlabel("accuracy (%)")
+        ax.axvline(np.nanmean(acc) * 100, color="tab:red", ls="--", label="mean per-class recall")
+        ax.legend(loc="lower right", fontsize=8)
     else:  # too many classes to name: show the sorted curve
         ax.plot(np.arange(n), acc[order] * 100)
         ax.set_xlabel("classes, sorted by accuracy")
         ax.set_ylabel("accuracy (%)")
-    ax.axvline(np.nanmean(acc) * 100, color="tab:red", ls="--", label="mean per-class recall") if n <= 100 else None
     ax.set_title(title)
-    if n <= 100:
-        ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
