@@ -128,18 +128,23 @@ def resolve_workers(value) -> int:
 
 
 def image_features(cfg: DictConfig, s: Setup, progress: bool = True) -> Features | None:
-    """Features of the whole dataset (on rank 0; None on other ranks), through the cache unless cache=false."""
+    """Features of the whole dataset (on rank 0; None on other ranks), through the cache unless cache=false.
+
+    A dataset none of whose images could be read is an error here, for every command that extracts features."""
     chunk_size = int(cfg.get("chunk_size", 2048))
     cache = None
     if s.cache_root is not None:
         cache = ImageFeatureCache(s.cache_root, feature_key(s.model, cfg, s.dataset, s.precision), chunk_size)
-    return dist.extract_features_sharded(
+    feats = dist.extract_features_sharded(
         lambda positions: extract_features(
             s.model, s.dataset, cfg.batch_size, resolve_workers(cfg.num_workers), s.device, cache, positions, progress, chunk_size
         ),
         len(s.dataset),
         chunk_size,
     )
+    if feats is not None and len(feats.labels) == 0:
+        raise DatasetError(f"No readable images in dataset {cfg.dataset.name!r} ({feats.skipped} skipped as unreadable)")
+    return feats
 
 
 def text_cache(s: Setup) -> TextCache | None:
@@ -161,8 +166,6 @@ def evaluate(cfg: DictConfig) -> dict:
         s.classnames,
     ).to(s.device)  # [D, C]
     feats = image_features(cfg, s, progress)
-    if dist.is_main() and len(feats.labels) == 0:
-        raise DatasetError(f"No readable images in dataset {cfg.dataset.name!r} ({feats.skipped} skipped as unreadable)")
     # Made only now, so a run that fails earlier leaves no directory; metrics.json, written last, marks it complete.
     run_dir = dist.broadcast_object(make_run_dir(run_dir_base(cfg, s.prompts)) if dist.is_main() else None)
     if not dist.is_main():

@@ -73,16 +73,14 @@ def run_experiments(cfg: DictConfig) -> dict:
     image = F.normalize(feats_img.features, dim=-1)  # [N, D]
     labels = feats_img.labels
     n = len(labels)
-    if n == 0:
-        raise RuntimeError(f"No readable images in dataset {cfg.dataset.name!r}")
     templates = pset.templates
     tfeats = template_features(s.model, s.classnames, templates, cfg, tcache)  # [T, C, D]
     scale = s.model.logit_scale.exp().float().item()
     idx = bootstrap_indices(n, int(cfg.bootstrap), int(cfg.seed))
 
     baseline_t = cfg.baseline
-    baseline_feats = template_features(s.model, s.classnames, [baseline_t], cfg, tcache)
-    correct_base = (image @ ensemble(baseline_feats).t()).argmax(1).eq(labels).numpy()
+    baseline_logits = scale * image @ ensemble(template_features(s.model, s.classnames, [baseline_t], cfg, tcache)).t()
+    correct_base = baseline_logits.argmax(1).eq(labels).numpy()
 
     def row(name: str, logits: torch.Tensor, kind: str) -> dict:
         m = classification_metrics(logits, labels)
@@ -95,11 +93,14 @@ def run_experiments(cfg: DictConfig) -> dict:
         }
 
     # (a) each template alone, (b) the full ensemble, (c) leave-one-out
-    full_w = ensemble(tfeats)
-    full = row("ensemble", scale * image @ full_w.t(), "ensemble")
+    full_logits = scale * image @ ensemble(tfeats).t()  # [N, C]
+    full = row("ensemble", full_logits, "ensemble")
     rows = []
+    prob_sum = torch.zeros_like(full_logits)  # for (e); one [N, C] buffer, not [T, N, C] (ImageNet: 16 GB)
     for t, template in enumerate(templates):
-        r = row(template, scale * image @ tfeats[t].t(), "template")
+        logits_t = scale * image @ tfeats[t].t()  # [N, C]
+        prob_sum += logits_t.softmax(-1)
+        r = row(template, logits_t, "template")
         if len(templates) > 1:
             keep = [i for i in range(len(templates)) if i != t]
             loo = (image @ ensemble(tfeats[keep]).t()).argmax(1).eq(labels).float().mean().item()
@@ -123,17 +124,16 @@ def run_experiments(cfg: DictConfig) -> dict:
         })
     selected = row("greedy selection", scale * image @ ensemble(tfeats[chosen]).t(), "selected")
 
-    # (e) ensembling methods side by side
-    per_template_logits = torch.stack([scale * image @ tfeats[t].t() for t in range(len(templates))])  # [T, N, C]
+    # (e) ensembling methods side by side; logits are linear in the text features, so their mean over
+    # templates is the logits of the (unrenormalized) mean feature
     methods = [
-        row("mean of normalized text embeddings", scale * image @ full_w.t(), "method"),
-        row("mean of per-template logits", per_template_logits.mean(0), "method"),
-        row("mean of per-template probabilities", per_template_logits.softmax(-1).mean(0), "method"),
+        row("mean of normalized text embeddings", full_logits, "method"),
+        row("mean of per-template logits", scale * image @ tfeats.mean(dim=0).t(), "method"),
+        row("mean of per-template probabilities", prob_sum / len(templates), "method"),
     ]
-    del per_template_logits
 
     # (f) class-name variants with the same templates
-    variants = [row(f"classnames: {pset.name}", scale * image @ full_w.t(), "classnames")]
+    variants = [row(f"classnames: {pset.name}", full_logits, "classnames")]
     for path in cfg.get("classnames_variants") or []:
         names = read_classnames(path)
         if len(names) != len(s.classnames):
@@ -141,7 +141,7 @@ def run_experiments(cfg: DictConfig) -> dict:
         w = ensemble(template_features(s.model, names, templates, cfg, tcache))
         variants.append(row(f"classnames: {Path(path).name}", scale * image @ w.t(), "classnames"))
 
-    baseline = row(f"baseline: {baseline_t}", scale * image @ ensemble(baseline_feats).t(), "baseline")
+    baseline = row(f"baseline: {baseline_t}", baseline_logits, "baseline")
     run_dir = make_run_dir(Path(cfg.results_dir) / cfg.dataset.name / cfg.model.slug / pset.name)
     write_outputs(run_dir, cfg, s, rows, full, curve, selected, methods, variants, baseline, [templates[i] for i in chosen])
     summary = {
