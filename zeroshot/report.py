@@ -104,27 +104,41 @@ def fmt(x, pct=True) -> str:
     return f"{100 * x:.2f}" if pct else f"{x:+.2f}"
 
 
+HEADERS = ["model", "prompts", "top-1", "top-5", "mean per-class recall", "linear probe", "published", "delta",
+           "checkpoint", "version", "precision", "device", "date", "runs"]
+TOP1, DELTA = HEADERS.index("top-1"), HEADERS.index("delta")
+
+
+def formatted_rows(table: pd.DataFrame):
+    """Per dataset, best top-1 first: each row's cells as text in HEADERS order, whether it is the dataset's
+    best top-1, and whether its delta is flagged. Shared by the markdown and the HTML report."""
+    for dataset, group in table.groupby("dataset", sort=True):
+        best = group.top1.max()
+        rows = []
+        for r in group.sort_values("top1", ascending=False).itertuples():
+            cells = [
+                str(r.model), str(r.prompts), fmt(r.top1), fmt(r.top5), fmt(r.mean_per_class_recall), fmt(r.linear_probe),
+                "" if pd.isna(r.published) else f"{r.published:.2f} ({r.published_source})", fmt(r.delta, pct=False),
+                str(r.checkpoint_sha256 or ""), f"{r.version or ''} {r.git_commit or ''}".strip(), str(r.precision or ""),
+                str(r.device or ""), str(r.date or ""), "" if pd.isna(r.n_runs) else str(int(r.n_runs)),
+            ]
+            rows.append((cells, r.top1 == best and not np.isnan(best), bool(r.flag)))
+        yield dataset, rows
+
+
 def markdown(table: pd.DataFrame, notes: list[str], threshold: float) -> str:
     lines = ["# zeroshot benchmark report", "",
              f"Accuracies in %. `published` is the CLIP paper's number where it gives one, else open_clip's measurement of the "
              f"same OpenAI weights, in the metric the source used (mean per-class recall for Pets, Flowers102, Caltech101, "
              f"FGVC Aircraft). `!` marks |delta| > {threshold} points. Best top-1 per dataset in bold.", ""]
-    cols = ["model", "prompts", "top1", "top5", "mean per-class recall", "linear probe", "published", "delta", "",
-            "checkpoint", "version", "precision", "device", "date", "runs"]
-    for dataset, group in table.groupby("dataset", sort=True):
+    cols = HEADERS[: DELTA + 1] + [""] + HEADERS[DELTA + 1 :]  # a column for the `!` flag after delta
+    for dataset, rows in formatted_rows(table):
         lines += [f"## {dataset}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        best = group.top1.max()
-        for r in group.sort_values("top1", ascending=False).itertuples():
-            top1 = fmt(r.top1)
-            if r.top1 == best and not np.isnan(best):
-                top1 = f"**{top1}**"
-            version = f"{r.version or ''} {r.git_commit or ''}".strip()
-            lines.append("| " + " | ".join([
-                str(r.model), str(r.prompts), top1, fmt(r.top5), fmt(r.mean_per_class_recall), fmt(r.linear_probe),
-                "" if pd.isna(r.published) else f"{r.published:.2f} ({r.published_source})",
-                fmt(r.delta, pct=False), str(r.flag or ""), str(r.checkpoint_sha256 or ""), version,
-                str(r.precision or ""), str(r.device or ""), str(r.date or ""), "" if pd.isna(r.n_runs) else str(int(r.n_runs)),
-            ]) + " |")
+        for cells, is_best, flagged in rows:
+            if is_best:
+                cells[TOP1] = f"**{cells[TOP1]}**"
+            cells = cells[: DELTA + 1] + ["!" if flagged else ""] + cells[DELTA + 1 :]
+            lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     if notes:
         lines += ["## Reproducibility warnings", ""] + [f"- {n}" for n in notes] + [""]
@@ -187,23 +201,14 @@ def html_page(md_table: pd.DataFrame, notes: list[str], images: list[Path], thre
              "<h1>zeroshot benchmark report</h1>",
              f"<p>Accuracies in %. <i>published</i>: CLIP paper where it gives one, else open_clip's measurement of the same "
              f"weights, in the metric the source used. Red deltas: |delta| &gt; {threshold} points. Bold: best top-1 per dataset.</p>"]
-    for dataset, group in md_table.groupby("dataset", sort=True):
-        best = group.top1.max()
-        parts.append(f"<h2>{html.escape(str(dataset))}</h2><table><tr>" + "".join(
-            f"<th>{h}</th>" for h in ["model", "prompts", "top-1", "top-5", "mean per-class recall", "linear probe",
-                                      "published", "delta", "checkpoint", "version", "precision", "device", "date"]) + "</tr>")
-        for r in group.sort_values("top1", ascending=False).itertuples():
-            cls = " class='best'" if r.top1 == best else ""
-            delta = fmt(r.delta, pct=False)
-            version = f"{r.version or ''} {r.git_commit or ''}".strip()
-            parts.append("<tr>" + "".join([
-                f"<td>{html.escape(str(r.model))}</td>", f"<td>{html.escape(str(r.prompts))}</td>", f"<td{cls}>{fmt(r.top1)}</td>",
-                f"<td>{fmt(r.top5)}</td>", f"<td>{fmt(r.mean_per_class_recall)}</td>", f"<td>{fmt(r.linear_probe)}</td>",
-                f"<td>{'' if pd.isna(r.published) else f'{r.published:.2f} ({r.published_source})'}</td>",
-                f"<td class='flag'>{delta}</td>" if r.flag else f"<td>{delta}</td>",
-                f"<td>{html.escape(str(r.checkpoint_sha256 or ''))}</td>",
-                f"<td>{html.escape(version)}</td>",
-                f"<td>{r.precision or ''}</td>", f"<td>{r.device or ''}</td>", f"<td>{r.date or ''}</td>"]) + "</tr>")
+    for dataset, rows in formatted_rows(md_table):
+        parts.append(f"<h2>{html.escape(str(dataset))}</h2><table><tr>" + "".join(f"<th>{h}</th>" for h in HEADERS) + "</tr>")
+        for cells, is_best, flagged in rows:
+            tds = []
+            for i, cell in enumerate(cells):
+                cls = " class='best'" if i == TOP1 and is_best else " class='flag'" if i == DELTA and flagged else ""
+                tds.append(f"<td{cls}>{html.escape(cell)}</td>")
+            parts.append("<tr>" + "".join(tds) + "</tr>")
         parts.append("</table>")
     if notes:
         parts.append("<h2>Reproducibility warnings</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
