@@ -13,10 +13,13 @@ from .pretrained import CheckpointError
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
+def suite_results(cfg: DictConfig) -> Path:
+    return Path(cfg.suite_results_dir) / cfg.suite.name
+
+
 def suite_configs(cfg: DictConfig) -> list[tuple[str, str, DictConfig]]:
     """One composed eval config per (model, dataset) of the suite, with the suite's and the user's overrides."""
-    suite = cfg.suite
-    results = Path(cfg.suite_results_dir) / suite.name
+    suite, results = cfg.suite, suite_results(cfg)
     configs = []
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         for model in suite.models:
@@ -39,7 +42,7 @@ def run_suite(cfg: DictConfig) -> Path:
             skipped.append(f"{model} x {dataset}: {first}")
             print(f"suite {cfg.suite.name}: skipping {model} x {dataset}: {first}")
     print(f"suite {cfg.suite.name}: ran {len(ran)}, skipped {len(skipped)} (no data or no checkpoint)")
-    results = Path(cfg.suite_results_dir) / cfg.suite.name
+    results = suite_results(cfg)
     if not ran and not results.exists():
         raise DatasetError(f"Suite {cfg.suite.name!r}: nothing could run. " + " | ".join(skipped))
     return results
