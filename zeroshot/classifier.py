@@ -3,9 +3,18 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from .tokenizer import tokenize
+
+def tokenizer_for(model):
+    """The tokenizer the model was trained with: its own `tokenize` (set by the loader), else CLIP's BPE."""
+    tokenize = getattr(model, "tokenize", None)
+    if tokenize is not None:
+        return tokenize
+    from functools import partial
+
+    from .tokenizer import tokenize
+
+    return partial(tokenize, context_length=model.context_length)
 
 
 def encode_prompts(
@@ -19,19 +28,21 @@ def encode_prompts(
     """Text features [P, D] in fp32, one row per prompt.
 
     Each unique prompt is encoded once, and prompts are batched by token length: under the causal mask the
-    end-of-text feature ignores the padding after it, and `encode_text` cuts each batch to its longest
-    prompt, so similar lengths together waste the least work.
+    readout ignores the padding after it, and `encode_text` cuts each batch to its longest prompt, so
+    similar lengths together waste the least work.
     `text_cache` (see features.TextCache) supplies and keeps the features of prompts seen before.
     """
+    from tqdm import tqdm
+
     unique = list(dict.fromkeys(prompts))
     known: dict[str, torch.Tensor] = text_cache.get(unique) if text_cache is not None else {}
     todo = [p for p in unique if p not in known]
     if todo:
         device = next(model.parameters()).device
-        tokens = tokenize(todo, context_length=model.context_length)  # [U, 77]
-        lengths = tokens.argmax(dim=-1)
+        tokens = tokenizer_for(model)(todo)  # [U, L]
+        lengths = (tokens != 0).sum(dim=-1)
         order = torch.argsort(lengths, stable=True)
-        fresh = torch.empty(len(todo), model.text_projection.shape[1])
+        fresh = torch.empty(len(todo), model.embed_dim)
         with torch.inference_mode(), tqdm(total=len(todo), desc="text", unit="prompt", disable=not progress) as bar:
             for start in range(0, len(todo), batch_size):
                 idx = order[start : start + batch_size]
@@ -66,3 +77,16 @@ def build_classifier(
     feats = feats.view(len(classnames), len(templates), -1)  # [C, T, D]
     weights = F.normalize(feats.mean(dim=1), dim=-1)  # [C, D]
     return weights.t().contiguous()  # [D, C]
+
+
+def logits(model, image_features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """[N, C] scores: logit_scale * cosine similarity, plus the model's logit_bias where it has one (SigLIP)."""
+    out = model.logit_scale.exp().float().cpu() * F.normalize(image_features.float(), dim=-1) @ weights.float().cpu()
+    bias = getattr(model, "logit_bias", None)
+    return out if bias is None else out + bias.float().cpu()
+
+
+def probabilities(model, scores: torch.Tensor) -> torch.Tensor:
+    """Class probabilities in the model's own terms: softmax over classes (CLIP), or an independent sigmoid per
+    class for models trained with a sigmoid loss and a logit_bias (SigLIP). Argmax metrics are the same either way."""
+    return scores.sigmoid() if getattr(model, "logit_bias", None) is not None else scores.softmax(dim=-1)

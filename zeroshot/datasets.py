@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 import torchvision.datasets as tvd
 from torch.utils.data import Dataset
 
+from .fingerprint import dataset_fingerprint, samples_of
 from .prompts import read_classnames
 
 
@@ -26,26 +27,24 @@ class BadImageError(RuntimeError):
     pass
 
 
-# Attributes where torchvision's classes keep (path, label) pairs or just paths, in index order.
-_PATH_ATTRS = ("samples", "_samples", "_image_files", "_images")
-
-
-def _paths_of(ds: Any) -> list[str] | None:
-    for attr in _PATH_ATTRS:
-        items = getattr(ds, attr, None)
-        if items is not None and len(items) == len(ds):
-            return [str(x[0] if isinstance(x, (tuple, list)) else x) for x in items]
-    return None
-
-
 class EvalDataset(Dataset):
     """(image tensor, label, index) triples; an unreadable image raises naming its file, or becomes None."""
 
-    def __init__(self, source: Dataset, classes: list[str] | None, name: str, skip_bad_images: bool = False):
+    def __init__(self, source: Dataset, classes: list[str] | None, name: str, skip_bad_images: bool = False,
+                 root: str | Path | None = None, fingerprint_files=None, fingerprint_extra: dict | None = None):
         self.source, self.classes, self.name = source, classes, name
-        self.transform: Callable | None = None  # set once the model (and so the resolution) is known
-        self.paths = _paths_of(source)
+        self.transform: Callable | None = None  # set once the model (and so its preprocessing) is known
+        samples = samples_of(source)
+        self.paths = [p for p, _ in samples] if samples is not None else None
         self.skip_bad_images = skip_bad_images
+        self.root, self._fp_files, self._fp_extra = root, fingerprint_files, fingerprint_extra
+        self._fingerprint: dict | None = None
+
+    def fingerprint(self) -> dict:
+        """See fingerprint.dataset_fingerprint; computed once (it stats every file, and hashes declared ones)."""
+        if self._fingerprint is None:
+            self._fingerprint = dataset_fingerprint(self.source, self.root, self._fp_files, self._fp_extra)
+        return self._fingerprint
 
     def __len__(self) -> int:
         return len(self.source)
@@ -235,7 +234,18 @@ def build_dataset(cfg, transform: Callable | None = None, skip_bad_images: bool 
     source, classes = _KINDS[cfg.kind](cfg)
     if len(source) == 0:
         raise DatasetError(f"Dataset {cfg.name!r} under {cfg.get('root') or cfg.get('path')} has no images.")
-    ds = EvalDataset(source, classes, cfg.name, skip_bad_images)
+    patterns = cfg.get("fingerprint_files") or []
+    if hasattr(patterns, "keys"):  # per split
+        patterns = patterns.get(cfg.get("split", "test")) or []
+    patterns = list(patterns)
+    extra = {"split": cfg.get("split", "test")}
+    root = getattr(source, "root", None) or cfg.get("root")
+    if cfg.kind == "csv":  # the CSV is the annotation file; which columns are read changes the labels
+        patterns.append(str(Path(cfg.path).expanduser().resolve()))
+        extra.update(path_column=cfg.get("path_column", "path"), label_column=cfg.get("label_column", "label"),
+                     classnames=classes)
+        root = cfg.get("root") or Path(cfg.path).expanduser().resolve().parent
+    ds = EvalDataset(source, classes, cfg.name, skip_bad_images, root, patterns, extra)
     ds.transform = transform
     return ds
 

@@ -12,20 +12,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from . import distributed as dist
-from .classifier import build_classifier
+from .classifier import build_classifier, logits as score
 from .datasets import DatasetError, EvalDataset, build_dataset
-from .features import Features, ImageFeatureCache, TextCache, extract_features
+from .features import Features, ImageFeatureCache, TextCache, extract_features, model_key
 from .metrics import classification_metrics, topk_predictions
 from .pretrained import default_cache_dir, load_model, resolve_precision
-from .prompts import PromptError, PromptSet, load_prompt_set, read_classnames
-from .results import make_run_dir, plot_confusion, plot_per_class, versions, write_json
-from .transforms import image_transform, preprocess_spec
+from .prompts import PromptError, PromptSet, load_prompt_set, prompts_hash, read_classnames
+from .results import make_run_dir, plot_confusion, plot_per_class, slug, versions, write_json
+from .transforms import transform_spec
 
 
 def resolve_device(name: str) -> torch.device:
@@ -78,17 +76,18 @@ def resolve_classnames(cfg: DictConfig, pset: PromptSet, dataset: EvalDataset) -
     return names
 
 
-def feature_key(model, cfg: DictConfig, dataset: EvalDataset, precision: str) -> dict:
-    """Everything that determines the image features: weights, pixels, and which images."""
-    return {
-        "checkpoint_sha256": model.checkpoint_sha256,
-        "precision": precision,
-        "preprocess": preprocess_spec(model.image_resolution),
-        "dataset": cfg.dataset.name,
-        "root": str(Path(cfg.dataset.get("root") or cfg.dataset.get("path") or "").expanduser().resolve()),
-        "split": cfg.dataset.get("split", "test"),
-        "n_images": len(dataset),
-    }
+def load_configured_model(m: DictConfig, device: torch.device, precision: str, cache_dir):
+    """The model a `configs/model/*.yaml` (plus overrides) names: model.checkpoint, else model.name."""
+    preprocess = OmegaConf.to_container(m.preprocess, resolve=True) if m.get("preprocess") else {}
+    return load_model(m.get("checkpoint") or m.name, device, precision, cache_dir, activation=m.get("activation"),
+                      expect_arch=m.get("arch"), preprocess=preprocess or None, backend=m.get("backend"))
+
+
+def feature_key(model, dataset: EvalDataset, split: str) -> dict:
+    """Everything that determines the image features: the weights as built, the pixels, and which images."""
+    fp = dataset.fingerprint()
+    return {**model_key(model), "preprocess": transform_spec(model.transform), "dataset_fingerprint": fp["digest"],
+            "split": split, "n_images": len(dataset)}
 
 
 @dataclass
@@ -114,8 +113,8 @@ def prepare(cfg: DictConfig) -> Setup:
     pset = resolve_prompts(cfg)
     dataset = build_dataset(cfg.dataset, None, cfg.get("skip_bad_images", False))
     classnames = resolve_classnames(cfg, pset, dataset)
-    model = load_model(cfg.model.get("checkpoint") or cfg.model.name, device, precision, cfg.get("cache_dir"))
-    dataset.transform = image_transform(model.image_resolution)
+    model = load_configured_model(cfg.model, device, precision, cfg.get("cache_dir"))
+    dataset.transform = model.transform
     return Setup(model, dataset, pset, classnames, device, precision, cache_root(cfg))
 
 
@@ -134,7 +133,7 @@ def image_features(cfg: DictConfig, s: Setup, progress: bool = True) -> Features
     chunk_size = int(cfg.get("chunk_size", 2048))
     cache = None
     if s.cache_root is not None:
-        cache = ImageFeatureCache(s.cache_root, feature_key(s.model, cfg, s.dataset, s.precision), chunk_size)
+        cache = ImageFeatureCache(s.cache_root, feature_key(s.model, s.dataset, cfg.dataset.get("split", "test")), chunk_size)
     feats = dist.extract_features_sharded(
         lambda positions: extract_features(
             s.model, s.dataset, cfg.batch_size, resolve_workers(cfg.num_workers), s.device, cache, positions, progress, chunk_size
@@ -148,11 +147,63 @@ def image_features(cfg: DictConfig, s: Setup, progress: bool = True) -> Features
 
 
 def text_cache(s: Setup) -> TextCache | None:
-    return TextCache(s.cache_root, s.model.checkpoint_sha256, s.precision) if s.cache_root is not None else None
+    return TextCache(s.cache_root, model_key(s.model)) if s.cache_root is not None else None
 
 
-def run_dir_base(cfg: DictConfig, pset: PromptSet) -> Path:
-    return Path(cfg.get("results_dir", "results")) / cfg.dataset.name / cfg.model.slug / pset.name
+def dataset_label(cfg: DictConfig) -> str:
+    """A readable name for the images: the dataset's, or for your own folder or CSV, that folder's or file's name."""
+    d = cfg.dataset
+    if d.kind in ("imagefolder", "csv", "wds") or d.get("custom_root"):
+        where = Path(str(d.get("path") or d.get("root") or "")).expanduser()
+        return f"{d.name}:{where.stem if d.kind == 'csv' else where.name}"
+    return d.name
+
+
+def comparability(cfg: DictConfig, n_images: int, skipped: int) -> tuple[bool, str]:
+    """Whether this run used its benchmark's canonical split and image count, so published numbers apply."""
+    bench = cfg.dataset.get("benchmark")
+    if not bench:
+        return False, "no published benchmark for this dataset"
+    split = cfg.dataset.get("split", "test")
+    if split != bench.split:
+        return False, f"split={split}; published numbers use split={bench.split}"
+    if n_images != bench.n_images or skipped:
+        return False, f"{n_images:,} of {bench.n_images:,} images"
+    return True, ""
+
+
+def run_record(cfg: DictConfig, s: Setup, n_images: int, skipped: int) -> dict:
+    """Who, what and which: the identity of the weights, the images and the prompts, for every command's output."""
+    ident = s.model.identity
+    fp = s.dataset.fingerprint()
+    comparable, why = comparability(cfg, n_images, skipped)
+    bench = cfg.dataset.get("benchmark")
+    return {
+        "model": ident.label, "model_release": ident.release, "architecture": ident.architecture,
+        "activation": ident.activation, "activation_from": ident.activation_from, "backend": ident.backend,
+        "source": ident.source, "location": ident.location, "revision": ident.revision,
+        "checkpoint": ident.checkpoint, "checkpoint_sha256": ident.sha256, "preprocess": ident.preprocess,
+        "preprocess_from": ident.preprocess_from, "assumed": ident.assumed, "model_slug": model_slug(ident),
+        "dataset": cfg.dataset.name, "dataset_label": dataset_label(cfg), "dataset_fingerprint": fp["digest"],
+        "dataset_fingerprint_kind": fp["kind"], "dataset_root": fp["root"], "split": cfg.dataset.get("split", "test"),
+        "benchmark": OmegaConf.to_container(bench, resolve=True) if bench else None,
+        "comparable": comparable, "not_comparable_reason": why,
+        "prompts": s.prompts.name, "prompts_hash": prompts_hash(s.classnames, s.prompts.templates),
+        "prompts_label": f"{s.prompts.name}#{prompts_hash(s.classnames, s.prompts.templates)[:8]}",
+        "precision": s.precision, "device": str(s.device), "world_size": dist.world_size(), "versions": versions(),
+    }
+
+
+def model_slug(ident) -> str:
+    """Run-directory name for the weights: architecture, release tag or file name, and the sha256's first 8."""
+    arch = "custom" if ident.architecture.startswith("custom") else ident.architecture
+    arch = arch.removeprefix("open_clip ").removeprefix("transformers ")
+    what = ident.release.split("/", 1)[1] if ident.release else Path(ident.label.split("@")[0]).stem
+    return slug(f"{arch}_{what}_{ident.sha256[:8]}")
+
+
+def run_dir_base(cfg: DictConfig, s: Setup, record: dict) -> Path:
+    return Path(cfg.get("results_dir", "results")) / slug(record["dataset_label"]) / record["model_slug"] / slug(record["prompts_label"])
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -164,43 +215,31 @@ def evaluate(cfg: DictConfig) -> dict:
     weights = dist.build_classifier_sharded(
         lambda names: build_classifier(s.model, names, s.prompts.templates, cfg.text_batch_size, progress, text_cache(s)),
         s.classnames,
-    ).to(s.device)  # [D, C]
+    )  # [D, C]
     feats = image_features(cfg, s, progress)
+    record = run_record(cfg, s, len(feats.labels), feats.skipped) if dist.is_main() else None
     # Made only now, so a run that fails earlier leaves no directory; metrics.json, written last, marks it complete.
-    run_dir = dist.broadcast_object(make_run_dir(run_dir_base(cfg, s.prompts)) if dist.is_main() else None)
+    run_dir = dist.broadcast_object(make_run_dir(run_dir_base(cfg, s, record)) if dist.is_main() else None)
     if not dist.is_main():
         return {"run_dir": str(run_dir)}
 
-    image = F.normalize(feats.features, dim=-1)  # [N, D]
-    scale = s.model.logit_scale.exp().float().cpu()
-    logits = scale * image @ weights.float().cpu()  # [N, C]
+    logits = score(s.model, feats.features, weights)  # [N, C]
     m = classification_metrics(logits, feats.labels)
     wall = time.perf_counter() - start
-
     metrics = {
         "top1": m["top1"],
         "top5": m["top5"],
         "mean_per_class_recall": m["mean_per_class_recall"],
+        **record,
         "n_images": int(len(feats.labels)),
         "n_classes": len(s.classnames),
         "n_templates": len(s.prompts.templates),
         "skipped_images": feats.skipped,
-        "model": cfg.model.name,
-        "model_slug": cfg.model.slug,
-        "checkpoint": s.model.checkpoint_path,
-        "checkpoint_sha256": s.model.checkpoint_sha256,
-        "dataset": cfg.dataset.name,
-        "split": cfg.dataset.get("split", "test"),
-        "prompts": s.prompts.name,
-        "precision": s.precision,
-        "device": str(s.device),
-        "world_size": dist.world_size(),
         "images_from_cache": feats.from_cache,
         "image_encode_seconds": feats.compute_s,
         "data_wait_seconds": feats.data_wait_s,
         "wall_seconds": wall,
         "timestamp": run_dir.name,
-        "versions": versions(),
     }
     try:
         write_outputs(run_dir, cfg, s, feats, logits, m, metrics)
@@ -209,7 +248,8 @@ def evaluate(cfg: DictConfig) -> dict:
         raise
     metrics["run_dir"] = str(run_dir)
     print(
-        f"{cfg.dataset.name} | {cfg.model.name} | prompts {s.prompts.name} ({len(s.prompts.templates)} templates) | "
+        f"{metrics['dataset_label']} | {metrics['model']} ({metrics['architecture']}, sha256 {metrics['checkpoint_sha256'][:12]}) | "
+        f"prompts {metrics['prompts_label']} ({len(s.prompts.templates)} templates) | "
         f"top1 {100 * m['top1']:.2f}%  top5 {100 * m['top5']:.2f}%  mean per-class recall {100 * m['mean_per_class_recall']:.2f}% | "
         f"{len(feats.labels)} images in {wall:.1f}s -> {run_dir}"
     )
@@ -217,6 +257,8 @@ def evaluate(cfg: DictConfig) -> dict:
 
 
 def write_outputs(run_dir: Path, cfg, s: Setup, feats: Features, logits: torch.Tensor, m: dict, metrics: dict) -> None:
+    import pandas as pd
+
     names = s.classnames
     pd.DataFrame(
         {
@@ -241,7 +283,7 @@ def write_outputs(run_dir: Path, cfg, s: Setup, feats: Features, logits: torch.T
         }
     ).to_csv(run_dir / "predictions.csv", index=False)
     np.savez_compressed(run_dir / "logits.npz", logits=logits.numpy(), labels=feats.labels.numpy(), indices=idx)
-    title = f"{cfg.dataset.name} | {cfg.model.name} | {s.prompts.name}"
+    title = f"{metrics['dataset_label']} | {metrics['model']} | {metrics['prompts_label']}"
     plot_confusion(m["confusion_matrix"], names, run_dir / "confusion_matrix.png", title)
     plot_per_class(m["per_class_accuracy"], names, run_dir / "per_class_accuracy.png", title)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))

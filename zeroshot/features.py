@@ -21,6 +21,14 @@ from tqdm import tqdm
 from .datasets import EvalDataset, collate
 
 
+def model_key(model) -> dict:
+    """What makes a model's features what they are: the weights (sha256), how they were built (architecture,
+    activation, backend) and the precision they run in."""
+    ident = model.identity
+    return {"checkpoint_sha256": ident.sha256, "architecture": ident.architecture, "activation": ident.activation,
+            "backend": ident.backend, "precision": getattr(model, "precision", "fp32")}
+
+
 def cache_key(parts: dict) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
@@ -184,10 +192,10 @@ def extract_features(
 
 
 class TextCache:
-    """Features of each unique prompt string for one checkpoint, in `<cache>/text_features/<sha>.pt`."""
+    """Features of each unique prompt string for one model (see model_key), in `<cache>/text_features/<key>.pt`."""
 
-    def __init__(self, root: str | Path, checkpoint_sha256: str, precision: str = "fp32"):
-        self.checkpoint = f"{checkpoint_sha256}:{precision}"
+    def __init__(self, root: str | Path, key: dict | str):
+        self.checkpoint = cache_key(key) if isinstance(key, dict) else str(key)
         self.path = Path(root) / "text_features" / f"{cache_key({'checkpoint': self.checkpoint})}.pt"
         self._table: dict[str, torch.Tensor] | None = None
 

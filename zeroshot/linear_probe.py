@@ -20,10 +20,9 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 from .datasets import DatasetError, build_dataset
-from .evaluate import image_features, prepare
+from .evaluate import image_features, prepare, run_dir_base, run_record
 from .metrics import classification_metrics
-from .results import make_run_dir, versions, write_json
-from .transforms import image_transform
+from .results import make_run_dir, write_json
 
 
 def _fit(x: np.ndarray, y: np.ndarray, c: float, cfg) -> LogisticRegression:
@@ -74,7 +73,7 @@ def linear_probe(cfg: DictConfig) -> dict:
     start = time.perf_counter()
     train_cfg = train_split_config(cfg)  # fails before any model is loaded
     s = prepare(cfg)
-    train_ds = build_dataset(train_cfg.dataset, image_transform(s.model.image_resolution), cfg.get("skip_bad_images", False))
+    train_ds = build_dataset(train_cfg.dataset, s.model.transform, cfg.get("skip_bad_images", False))
     test = image_features(cfg, s)
     train = image_features(train_cfg, dataclasses.replace(s, dataset=train_ds))
     x_tr, y_tr = train.features.numpy(), train.labels.numpy()
@@ -94,6 +93,7 @@ def linear_probe(cfg: DictConfig) -> dict:
         runs.append({"seed": int(seed), "C": c, "top1": m["top1"], "top5": m["top5"],
                      "mean_per_class_recall": m["mean_per_class_recall"], "sweep": sweep})
 
+    record = run_record(cfg, s, len(y_te), test.skipped)
     metrics = {
         "kind": "linear_probe",
         "top1": float(np.mean([r["top1"] for r in runs])),
@@ -102,17 +102,16 @@ def linear_probe(cfg: DictConfig) -> dict:
         "top1_std": float(np.std([r["top1"] for r in runs])),
         "C": [r["C"] for r in runs] if shots else runs[0]["C"],
         "shots": shots, "seeds": [r["seed"] for r in runs],
+        **record, "prompts": "", "prompts_hash": "", "prompts_label": "",
         "n_train": int(len(y_tr)), "n_images": int(len(y_te)), "n_classes": n_classes,
-        "model": cfg.model.name, "checkpoint_sha256": s.model.checkpoint_sha256, "dataset": cfg.dataset.name,
-        "split": cfg.dataset.get("split", "test"), "train_split": cfg.probe.train_split, "prompts": "",
-        "precision": s.precision, "device": str(s.device), "wall_seconds": time.perf_counter() - start,
-        "versions": versions(),
+        "train_split": cfg.probe.train_split, "train_fingerprint": train_ds.fingerprint()["digest"],
+        "wall_seconds": time.perf_counter() - start,
     }
-    run_dir = make_run_dir(Path(cfg.results_dir) / cfg.dataset.name / cfg.model.slug)
+    run_dir = make_run_dir(run_dir_base(cfg, s, record).parent)  # results/linear_probe/<dataset>/<model>/<timestamp>
     metrics["timestamp"] = run_dir.name
     pd.concat([r["sweep"].assign(seed=r["seed"]) for r in runs]).to_csv(run_dir / "probe_sweep.csv", index=False)
     write_json(run_dir / "metrics.json", metrics)
     label = f"{shots}-shot over {len(runs)} seeds" if shots else f"C={metrics['C']:g}"
-    print(f"{cfg.dataset.name} | {cfg.model.name} | linear probe ({label}) | top1 {100 * metrics['top1']:.2f}% "
+    print(f"{record['dataset_label']} | {record['model']} | linear probe ({label}) | top1 {100 * metrics['top1']:.2f}% "
           f"top5 {100 * metrics['top5']:.2f}% | {len(y_tr)} train / {len(y_te)} test images -> {run_dir}")
     return {**metrics, "run_dir": str(run_dir)}

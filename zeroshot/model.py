@@ -1,13 +1,17 @@
 """The CLIP model: a text transformer and one of two image towers, with OpenAI's parameter names.
 
-Every parameter has the name and shape it has in OpenAI's checkpoints, so `load_state_dict(strict=True)`
-takes a real checkpoint. Internally the transformers run batch-first ([N, L, D]) and attention goes through
+Every parameter has the name and shape it has in OpenAI's checkpoints (and in open_clip's CLIP-family ones,
+which extend that layout), so `load_state_dict(strict=True)` takes a real checkpoint. Everything that varies
+across the CLIP family (activation, head width, MLP ratio, LayerNorm eps, pooling, causal mask, projection
+bias, LayerScale, logit bias) is a field of one `CLIPConfig`, passed whole; the forward pass reads it as data.
+Internally the transformers run batch-first ([N, L, D]) and attention goes through
 `F.scaled_dot_product_attention`, while the weights keep nn.MultiheadAttention's in_proj/out_proj layout.
 """
 from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -22,12 +26,28 @@ class CLIPConfig:
     vision_layers: int | tuple[int, int, int, int] = 12
     vision_width: int = 768
     vision_patch_size: int | None = 32
+    vision_head_width: int = 64  # OpenAI's are 64; open_clip's ViT-H/g/bigG/e use 80/88/104/112
+    vision_mlp_ratio: float = 4.0
+    vision_ln_pre: bool = True  # open_clip's no_ln_pre=True (CLIPA) drops it
+    vision_pool: str = "tok"  # "tok": the class token's output; "avg": the mean of the patch tokens
+    vision_ln_after_pool: bool = False  # open_clip's final_ln_after_pool: ln_post on the pooled vector
+    vision_layer_scale: bool = False  # LayerScale (ls_1.gamma, ls_2.gamma) in every block
     # text
     context_length: int = 77
     vocab_size: int = 49408
     transformer_width: int = 512
     transformer_heads: int = 8
     transformer_layers: int = 12
+    text_mlp_ratio: float = 4.0
+    text_pool: str = "argmax"  # argmax: the highest id (CLIP's end-of-text) | eos: first `eos_id` | first | last
+    text_causal: bool = True  # False for CLIPA's bidirectional text tower
+    text_proj_bias: bool = False
+    text_layer_scale: bool = False
+    eos_id: int = 49407
+    # both towers
+    activation: str = "quick_gelu"  # quick_gelu (OpenAI's) | gelu (open_clip's default) | gelu_tanh
+    ln_eps: float = 1e-5
+    logit_bias: bool = False  # a learned scalar added to the logits (SigLIP-style training)
 
     @property
     def is_vit(self) -> bool:
@@ -35,15 +55,15 @@ class CLIPConfig:
 
     @property
     def vision_heads(self) -> int:
-        # OpenAI uses 64-dim heads; the ResNet's attention pool works on width * 32 channels
-        return self.vision_width // 64 if self.is_vit else self.vision_width * 32 // 64
+        # the ResNet's attention pool works on width * 32 channels
+        return (self.vision_width if self.is_vit else self.vision_width * 32) // self.vision_head_width
 
 
 def _text(width: int, heads: int) -> dict:
     return dict(transformer_width=width, transformer_heads=heads, transformer_layers=12)
 
 
-# The nine released OpenAI architectures.
+# The nine released OpenAI architectures (QuickGELU, 64-dim heads).
 ARCHITECTURES: dict[str, CLIPConfig] = {
     "RN50": CLIPConfig(1024, 224, (3, 4, 6, 3), 64, None, **_text(512, 8)),
     "RN101": CLIPConfig(512, 224, (3, 4, 23, 3), 64, None, **_text(512, 8)),
@@ -61,7 +81,7 @@ class LayerNorm(nn.LayerNorm):
     """LayerNorm that always normalizes in fp32, so fp16/bf16 models keep OpenAI's numerics."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == torch.float32:
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
             return super().forward(x)
         w = None if self.weight is None else self.weight.float()
         b = None if self.bias is None else self.bias.float()
@@ -69,7 +89,7 @@ class LayerNorm(nn.LayerNorm):
 
 
 class QuickGELU(nn.Module):
-    """The sigmoid approximation of GELU that CLIP was trained with; exact GELU would change the features.
+    """The sigmoid approximation of GELU that OpenAI's CLIP was trained with; exact GELU would change the features.
 
     x * sigmoid(1.702 x) = silu(1.702 x) / 1.702. Without autograd the identity runs in place on the
     [N, L, 4D] activation: three passes and no allocations instead of three new tensors (a tenth of ViT time).
@@ -79,6 +99,20 @@ class QuickGELU(nn.Module):
         if x.requires_grad:
             return x * torch.sigmoid(1.702 * x)
         return F.silu(x.mul_(1.702), inplace=True).div_(1.702)
+
+
+ACTIVATIONS = {"quick_gelu": QuickGELU, "gelu": nn.GELU, "gelu_tanh": partial(nn.GELU, approximate="tanh")}
+
+
+class LayerScale(nn.Module):
+    """Per-channel scale of a residual branch (open_clip's ls_1/ls_2); kept fp32 and cast to the input's dtype."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.ones(width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma.to(x.dtype)
 
 
 class Attention(nn.Module):
@@ -121,34 +155,51 @@ class Attention(nn.Module):
         return self.out_proj(x.reshape(n, d))  # [N, D]
 
 
+@dataclass
+class BlockSpec:
+    """What one tower's transformer blocks are made of; built from the CLIPConfig for that tower."""
+
+    width: int
+    layers: int
+    heads: int
+    mlp_ratio: float
+    activation: str
+    ln_eps: float
+    layer_scale: bool
+    causal: bool = False
+
+
 class ResidualAttentionBlock(nn.Module):
-    def __init__(self, width: int, heads: int):
+    def __init__(self, s: BlockSpec):
         super().__init__()
-        self.attn = Attention(width, heads)
-        self.ln_1 = LayerNorm(width)
+        self.attn = Attention(s.width, s.heads)
+        self.ln_1 = LayerNorm(s.width, eps=s.ln_eps)
+        hidden = int(s.width * s.mlp_ratio)
         self.mlp = nn.Sequential(
-            OrderedDict(c_fc=nn.Linear(width, width * 4), gelu=QuickGELU(), c_proj=nn.Linear(width * 4, width))
+            OrderedDict(c_fc=nn.Linear(s.width, hidden), gelu=ACTIVATIONS[s.activation](), c_proj=nn.Linear(hidden, s.width))
         )
-        self.ln_2 = LayerNorm(width)
+        self.ln_2 = LayerNorm(s.width, eps=s.ln_eps)
+        self.ls_1 = LayerScale(s.width) if s.layer_scale else nn.Identity()
+        self.ls_2 = LayerScale(s.width) if s.layer_scale else nn.Identity()
 
     def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), causal=causal)
-        return x + self.mlp(self.ln_2(x))
+        x = x + self.ls_1(self.attn(self.ln_1(x), causal=causal))
+        return x + self.ls_2(self.mlp(self.ln_2(x)))
 
     def forward_at(self, x: torch.Tensor, query: torch.Tensor, causal: bool = False) -> torch.Tensor:
         """The block's output at one position per sequence: [N, L, D] -> [N, D]."""
         y = x[torch.arange(x.shape[0], device=x.device), query]  # [N, D]
-        y = y + self.attn.attend_from(self.ln_1(x), query, causal)
-        return y + self.mlp(self.ln_2(y))
+        y = y + self.ls_1(self.attn.attend_from(self.ln_1(x), query, causal))
+        return y + self.ls_2(self.mlp(self.ln_2(y)))
 
 
 class Transformer(nn.Module):
     """A stack of pre-LN blocks over batch-first input [N, L, D]; `causal` masks future positions (text)."""
 
-    def __init__(self, width: int, layers: int, heads: int, causal: bool = False):
+    def __init__(self, s: BlockSpec):
         super().__init__()
-        self.width, self.layers, self.causal = width, layers, causal
-        self.resblocks = nn.Sequential(*[ResidualAttentionBlock(width, heads) for _ in range(layers)])
+        self.width, self.layers, self.causal = s.width, s.layers, s.causal
+        self.resblocks = nn.Sequential(*[ResidualAttentionBlock(s) for _ in range(s.layers)])
 
     def forward(self, x: torch.Tensor, readout: torch.Tensor | None = None) -> torch.Tensor:
         """[N, L, D] -> [N, L, D]; or, given `readout` positions [N], only those outputs: [N, D]."""
@@ -160,28 +211,35 @@ class Transformer(nn.Module):
 
 
 class VisionTransformer(nn.Module):
-    def __init__(self, input_resolution: int, patch_size: int, width: int, layers: int, heads: int, output_dim: int):
+    def __init__(self, c: CLIPConfig):
         super().__init__()
-        self.input_resolution = input_resolution
-        grid = input_resolution // patch_size
+        width, patch = c.vision_width, c.vision_patch_size
+        self.input_resolution = c.image_resolution
+        self.pool, self.ln_after_pool = c.vision_pool, c.vision_ln_after_pool
+        grid = c.image_resolution // patch
         scale = width**-0.5
-        self.conv1 = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size, bias=False)
+        self.conv1 = nn.Conv2d(3, width, kernel_size=patch, stride=patch, bias=False)
         self.class_embedding = nn.Parameter(scale * torch.randn(width))
         self.positional_embedding = nn.Parameter(scale * torch.randn(grid * grid + 1, width))
-        self.ln_pre = LayerNorm(width)
-        self.transformer = Transformer(width, layers, heads)
-        self.ln_post = LayerNorm(width)
-        self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
+        self.ln_pre = LayerNorm(width, eps=c.ln_eps) if c.vision_ln_pre else nn.Identity()
+        self.transformer = Transformer(BlockSpec(width, c.vision_layers, c.vision_heads, c.vision_mlp_ratio,
+                                                 c.activation, c.ln_eps, c.vision_layer_scale))
+        self.ln_post = LayerNorm(width, eps=c.ln_eps)
+        self.proj = nn.Parameter(scale * torch.randn(width, c.embed_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)  # [N, width, grid, grid]
         x = x.flatten(2).transpose(1, 2)  # [N, grid*grid, width]
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)  # [N, 1, width]
         x = torch.cat([cls, x], dim=1)  # [N, grid*grid + 1, width]
-        x = x + self.positional_embedding.to(x.dtype)
-        cls = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-        x = self.transformer(self.ln_pre(x), readout=cls)  # [N, width], the class token's output
-        return self.ln_post(x) @ self.proj  # [N, output_dim]
+        x = self.ln_pre(x + self.positional_embedding.to(x.dtype))
+        if self.pool == "tok":  # only the class token is read out, so the last block computes only it
+            cls = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+            x = self.ln_post(self.transformer(x, readout=cls))  # [N, width]
+        else:  # "avg": the mean of the patch tokens, normalized per token or (ln_after_pool) once pooled
+            x = self.transformer(x)[:, 1:]  # [N, grid*grid, width]
+            x = self.ln_post(x.mean(dim=1)) if self.ln_after_pool else self.ln_post(x).mean(dim=1)  # [N, width]
+        return x @ self.proj  # [N, embed_dim]
 
 
 class Bottleneck(nn.Module):
@@ -251,9 +309,10 @@ class AttentionPool2d(nn.Module):
 class ModifiedResNet(nn.Module):
     """OpenAI's ResNet: a 3-conv stem with avgpool, anti-aliased strides, and attention pooling at the end."""
 
-    def __init__(self, layers: tuple[int, int, int, int], output_dim: int, heads: int, input_resolution: int, width: int):
+    def __init__(self, c: CLIPConfig):
         super().__init__()
-        self.input_resolution = input_resolution
+        width = c.vision_width
+        self.input_resolution = c.image_resolution
         self.conv1 = nn.Conv2d(3, width // 2, 3, stride=2, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width // 2)
         self.relu1 = nn.ReLU(inplace=True)
@@ -266,11 +325,11 @@ class ModifiedResNet(nn.Module):
         self.avgpool = nn.AvgPool2d(2)
 
         self._inplanes = width
-        self.layer1 = self._make_layer(width, layers[0])
-        self.layer2 = self._make_layer(width * 2, layers[1], stride=2)
-        self.layer3 = self._make_layer(width * 4, layers[2], stride=2)
-        self.layer4 = self._make_layer(width * 8, layers[3], stride=2)
-        self.attnpool = AttentionPool2d(input_resolution // 32, width * 32, heads, output_dim)
+        self.layer1 = self._make_layer(width, c.vision_layers[0])
+        self.layer2 = self._make_layer(width * 2, c.vision_layers[1], stride=2)
+        self.layer3 = self._make_layer(width * 4, c.vision_layers[2], stride=2)
+        self.layer4 = self._make_layer(width * 8, c.vision_layers[3], stride=2)
+        self.attnpool = AttentionPool2d(c.image_resolution // 32, width * 32, c.vision_heads, c.embed_dim)
         self.to(memory_format=torch.channels_last)  # conv weights in NHWC order too; values are unchanged
 
     def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
@@ -291,26 +350,34 @@ class ModifiedResNet(nn.Module):
         return self.attnpool(x)  # [N, output_dim]
 
 
+# Where the text feature is read out, per CLIPConfig.text_pool: tokens [N, L] -> positions [N].
+TEXT_READOUT = {
+    "argmax": lambda text, eos: text.argmax(dim=-1),  # CLIP's end-of-text has the highest id
+    "eos": lambda text, eos: (text == eos).int().argmax(dim=-1),  # the first end-of-sequence id
+    "first": lambda text, eos: torch.zeros(len(text), dtype=torch.long, device=text.device),
+    "last": lambda text, eos: torch.full((len(text),), text.shape[1] - 1, dtype=torch.long, device=text.device),
+}
+
+
 class CLIP(nn.Module):
     def __init__(self, config: CLIPConfig):
         super().__init__()
         self.config = c = config
         self.context_length = c.context_length
-        if c.is_vit:
-            self.visual = VisionTransformer(
-                c.image_resolution, c.vision_patch_size, c.vision_width, c.vision_layers, c.vision_heads, c.embed_dim
-            )
-        else:
-            self.visual = ModifiedResNet(
-                tuple(c.vision_layers), c.embed_dim, c.vision_heads, c.image_resolution, c.vision_width
-            )
-        self.transformer = Transformer(c.transformer_width, c.transformer_layers, c.transformer_heads, causal=True)
+        self.visual = VisionTransformer(c) if c.is_vit else ModifiedResNet(c)
+        self.transformer = Transformer(BlockSpec(c.transformer_width, c.transformer_layers, c.transformer_heads,
+                                                 c.text_mlp_ratio, c.activation, c.ln_eps, c.text_layer_scale, c.text_causal))
         self.vocab_size = c.vocab_size
         self.token_embedding = nn.Embedding(c.vocab_size, c.transformer_width)
         self.positional_embedding = nn.Parameter(torch.empty(c.context_length, c.transformer_width))
-        self.ln_final = LayerNorm(c.transformer_width)
+        self.ln_final = LayerNorm(c.transformer_width, eps=c.ln_eps)
         self.text_projection = nn.Parameter(torch.empty(c.transformer_width, c.embed_dim))
+        self.text_projection_bias = nn.Parameter(torch.zeros(c.embed_dim)) if c.text_proj_bias else None
         self.logit_scale = nn.Parameter(torch.ones([]) * torch.log(torch.tensor(1 / 0.07)))
+        self.logit_bias = nn.Parameter(torch.zeros([])) if c.logit_bias else None
+        # Positions after the readout never reach it under a causal mask, so a batch is cut after its
+        # last readout; "last" reads the final position, which sees all of them.
+        self.trim_text = c.text_causal and c.text_pool != "last"
         self.initialize_parameters()
 
     def initialize_parameters(self) -> None:
@@ -351,73 +418,46 @@ class CLIP(nn.Module):
         return self.visual(image.to(self.dtype))
 
     def encode_text(self, text: torch.Tensor) -> torch.Tensor:
-        """Features of the end-of-text token (the highest id in each row) after the causal transformer.
+        """Features read out at one position per prompt (config.text_pool) after the text transformer.
 
-        Under the causal mask a position never sees the positions after it, so the padding after the last
-        end-of-text in the batch is cut before the transformer runs, and the last block computes only the
-        end-of-text outputs: same features, a fraction of the work.
+        Under a causal mask a position never sees the positions after it, so the padding after the last
+        readout in the batch is cut before the transformer runs, and the last block computes only the
+        readout positions: same features, a fraction of the work.
         """
-        eot = text.argmax(dim=-1)  # [N]
-        length = int(eot.max()) + 1
-        x = self.token_embedding(text[:, :length]).to(self.dtype)  # [N, L, D]
-        x = x + self.positional_embedding[:length].to(self.dtype)
-        x = self.ln_final(self.transformer(x, readout=eot))  # [N, D], the end-of-text outputs
-        return x @ self.text_projection.to(x.dtype)  # [N, embed_dim]
+        readout = TEXT_READOUT[self.config.text_pool](text, self.config.eos_id)  # [N]
+        if self.trim_text:
+            text = text[:, : int(readout.max()) + 1]  # [N, L]
+        x = self.token_embedding(text).to(self.dtype)  # [N, L, D]
+        x = x + self.positional_embedding[: text.shape[1]].to(self.dtype)
+        x = self.ln_final(self.transformer(x, readout=readout))  # [N, D], the readout positions
+        x = x @ self.text_projection.to(x.dtype)  # [N, embed_dim]
+        return x if self.text_projection_bias is None else x + self.text_projection_bias.to(x.dtype)
 
     def forward(self, image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits (image x text, and its transpose), as in OpenAI's CLIP.forward."""
         image_features = F.normalize(self.encode_image(image), dim=-1)
         text_features = F.normalize(self.encode_text(text), dim=-1)
         logits_per_image = self.logit_scale.exp() * image_features @ text_features.t()
+        if self.logit_bias is not None:
+            logits_per_image = logits_per_image + self.logit_bias
         return logits_per_image, logits_per_image.t()
 
 
-# Keys in OpenAI's archives that describe the model rather than parameterize it.
-_METADATA_KEYS = ("input_resolution", "context_length", "vocab_size")
+# Parameters that OpenAI's convert_weights casts to half precision: conv and linear weights and biases,
+# the attention projections and the two output projections. LayerNorm, BatchNorm, the embeddings,
+# LayerScale, logit_scale and logit_bias stay fp32.
+_HALF_PARAMS = ("in_proj_weight", "in_proj_bias", "text_projection", "text_projection_bias", "proj")
 
 
-def config_from_state_dict(state_dict: dict[str, torch.Tensor]) -> CLIPConfig:
-    """Infer the architecture from parameter shapes, the way OpenAI's build_model does."""
-    sd = state_dict
-
-    def count(prefix: str, depth: int) -> int:
-        return len({k.split(".")[depth] for k in sd if k.startswith(prefix)})
-
-    if "visual.proj" in sd:
-        width = sd["visual.conv1.weight"].shape[0]
-        layers: int | tuple = sum(1 for k in sd if k.startswith("visual.") and k.endswith(".attn.in_proj_weight"))
-        patch = sd["visual.conv1.weight"].shape[-1]
-        grid = round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5)
-        resolution = patch * grid
-    else:
-        layers = tuple(count(f"visual.layer{b}.", 2) for b in (1, 2, 3, 4))
-        width = sd["visual.layer1.0.conv1.weight"].shape[0]
-        patch = None
-        out_grid = round((sd["visual.attnpool.positional_embedding"].shape[0] - 1) ** 0.5)
-        resolution = out_grid * 32
-    text_width = sd["ln_final.weight"].shape[0]
-    return CLIPConfig(
-        embed_dim=sd["text_projection"].shape[1],
-        image_resolution=resolution,
-        vision_layers=layers,
-        vision_width=width,
-        vision_patch_size=patch,
-        context_length=sd["positional_embedding"].shape[0],
-        vocab_size=sd["token_embedding.weight"].shape[0],
-        transformer_width=text_width,
-        transformer_heads=text_width // 64,
-        transformer_layers=count("transformer.resblocks.", 2),
-    )
-
-
-def build_model(state_dict: dict[str, torch.Tensor]) -> CLIP:
-    """Build a CLIP in fp32 from an OpenAI-layout state dict, inferring the architecture from its shapes."""
-    state_dict = {k: v for k, v in state_dict.items() if k not in _METADATA_KEYS}
-    model = CLIP(config_from_state_dict(state_dict))
-    state_dict = {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
-    for key, buffer in model.state_dict().items():
-        # Some exporters drop BatchNorm's step counter; it plays no part in inference.
-        if key.endswith("num_batches_tracked"):
-            state_dict.setdefault(key, buffer)
-    model.load_state_dict(state_dict, strict=True)
-    return model.eval()
+def convert_weights(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """Cast what `clip.model.convert_weights` casts (to fp16, or here to any dtype), and nothing else."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+            m.weight.data = m.weight.data.to(dtype)
+            if m.bias is not None:
+                m.bias.data = m.bias.data.to(dtype)
+        for name in _HALF_PARAMS:
+            p = getattr(m, name, None)
+            if isinstance(p, nn.Parameter):
+                p.data = p.data.to(dtype)
+    return model

@@ -1,192 +1,131 @@
-"""OpenAI's released checkpoints: names, downloads into a verified cache, and loading every file format.
+"""Loading a CLIP: resolve the name, read the weights, settle the config, and record exactly what was loaded.
 
-Formats read from disk:
-- OpenAI's TorchScript archives (fp16 conv/linear weights, plus `input_resolution`, `context_length`, `vocab_size`);
-- plain state dicts (`.pt`, `.pth`, `.bin`), read with `weights_only=True`;
-- open_clip training checkpoints (`{"state_dict": {"module.visual...": ...}, "epoch": ...}`);
-- `.safetensors` files.
+`load_model` returns a model whose `identity` says which weights these are (release, hub repo and commit,
+or file), their sha256, the architecture, the activation and where each fact came from, the backend,
+and the preprocessing. Facts the weights do not carry are taken from the user, else assumed and printed.
 """
 from __future__ import annotations
 
-import hashlib
-import http.client
-import os
-import tempfile
-import urllib.error
-import urllib.request
-import warnings
-import zipfile
+import sys
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
-from .model import CLIP, build_model
+from .architecture import ArchitectureError, architecture_name, base_name, build_config, family_fields, hf_fields, load_weights
+from .checkpoint import CheckpointError, from_transformers, read_file, to_openai_layout
+from .download import default_cache_dir, file_sha256
+from .model import CLIP, convert_weights
+from .sources import MODELS, OPENAI_PREPROCESS, OPENAI_SHA256, Source, available_models, canonical_name, resolve
+from .transforms import Preprocess, image_transform
 
-_BASE = "https://openaipublic.azureedge.net/clip/models"
-# name -> (sha256, file name); the sha256 is also a path segment of the URL.
-_CHECKPOINTS = {
-    "RN50": ("afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762", "RN50.pt"),
-    "RN101": ("8fa8567bab74a42d41c5915025a8e4538c3bdbe8804a470a72f30b0d94fab599", "RN101.pt"),
-    "RN50x4": ("7e526bd135e493cef0776de27d5f42653e6b4c8bf9e0f653bb11773263205fdd", "RN50x4.pt"),
-    "RN50x16": ("52378b407f34354e150460fe41077663dd5b39c54cd0bfd2b27167a4a06ec9aa", "RN50x16.pt"),
-    "RN50x64": ("be1cfb55d75a9666199fb2206c106743da0f6468c9d327f3e0d0a543a9919d9c", "RN50x64.pt"),
-    "ViT-B/32": ("40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af", "ViT-B-32.pt"),
-    "ViT-B/16": ("5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f", "ViT-B-16.pt"),
-    "ViT-L/14": ("b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836", "ViT-L-14.pt"),
-    "ViT-L/14@336px": ("3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02", "ViT-L-14-336px.pt"),
-}
-MODELS: dict[str, tuple[str, str]] = {name: (f"{_BASE}/{sha}/{file}", sha) for name, (sha, file) in _CHECKPOINTS.items()}
+__all__ = ["load", "load_model", "available_models", "canonical_name", "MODELS", "CheckpointError",
+           "default_cache_dir", "resolve_precision", "PRECISIONS"]
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+ACTIVATIONS = ("quick_gelu", "gelu", "gelu_tanh")
 
 
-class CheckpointError(RuntimeError):
-    pass
+@dataclass
+class Identity:
+    """Which weights a model is, and where each fact about it came from."""
+
+    label: str  # what reports call it: release name, hub repo@commit, or file name
+    release: str | None  # "ARCH/TAG" of a published release, where known
+    architecture: str
+    activation: str
+    activation_from: str
+    source: str  # openai | openclip_tag | hf_hub | file | openclip_folder | transformers_folder
+    location: str
+    revision: str | None
+    checkpoint: str
+    sha256: str
+    backend: str = "zeroshot"
+    preprocess: dict = field(default_factory=dict)
+    preprocess_from: str = ""
+    assumed: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
 
 
-def available_models() -> list[str]:
-    return list(MODELS)
-
-
-def canonical_name(name: str) -> str | None:
-    """'ViT-B-32', 'vit-b/32' and 'ViT-B/32' all name ViT-B/32; 'ViT-L-14-336px' names ViT-L/14@336px."""
-    def key(s: str) -> str:
-        return s.lower().replace("/", "-").replace("@", "-")
-
-    return {key(n): n for n in MODELS}.get(key(name))
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("ZEROSHOT_CACHE") or Path.home() / ".cache" / "zeroshot")
-
-
-def sha256sum(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def download(url: str, sha256: str, root: str | Path | None = None) -> Path:
-    """Fetch `url` into the cache, verified: a temp file is renamed into place only once its sha256 matches.
-
-    A cached file is re-hashed before it is trusted; a mismatching one is removed and fetched again.
-    """
-    root = Path(root) if root is not None else default_cache_dir()
-    root.mkdir(parents=True, exist_ok=True)
-    target = root / Path(url).name
-    if target.is_file():
-        if sha256sum(target) == sha256:
-            return target
-        print(f"zeroshot: cached {target} does not match sha256 {sha256}; removing it and downloading again")
-        target.unlink()
-
-    fd, tmp_name = tempfile.mkstemp(dir=root, prefix=f".{target.name}.", suffix=".part")
-    tmp = Path(tmp_name)
+def _cpu_flags() -> set[str]:
     try:
-        with os.fdopen(fd, "wb") as out:
-            digest, size, total = _fetch(url, out, target.name)
-        if total is not None and size != total:
-            raise CheckpointError(f"Download of {url} was cut short: got {size} of {total} bytes. The partial file was removed; try again.")
-        if digest != sha256:
-            raise CheckpointError(
-                f"Downloaded {url} but its sha256 is {digest}, expected {sha256}. "
-                "The corrupt file was removed; try again, or load a verified local copy by path."
-            )
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
 
 
-def _fetch(url: str, out, label: str) -> tuple[str, int, int | None]:
-    """Stream `url` into `out` with a progress bar; returns (sha256, bytes written, Content-Length)."""
-    digest, size, total = hashlib.sha256(), 0, None
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=label) as bar:
-                while block := response.read(1 << 16):
-                    out.write(block)
-                    digest.update(block)
-                    size += len(block)
-                    bar.update(len(block))
-    except http.client.IncompleteRead:
-        pass  # reported below as a short download, with the byte counts
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
-        raise CheckpointError(
-            f"Could not download {url}: {getattr(e, 'reason', None) or e}.\n"
-            f"If this machine is offline, fetch the file elsewhere and load it by path: "
-            f"zeroshot.load('/path/to/{label}'), or `python -m zeroshot eval model.checkpoint=/path/to/{label}`."
-        ) from e
-    return digest.hexdigest(), size, total
+# Native half-precision matmul on x86 CPUs; elsewhere half precision is emulated and slower than fp32.
+NATIVE_CPU_FLAGS = {"bf16": ("avx512_bf16", "amx_bf16"), "fp16": ("avx512_fp16", "amx_fp16")}
 
 
-def _is_torchscript(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as z:
-        return any(n.split("/", 1)[-1] == "constants.pkl" or "/code/" in n for n in z.namelist())
-
-
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read the parameters from any supported checkpoint file, as an OpenAI-layout state dict."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint file {path} does not exist. Pass a path to a CLIP checkpoint, or a model name: {', '.join(MODELS)}")
-    expected = (
-        "expected an OpenAI CLIP TorchScript archive, a state dict saved by torch.save (.pt/.pth/.bin), "
-        "an open_clip checkpoint, or a .safetensors file"
-    )
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            sd = load_file(str(path))
-        elif _is_torchscript(path):
-            with warnings.catch_warnings():  # torch.jit.load is deprecated, but it is how OpenAI's files open
-                warnings.simplefilter("ignore", FutureWarning)
-                sd = torch.jit.load(str(path), map_location="cpu").state_dict()
-        else:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch, zipfile and pickle raise many types for the same problem: not a checkpoint
-        raise CheckpointError(f"Could not read {path} as a checkpoint ({type(e).__name__}: {e}); {expected}.") from e
-    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
-        sd = sd["state_dict"]  # open_clip training checkpoint
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise CheckpointError(f"{path} holds a {type(sd).__name__}, not a dict of tensors; {expected}.")
-    if sd and all(k.startswith("module.") for k in sd):
-        sd = {k[len("module.") :]: v for k, v in sd.items()}  # saved from DistributedDataParallel
-    if "text_projection" not in sd or not any(k.startswith("visual.") for k in sd):
-        raise CheckpointError(f"{path} is a state dict but not of a CLIP model (no text_projection/visual.* keys); {expected}.")
-    return sd
-
-
-def resolve_checkpoint(name_or_path: str | Path, download_root: str | Path | None = None) -> tuple[Path, str]:
-    """(file, its sha256): a model name becomes a verified file in the cache; anything else must be a file."""
-    name = canonical_name(str(name_or_path))
-    if name is not None:
-        url, sha = MODELS[name]
-        return download(url, sha, download_root), sha
-    path = Path(name_or_path).expanduser()
-    if path.is_file():
-        return path, sha256sum(path)
-    if path.suffix in (".pt", ".pth", ".bin", ".safetensors", ".ckpt") or path.is_absolute() or str(name_or_path).startswith("."):
-        raise FileNotFoundError(f"Checkpoint file {path} does not exist. Give an existing file, or a model name: {', '.join(MODELS)}")
-    raise ValueError(f"Unknown model {str(name_or_path)!r}. Available models: {', '.join(MODELS)} (or a path to a checkpoint file)")
+def native_cpu_precision(precision: str) -> bool:
+    flags = _cpu_flags()
+    return any(f in flags for f in NATIVE_CPU_FLAGS[precision])
 
 
 def resolve_precision(precision: str | None, device: torch.device) -> str:
+    """auto: fp16 on CUDA (as clip.load), fp32 on the CPU (the exact result is the default there).
+
+    fp16/bf16 on a CPU run wherever torch supports them; without native support (AVX512-BF16 / AMX for bf16,
+    AVX512-FP16 / AMX-FP16 for fp16) they are emulated and slower than fp32, which is printed.
+    """
     if precision in (None, "auto"):
-        return "fp16" if device.type == "cuda" else "fp32"  # what clip.load does
+        return "fp16" if device.type == "cuda" else "fp32"
     if precision not in PRECISIONS:
-        raise ValueError(f"Unknown precision {precision!r}. Choose one of: {', '.join(PRECISIONS)}")
-    if precision != "fp32" and device.type == "cpu":
-        raise ValueError(f"precision={precision} is not supported on the CPU (half-precision matmul is very slow there); use fp32")
+        raise ValueError(f"Unknown precision {precision!r}. Choose one of: auto, {', '.join(PRECISIONS)}")
+    if precision != "fp32" and device.type == "cpu" and not native_cpu_precision(precision):
+        need = " or ".join(NATIVE_CPU_FLAGS[precision])
+        print(f"zeroshot: note: precision={precision} on this CPU is emulated (no {need} in /proc/cpuinfo) and runs "
+              "slower than fp32 (benchmarks/README.md has the figures); use precision=fp32 for speed here.", file=sys.stderr)
     return precision
+
+
+def _note(message: str) -> None:
+    print(f"zeroshot: {message}", file=sys.stderr)
+
+
+def _same_arch(expected: str, actual: str) -> bool:
+    def key(s: str) -> str:
+        return base_name(s).lower().replace("/", "-").replace("@", "-").removesuffix("px")
+
+    openai = canonical_name(expected)
+    if openai:  # "ViT-B/32" in a model config means the ViT-B-32 architecture
+        from .sources import _OPENAI
+
+        expected = _OPENAI[openai][2]
+    return key(expected) == key(actual)
+
+
+def _told_fields(src: Source) -> dict | None:
+    """CLIPConfig fields from the config that came with the weights; None when there is none.
+
+    Raises NeedsBackend when that config describes a model beyond zeroshot's own code.
+    """
+    from .backends import NeedsBackend
+
+    if src.hf_config is not None:
+        kind = src.hf_config.get("model_type")
+        if kind != "clip":
+            raise NeedsBackend("transformers", f"model_type {kind!r}")
+        return hf_fields(src.hf_config)
+    if src.openclip_cfg is not None:
+        f = family_fields(src.openclip_cfg)
+        if f is None:
+            raise NeedsBackend("open_clip", "a timm or HF tower, or a custom block")
+        return f
+    return None
+
+
+def _state_dict(src: Source) -> dict[str, torch.Tensor]:
+    sd = read_file(src.weights)
+    return from_transformers(sd) if src.kind == "transformers_folder" else to_openai_layout(sd)
 
 
 def load_model(
@@ -194,13 +133,140 @@ def load_model(
     device: str | torch.device = "cpu",
     precision: str | None = None,
     download_root: str | Path | None = None,
-) -> CLIP:
+    activation: str | None = None,
+    expect_arch: str | None = None,
+    preprocess: dict | None = None,
+    backend: str | None = None,
+):
+    """Load a model and record its identity (`model.identity`) and preprocessing (`model.preprocess_spec`).
+
+    `activation` decides what a bare state dict cannot say (quick_gelu, gelu, gelu_tanh). `expect_arch`, from an
+    explicit model config, must match what the weights are. `preprocess` overrides the checkpoint's settings.
+    """
+    from .backends import NeedsBackend, load_backend
+
     device = torch.device(device)
     precision = resolve_precision(precision, device)
-    path, sha = resolve_checkpoint(name_or_path, download_root)
-    model = build_model(read_state_dict(path))
-    model.checkpoint_path = str(path)
-    model.checkpoint_sha256 = sha
-    model.name = canonical_name(str(name_or_path)) or path.stem
+    if activation is not None and activation not in ACTIVATIONS:
+        raise ValueError(f"Unknown activation {activation!r}. Choose one of: {', '.join(ACTIVATIONS)}")
+    src = resolve(name_or_path, download_root)
+    if src.weights is None or not Path(src.weights).is_file():
+        raise CheckpointError(f"{src.location}: no weights file was found.")
+    sha = file_sha256(src.weights, download_root)
+    src.release = src.release or OPENAI_SHA256.get(sha)
+
+    try:
+        if backend not in (None, "zeroshot"):
+            raise NeedsBackend(backend, "asked for")
+        told = _told_fields(src)
+    except NeedsBackend as need:
+        model = load_backend(need.backend, src, device, precision)
+        model.identity = Identity(src.label, src.release, model.architecture, "(the backend's own)", need.backend,
+                                  src.kind, src.location, src.revision, str(src.weights), sha, need.backend,
+                                  {"transform": repr(model.transform)}, f"{need.backend}'s own preprocessing")
+        _check_arch(expect_arch, model.architecture, src)
+        return model
+
+    sd = _state_dict(src)
+    try:
+        config, assumed = build_config(sd, told)
+    except ArchitectureError as e:
+        raise CheckpointError(f"{src.weights} is not a CLIP model this loader understands ({e}).") from None
+    act, act_from = _activation(activation, src, told, sha, assumed)
+    config.activation = act
+    arch = architecture_name(config)
+    _check_arch(expect_arch, arch, src)
+    try:
+        model = load_weights(CLIP(config), sd, where=str(src.weights))
+    except ArchitectureError as e:
+        raise CheckpointError(str(e)) from None
+
+    spec, spec_from = _preprocess(src, config.image_resolution, preprocess, assumed)
+    for a in assumed:
+        _note(f"{src.label}: assumed {a}")
+    model.identity = Identity(src.label, src.release, arch, act, act_from, src.kind, src.location, src.revision,
+                              str(src.weights), sha, "zeroshot", spec.as_dict(), spec_from, assumed)
+    model.preprocess_spec, model.transform = spec, image_transform(spec)
+    model.tokenize = _tokenizer(src, config)
     model.precision = precision
-    return model.requires_grad_(False).to(device=device, dtype=_DTYPES[precision]).eval()
+    model.requires_grad_(False).to(device=device)
+    if precision != "fp32":
+        convert_weights(model, _DTYPES[precision])
+    return model.eval()
+
+
+def _tokenizer(src: Source, config):
+    """CLIP's BPE (zeroshot's own, exact) unless the weights' config names a Hugging Face tokenizer (CLIPA's BERT,
+    MetaCLIP 2's XLM-V), which open_clip's get_tokenizer builds exactly as open_clip does."""
+    from functools import partial
+
+    from .tokenizer import tokenize
+
+    text_cfg = (src.openclip_cfg or {}).get("text_cfg", {})
+    if text_cfg.get("hf_tokenizer_name"):
+        from .backends import _import
+
+        open_clip = _import("open_clip", "open_clip")
+        return open_clip.get_tokenizer(f"local-dir:{src.folder}" if src.folder else src.label.split("/")[0])
+    if config.vocab_size != 49408:
+        raise CheckpointError(f"{src.label}: its text tower has a {config.vocab_size}-token vocabulary, not CLIP's BPE, and "
+                              "no config names its tokenizer; load it with its open_clip config (the model folder, or ARCH/TAG)")
+    return partial(tokenize, context_length=config.context_length)
+
+
+def _activation(given: str | None, src: Source, told: dict | None, sha: str, assumed: list[str]) -> tuple[str, str]:
+    """The activation and where it came from: the user, the release, the config, or an assumption (printed)."""
+    known, known_from = src.activation, src.activation_from
+    if known is None and told is not None:
+        known, known_from = told["activation"], src.activation_from or "the config that came with the weights"
+    if known is None and sha in OPENAI_SHA256:
+        known, known_from = "quick_gelu", f"sha256 of OpenAI's {OPENAI_SHA256[sha]} release"
+    if given is not None:
+        if known is not None and known != given:
+            _note(f"{src.label}: activation={given} as given, although {known_from} says {known}")
+        return given, "given (model.activation)"
+    if known is not None:
+        return known, known_from
+    assumed.append("activation quick_gelu (OpenAI's): a bare state dict does not say which activation it was trained "
+                   "with; if it was trained with open_clip's default GELU, pass model.activation=gelu "
+                   "(or zeroshot.load(..., activation='gelu'))")
+    return "quick_gelu", "assumed"
+
+
+def _check_arch(expected: str | None, actual: str, src: Source) -> None:
+    if expected and not _same_arch(expected, actual):
+        raise ArchitectureError(
+            f"the model config names architecture {expected} but {src.label} is a {actual}: drop model=... and give "
+            "only model.checkpoint=PATH (the checkpoint says what it is), or pick the model config that matches it")
+
+
+def _preprocess(src: Source, resolution: int, override: dict | None, assumed: list[str]) -> tuple[Preprocess, str]:
+    settings = dict(src.preprocess)
+    origin = src.preprocess_from
+    if not settings:
+        settings = dict(OPENAI_PREPROCESS)
+        if src.kind in ("file", "openclip_folder", "transformers_folder") and not (override and {"mean", "std"} <= set(override)):
+            assumed.append("OpenAI's preprocessing (bicubic, shortest side + center crop, OpenAI's mean/std): "
+                           "the weights carry no preprocessing config; override with model.preprocess.*")
+        origin = origin or "OpenAI's default"
+    settings.setdefault("size", resolution)
+    if override:
+        settings.update({k: v for k, v in override.items() if v is not None})
+        origin = f"{origin}, overridden by model.preprocess"
+    return Preprocess(**{k: settings[k] for k in ("size", "mean", "std", "interpolation", "resize_mode") if k in settings}), origin
+
+
+def load(name_or_path: str | Path, device: str | torch.device = "cpu", precision: str | None = None,
+         download_root: str | Path | None = None, activation: str | None = None):
+    """Load a CLIP model and its preprocessing, like `clip.load`.
+
+    `name_or_path`: one of `available_models()` (dash spellings such as "ViT-B-32" work too), an open_clip
+    "ARCH/TAG", "hf-hub:ORG/REPO[@REVISION]", a checkpoint file (OpenAI's archive, a state dict, an open_clip
+    checkpoint, .safetensors) or a model folder (open_clip's Hub layout, a transformers save_pretrained folder).
+    `precision`: fp32 on the CPU by default; fp16 (the default there, as in clip.load) or bf16 on CUDA.
+    `activation`: for a bare state dict that is not a known release (quick_gelu, gelu, gelu_tanh).
+
+    Returns (model, preprocess), where preprocess turns a PIL image into a normalized [3, size, size] tensor.
+    """
+    model = load_model(name_or_path, device, precision, download_root, activation)
+    return model, image_transform(model.preprocess_spec)

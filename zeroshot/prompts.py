@@ -22,6 +22,13 @@ class PromptSet:
     source: str = ""
 
 
+def prompts_hash(classnames: list[str], templates: list[str]) -> str:
+    """sha256 of the class names and templates, in order: what a report row and the text side depend on."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps({"classnames": list(classnames), "templates": list(templates)}).encode()).hexdigest()
+
+
 def available_prompt_sets() -> list[str]:
     return sorted(p.stem for p in PROMPTS_DIR.glob("*.json"))
 

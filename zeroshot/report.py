@@ -17,11 +17,13 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from .results import make_run_dir, pyplot
+from .results import make_run_dir, pyplot, slug
 
 PUBLISHED = Path(__file__).with_name("reference") / "published.csv"
 REQUIRED = ("top1", "top5", "mean_per_class_recall", "model", "dataset", "prompts")
 METRIC_COLUMNS = ["top1", "top5", "mean_per_class_recall"]
+# A row is one set of weights on one set of images with one set of prompts: what the numbers depend on.
+ROW_KEY = ["checkpoint_sha256", "dataset_fingerprint", "split", "prompts_hash"]
 
 
 class ReportError(RuntimeError):
@@ -29,7 +31,7 @@ class ReportError(RuntimeError):
 
 
 def load_runs(inputs: list[str | Path]) -> pd.DataFrame:
-    """One row per complete run (eval) or probe; a malformed metrics.json is skipped with a warning."""
+    """One record per complete run (eval) or probe; a malformed metrics.json is skipped with a warning."""
     records = []
     for root in map(Path, inputs):
         if not root.exists():
@@ -47,11 +49,21 @@ def load_runs(inputs: list[str | Path]) -> pd.DataFrame:
                 warnings.warn(f"skipping {path}: not a complete metrics.json ({e})")
                 continue
             versions = m.get("versions") or {}
+            bench = m.get("benchmark") or {}
             records.append({
-                "kind": kind, "model": m["model"], "dataset": m["dataset"], "prompts": m.get("prompts", ""),
-                **{k: m.get(k) for k in METRIC_COLUMNS}, "n_images": m.get("n_images"),
-                "checkpoint_sha256": (m.get("checkpoint_sha256") or "")[:12], "precision": m.get("precision"),
-                "device": m.get("device"), "date": m.get("timestamp") or path.parent.name,
+                "kind": kind, "model": m["model"], "model_release": m.get("model_release"),
+                "architecture": m.get("architecture", ""), "dataset": m["dataset"],
+                "dataset_label": m.get("dataset_label") or m["dataset"],
+                # runs written before fingerprints existed are keyed by what they did record
+                "dataset_fingerprint": m.get("dataset_fingerprint") or f"{m['dataset']}:{m.get('n_images')}",
+                "split": m.get("split", "test"), "prompts": m.get("prompts", ""),
+                "prompts_hash": m.get("prompts_hash") if m.get("prompts_hash") is not None else m.get("prompts", ""),
+                "prompts_label": m.get("prompts_label") or m.get("prompts", ""),
+                **{k: m.get(k) for k in METRIC_COLUMNS}, **{k: m[k] for k in EXTRA_METRICS if k in m},
+                "n_images": m.get("n_images"), "comparable": bool(m.get("comparable", False)),
+                "not_comparable_reason": m.get("not_comparable_reason") or ("run recorded no benchmark" if "comparable" not in m else ""),
+                "benchmark_metric": bench.get("metric"), "checkpoint_sha256": m.get("checkpoint_sha256") or "",
+                "precision": m.get("precision"), "device": m.get("device"), "date": m.get("timestamp") or path.parent.name,
                 "version": versions.get("zeroshot"), "git_commit": (versions.get("git_commit") or "")[:10],
                 "run_dir": str(path.parent),
             })
@@ -61,40 +73,70 @@ def load_runs(inputs: list[str | Path]) -> pd.DataFrame:
     return pd.DataFrame(records)
 
 
+EXTRA_METRICS = ("macro_f1", "worst_group_top1", "worst_group_top5", "worst_region_top1", "mean_average_precision")
+
+
 def reproducibility(runs: pd.DataFrame, tolerance: float) -> tuple[pd.DataFrame, list[str]]:
-    """Keep the latest of repeated runs; note every repeat whose top-1 disagrees beyond `tolerance`."""
+    """Keep the latest of repeated runs of one row key; note every repeat whose top-1 disagrees beyond `tolerance`."""
     notes = []
-    keys = ["model", "dataset", "prompts"]
     evals = runs[runs.kind == "eval"].sort_values("date")
-    for key, group in evals.groupby(keys):
+    for _, group in evals.groupby(ROW_KEY):
         if len(group) > 1 and group.top1.max() - group.top1.min() > tolerance:
-            notes.append(f"{' / '.join(key)}: {len(group)} runs disagree: top-1 from {100 * group.top1.min():.2f}% to "
-                         f"{100 * group.top1.max():.2f}% (checkpoints {', '.join(sorted(set(group.checkpoint_sha256)))}; "
-                         f"{', '.join(group.run_dir)})")
-    latest = evals.groupby(keys, as_index=False).tail(1).copy()
-    latest["n_runs"] = latest.set_index(keys).index.map(evals.groupby(keys).size()).to_numpy()
+            r = group.iloc[-1]
+            notes.append(f"{r.model} / {r.dataset_label} / {r.prompts_label}: {len(group)} runs of the same weights "
+                         f"(sha256 {r.checkpoint_sha256[:12]}), images and prompts disagree: top-1 from "
+                         f"{100 * group.top1.min():.2f}% to {100 * group.top1.max():.2f}% ({', '.join(group.run_dir)})")
+    latest = evals.groupby(ROW_KEY, as_index=False).tail(1).copy()
+    latest["n_runs"] = latest.set_index(ROW_KEY).index.map(evals.groupby(ROW_KEY).size()).to_numpy()
     return latest, notes
 
 
-def add_published(table: pd.DataFrame, threshold: float) -> pd.DataFrame:
-    """published / delta in points, each compared in the metric its source used (mean per-class recall for
-    Pets, Flowers102, Caltech101 and FGVC Aircraft; top-1 elsewhere). The CLIP paper is preferred to open_clip."""
+def published_table() -> pd.DataFrame:
     ref = pd.read_csv(PUBLISHED)
     rank = {"clip_paper": 0, "open_clip": 1}
-    ref = ref.sort_values("source", key=lambda s: s.map(rank)).drop_duplicates(["model", "dataset"])
-    table = table.merge(ref.rename(columns={"source": "published_source", "metric": "published_metric",
-                                            "value": "published"}), on=["model", "dataset"], how="left")
-    ours = [100 * r[r["published_metric"]] if isinstance(r["published_metric"], str) else np.nan for _, r in table.iterrows()]
-    table["delta"] = np.array(ours) - table["published"]
-    table["flag"] = np.where(table["delta"].abs() > threshold, "!", "")
+    return ref.sort_values("source", key=lambda s: s.map(rank), kind="stable").drop_duplicates(["release", "dataset"])
+
+
+def add_published(table: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """published / delta in points, in the metric the source used, for runs of a known release on the benchmark's
+    canonical split and image count; every other row says why no published number applies."""
+    ref = published_table().rename(columns={"source": "published_source", "metric": "published_metric",
+                                            "value": "published_value", "release": "model_release"})
+    table = table.merge(ref, on=["model_release", "dataset"], how="left")
+    published, ours, notes = [], [], []
+    for _, r in table.iterrows():
+        metric = r["benchmark_metric"] if isinstance(r["benchmark_metric"], str) else r["published_metric"]
+        have = isinstance(r["published_metric"], str)
+        if not have:
+            note = "" if isinstance(r["model_release"], str) else "weights are not a published release"
+            published.append(np.nan), ours.append(np.nan), notes.append(note)
+        elif not r["comparable"]:
+            published.append(np.nan), ours.append(np.nan), notes.append(f"not comparable: {r['not_comparable_reason']}")
+        else:
+            value = r.get(metric) if metric in r else np.nan
+            published.append(r["published_value"]), ours.append(100 * value if value is not None else np.nan)
+            notes.append("")
+    table["published"] = published
+    table["published_note"] = notes
+    table["delta"] = np.array(ours, dtype=float) - table["published"].to_numpy(dtype=float)
+    table["flag"] = np.where(np.abs(table["delta"]) > threshold, "!", "")
     return table
 
 
 def add_linear_probe(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    probes = runs[runs.kind == "linear_probe"].sort_values("date").groupby(["model", "dataset"], as_index=False).tail(1)
-    probes = probes[["model", "dataset", "top1"]].rename(columns={"top1": "linear_probe"})
-    table = table.merge(probes, on=["model", "dataset"], how="outer")
-    table["prompts"] = table["prompts"].fillna("")
+    """The latest probe of the same weights on the same images, beside the zero-shot rows (or as its own row)."""
+    key = ["checkpoint_sha256", "dataset_fingerprint", "split"]
+    probes = runs[runs.kind == "linear_probe"].sort_values("date").groupby(key, as_index=False).tail(1)
+    if probes.empty:
+        table["linear_probe"] = np.nan
+        return table
+    keep = key + ["model", "dataset", "dataset_label", "model_release", "architecture"]
+    probes = probes[keep + ["top1"]].rename(columns={"top1": "linear_probe"})
+    table = table.merge(probes, on=key, how="outer", suffixes=("", "_probe"))
+    for col in ("model", "dataset", "dataset_label", "model_release", "architecture"):
+        table[col] = table[col].fillna(table.pop(f"{col}_probe"))
+    for col in ("prompts", "prompts_label", "published_note", "flag"):
+        table[col] = table[col].fillna("")
     return table
 
 
@@ -105,32 +147,37 @@ def fmt(x, pct=True) -> str:
 
 
 HEADERS = ["model", "prompts", "top-1", "top-5", "mean per-class recall", "linear probe", "published", "delta",
-           "checkpoint", "version", "precision", "device", "date", "runs"]
+           "architecture", "sha256", "version", "precision", "device", "date", "runs"]
 TOP1, DELTA = HEADERS.index("top-1"), HEADERS.index("delta")
 
 
 def formatted_rows(table: pd.DataFrame):
     """Per dataset, best top-1 first: each row's cells as text in HEADERS order, whether it is the dataset's
     best top-1, and whether its delta is flagged. Shared by the markdown and the HTML report."""
-    for dataset, group in table.groupby("dataset", sort=True):
+    for dataset, group in table.groupby("dataset_label", sort=True):
         best = group.top1.max()
         rows = []
         for r in group.sort_values("top1", ascending=False).itertuples():
             cells = [
-                str(r.model), str(r.prompts), fmt(r.top1), fmt(r.top5), fmt(r.mean_per_class_recall), fmt(r.linear_probe),
-                "" if pd.isna(r.published) else f"{r.published:.2f} ({r.published_source})", fmt(r.delta, pct=False),
-                str(r.checkpoint_sha256 or ""), f"{r.version or ''} {r.git_commit or ''}".strip(), str(r.precision or ""),
+                str(r.model), str(r.prompts_label), fmt(r.top1), fmt(r.top5), fmt(r.mean_per_class_recall), fmt(r.linear_probe),
+                f"{r.published:.2f} ({r.published_source})" if not pd.isna(r.published) else str(r.published_note),
+                fmt(r.delta, pct=False), str(r.architecture or ""), str(r.checkpoint_sha256 or "")[:12],
+                f"{r.version or ''} {r.git_commit or ''}".strip(), str(r.precision or ""),
                 str(r.device or ""), str(r.date or ""), "" if pd.isna(r.n_runs) else str(int(r.n_runs)),
             ]
             rows.append((cells, r.top1 == best and not np.isnan(best), bool(r.flag)))
         yield dataset, rows
 
 
+INTRO = ("Accuracies in %. A row is one set of weights (sha256) on one set of images (dataset fingerprint and split) with "
+         "one set of prompts (class names and templates, hashed: `name#hash`). `published` is the CLIP paper's number where "
+         "it gives one, else open_clip's measurement of the same release, in the metric the benchmark uses; it is shown only "
+         "for a known release run on the benchmark's canonical split and image count, and otherwise the cell says why. "
+         "`!` marks |delta| > {threshold} points. Best top-1 per dataset in bold.")
+
+
 def markdown(table: pd.DataFrame, notes: list[str], threshold: float) -> str:
-    lines = ["# zeroshot benchmark report", "",
-             f"Accuracies in %. `published` is the CLIP paper's number where it gives one, else open_clip's measurement of the "
-             f"same OpenAI weights, in the metric the source used (mean per-class recall for Pets, Flowers102, Caltech101, "
-             f"FGVC Aircraft). `!` marks |delta| > {threshold} points. Best top-1 per dataset in bold.", ""]
+    lines = ["# zeroshot benchmark report", "", INTRO.format(threshold=threshold), ""]
     cols = HEADERS[: DELTA + 1] + [""] + HEADERS[DELTA + 1 :]  # a column for the `!` flag after delta
     for dataset, rows in formatted_rows(table):
         lines += [f"## {dataset}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -150,7 +197,7 @@ def figures(table: pd.DataFrame, out: Path) -> list[Path]:
 
     paths = []
     evals = table.dropna(subset=["top1"])
-    grid = evals.groupby(["model", "dataset"]).top1.max().unstack("dataset") * 100
+    grid = evals.groupby(["model", "dataset_label"]).top1.max().unstack("dataset_label") * 100
     if grid.empty:  # only linear-probe rows: nothing zero-shot to draw
         return paths
     fig, ax = plt.subplots(figsize=(1.1 * grid.shape[1] + 3, 0.6 * grid.shape[0] + 2))
@@ -168,11 +215,12 @@ def figures(table: pd.DataFrame, out: Path) -> list[Path]:
     paths.append(out / "heatmap_top1.png")
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
-    for dataset, group in evals.groupby("dataset"):
+    for dataset, group in evals.groupby("dataset_label"):
         # bars in the metric the published number uses, so the two marks are comparable
-        metric = group.published_metric.dropna().iloc[0] if group.published_metric.notna().any() else "top1"
+        metric = group.benchmark_metric.dropna().iloc[0] if group.benchmark_metric.notna().any() else "top1"
+        metric = metric if metric in group and group[metric].notna().any() else "top1"
         group = group.sort_values(metric)
-        labels = [f"{m} ({p})" for m, p in zip(group.model, group.prompts)]
+        labels = [f"{m} ({p})" for m, p in zip(group.model, group.prompts_label)]
         fig, ax = plt.subplots(figsize=(7, 0.45 * len(group) + 1.5))
         y = np.arange(len(group))
         ax.barh(y, 100 * group[metric], color="tab:blue", label=f"zeroshot {metric.replace('_', ' ')}")
@@ -185,7 +233,7 @@ def figures(table: pd.DataFrame, out: Path) -> list[Path]:
         ax.set_title(dataset)
         ax.legend(loc="lower right", fontsize=8)
         fig.tight_layout()
-        paths.append(out / f"bars_{dataset}.png")
+        paths.append(out / f"bars_{slug(dataset)}.png")
         fig.savefig(paths[-1], dpi=110)
         plt.close(fig)
     return paths
@@ -199,8 +247,7 @@ def html_page(md_table: pd.DataFrame, notes: list[str], images: list[Path], thre
              "td:first-child,td:nth-child(2){text-align:left}.best{font-weight:bold}.flag{color:#b00;font-weight:bold}",
              "img{max-width:100%;border:1px solid #ddd;margin:0.5em 0}</style></head><body>",
              "<h1>zeroshot benchmark report</h1>",
-             f"<p>Accuracies in %. <i>published</i>: CLIP paper where it gives one, else open_clip's measurement of the same "
-             f"weights, in the metric the source used. Red deltas: |delta| &gt; {threshold} points. Bold: best top-1 per dataset.</p>"]
+             f"<p>{html.escape(INTRO.format(threshold=threshold))} Red deltas are flagged.</p>"]
     for dataset, rows in formatted_rows(md_table):
         parts.append(f"<h2>{html.escape(str(dataset))}</h2><table><tr>" + "".join(f"<th>{h}</th>" for h in HEADERS) + "</tr>")
         for cells, is_best, flagged in rows:
@@ -240,7 +287,7 @@ def build_report(cfg: DictConfig) -> dict:
     (out / "report.html").write_text(html_page(table, notes, images, cfg.delta_threshold))
     for n in notes:
         print(f"warning: {n}")
-    summary = table[["model", "dataset", "prompts", "top1", "published", "delta", "flag"]].copy()
+    summary = table[["model", "dataset_label", "prompts_label", "top1", "published", "delta", "flag"]].copy()
     summary["top1"] = (100 * summary["top1"]).round(2)
     print(summary.to_string(index=False, na_rep=""))
     print(f"{len(table)} rows from {len(runs)} runs ({len(caught)} files skipped) -> {out}/report.md, report.html, report.csv")

@@ -11,6 +11,13 @@ from pathlib import Path
 import numpy as np
 
 
+def slug(text: str) -> str:
+    """A path segment: letters, digits, ".", "_", "-" kept; anything else becomes '-'."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-") or "unnamed"
+
+
 def make_run_dir(base: str | Path) -> Path:
     """A new directory `<base>/<timestamp>`; a second run in the same second gets `-1`, `-2`, ...
 
