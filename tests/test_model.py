@@ -4,7 +4,8 @@ import copy
 import pytest
 import torch
 
-from zeroshot.model import ARCHITECTURES, CLIP, build_model, config_from_state_dict
+from zeroshot.architecture import architecture_name, build_config, build_model
+from zeroshot.model import ARCHITECTURES, CLIP
 from conftest import random_model, randomize_batchnorm
 
 PROMPTS = ["a photo of a dog.", "a blurry photo of a large red car parked by the sea.", "x"]
@@ -16,10 +17,12 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.mark.parametrize("name", list(ARCHITECTURES))
 def test_config_inferred_from_shapes(name):
-    """build_model's shape inference recovers all nine architectures (built on the meta device: no memory)."""
+    """Shape inference recovers all nine architectures (built on the meta device: no memory), by open_clip's names."""
     with torch.device("meta"):
         model = CLIP(ARCHITECTURES[name])
-    assert config_from_state_dict(model.state_dict()) == ARCHITECTURES[name]
+    config, assumed = build_config(model.state_dict())
+    assert config == ARCHITECTURES[name] and assumed == []
+    assert architecture_name(config) == name.replace("/", "-").replace("@336px", "-336")
 
 
 def _openai_reference(clip_module, config, seed):
@@ -64,17 +67,39 @@ def test_parity_with_openai_clip_larger(openai_clip, name):
     test_parity_with_openai_clip(openai_clip, name)
 
 
+def full_length_text(model, text):
+    """The textbook text tower: every block over all 77 positions, then the end-of-text row; no cut, no readout."""
+    x = model.token_embedding(text) + model.positional_embedding  # [N, 77, D]
+    for block in model.transformer.resblocks:
+        x = block(x, causal=True)
+    return model.ln_final(x)[torch.arange(len(text)), text.argmax(-1)] @ model.text_projection
+
+
 def test_trimmed_text_equals_full_length(tiny_vit):
-    """encode_text cuts padding after the last end-of-text; features must not change."""
+    """encode_text cuts the padding after the last end-of-text and computes only the end-of-text rows in the
+    last block; the features must equal the full 77-position computation."""
     from zeroshot import tokenize
 
     text = tokenize(PROMPTS)
-    trimmed = tiny_vit.encode_text(text)
-    # the same computation over all 77 positions, by forcing the cut to the full length
-    padded = text.clone()
-    padded[-1, -1] = 49407  # an extra end-of-text at the last position makes the batch full-length
-    full = tiny_vit.encode_text(padded)
-    assert torch.allclose(trimmed[:-1], full[:-1], atol=1e-6, rtol=1e-5)
+    assert int(text.argmax(-1).max()) + 1 < 77  # the batch really is cut
+    with torch.no_grad():
+        trimmed = tiny_vit.encode_text(text)
+        full = full_length_text(tiny_vit, text)
+    assert torch.allclose(trimmed, full, atol=1e-6, rtol=1e-5)
+
+
+def test_full_length_reference_sees_the_causal_mask(tiny_vit):
+    """The reference above would disagree if the mask leaked: without it, padding changes every feature."""
+    from zeroshot import tokenize
+
+    text = tokenize(PROMPTS)
+    with torch.no_grad():
+        trimmed = tiny_vit.encode_text(text)
+        x = tiny_vit.token_embedding(text) + tiny_vit.positional_embedding
+        for block in tiny_vit.transformer.resblocks:
+            x = block(x, causal=False)
+        leaky = tiny_vit.ln_final(x)[torch.arange(len(text)), text.argmax(-1)] @ tiny_vit.text_projection
+    assert not torch.allclose(trimmed, leaky, atol=1e-4)
 
 
 def test_tiny_resnet_roundtrip(tiny_rn):

@@ -8,6 +8,8 @@ registry by tools/make_openclip_tables.py). What neither says is assumed and rep
 """
 from __future__ import annotations
 
+from .errors import ArchitectureError  # noqa: F401  (re-exported)
+
 import functools
 import json
 from dataclasses import asdict, fields
@@ -27,9 +29,6 @@ ACTIVATIONS = ("quick_gelu", "gelu", "gelu_tanh")
 # Keys in OpenAI's archives that describe the model rather than parameterize it.
 METADATA_KEYS = ("input_resolution", "context_length", "vocab_size")
 
-
-class ArchitectureError(ValueError):
-    pass
 
 
 @functools.lru_cache()

@@ -14,7 +14,7 @@ import json
 import torch
 from torch import nn
 
-from .checkpoint import CheckpointError
+from .errors import CheckpointError
 
 _PRECISION_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 

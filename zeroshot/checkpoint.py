@@ -11,6 +11,8 @@ Every state dict comes back in OpenAI's key layout (`to_openai_layout`, `from_tr
 """
 from __future__ import annotations
 
+from .errors import CheckpointError  # noqa: F401  (re-exported)
+
 import pickle
 import re
 import zipfile
@@ -19,9 +21,6 @@ from pathlib import Path
 
 import torch
 
-
-class CheckpointError(RuntimeError):
-    pass
 
 
 EXPECTED = ("expected an OpenAI CLIP TorchScript archive, a state dict saved by torch.save (.pt/.pth/.bin), "
@@ -122,7 +121,11 @@ def _torch_load(path: Path):
     except pickle.UnpicklingError as e:
         # torch suggests retrying with weights_only=False; that would run the file's code, so we never do
         found = re.search(r"GLOBAL ([\w.]+)", str(e))
-        what = f" ({found.group(1)})" if found else ""
+        if not found:  # not a pickle of objects but a damaged or foreign file: say so, without torch's advice
+            detail = re.search(r"WeightsUnpickler error: (.+)", str(e).replace("\n", " "))
+            reason = detail.group(1).split(".")[0].strip()[:120] if detail else "not a pickle"
+            raise CheckpointError(f"Could not read {path} as a checkpoint ({reason}); {EXPECTED}.") from None
+        what = f" ({found.group(1)})"
         raise CheckpointError(
             f"{path} holds Python objects other than tensors{what}; zeroshot does not unpickle those because that "
             "can run code. Save the weights alone, e.g. torch.save(model.state_dict(), path) or as .safetensors."

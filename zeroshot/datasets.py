@@ -6,6 +6,8 @@ error that names the file (or skips it, counted, with skip_bad_images=true).
 """
 from __future__ import annotations
 
+from .errors import DatasetError, BadImageError  # noqa: F401  (re-exported)
+
 import hashlib
 import os
 from pathlib import Path
@@ -19,12 +21,6 @@ from .fingerprint import dataset_fingerprint, samples_of
 from .prompts import read_classnames
 
 
-class DatasetError(RuntimeError):
-    pass
-
-
-class BadImageError(RuntimeError):
-    pass
 
 
 class EvalDataset(Dataset):

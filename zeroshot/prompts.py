@@ -1,17 +1,17 @@
 """Prompt sets: class names in label order and templates with one `{}`, stored as data under prompts/."""
 from __future__ import annotations
 
+from .errors import PromptError  # noqa: F401  (re-exported)
+
 import json
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PROMPTS_DIR = Path(os.environ.get("ZEROSHOT_PROMPTS_DIR") or Path(__file__).resolve().parents[1] / "prompts")
+from .configs import prompts_dir
 
+PROMPTS_DIR = prompts_dir()
 
-class PromptError(ValueError):
-    pass
 
 
 @dataclass

@@ -7,6 +7,8 @@ suite's evaluations whose data is present.
 """
 from __future__ import annotations
 
+from .errors import ReportError  # noqa: F401  (re-exported)
+
 import base64
 import html
 import json
@@ -25,9 +27,6 @@ METRIC_COLUMNS = ["top1", "top5", "mean_per_class_recall"]
 # A row is one set of weights on one set of images with one set of prompts: what the numbers depend on.
 ROW_KEY = ["checkpoint_sha256", "dataset_fingerprint", "split", "prompts_hash"]
 
-
-class ReportError(RuntimeError):
-    pass
 
 
 def load_runs(inputs: list[str | Path]) -> pd.DataFrame:

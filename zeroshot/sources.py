@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .checkpoint import CheckpointError
+from .errors import CheckpointError
 
 _OPENAI_BASE = "https://openaipublic.azureedge.net/clip/models"
 # OpenAI's names -> (sha256, file name, open_clip architecture); the sha256 is also a path segment of the URL.

@@ -10,7 +10,9 @@ from .datasets import DatasetError
 from .evaluate import evaluate
 from .pretrained import CheckpointError
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+from .configs import config_dir
+
+CONFIGS = config_dir()
 
 
 def suite_results(cfg: DictConfig) -> Path:
