@@ -70,7 +70,11 @@ def test_cifar10_pickle_batches(tmp_path, tiny_checkpoint, no_cifar_checksum):
     m = evaluate(make_cfg(tmp_path, tiny_checkpoint, "dataset=cifar10", f"dataset.root={tmp_path / 'cifar10'}"))
     run = check_run(m, 23, 10)
     assert m["n_templates"] == 18 and m["prompts"] == "cifar10"
-    assert run.parts[-4:-1] == ("cifar10", "vit_b32", "cifar10")
+    # the run directory names what was evaluated: dataset / architecture_file_sha256[:8] / prompts-hash
+    assert run.parts[-4] == "cifar10" and run.parts[-3] == f"custom_tiny-vit_{m['checkpoint_sha256'][:8]}"
+    assert run.parts[-2] == f"cifar10-{m['prompts_hash'][:8]}"
+    assert m["model"] == "tiny-vit.pt" and m["model_release"] is None and m["activation_from"] == "assumed"
+    assert m["dataset_fingerprint_kind"] == "packed" and len(m["dataset_fingerprint"]) == 64
 
 
 def test_cifar100_and_mnist_idx(tmp_path, tiny_checkpoint, no_cifar_checksum):

@@ -12,7 +12,7 @@ from zeroshot.evaluate import evaluate
 from zeroshot.experiments import ensemble, greedy_selection, run_experiments
 from zeroshot.features import ImageFeatureCache, TextCache, cache_key, extract_features
 from zeroshot.prompts import PromptError
-from zeroshot.transforms import image_transform, preprocess_spec
+from zeroshot.transforms import image_transform, transform_spec
 from conftest import REPO
 from datagen import write_imagefolder
 
@@ -34,11 +34,13 @@ def cfg_for(tmp_path, checkpoint, folder, *overrides, config="experiment"):
 
 
 def test_cache_key_changes_with_each_part():
-    parts = {"checkpoint_sha256": "a" * 64, "precision": "fp32", "preprocess": preprocess_spec(224),
-             "dataset": "cifar10", "root": "/data/cifar10", "split": "test", "n_images": 10000}
+    parts = {"checkpoint_sha256": "a" * 64, "architecture": "ViT-B-32", "activation": "quick_gelu", "backend": "zeroshot",
+             "precision": "fp32", "preprocess": transform_spec(image_transform(224)), "dataset_fingerprint": "f" * 64,
+             "split": "test", "n_images": 10000}
     base = cache_key(parts)
-    changes = {"checkpoint_sha256": "b" * 64, "precision": "fp16", "preprocess": preprocess_spec(336),
-               "dataset": "cifar100", "root": "/other", "split": "train", "n_images": 9999}
+    changes = {"checkpoint_sha256": "b" * 64, "architecture": "ViT-B-16", "activation": "gelu", "backend": "open_clip",
+               "precision": "fp16", "preprocess": transform_spec(image_transform(336)), "dataset_fingerprint": "e" * 64,
+               "split": "train", "n_images": 9999}
     for key, value in changes.items():
         assert cache_key({**parts, key: value}) != base, key
     assert cache_key(dict(reversed(list(parts.items())))) == base
@@ -132,6 +134,49 @@ def test_ensemble_row_equals_eval_top1(tmp_path, folder, tiny_checkpoint):
     assert len(table) == 4 and table["top1_ci_low"].le(table["top1"]).all() and table["p_vs_baseline"].between(0, 1).all()
     best = json.loads((run / "best_prompts.json").read_text())
     assert best["templates"] == summary["selected_templates"] and len(best["classnames"]) == 4
+
+
+def test_selection_is_reported_on_held_out_images(tmp_path, folder, tiny_checkpoint):
+    """Greedy selection picks on one part of the images; its headline top-1, CI and p-value come from the rest."""
+    templates = '["a photo of a {}.","a drawing of a {}.","art of the {}.","{}","a {} in the wild.","itap of a {}."]'
+    s = run_experiments(cfg_for(tmp_path, tiny_checkpoint, folder, f"prompts.templates={templates}", "bootstrap=200"))
+    n_sel, n_held = s["selection_images"], s["heldout_images"]
+    assert n_sel + n_held == 24 and s["selected"]["n_images"] == n_held
+    assert s["selected_on_selection_images"]["n_images"] == n_sel
+    # recompute the headline from the saved pieces: the selected ensemble, scored on the held-out images only
+    import numpy as np
+    import torch.nn.functional as F
+
+    from zeroshot.experiments import template_features
+    from zeroshot.evaluate import prepare, image_features, text_cache
+
+    cfg = cfg_for(tmp_path, tiny_checkpoint, folder, f"prompts.templates={templates}")
+    setup = prepare(cfg)
+    feats = image_features(cfg, setup, False)
+    image = F.normalize(feats.features, dim=-1)
+    tf = template_features(setup.model, setup.classnames, s["selected_templates"], cfg, text_cache(setup))
+    pred = (image @ ensemble(tf).t()).argmax(1)
+    perm = np.random.default_rng(0).permutation(24)
+    held = np.sort(perm[round(24 * 0.5):])
+    assert s["selected"]["top1"] == pytest.approx(pred[held].eq(feats.labels[held]).double().mean().item(), abs=1e-9)
+    # Holm-adjusted p-values sit beside the raw ones, never below them
+    table = pd.read_csv(Path(s["run_dir"]) / "templates.csv")
+    assert (table["p_vs_baseline_holm"] >= table["p_vs_baseline"] - 1e-12).all() and table["p_vs_baseline_holm"].le(1).all()
+
+
+def test_holm_matches_the_textbook_procedure():
+    from zeroshot.experiments import holm
+
+    p = [0.01, 0.04, 0.03, 0.5]
+    # sorted 0.01, 0.03, 0.04, 0.5 -> 4*0.01, max(.04, 3*0.03), max(.09, 2*0.04), max(.09, 1*0.5)
+    assert holm(p) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+
+
+def test_a_single_template_is_called_degenerate(tmp_path, folder, tiny_checkpoint, capsys):
+    s = run_experiments(cfg_for(tmp_path, tiny_checkpoint, folder, 'prompts.templates=["a photo of a {}."]', "bootstrap=20"))
+    assert s["degenerate_pool"] is True
+    out = capsys.readouterr().out
+    assert "degenerate" in out and "prompts=imagenet" in out
 
 
 def _names(tmp_path):

@@ -16,14 +16,32 @@ from conftest import REPO
 from datagen import write_idx_split
 
 
-def fixture_run(root: Path, model: str, dataset: str, top1: float, stamp: str, mpcr=None, sha="ab" * 32) -> Path:
-    run = root / dataset / model.replace("/", "_") / dataset / stamp
+BENCH = {"cifar10": {"name": "CIFAR-10", "split": "test", "n_images": 10000, "metric": "top1"},
+         "oxford_pets": {"name": "Oxford-IIIT Pet", "split": "test", "n_images": 3669, "metric": "mean_per_class_recall"},
+         "eurosat": {"name": "EuroSAT", "split": "test", "n_images": 5400, "metric": "top1"}}
+
+
+def fixture_run(root: Path, release: str, dataset: str, top1: float, stamp: str, mpcr=None, sha=None, n_images=None,
+                split="test", fingerprint=None, prompts_hash=None, label=None) -> Path:
+    """A metrics.json as `eval` writes it, for the report to read."""
+    from zeroshot.evaluate import comparability
+    from omegaconf import OmegaConf
+
+    sha = sha or {"ViT-B-32/openai": "40d36571" * 8, "RN50/openai": "afeb0e10" * 8}.get(release, "ab" * 32)
+    bench = BENCH.get(dataset)
+    n_images = n_images or (bench["n_images"] if bench else 100)
+    comparable, why = comparability(OmegaConf.create({"dataset": {"benchmark": bench, "split": split}}), n_images, 0)
+    run = root / dataset / release.replace("/", "_") / dataset / stamp
     run.mkdir(parents=True)
     (run / "metrics.json").write_text(json.dumps({
         "top1": top1, "top5": min(1.0, top1 + 0.1), "mean_per_class_recall": mpcr if mpcr is not None else top1 - 0.01,
-        "n_images": 10000, "n_classes": 10, "n_templates": 18, "model": model, "dataset": dataset, "split": "test",
-        "prompts": dataset, "precision": "fp32", "device": "cpu", "checkpoint_sha256": sha, "timestamp": stamp,
-        "versions": {"zeroshot": "0.1.0", "git_commit": "0123456789abcdef"},
+        "n_images": n_images, "n_classes": 10, "n_templates": 18, "model": label or release, "model_release": release,
+        "architecture": release.split("/")[0], "dataset": dataset, "dataset_label": dataset,
+        "dataset_fingerprint": fingerprint or f"fp-{dataset}", "split": split, "benchmark": bench,
+        "comparable": comparable, "not_comparable_reason": why,
+        "prompts": dataset, "prompts_hash": prompts_hash or f"h-{dataset}", "prompts_label": f"{dataset}#{(prompts_hash or 'h')[:8]}",
+        "precision": "fp32", "device": "cpu", "checkpoint_sha256": sha, "timestamp": stamp,
+        "versions": {"zeroshot": "0.2.0", "git_commit": "0123456789abcdef"},
     }))
     return run
 
@@ -36,11 +54,11 @@ def report_cfg(tmp_path, *overrides):
 @pytest.fixture
 def runs(tmp_path):
     root = tmp_path / "results"
-    fixture_run(root, "ViT-B/32", "cifar10", 0.8983, "2026-01-01_00-00-00")
-    fixture_run(root, "ViT-B/32", "cifar10", 0.9010, "2026-01-02_00-00-00")  # a repeat that disagrees
-    fixture_run(root, "ViT-B/32", "oxford_pets", 0.80, "2026-01-01_00-00-00", mpcr=0.871)
-    fixture_run(root, "RN50", "cifar10", 0.7157, "2026-01-01_00-00-00")
-    fixture_run(root, "RN50", "oxford_pets", 0.60, "2026-01-01_00-00-00", mpcr=0.70)
+    fixture_run(root, "ViT-B-32/openai", "cifar10", 0.8983, "2026-01-01_00-00-00")
+    fixture_run(root, "ViT-B-32/openai", "cifar10", 0.9010, "2026-01-02_00-00-00")  # a repeat that disagrees
+    fixture_run(root, "ViT-B-32/openai", "oxford_pets", 0.80, "2026-01-01_00-00-00", mpcr=0.871)
+    fixture_run(root, "RN50/openai", "cifar10", 0.7157, "2026-01-01_00-00-00")
+    fixture_run(root, "RN50/openai", "oxford_pets", 0.60, "2026-01-01_00-00-00", mpcr=0.70)
     broken = root / "cifar10" / "broken" / "x" / "2026"
     broken.mkdir(parents=True)
     (broken / "metrics.json").write_text('{"top1": 0.5, "model": ')
@@ -55,18 +73,18 @@ def test_report_from_fixture_runs(tmp_path, runs, capsys):
     assert out["rows"] == 4 and out["skipped"] == 2
     report = Path(out["report_dir"])
     table = pd.read_csv(report / "report.csv")
-    assert set(zip(table.model, table.dataset)) == {("ViT-B/32", "cifar10"), ("ViT-B/32", "oxford_pets"),
-                                                    ("RN50", "cifar10"), ("RN50", "oxford_pets")}
-    vit_c10 = table[(table.model == "ViT-B/32") & (table.dataset == "cifar10")].iloc[0]
+    assert set(zip(table.model, table.dataset)) == {("ViT-B-32/openai", "cifar10"), ("ViT-B-32/openai", "oxford_pets"),
+                                                    ("RN50/openai", "cifar10"), ("RN50/openai", "oxford_pets")}
+    vit_c10 = table[(table.model == "ViT-B-32/openai") & (table.dataset == "cifar10")].iloc[0]
     assert vit_c10.top1 == pytest.approx(0.9010) and vit_c10.n_runs == 2  # latest of the two
     assert vit_c10.published == pytest.approx(91.3) and vit_c10.published_source == "clip_paper"
     assert vit_c10.delta == pytest.approx(90.10 - 91.3) and vit_c10.flag != "!"
 
     md = (report / "report.md").read_text()
     assert "## cifar10" in md and "## oxford_pets" in md
-    assert "| ViT-B/32 | cifar10 | **90.10** |" in md  # best per dataset in bold
-    assert "| RN50 | cifar10 | 71.57 |" in md
-    assert "Reproducibility warnings" in md and "2 runs disagree" in md
+    assert "| ViT-B-32/openai | cifar10#h | **90.10** |" in md  # best per dataset in bold
+    assert "| RN50/openai | cifar10#h | 71.57 |" in md
+    assert "Reproducibility warnings" in md and "2 runs of the same weights" in md
     html = (report / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 3  # heatmap + a bar chart per dataset, inlined
     for name in ("heatmap_top1.png", "bars_cifar10.png", "bars_oxford_pets.png"):
@@ -77,13 +95,14 @@ def test_report_from_fixture_runs(tmp_path, runs, capsys):
 
 def test_published_comparison_uses_each_sources_metric(tmp_path, runs):
     table = pd.read_csv(Path(build_report(report_cfg(tmp_path, f"inputs=[{runs}]"))["report_dir"]) / "report.csv")
-    pets = table[(table.model == "ViT-B/32") & (table.dataset == "oxford_pets")].iloc[0]
+    pets = table[(table.model == "ViT-B-32/openai") & (table.dataset == "oxford_pets")].iloc[0]
     # open_clip reports Pets as mean per-class recall (87.0): compared with our 87.1 recall, not our 80.0 top-1
     assert pets.published_metric == "mean_per_class_recall" and pets.published == pytest.approx(87.0)
     assert pets.delta == pytest.approx(0.1, abs=1e-6) and pets.flag != "!"
-    rn = table[(table.model == "RN50") & (table.dataset == "cifar10")].iloc[0]
+    rn = table[(table.model == "RN50/openai") & (table.dataset == "cifar10")].iloc[0]
     assert rn.published_metric == "top1" and rn.published == pytest.approx(75.6)  # the paper first
     assert rn.flag == "!"  # 71.57 vs 75.6: beyond the 2-point threshold
+    assert pets.benchmark_metric == "mean_per_class_recall"
     ref = pd.read_csv(PUBLISHED)
     assert set(ref[ref.metric == "mean_per_class_recall"].dataset) == {"oxford_pets", "flowers102", "caltech101", "fgvc_aircraft"}
 
@@ -109,7 +128,7 @@ def test_cli_report_takes_paths(tmp_path, runs):
 
 def test_suite_runs_what_has_data_and_skips_the_rest(tmp_path, tiny_checkpoint):
     write_idx_split(tmp_path / "data" / "mnist", 12, "test")
-    cfg = report_cfg(tmp_path, "suite=clip_paper", "suite.models=[vit_b32]", "suite.datasets=[mnist,cifar100]",
+    cfg = report_cfg(tmp_path, "suite=clip_paper", "suite.models=[default]", "suite.datasets=[mnist,cifar100]",
                      f"suite_results_dir={tmp_path / 'suites'}",
                      f"eval_overrides=['model.checkpoint={tiny_checkpoint}','data_dir={tmp_path / 'data'}','dataset.download=false',"
                      f"'cache_dir={tmp_path / 'cache'}','num_workers=0','progress=false']")
