@@ -21,6 +21,7 @@ from .datasets import DatasetError, EvalDataset, build_dataset
 from .features import Features, ImageFeatureCache, TextCache, extract_features, model_key
 from .metrics import classification_metrics, topk_predictions
 from .pretrained import default_cache_dir, load_model, resolve_precision
+from .sources import check_name
 from .prompts import PromptError, PromptSet, load_prompt_set, prompts_hash, read_classnames
 from .results import make_run_dir, plot_confusion, plot_per_class, slug, versions, write_json
 from .transforms import transform_spec
@@ -79,6 +80,7 @@ def resolve_classnames(cfg: DictConfig, pset: PromptSet, dataset: EvalDataset) -
 def load_configured_model(m: DictConfig, device: torch.device, precision: str, cache_dir):
     """The model a `configs/model/*.yaml` (plus overrides) names: model.checkpoint, else model.name."""
     preprocess = OmegaConf.to_container(m.preprocess, resolve=True) if m.get("preprocess") else {}
+    preprocess = {k: v for k, v in preprocess.items() if v is not None}
     return load_model(m.get("checkpoint") or m.name, device, precision, cache_dir, activation=m.get("activation"),
                       expect_arch=m.get("arch"), preprocess=preprocess or None, backend=m.get("backend"))
 
@@ -110,6 +112,7 @@ def prepare(cfg: DictConfig) -> Setup:
         torch.set_num_threads(int(cfg.threads))
     precision = resolve_precision(cfg.get("precision"), device)
     # Inputs are checked first, so a bad name, template or data path fails before any download or encoding.
+    check_name(cfg.model.get("checkpoint") or cfg.model.name)
     pset = resolve_prompts(cfg)
     dataset = build_dataset(cfg.dataset, None, cfg.get("skip_bad_images", False))
     classnames = resolve_classnames(cfg, pset, dataset)

@@ -108,24 +108,39 @@ def _row_preprocess(row: dict) -> dict:
             "interpolation": row["interpolation"] or "bicubic", "resize_mode": row["resize_mode"] or "shortest"}
 
 
-def resolve(name_or_path: str | os.PathLike, download_root: str | Path | None = None) -> Source:
+def check_name(name_or_path: str | os.PathLike) -> str:
+    """What kind of name this is (hf_hub, openai, openclip_tag, path), or a clear error; nothing is downloaded,
+    so a typo fails before any data is read or any weights are fetched."""
     text = str(name_or_path)
     if text.startswith(HF_PREFIX):
-        return _hub(text[len(HF_PREFIX):], download_root)
-    if (openai := canonical_name(text)) is not None:
-        return _openai(openai, download_root)
-    if (pair := find_tag(text)) is not None:
-        return _tag(*pair, download_root)
+        return "hf_hub"
+    if canonical_name(text) is not None:
+        return "openai"
+    if find_tag(text) is not None:
+        return "openclip_tag"
     path = Path(text).expanduser()
-    if path.is_dir():
-        return read_folder(path)
-    if path.is_file():
-        return Source("file", path.name, str(path.resolve()), weights=path)
+    if path.exists():
+        return "path"
     looks_like_path = path.suffix in (".pt", ".pth", ".bin", ".safetensors", ".ckpt") or path.is_absolute() or text.startswith((".", "~"))
     if looks_like_path:
         raise FileNotFoundError(f"Checkpoint {path} does not exist. Give an existing file or model folder, or a name: "
-                                f"{', '.join(MODELS)}, ARCH/TAG (see `python -m zeroshot models`) or hf-hub:ORG/REPO")
+                                f"{', '.join(MODELS)}, ARCH/TAG (see `zeroshot models`) or hf-hub:ORG/REPO")
     raise ValueError(unknown_name_message(text))
+
+
+def resolve(name_or_path: str | os.PathLike, download_root: str | Path | None = None) -> Source:
+    text = str(name_or_path)
+    kind = check_name(text)
+    if kind == "hf_hub":
+        return _hub(text[len(HF_PREFIX):], download_root)
+    if kind == "openai":
+        return _openai(canonical_name(text), download_root)
+    if kind == "openclip_tag":
+        return _tag(*find_tag(text), download_root)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return read_folder(path)
+    return Source("file", path.name, str(path.resolve()), weights=path)
 
 
 def unknown_name_message(text: str) -> str:

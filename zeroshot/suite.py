@@ -26,7 +26,10 @@ def suite_configs(cfg: DictConfig) -> list[tuple[str, str, DictConfig]]:
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         for model in suite.models:
             for dataset in suite.datasets:
+                # a suite never downloads a dataset unless asked (download=true): a sweep that quietly
+                # fetches tens of GB is a surprise; a missing dataset is listed and skipped instead
                 overrides = [f"model={model}", f"dataset={dataset}", f"results_dir={results}",
+                             f"dataset.download={str(bool(cfg.get('download', False))).lower()}",
                              *suite.get("overrides", []), *cfg.get("eval_overrides", [])]
                 configs.append((model, dataset, compose("eval", overrides=overrides)))
     return configs
