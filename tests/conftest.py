@@ -22,16 +22,20 @@ TINY_RN = CLIPConfig(embed_dim=32, image_resolution=64, vision_layers=(1, 1, 1, 
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory):
-    """Tests never touch the user's ~/.cache/zeroshot (subprocesses inherit the variable)."""
+    """Tests never touch the user's caches, nor the network: zeroshot's and Hugging Face's caches are private,
+    and the Hub is offline unless a test points HF_ENDPOINT at its own local server (subprocesses inherit this)."""
     import os
 
-    old = os.environ.get("ZEROSHOT_CACHE")
-    os.environ["ZEROSHOT_CACHE"] = str(tmp_path_factory.mktemp("zeroshot-cache"))
+    private = {"ZEROSHOT_CACHE": str(tmp_path_factory.mktemp("zeroshot-cache")),
+               "HF_HOME": str(tmp_path_factory.mktemp("hf-home")), "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+    old = {k: os.environ.get(k) for k in private}
+    os.environ.update(private)
     yield
-    if old is None:
-        os.environ.pop("ZEROSHOT_CACHE", None)
-    else:
-        os.environ["ZEROSHOT_CACHE"] = old
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 def shared_path(*parts: str) -> Path:
@@ -129,3 +133,37 @@ def openai_clip():
 @pytest.fixture(scope="session")
 def open_clip():
     return pytest.importorskip("open_clip")
+
+
+class _NoTokenizer:
+    """save_for_hf also saves an HF tokenizer; CLIP's BPE ships with zeroshot, so there is none to save."""
+
+    def save_pretrained(self, directory):
+        pass
+
+
+def save_openclip_folder(model, model_cfg: dict, folder: Path, preprocess: dict | None = None) -> Path:
+    """open_clip's own Hub layout, written by open_clip's own save code (open_clip_config.json + weights)."""
+    from open_clip.model import set_model_preprocess_cfg
+    from open_clip.push_to_hf_hub import save_for_hf
+
+    if not hasattr(model.visual, "image_mean") or preprocess:
+        set_model_preprocess_cfg(model, {"size": 224, "mode": "RGB", "mean": (0.48145466, 0.4578275, 0.40821073),
+                                         "std": (0.26862954, 0.26130258, 0.27577711), "interpolation": "bicubic",
+                                         "resize_mode": "shortest", "fill_color": 0, **(preprocess or {})})
+    save_for_hf(model, _NoTokenizer(), model_cfg, str(folder), safe_serialization=True)
+    return folder
+
+
+def openclip_model(open_clip, model_cfg: dict, seed: int = 0):
+    """A random open_clip CLIP built from a model config dict, BatchNorm randomized (ResNets)."""
+    torch.manual_seed(seed)
+    cfg = dict(model_cfg)
+    quick = cfg.pop("quick_gelu", False)
+    cls = open_clip.CustomTextCLIP if cfg.get("custom_text") else open_clip.CLIP
+    cfg.pop("custom_text", None)
+    return randomize_batchnorm(cls(**cfg, quick_gelu=quick).eval())
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.float() - b.float()).abs().max() / a.float().abs().max()).item()

@@ -17,13 +17,16 @@ _API = {
 
 
 def __getattr__(name: str):
-    if name in _API:
-        import importlib
+    import importlib
 
+    if name in _API:
         value = getattr(importlib.import_module(_API[name]), name)
         globals()[name] = value
         return value
-    raise AttributeError(f"module 'zeroshot' has no attribute {name!r}")
+    try:  # submodules, e.g. zeroshot.pretrained, as a regular package would give them after import
+        return importlib.import_module(f"zeroshot.{name}")
+    except ModuleNotFoundError:
+        raise AttributeError(f"module 'zeroshot' has no attribute {name!r}") from None
 
 
 def __dir__() -> list[str]:

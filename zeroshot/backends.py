@@ -46,8 +46,15 @@ class BackendModel(nn.Module):
         scale = getattr(inner, "logit_scale", None)
         self.logit_scale = scale if scale is not None else nn.Parameter(torch.tensor(0.0), requires_grad=False)
         self.logit_bias = getattr(inner, "logit_bias", None)
-        with torch.inference_mode():
-            self.embed_dim = int(self.encode_text(self.tokenize(["a"])).shape[-1])
+        self._embed_dim: int | None = None
+
+    @property
+    def embed_dim(self) -> int:
+        """The feature width, found by encoding one prompt the first time it is needed."""
+        if self._embed_dim is None:
+            with torch.inference_mode():
+                self._embed_dim = int(self.encode_text(self.tokenize(["a"])).shape[-1])
+        return self._embed_dim
 
     @property
     def dtype(self) -> torch.dtype:
@@ -127,7 +134,9 @@ def _open_clip(src, device: torch.device, precision: str) -> BackendModel:
         arch = name
     model, _, transform = open_clip.create_model_and_transforms(name, pretrained=pretrained, precision=precision,
                                                                 device=device)
-    tokenizer = open_clip.get_tokenizer(name)
+    from .tokenizer import LazyTokenizer
+
+    tokenizer = LazyTokenizer(lambda: open_clip.get_tokenizer(name), f"of open_clip's {arch}")
     return BackendModel(model.eval(), model.encode_image, model.encode_text, tokenizer, transform,
                         f"open_clip {arch}", precision)
 

@@ -205,9 +205,11 @@ def _tokenizer(src: Source, config):
     text_cfg = (src.openclip_cfg or {}).get("text_cfg", {})
     if text_cfg.get("hf_tokenizer_name"):
         from .backends import _import
+        from .tokenizer import LazyTokenizer
 
-        open_clip = _import("open_clip", "open_clip")
-        return open_clip.get_tokenizer(f"local-dir:{src.folder}" if src.folder else src.label.split("/")[0])
+        name = f"local-dir:{src.folder}" if src.folder else src.label.split("/")[0]
+        return LazyTokenizer(lambda: _import("open_clip", "open_clip").get_tokenizer(name),
+                             f"{text_cfg['hf_tokenizer_name']} (open_clip's get_tokenizer({name!r}))")
     if config.vocab_size != 49408:
         raise CheckpointError(f"{src.label}: its text tower has a {config.vocab_size}-token vocabulary, not CLIP's BPE, and "
                               "no config names its tokenizer; load it with its open_clip config (the model folder, or ARCH/TAG)")

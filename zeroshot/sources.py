@@ -214,7 +214,7 @@ def read_folder(folder: Path, label: str | None = None, location: str | None = N
                       release=release, revision=revision, openclip_cfg=model_cfg, preprocess=preprocess,
                       preprocess_from=f"{folder.name}/open_clip_config.json" if preprocess else "",
                       activation="quick_gelu" if model_cfg.get("quick_gelu") else None,
-                      activation_from=f"{folder.name}/open_clip_config.json" if model_cfg.get("quick_gelu") else "",
+                      activation_from=f"{folder.name}/open_clip_config.json",
                       folder=folder)
     if (folder / "config.json").is_file():
         cfg = _json(folder / "config.json")
@@ -286,36 +286,39 @@ def _hub_error(repo: str, revision: str | None, e: Exception) -> Exception:
     return CheckpointError(f"{where}: could not download from the Hub ({type(e).__name__}: {str(e).splitlines()[0][:200]}).")
 
 
-class _NotCached(Exception):
-    """huggingface_hub could not reach the Hub and the file is not in its cache."""
+class HubRepo:
+    """One hub repo at one revision, read through huggingface_hub's cache (HF_HOME, HF_HUB_OFFLINE, HF_ENDPOINT).
 
+    Once the Hub proves unreachable, the remaining files are looked up in the cache only: huggingface_hub
+    retries each unreachable request for about half a minute, and a folder is several files.
+    """
 
-def _hub_file(repo: str, filename: str, revision: str | None, cache_dir) -> Path | None:
-    """One file of a hub repo through huggingface_hub's cache; None when the repo has no such file."""
-    from huggingface_hub import errors, hf_hub_download
+    def __init__(self, repo: str, revision: str | None, download_root):
+        self.repo, self.revision = repo, revision
+        self.cache = Path(download_root) / "hf" if download_root else None
+        self.unreachable: Exception | None = None
 
-    try:
-        return Path(hf_hub_download(repo, filename, revision=revision, cache_dir=cache_dir))
-    except errors.EntryNotFoundError:
-        return None
-    except errors.LocalEntryNotFoundError as e:  # offline, or the Hub unreachable, and not cached
-        raise _NotCached() from e
-    except Exception as e:  # missing repos and revisions, server errors: say which
-        raise _hub_error(repo, revision, e) from None
+    def file(self, filename: str) -> Path | None:
+        """The file's local path; None when the repo has no such file, or (Hub unreachable) none is cached."""
+        from huggingface_hub import errors, hf_hub_download
 
-
-def _hub_first(repo: str, names: tuple[str, ...], revision: str | None, cache_dir) -> Path | None:
-    """The first of `names` the repo has (from the cache when offline); None if it has none of them."""
-    not_cached = None
-    for n in names:
         try:
-            if (path := _hub_file(repo, n, revision, cache_dir)) is not None:
-                return path
-        except _NotCached as e:
-            not_cached = e
-    if not_cached is not None:
-        raise _hub_error(repo, revision, not_cached.__cause__) from None
-    return None
+            return Path(hf_hub_download(self.repo, filename, revision=self.revision, cache_dir=self.cache,
+                                        local_files_only=self.unreachable is not None))
+        except errors.LocalEntryNotFoundError as e:  # checked first: it is also an EntryNotFoundError
+            self.unreachable = self.unreachable or e
+            return None
+        except errors.EntryNotFoundError:
+            return None
+        except Exception as e:  # missing repos and revisions, server errors: say which
+            raise _hub_error(self.repo, self.revision, e) from None
+
+    def first(self, names: tuple[str, ...]) -> Path | None:
+        return next((path for n in names if (path := self.file(n)) is not None), None)
+
+    def fail_if_unreachable(self) -> None:
+        if self.unreachable is not None:
+            raise _hub_error(self.repo, self.revision, self.unreachable)
 
 
 def _revision_of(path: Path) -> str | None:
@@ -324,12 +327,13 @@ def _revision_of(path: Path) -> str | None:
 
 
 def _hub_weights(repo: str, revision: str | None, filename: str | None, download_root) -> tuple[Path, str | None]:
-    cache = Path(download_root) / "hf" if download_root else None
     names = (filename,) if filename else OPENCLIP_WEIGHTS
     if filename and filename.endswith((".bin", ".pth")):
         names = (filename[:-4] + ".safetensors", filename)
-    if (path := _hub_first(repo, names, revision, cache)) is not None:
+    hub = HubRepo(repo, revision, download_root)
+    if (path := hub.first(names)) is not None:
         return path, _revision_of(path)
+    hub.fail_if_unreachable()
     raise CheckpointError(f"hf-hub:{repo} has none of {', '.join(names)}.")
 
 
@@ -338,27 +342,21 @@ def _hub(spec: str, download_root) -> Source:
     repo, revision = repo.strip("/"), revision or None
     if repo.count("/") != 1:
         raise ValueError(f"hf-hub:{spec}: expected hf-hub:ORG/REPO or hf-hub:ORG/REPO@REVISION")
-    cache = Path(download_root) / "hf" if download_root else None
+    hub = HubRepo(repo, revision, download_root)
     location = f"{HF_PREFIX}{repo}"
-    not_cached = None
     for config_name, weight_names in (("open_clip_config.json", OPENCLIP_WEIGHTS), ("config.json", HF_WEIGHTS)):
-        try:
-            config = _hub_file(repo, config_name, revision, cache)
-        except _NotCached as e:
-            not_cached = e
-            continue
+        config = hub.file(config_name)
         if config is None:
             continue
         if config_name == "config.json":
-            try:  # optional: without it the default preprocessing is used and reported
-                _hub_file(repo, "preprocessor_config.json", revision, cache)
-            except _NotCached:
-                pass
-        _hub_first(repo, weight_names, revision, cache)
+            hub.file("preprocessor_config.json")  # optional: without it the default preprocessing is used and said
+        if hub.first(weight_names) is None:
+            hub.fail_if_unreachable()
         commit = _revision_of(config)
         label = f"{location}@{commit[:10]}" if commit else location
-        return read_folder(config.parent, label=label, location=location + (f"@{revision}" if revision else ""), revision=commit)
-    if not_cached is not None:
-        raise _hub_error(repo, revision, not_cached.__cause__)
+        src = read_folder(config.parent, label=label, location=location + (f"@{revision}" if revision else ""), revision=commit)
+        src.kind = "hf_hub"
+        return src
+    hub.fail_if_unreachable()
     raise CheckpointError(f"{location} holds no CLIP model this loader reads: it has neither open_clip_config.json "
                           "(open_clip's layout) nor config.json (a transformers model).")

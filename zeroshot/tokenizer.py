@@ -124,3 +124,26 @@ def tokenize(texts: str | list[str], context_length: int = 77, truncate: bool = 
             ids = ids[: context_length - 1] + [tok.eot_token]
         result[row, : len(ids)] = torch.tensor(ids)
     return result
+
+
+class LazyTokenizer:
+    """A reference library's tokenizer, built on first use: loading a model never needs it (or the network
+    it may need), and a failure says which tokenizer and how to get it."""
+
+    def __init__(self, build, what: str):
+        self._build, self.what, self._tokenizer = build, what, None
+
+    def __call__(self, texts) -> torch.Tensor:
+        if self._tokenizer is None:
+            try:
+                self._tokenizer = self._build()
+            except Exception as e:  # offline, missing extra, unknown name: one clear line
+                from .errors import CheckpointError
+
+                raise CheckpointError(f"could not load the tokenizer {self.what} ({type(e).__name__}: "
+                                      f"{str(e).splitlines()[0][:200] if str(e) else ''}); it comes from the Hugging Face "
+                                      "Hub on first use: run once with internet, or set HF_HOME to a cache that has it") from None
+        return self._tokenizer(list(texts) if not isinstance(texts, str) else [texts])
+
+    def __repr__(self) -> str:
+        return f"LazyTokenizer({self.what})"
