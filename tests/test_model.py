@@ -119,3 +119,68 @@ def test_random_model_is_deterministic():
 
     a, b = random_model(TINY_VIT, 3), random_model(TINY_VIT, 3)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_every_open_clip_family_config_is_our_code():
+    """Each of open_clip's configs without a timm or HF tower builds with zeroshot's model code, and its
+    shapes name it back (meta device: no memory)."""
+    from zeroshot.architecture import base_name, family_fields, match_known, openclip_models, shape_fields
+    from zeroshot.model import CLIPConfig
+
+    family = {n: c for n, c in openclip_models().items() if not c["vision_cfg"].get("timm_model_name")
+              and not c["text_cfg"].get("hf_model_name") and "multimodal_cfg" not in c}
+    assert len(family) >= 55
+    for name, cfg in family.items():
+        fields = family_fields(cfg)
+        assert fields is not None, name
+        with torch.device("meta"):
+            model = CLIP(CLIPConfig(**fields))
+        shapes = shape_fields(model.state_dict())
+        matched, known = match_known(shapes)
+        assert matched is not None and base_name(matched) == matched
+        assert {k: v for k, v in known.items() if k != "activation"} == {k: v for k, v in fields.items() if k != "activation"}, name
+
+
+def test_half_precision_converts_exactly_what_clip_load_converts(openai_clip):
+    """fp16 as OpenAI's convert_weights: conv/linear weights and biases, attention projections, text_projection and
+    proj in half; LayerNorm, BatchNorm, embeddings and logit_scale in fp32. Parity in fp16 where fp16 runs."""
+    from zeroshot.model import CLIPConfig, convert_weights
+
+    for c in (CLIPConfig(embed_dim=64, image_resolution=64, vision_layers=2, vision_width=128, vision_patch_size=16,
+                         transformer_width=128, transformer_heads=2, transformer_layers=2),
+              CLIPConfig(embed_dim=64, image_resolution=64, vision_layers=(1, 1, 1, 1), vision_width=32,
+                         vision_patch_size=None, transformer_width=128, transformer_heads=2, transformer_layers=2)):
+        ref = _openai_reference(openai_clip, c, seed=0)
+        ours = build_model(ref.state_dict())
+        openai_clip.model.convert_weights(ref)
+        convert_weights(ours, torch.float16)
+        sd_ref, sd_ours = ref.state_dict(), ours.state_dict()
+        assert {k: v.dtype for k, v in sd_ref.items() if k in sd_ours} == {k: sd_ours[k].dtype for k in sd_ref if k in sd_ours}
+        assert sd_ours["ln_final.weight"].dtype == torch.float32 and sd_ours["logit_scale"].dtype == torch.float32
+        assert sd_ours["token_embedding.weight"].dtype == torch.float32 and sd_ours["text_projection"].dtype == torch.float16
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        ref, ours = ref.to(device), ours.to(device)
+        torch.manual_seed(1)
+        images = torch.randn(2, 3, 64, 64, device=device)
+        text = openai_clip.tokenize(PROMPTS).to(device)
+        with torch.no_grad():
+            ri, oi = ref.encode_image(images.half()), ours.encode_image(images)
+            rt, ot = ref.encode_text(text), ours.encode_text(text)
+        assert oi.dtype == ri.dtype == torch.float16 and ot.dtype == rt.dtype == torch.float16
+        # fp16 has 11 bits of mantissa: different but equally valid summation orders differ by ~1e-3
+        assert rel_err(ri.float(), oi.float()) < 5e-3 and rel_err(rt.float(), ot.float()) < 5e-3
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_half_precision_features_stay_close_to_fp32(tiny_vit, precision):
+    """bf16/fp16 (CPU here, CUDA where present): cosine to the fp32 features >= 0.999."""
+    from zeroshot.model import convert_weights
+
+    half = convert_weights(copy.deepcopy(tiny_vit), {"bf16": torch.bfloat16, "fp16": torch.float16}[precision])
+    from zeroshot import tokenize
+
+    torch.manual_seed(2)
+    images, text = torch.randn(4, 3, 32, 32), tokenize(PROMPTS)
+    with torch.no_grad():
+        for a, b in ((tiny_vit.encode_image(images), half.encode_image(images)), (tiny_vit.encode_text(text), half.encode_text(text))):
+            assert torch.nn.functional.cosine_similarity(a, b.float()).min() > 0.999

@@ -145,25 +145,26 @@ def probe_cfg(tmp_path, checkpoint, *overrides):
             *overrides])
 
 
-def test_linear_probe_matches_direct_sklearn_fit(tmp_path, tiny_checkpoint):
+def mnist_features(root, checkpoint, train: bool):
+    """Features computed independently of the probe's pipeline: zeroshot.load + its preprocess, image by image."""
     import zeroshot
     from PIL import Image
     from torchvision.datasets import MNIST
 
+    model, preprocess = zeroshot.load(checkpoint)
+    ds = MNIST(str(root), train=train)
+    x = torch.stack([preprocess(Image.fromarray(ds.data[i].numpy(), mode="L")) for i in range(len(ds))])
+    with torch.no_grad():
+        return model.encode_image(x).numpy(), ds.targets.numpy()
+
+
+def test_linear_probe_matches_direct_sklearn_fit(tmp_path, tiny_checkpoint):
     root = tmp_path / "data" / "mnist"
     write_idx_split(root, 120, "train", seed=1, separable=True)
     write_idx_split(root, 40, "test", seed=2, separable=True)
     m = linear_probe(probe_cfg(tmp_path, tiny_checkpoint, "probe.c_values=[0.01,1.0,100.0]"))
 
-    model, preprocess = zeroshot.load(tiny_checkpoint)
-
-    def feats(train):
-        ds = MNIST(str(root), train=train)
-        x = torch.stack([preprocess(Image.fromarray(ds.data[i].numpy(), mode="L")) for i in range(len(ds))])
-        with torch.no_grad():
-            return model.encode_image(x).numpy(), ds.targets.numpy()
-
-    (x_tr, y_tr), (x_te, y_te) = feats(True), feats(False)
+    (x_tr, y_tr), (x_te, y_te) = mnist_features(root, tiny_checkpoint, True), mnist_features(root, tiny_checkpoint, False)
     rng = np.random.default_rng(0)
     perm = rng.permutation(len(y_tr))
     val, fit = perm[:24], perm[24:]
@@ -186,6 +187,17 @@ def test_few_shot_probe_and_no_train_split(tmp_path, tiny_checkpoint):
     write_idx_split(root, 30, "test", seed=2, separable=True)
     m = linear_probe(probe_cfg(tmp_path, tiny_checkpoint, "probe.shots=4", "probe.seeds=[0,1]", "probe.c_values=[1.0]",
                                "probe.val_fraction=0.25"))
-    assert m["shots"] == 4 and m["seeds"] == [0, 1] and 0 <= m["top1"] <= 1
+    assert m["shots"] == 4 and m["seeds"] == [0, 1]
+    # the same few-shot protocol done by hand: per seed, the first 4 of each class in a seeded permutation,
+    # one C, scored on the whole test set; the probe reports the mean over seeds
+    (x_tr, y_tr), (x_te, y_te) = mnist_features(root, tiny_checkpoint, True), mnist_features(root, tiny_checkpoint, False)
+    accs = []
+    for seed in (0, 1):
+        rng = np.random.default_rng(seed)
+        idx = np.concatenate([rng.permutation(np.flatnonzero(y_tr == k))[:4] for k in range(10)])
+        clf = LogisticRegression(C=1.0, max_iter=1000, random_state=0).fit(x_tr[idx], y_tr[idx])
+        accs.append((clf.predict(x_te) == y_te).mean())
+    assert m["top1"] == pytest.approx(np.mean(accs), abs=1e-12) and m["top1_std"] == pytest.approx(np.std(accs), abs=1e-12)
+    assert m["n_train_per_seed"] == [40, 40]
     with pytest.raises(DatasetError, match="no 'train' split"):
         linear_probe(probe_cfg(tmp_path, tiny_checkpoint, "dataset=imagefolder", f"dataset.root={tmp_path}"))

@@ -61,3 +61,30 @@ def test_16bit_is_scaled_not_clipped():
     x = image_transform(32)(mid)
     pixel = x * torch.tensor(STD)[:, None, None] + torch.tensor(MEAN)[:, None, None]
     assert torch.allclose(pixel, torch.full_like(pixel, 128 / 255), atol=1 / 255)
+
+
+@pytest.mark.parametrize("resize_mode,interpolation", [("shortest", "bicubic"), ("squash", "bicubic"),
+                                                       ("longest", "bicubic"), ("shortest", "bilinear")])
+def test_matches_open_clip_preprocessing_modes(open_clip, resize_mode, interpolation):
+    """Preprocessing from a checkpoint's config: open_clip's eval transform for each resize mode, pixel for pixel."""
+    from open_clip.transform import image_transform as oc_transform
+
+    from zeroshot.transforms import Preprocess
+
+    mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    ours = image_transform(Preprocess(size=96, mean=mean, std=std, interpolation=interpolation, resize_mode=resize_mode))
+    ref = oc_transform(96, is_train=False, mean=mean, std=std, resize_mode=resize_mode, interpolation=interpolation)
+    for mode, image in synthetic_images():
+        a, b = ours(image), ref(image)
+        assert a.shape == b.shape == (3, 96, 96), mode
+        assert (a - b).abs().max() < 1e-6, (mode, (a - b).abs().max())
+
+
+def test_transform_repr_names_every_setting():
+    """The feature cache keys on repr(transform): each setting must show in it."""
+    from zeroshot.transforms import Preprocess
+
+    base = repr(image_transform(Preprocess(size=224)))
+    for change in ({"size": 256}, {"mean": [0.5, 0.5, 0.5]}, {"std": [0.2, 0.2, 0.2]}, {"interpolation": "bilinear"},
+                   {"resize_mode": "squash"}):
+        assert repr(image_transform(Preprocess(**{"size": 224, **change}))) != base, change

@@ -351,3 +351,27 @@ def test_tag_resolves_through_the_hub(open_clip, tmp_path, hub):
     assert ident["release"] == "Tiny-8/lab_v1" and ident["activation"] == "gelu" and "registry" in ident["activation_from"]
     assert ident["preprocess"]["resize_mode"] == "squash" and ident["preprocess"]["mean"] == [0.5, 0.5, 0.5]
     assert ident["location"] == "hf-hub:lab/tiny-tag" and ident["revision"] == "0123456789abcdef0123456789abcdef01234567"
+
+
+def test_eval_and_prompts_through_a_backend(tmp_path):
+    """eval, prompts and report run on a model beyond the family (transformers SigLIP), with its own tokenizer,
+    its own preprocessing and sigmoid scoring with logit_bias."""
+    import numpy as np
+    from hydra import compose, initialize_config_dir
+
+    from datagen import write_imagefolder
+    from zeroshot.evaluate import evaluate
+    from zeroshot.experiments import run_experiments
+
+    _, folder = _hf_siglip(tmp_path)
+    images = write_imagefolder(tmp_path / "animals", ["cat", "dog", "bird"], per_class=2)
+    common = [f"model.checkpoint={folder}", "dataset=imagefolder", f"dataset.root={images}", "num_workers=0",
+              "progress=false", f"cache_dir={tmp_path / 'cache'}", f"results_dir={tmp_path / 'results'}"]
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        m = evaluate(compose("eval", overrides=common))
+        s = run_experiments(compose("experiment", overrides=[*common, 'prompts.templates=["a photo of a {}.","a {}."]',
+                                                             "bootstrap=20"]))
+    assert m["backend"] == "transformers" and m["n_images"] == 6 and "SiglipImageProcessor" in m["preprocess"]["transform"]
+    z = np.load(Path(m["run_dir"]) / "logits.npz")
+    assert z["logits"].shape == (6, 3)
+    assert s["images_from_cache"] == 6  # the eval filled the feature cache for the same weights and images

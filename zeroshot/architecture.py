@@ -156,7 +156,9 @@ def shape_fields(sd: dict[str, torch.Tensor]) -> dict:
 
 
 def _signature(f: dict) -> tuple:
-    return tuple(f[k] for k in SHAPE_FIELDS)
+    """The shape fields, with MLP ratios as the hidden widths they give (4.9231 and 8192/1664 are one width)."""
+    hidden = {"vision_mlp_ratio": "vision_width", "text_mlp_ratio": "transformer_width"}
+    return tuple(round(f[k] * f[hidden[k]]) if k in hidden else f[k] for k in SHAPE_FIELDS)
 
 
 @functools.lru_cache()

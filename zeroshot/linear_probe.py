@@ -90,7 +90,7 @@ def linear_probe(cfg: DictConfig) -> dict:
         c, sweep = sweep_c(x_tr[idx], y_tr[idx], cfg)
         clf = _fit(x_tr[idx], y_tr[idx], c, cfg)
         m = classification_metrics(_scores(clf, x_te, n_classes), torch.from_numpy(y_te))
-        runs.append({"seed": int(seed), "C": c, "top1": m["top1"], "top5": m["top5"],
+        runs.append({"seed": int(seed), "C": c, "n_train": int(len(idx)), "top1": m["top1"], "top5": m["top5"],
                      "mean_per_class_recall": m["mean_per_class_recall"], "sweep": sweep})
 
     record = run_record(cfg, s, len(y_te), test.skipped)
@@ -101,7 +101,8 @@ def linear_probe(cfg: DictConfig) -> dict:
         "mean_per_class_recall": float(np.mean([r["mean_per_class_recall"] for r in runs])),
         "top1_std": float(np.std([r["top1"] for r in runs])),
         "C": [r["C"] for r in runs] if shots else runs[0]["C"],
-        "shots": shots, "seeds": [r["seed"] for r in runs],
+        "shots": shots, "seeds": [r["seed"] for r in runs], "n_train_per_seed": [r["n_train"] for r in runs],
+        "top1_per_seed": [r["top1"] for r in runs],
         **record, "prompts": "", "prompts_hash": "", "prompts_label": "",
         "n_train": int(len(y_tr)), "n_images": int(len(y_te)), "n_classes": n_classes,
         "train_split": cfg.probe.train_split, "train_fingerprint": train_ds.fingerprint()["digest"],

@@ -174,7 +174,7 @@ class ResidualAttentionBlock(nn.Module):
         super().__init__()
         self.attn = Attention(s.width, s.heads)
         self.ln_1 = LayerNorm(s.width, eps=s.ln_eps)
-        hidden = int(s.width * s.mlp_ratio)
+        hidden = round(s.width * s.mlp_ratio)  # open_clip's ratios (4.9231 for 8192 / 1664) round to the width
         self.mlp = nn.Sequential(
             OrderedDict(c_fc=nn.Linear(s.width, hidden), gelu=ACTIVATIONS[s.activation](), c_proj=nn.Linear(hidden, s.width))
         )
