@@ -75,7 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     def app(cfg) -> None:
         import importlib
 
+        from omegaconf import OmegaConf
         from omegaconf.errors import MissingMandatoryValue
+
+        missing = sorted(OmegaConf.missing_keys(cfg))
+        if missing:  # before any heavy import: a forgotten value fails at once
+            raise SystemExit(_fail(command, f"{missing[0]} is required here and has no value: add {missing[0]}=... to the "
+                                            "command line (e.g. dataset=imagefolder needs dataset.root=DIR)"))
 
         from . import distributed as dist
         from .errors import USER_ERRORS

@@ -236,17 +236,26 @@ def build_model(state_dict: dict[str, torch.Tensor], told: dict | None = None) -
     """Build a CLIP in fp32 from an OpenAI-layout state dict (see build_config for where the config comes from)."""
     sd = {k: v for k, v in state_dict.items() if k not in METADATA_KEYS}
     config, _ = build_config(sd, told)
-    return load_weights(CLIP(config), sd)
+    return load_weights(empty_model(config), sd)
+
+
+def empty_model(config: CLIPConfig) -> CLIP:
+    """A CLIP with no storage (meta device): its random initialization would only be overwritten, and for a
+    ViT-B/32 it costs about a second."""
+    with torch.device("meta"):
+        return CLIP(config)
 
 
 def load_weights(model: CLIP, state_dict: dict[str, torch.Tensor], where: str = "the checkpoint") -> CLIP:
-    """load_state_dict(strict=True) in fp32, with an error that names the first tensor that does not fit."""
+    """load_state_dict(strict=True) in fp32, with an error that names the first tensor that does not fit.
+
+    A model on the meta device takes the tensors themselves (assign=True): no second copy of the weights."""
     sd = {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items() if k not in METADATA_KEYS}
     expected = model.state_dict()
-    for key, buffer in expected.items():
+    for key in expected:
         # Some exporters drop BatchNorm's step counter; it plays no part in inference.
         if key.endswith("num_batches_tracked"):
-            sd.setdefault(key, buffer)
+            sd.setdefault(key, torch.zeros((), dtype=torch.long))
     for key, tensor in expected.items():
         if key not in sd:
             raise ArchitectureError(f"{where} has no tensor {key!r} that the {architecture_name(model.config)} "
@@ -259,7 +268,10 @@ def load_weights(model: CLIP, state_dict: dict[str, torch.Tensor], where: str = 
     if extra:
         raise ArchitectureError(f"{where} has {len(extra)} tensor(s) this architecture does not use, first {extra[0]!r}; "
                                 "the config does not match these weights")
-    model.load_state_dict(sd, strict=True)
+    meta = any(t.is_meta for t in expected.values())
+    model.load_state_dict(sd, strict=True, assign=meta)
+    if meta and not model.config.is_vit:  # assigned tensors keep their own layout; the ResNet runs channels_last
+        model.visual.to(memory_format=torch.channels_last)
     return model.eval()
 
 

@@ -46,9 +46,10 @@ def git_commit() -> str | None:
 
 
 def versions() -> dict:
-    import sklearn
     import torch
     import torchvision
+
+    from importlib.metadata import version
 
     from . import __version__
 
@@ -58,8 +59,8 @@ def versions() -> dict:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
-        "scikit-learn": sklearn.__version__,
         "numpy": np.__version__,
+        "pillow": version("pillow"),
     }
 
 
