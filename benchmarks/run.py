@@ -22,13 +22,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
+import precision  # noqa: E402
 import provenance  # noqa: E402
 import speed  # noqa: E402
+import startup  # noqa: E402
 import zoo  # noqa: E402
 from common import ROWS  # noqa: E402
 
 SECTIONS = {"image": speed.bench_image, "text": speed.bench_text, "eval": speed.bench_eval, "memory": speed.bench_memory,
-            "cache": speed.bench_cache, "fingerprint": provenance.bench_fingerprint, "zoo": zoo.bench_zoo}
+            "cache": speed.bench_cache, "fingerprint": provenance.bench_fingerprint, "zoo": zoo.bench_zoo,
+            "bf16": precision.bench_bf16, "startup": startup.bench_startup}
 
 
 def cpu_flags() -> str:

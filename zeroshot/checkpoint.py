@@ -15,6 +15,7 @@ from .errors import CheckpointError  # noqa: F401  (re-exported)
 
 import pickle
 import re
+import struct
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -51,9 +52,9 @@ def _rebuild_tensor(storage: torch.Tensor, offset: int, size, stride, *_ignored)
 class _RestrictedUnpickler(pickle.Unpickler):
     """Builds tensors, OrderedDicts and attribute records; any other class in the pickle is refused."""
 
-    def __init__(self, file, archive: zipfile.ZipFile, prefix: str):
+    def __init__(self, file, archive: zipfile.ZipFile, prefix: str, raw):
         super().__init__(file)
-        self.archive, self.prefix = archive, prefix
+        self.archive, self.prefix, self.raw = archive, prefix, raw
         self.storages: dict[str, torch.Tensor] = {}
 
     def find_class(self, module: str, name: str):
@@ -72,7 +73,18 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if kind != "storage":
             raise pickle.UnpicklingError(f"unknown persistent id {kind!r}")
         if key not in self.storages:
-            data = bytearray(self.archive.read(f"{self.prefix}/data/{key}"))
+            info = self.archive.getinfo(f"{self.prefix}/data/{key}")
+            data = bytearray(info.file_size)  # the tensor owns this memory: one read, no copy
+            if info.compress_type == zipfile.ZIP_STORED:
+                # torch stores tensors uncompressed: read them straight from the file, past the local header
+                # (zipfile's reader goes through Python in small chunks, 3x slower than torch.jit.load)
+                self.raw.seek(info.header_offset + 26)
+                name_len, extra_len = struct.unpack("<HH", self.raw.read(4))
+                self.raw.seek(info.header_offset + 30 + name_len + extra_len)
+                self.raw.readinto(data)
+            else:
+                with self.archive.open(info) as f:
+                    f.readinto(data)
             self.storages[key] = torch.frombuffer(data, dtype=dtype) if data else torch.empty(0, dtype=dtype)
         return self.storages[key]
 
@@ -97,14 +109,14 @@ def is_torchscript(path: Path) -> bool:
 
 def read_torchscript(path: Path) -> dict[str, torch.Tensor]:
     """The parameters and buffers of a TorchScript archive, without TorchScript and without running its code."""
-    with zipfile.ZipFile(path) as z:
+    with zipfile.ZipFile(path) as z, open(path, "rb") as raw:
         data = [n for n in z.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
         if not data:
             raise CheckpointError(f"{path} is a TorchScript archive without data.pkl; {EXPECTED}.")
         prefix = data[0].split("/")[0]
         with z.open(data[0]) as f:
-            root = _RestrictedUnpickler(f, z, prefix).load()
-    return {k: v.clone() for k, v in _tensors(root).items()}
+            root = _RestrictedUnpickler(f, z, prefix, raw).load()
+    return _tensors(root)
 
 
 def _sniff(path: Path) -> str | None:
