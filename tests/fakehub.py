@@ -12,8 +12,11 @@ class Hub(http.server.BaseHTTPRequestHandler):
     repos = {}
     def _route(self, body):
         parts = self.path.split("?")[0].strip("/").split("/")
+        prefix = ""
+        if parts and parts[0] == "datasets":  # dataset repos live under /datasets/; keyed here as "datasets/org/name"
+            prefix, parts = "datasets/", parts[1:]
         if len(parts) >= 5 and parts[2] == "resolve":
-            repo, rev, name = "/".join(parts[:2]), parts[3], "/".join(parts[4:])
+            repo, rev, name = prefix + "/".join(parts[:2]), parts[3], "/".join(parts[4:])
             files = self.repos.get(repo)
             if files is None:
                 return self._err(404, "RepoNotFound", body)

@@ -84,7 +84,32 @@ def main() -> None:
     write("imagenet", imagenet["classnames"], imagenet["templates_openai_80"],
           "OpenAI Prompt_Engineering_for_ImageNet notebook (edited class names, 80 templates)",
           template_sets={"openai_80": imagenet["templates_openai_80"], "simple_7": imagenet["templates_simple_7"]})
+    write("imagenet_templates", [], imagenet["templates_openai_80"],
+          "OpenAI's 80 ImageNet templates, no class names: the dataset names its classes (ObjectNet's mapping)")
     write("simple", [], ["a photo of a {}."], "CLIP paper's default prompt")
+
+    # The rest of open_clip's 35: CLIP_benchmark's lists (what open_clip's published table used) where it has them,
+    # else OpenAI's; in the label order of CLIP_benchmark's webdatasets (VTAB's, and VOC's standard class order).
+    CB = "CLIP_benchmark en_classnames/en_templates (MIT)"
+
+    def cb_t(key):
+        return [t.replace("{c}", "{}") for t in cb_templates[key]]
+
+    write("clevr_counts", cb_names["clevr_count_all"], cb_t("clevr_count_all"), CB + ": VTAB's labels 0..7 are counts 3..10")
+    write("clevr_distance", cb_names["clevr_closest_object_distance"], cb_t("clevr_closest_object_distance"),
+          CB + " (its fourth class name is empty, as published)")
+    write("kitti_distance", cb_names["kitti_closest_vehicle_distance"], cb_t("kitti_closest_vehicle_distance"), CB)
+    write("pcam", cb_names["pcam"], cb_t("pcam"), CB)
+    write("rendered_sst2", oa["SST2"][0], cb_t("renderedsst2"), OPENAI + " class names (torchvision's order); " + CB + " templates")
+    write("resisc45", oa["RESISC45"][0], cb_t("resisc45"),
+          OPENAI + " class names (alphabetical, as VTAB's labels); " + CB + " templates")
+    voc = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
+           "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor"]
+    assert set(voc) == set(oa["PascalVOC2007"][0])
+    write("voc2007", voc, cb_t("voc2007"), OPENAI + " class names in VOC's standard label order; " + CB + " templates")
+    write("voc2007_multilabel", voc, cb_t("voc2007_multilabel"), OPENAI + " class names in VOC's label order; " + CB + " templates")
+    write("caltech101_vtab", cb_names["caltech101_vtab"], oa["Caltech101"][1],
+          CB + " (VTAB's 102 classes with 'background', alphabetical); " + OPENAI + " templates")
     write("classname", [], ["{}"], "the bare class name")
 
 

@@ -1,12 +1,11 @@
-"""Datasets by config: torchvision's real dataset classes, ImageNet, image folders and CSV files.
+"""Datasets by config: torchvision's real dataset classes, image folders, CSV files, CLIP_benchmark's
+webdatasets (zeroshot/wds.py) and the ImageNet family (zeroshot/imagenet_shifts.py).
 
 `configs/dataset/*.yaml` is the registry. Every dataset comes back wrapped in `EvalDataset`, which yields
 (image, label, index), knows file paths where the source has them, and turns an unreadable image into an
 error that names the file (or skips it, counted, with skip_bad_images=true).
 """
 from __future__ import annotations
-
-from .errors import DatasetError, BadImageError  # noqa: F401  (re-exported)
 
 import hashlib
 import os
@@ -17,10 +16,9 @@ import torch
 import torchvision.datasets as tvd
 from torch.utils.data import Dataset
 
+from .errors import BadImageError, DatasetError  # noqa: F401  (re-exported)
 from .fingerprint import dataset_fingerprint, samples_of
 from .prompts import read_classnames
-
-
 
 
 class EvalDataset(Dataset):
@@ -32,9 +30,12 @@ class EvalDataset(Dataset):
         self.transform: Callable | None = None  # set once the model (and so its preprocessing) is known
         samples = samples_of(source)
         self.paths = [p for p, _ in samples] if samples is not None else None
+        if self.paths is None and hasattr(source, "name_of"):  # webdataset: shard:key
+            self.paths = [source.name_of(i) for i in range(len(source))]
         self.skip_bad_images = skip_bad_images
         self.root, self._fp_files, self._fp_extra = root, fingerprint_files, fingerprint_extra
         self._fingerprint: dict | None = None
+        self.shipped_templates: list[str] | None = None  # set by build_dataset for webdatasets
 
     def fingerprint(self) -> dict:
         """See fingerprint.dataset_fingerprint; computed once (it stats every file, and hashes declared ones)."""
@@ -44,6 +45,11 @@ class EvalDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.source)
+
+    def targets(self) -> dict:
+        """Per-image targets beyond the single label, read without any image: "multilabel" [N, C] multi-hot
+        (VOC 2007 multi-label) and "metadata" [N, F] (WILDS and fairness groups), where the source has them."""
+        return self.source.targets() if hasattr(self.source, "targets") and callable(self.source.targets) else {}
 
     def describe(self, index: int) -> str:
         return self.paths[index] if self.paths else f"{self.name} image #{index}"
@@ -82,6 +88,8 @@ def _missing(cfg, root: Path, why: str, url: str | None = None) -> DatasetError:
         fix = "Set dataset.root=PATH to where it is, or dataset.download=true to fetch it."
     else:
         fix = "Set dataset.root=PATH to where it is."
+    if cfg.get("hub"):
+        fix += f" Its CLIP_benchmark webdataset also works: dataset.root=hf-hub:{cfg.hub} (or a local copy of it)."
     return DatasetError(
         f"Dataset {cfg.name!r} ({cfg.get('split', 'test')} split) not found under {root}: {why}\n"
         f"Expected layout: {layout}\n{fix}"
@@ -133,6 +141,11 @@ def _torchvision(cfg) -> tuple[Dataset, list[str] | None]:
         raise DatasetError(f"Dataset {cfg.name!r} has no split {split!r}. Available splits: {', '.join(splits)}")
     kwargs = dict(splits[split] or {})
     kwargs.update(cfg.get("kwargs") or {})
+    if cfg.get("target_offset"):  # e.g. CLEVR counts 3..10 are VTAB's labels 0..7
+        import functools
+        import operator
+
+        kwargs["target_transform"] = functools.partial(operator.add, int(cfg.target_offset))
     root = Path(cfg.root).expanduser()
     if issubclass(cls, tvd.MNIST) and root.is_dir():
         cls, root = _idx_class(cls, root, kwargs.get("train", False))
@@ -153,23 +166,6 @@ def _imagefolder(cfg, root: Path | None = None) -> tuple[Dataset, list[str]]:
     except (FileNotFoundError, RuntimeError) as e:
         raise _missing(cfg, root, str(e)) from e
     return ds, list(ds.classes)
-
-
-def _imagenet(cfg) -> tuple[Dataset, list[str] | None]:
-    root = Path(cfg.root).expanduser()
-    split = {"test": "val", "val": "val", "train": "train"}.get(cfg.get("split", "test"))
-    if split is None:
-        raise DatasetError(f"Dataset 'imagenet' has no split {cfg.split!r}. Available splits: test (= val), val, train")
-    if (root / "meta.bin").is_file() or (root / "ILSVRC2012_devkit_t12.tar.gz").is_file():
-        try:
-            return tvd.ImageNet(str(root), split=split), None
-        except (RuntimeError, FileNotFoundError) as e:
-            raise _missing(cfg, root, str(e)) from e
-    folder = root / split if (root / split).is_dir() else root
-    ds, wnids = _imagefolder(cfg, folder)
-    if len(wnids) != 1000:
-        raise _missing(cfg, folder, f"found {len(wnids)} class folders, expected the 1000 wnid folders (n01440764 ...)")
-    return ds, None
 
 
 class CSVDataset(Dataset):
@@ -216,7 +212,25 @@ def _csv(cfg) -> tuple[Dataset, list[str] | None]:
     return CSVDataset(paths, labels), classes
 
 
-_KINDS = {"torchvision": _torchvision, "imagefolder": _imagefolder, "imagenet": _imagenet, "csv": _csv}
+def _wds(cfg) -> tuple[Dataset, list[str] | None]:
+    from .wds import WebDataset
+
+    root = str(cfg.root)
+    if not root.startswith("hf-hub:") and not Path(root).expanduser().exists():
+        if cfg.get("hub") and cfg.get("download"):
+            root = f"hf-hub:{cfg.hub}"
+        else:
+            fix = f" or dataset.root=hf-hub:{cfg.hub} (or dataset.download=true) to fetch it" if cfg.get("hub") else ""
+            raise DatasetError(f"Dataset {cfg.name!r} ({cfg.get('split', 'test')} split) not found under {root}: no such "
+                               f"folder. Expected layout: {cfg.get('layout') or 'CLIP_benchmark webdataset'} Set "
+                               f"dataset.root=DIR to a local copy{fix}.")
+    ds = WebDataset(root, cfg.get("split", "test"), bool(cfg.get("skip_bad_images", False)))
+    for problem in ds.problems:
+        print(f"zeroshot: skipping: {problem}")
+    return ds, ds.classes
+
+
+_KINDS = {"torchvision": _torchvision, "imagefolder": _imagefolder, "csv": _csv, "wds": _wds}
 
 
 def build_dataset(cfg, transform: Callable | None = None, skip_bad_images: bool = False) -> EvalDataset:
@@ -225,9 +239,29 @@ def build_dataset(cfg, transform: Callable | None = None, skip_bad_images: bool 
     The source yields PIL images; `EvalDataset` applies `transform` (which can be set later), so that a
     dataset can be checked before the model, and its resolution, is loaded.
     """
-    if cfg.kind not in _KINDS:
-        raise DatasetError(f"Dataset {cfg.name!r} has unknown kind {cfg.kind!r}. Kinds: {', '.join(_KINDS)}")
-    source, classes = _KINDS[cfg.kind](cfg)
+    from omegaconf import open_dict
+
+    from .imagenet_shifts import KINDS as IMAGENET_KINDS
+    from .wds import is_wds
+
+    kinds = {**_KINDS, **IMAGENET_KINDS}
+    if cfg.kind not in kinds:
+        raise DatasetError(f"Dataset {cfg.name!r} has unknown kind {cfg.kind!r}. Kinds: {', '.join(kinds)}")
+    kind = cfg.kind
+    root = str(cfg.get("root") or "")
+    if (kind != "torchvision" and cfg.get("hub") and cfg.get("download") and root and not root.startswith("hf-hub:")
+            and not Path(root).expanduser().exists()):
+        with open_dict(cfg):  # not on disk: its CLIP_benchmark webdataset, through the Hugging Face cache
+            cfg.root = f"hf-hub:{cfg.hub}"
+    if kind != "wds" and cfg.get("root") and is_wds(cfg.root, cfg.get("split", "test")):
+        kind = "wds"  # any named dataset also reads from its CLIP_benchmark webdataset
+    with open_dict(cfg):
+        cfg.skip_bad_images = skip_bad_images
+    source, classes = kinds[kind](cfg)
+    expected = cfg.get("num_classes")
+    if kind == "wds" and cfg.kind != "wds" and expected and classes and len(classes) != expected:
+        raise DatasetError(f"{cfg.root} holds {len(classes)} classes (classnames.txt) but dataset {cfg.name!r} has "
+                           f"{expected}: it is another dataset's webdataset")
     if len(source) == 0:
         raise DatasetError(f"Dataset {cfg.name!r} under {cfg.get('root') or cfg.get('path')} has no images.")
     patterns = cfg.get("fingerprint_files") or []
@@ -243,5 +277,7 @@ def build_dataset(cfg, transform: Callable | None = None, skip_bad_images: bool 
         root = cfg.get("root") or Path(cfg.path).expanduser().resolve().parent
     ds = EvalDataset(source, classes, cfg.name, skip_bad_images, root, patterns, extra)
     ds.transform = transform
+    # a webdataset ships its class names (fixing its label order) and templates; other sources ship none
+    ds.shipped_templates = (getattr(source, "templates", None) or []) if kind == "wds" else None
     return ds
 

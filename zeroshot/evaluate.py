@@ -19,7 +19,7 @@ from . import distributed as dist
 from .classifier import build_classifier, logits as score
 from .datasets import DatasetError, EvalDataset, build_dataset
 from .features import Features, ImageFeatureCache, TextCache, extract_features, model_key
-from .metrics import classification_metrics, topk_predictions
+from .metrics import benchmark_metrics, classification_metrics, topk_predictions
 from .pretrained import default_cache_dir, load_model, resolve_precision
 from .sources import check_name
 from .prompts import PromptError, PromptSet, load_prompt_set, prompts_hash, read_classnames
@@ -42,8 +42,20 @@ def cache_root(cfg: DictConfig) -> Path | None:
     return Path(cfg.get("cache_dir") or default_cache_dir())
 
 
-def resolve_prompts(cfg: DictConfig) -> PromptSet:
+def resolve_prompts(cfg: DictConfig, dataset: EvalDataset | None = None) -> PromptSet:
+    """The prompt set: a named one, a file, or (`from_dataset`) the class names and templates a webdataset ships."""
     p = cfg.prompts
+    name = p.get("name") or cfg.dataset.get("prompts", "simple")
+    if name == "from_dataset" and not p.get("file"):
+        templates = list(p.templates) if p.get("templates") else getattr(dataset, "shipped_templates", None)
+        if not dataset or not dataset.classes or not templates:
+            raise PromptError(f"Dataset {cfg.dataset.name!r} ships no {'class names' if not dataset or not dataset.classes else 'templates'} "
+                              "to use as prompts: give prompts=NAME, prompts.file=FILE or prompts.templates='[...]'")
+        from .prompts import check_templates
+
+        custom = "_custom" if p.get("templates") else ""
+        return PromptSet(f"{cfg.dataset.name}_shipped{custom}", check_templates(templates, f"{cfg.dataset.name}'s templates"),
+                         list(dataset.classes), f"shipped with {cfg.dataset.get('root')}")
     return load_prompt_set(
         name=p.get("name") or cfg.dataset.get("prompts", "simple"),
         file=p.get("file"),
@@ -74,7 +86,28 @@ def resolve_classnames(cfg: DictConfig, pset: PromptSet, dataset: EvalDataset) -
             f"{origin} has {len(names)} class names but dataset {cfg.dataset.name!r} has {expected} classes. "
             "Use a prompt set or class-names file made for this dataset, in its label order."
         )
+    if getattr(dataset, "shipped_templates", None) is not None and dataset.classes and names is not dataset.classes:
+        check_shipped_order(cfg.dataset.name, names, dataset.classes, origin)
     return names
+
+
+def check_shipped_order(dataset: str, names: list[str], shipped: list[str], origin: str) -> None:
+    """A webdataset's classnames.txt fixes its label order: our names must name the same classes in that order.
+
+    Wording may differ (OpenAI's names against CLIP_benchmark's); many differences mean another order."""
+    import re
+
+    def norm(s: str) -> str:
+        return re.sub(r"[\s_/-]+", " ", s.casefold()).strip()
+
+    differ = [(i, a, b) for i, (a, b) in enumerate(zip(names, shipped)) if norm(a) != norm(b)]
+    if len(differ) > max(1, len(names) // 10):
+        i, a, b = differ[0]
+        raise PromptError(f"{origin} and the webdataset's classnames.txt disagree on {len(differ)} of {len(names)} classes "
+                          f"(first at label {i}: {a!r} vs {b!r}): another label order. Use prompts=from_dataset for its own "
+                          "names, or a class-names file in its order (dataset.classnames=FILE)")
+    for i, a, b in differ:
+        print(f"zeroshot: note: label {i} of {dataset} is {b!r} in the webdataset, prompted as {a!r} ({origin})")
 
 
 def load_configured_model(m: DictConfig, device: torch.device, precision: str, cache_dir):
@@ -113,8 +146,8 @@ def prepare(cfg: DictConfig) -> Setup:
     precision = resolve_precision(cfg.get("precision"), device)
     # Inputs are checked first, so a bad name, template or data path fails before any download or encoding.
     check_name(cfg.model.get("checkpoint") or cfg.model.name)
-    pset = resolve_prompts(cfg)
     dataset = build_dataset(cfg.dataset, None, cfg.get("skip_bad_images", False))
+    pset = resolve_prompts(cfg, dataset)
     classnames = resolve_classnames(cfg, pset, dataset)
     model = load_configured_model(cfg.model, device, precision, cfg.get("cache_dir"))
     dataset.transform = model.transform
@@ -228,11 +261,18 @@ def evaluate(cfg: DictConfig) -> dict:
 
     logits = score(s.model, feats.features, weights)  # [N, C]
     m = classification_metrics(logits, feats.labels)
+    targets = {k: v[feats.indices.numpy()] for k, v in s.dataset.targets().items()}
+    extra = benchmark_metrics(cfg.dataset, logits, feats.labels, targets)
+    m.update({k: v for k, v in extra.items() if k == "top1"})
+    metric = cfg.dataset.get("metric", "top1")
     wall = time.perf_counter() - start
     metrics = {
         "top1": m["top1"],
         "top5": m["top5"],
         "mean_per_class_recall": m["mean_per_class_recall"],
+        **extra,
+        "metric": metric,
+        "main_metric": {**m, **extra}[metric],
         **record,
         "n_images": int(len(feats.labels)),
         "n_classes": len(s.classnames),
@@ -250,10 +290,12 @@ def evaluate(cfg: DictConfig) -> dict:
         shutil.rmtree(run_dir, ignore_errors=True)  # a half-written run must not look like a result
         raise
     metrics["run_dir"] = str(run_dir)
+    main_note = "" if metric in ("top1", "mean_per_class_recall") else f"  {metric} {100 * metrics['main_metric']:.2f}%"
     print(
         f"{metrics['dataset_label']} | {metrics['model']} ({metrics['architecture']}, sha256 {metrics['checkpoint_sha256'][:12]}) | "
         f"prompts {metrics['prompts_label']} ({len(s.prompts.templates)} templates) | "
-        f"top1 {100 * m['top1']:.2f}%  top5 {100 * m['top5']:.2f}%  mean per-class recall {100 * m['mean_per_class_recall']:.2f}% | "
+        f"top1 {100 * m['top1']:.2f}%  top5 {100 * m['top5']:.2f}%  mean per-class recall {100 * m['mean_per_class_recall']:.2f}%"
+        f"{main_note} | "
         f"{len(feats.labels)} images in {wall:.1f}s -> {run_dir}"
     )
     return metrics

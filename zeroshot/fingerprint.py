@@ -62,7 +62,11 @@ def dataset_fingerprint(source, root: str | Path | None = None, patterns=None, e
         hashed[rel] = file_sha256(f)
         digest.update(f"file {rel} {hashed[rel]}\n".encode())
     samples = samples_of(source)
-    if samples is not None:
+    if hasattr(source, "fingerprint_parts"):  # a webdataset: its shards and its (key, label) order
+        for line in source.fingerprint_parts():
+            digest.update(f"{line}\n".encode())
+        kind = "shards"
+    elif samples is not None:
         for path, label in samples:
             st = os.stat(path) if os.path.exists(path) else None
             rel = os.path.relpath(path, base) if os.path.isabs(path) else path
