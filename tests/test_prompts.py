@@ -11,7 +11,7 @@ from conftest import REPO, shared_path
 
 LABEL_ORDERS = json.loads((Path(__file__).parent / "label_orders.json").read_text())
 DATASETS = {p.stem: yaml.safe_load(p.read_text()) for p in sorted((REPO / "configs" / "dataset").glob("*.yaml"))}
-WITH_OWN_PROMPTS = {name: d for name, d in DATASETS.items() if d["prompts"] == name}
+WITH_OWN_PROMPTS = {name: d for name, d in DATASETS.items() if d["prompts"] in (name, f"{name}_vtab")}
 
 
 # Intentional differences from torchvision's class ids, element by element: (dataset, torchvision id) -> our name.
@@ -33,7 +33,10 @@ RENAMES = {
 }
 # CLIP_benchmark's lists (../shared) that ours must equal exactly, and the documented exceptions.
 CLIP_BENCHMARK = {"mnist": "mnist", "svhn": "svhn", "oxford_pets": "pets", "flowers102": "flowers", "eurosat": "eurosat",
-                  "gtsrb": "gtsrb", "country211": "country211", "imagenet": "imagenet1k", "caltech101": "caltech101"}
+                  "gtsrb": "gtsrb", "country211": "country211", "imagenet": "imagenet1k", "caltech101": "caltech101",
+                  "caltech101_vtab": "caltech101_vtab", "clevr_counts": "clevr_count_all",
+                  "clevr_distance": "clevr_closest_object_distance", "kitti_distance": "kitti_closest_vehicle_distance",
+                  "pcam": "pcam"}
 CATS = {"Abyssinian", "Bengal", "Birman", "Bombay", "British Shorthair", "Egyptian Mau", "Maine Coon",
         "Persian", "Ragdoll", "Russian Blue", "Siamese", "Sphynx"}
 CB_EXCEPTIONS = {
@@ -50,15 +53,17 @@ def key(name: str) -> str:
 
 def test_registry_is_consistent():
     sets = set(available_prompt_sets())
-    group = {p.stem for p in (REPO / "configs" / "prompts").glob("*.yaml")} - {"dataset", "imagenet_7"}
+    group = {p.stem for p in (REPO / "configs" / "prompts").glob("*.yaml")} - {"dataset", "imagenet_7", "from_dataset"}
     assert sets == group, "every prompts/*.json needs configs/prompts/<name>.yaml and vice versa"
     for name, d in DATASETS.items():
-        assert d["prompts"] in sets, f"dataset {name} names an unknown prompt set {d['prompts']}"
+        assert d["prompts"] in sets | {"from_dataset"}, f"dataset {name} names an unknown prompt set {d['prompts']}"
+        if d["prompts"] == "from_dataset":  # its names ship with its webdataset: there is no list to check here
+            assert d["kind"] == "wds", name
 
 
 @pytest.mark.parametrize("name", sorted(WITH_OWN_PROMPTS))
 def test_class_count_matches_dataset(name):
-    pset = load_prompt_set(name)
+    pset = load_prompt_set(DATASETS[name]["prompts"])
     assert len(pset.classnames) == DATASETS[name]["num_classes"]
     dupes = sorted({c for c in pset.classnames if pset.classnames.count(c) > 1})
     # OpenAI's published ImageNet names keep two collisions (classes 657/744, 836/837); we ship them as published

@@ -206,18 +206,23 @@ def test_input_errors_are_one_clean_line(args, expect, tmp_path):
 # ------------------------------------------------------------------ suites never download by surprise
 
 def test_suite_does_not_download_unless_asked(tmp_path, tiny_checkpoint, monkeypatch):
-    from zeroshot import suite
+    """Every pair is checked (and run) with dataset.download=false unless the report says download=true."""
+    from zeroshot import datasets
+    from zeroshot.suite import check_pairs
 
     seen = []
-    real = suite.evaluate
-    monkeypatch.setattr(suite, "evaluate", lambda c: seen.append(bool(c.dataset.download)) or real(c))
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        rcfg = compose("report", overrides=["suite=clip_paper", "suite.models=[default]", "suite.datasets=[cifar10]",
-                                            f"suite_results_dir={tmp_path / 's'}", f"output_dir={tmp_path / 'r'}",
-                                            f"eval_overrides=['model.checkpoint={tiny_checkpoint}','data_dir={tmp_path}']"])
-    with pytest.raises(Exception, match="nothing could run|not found"):
-        build_report(rcfg)
-    assert seen == [False]
+    real = datasets.build_dataset
+    monkeypatch.setattr(datasets, "build_dataset", lambda c, *a, **k: seen.append(bool(c.download)) or real(c, *a, **k))
+    for flag, expected in (([], [False]), (["download=true"], [True])):
+        seen.clear()
+        with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+            # eurosat downloads through the Hugging Face Hub, which the tests keep offline (HF_HUB_OFFLINE=1)
+            rcfg = compose("report", overrides=["suite=clip_paper", "suite.models=[default]", "suite.datasets=[eurosat]",
+                                                f"suite_results_dir={tmp_path / 's'}", *flag,
+                                                f"eval_overrides=['model.checkpoint={tiny_checkpoint}','data_dir={tmp_path}']"])
+        runnable, skipped = check_pairs(rcfg)
+        assert seen == expected and not runnable
+        assert ("not found under" in skipped[0]["reason"]) == (not flag)  # without download: not on disk; with: the Hub, offline
 
 
 # ------------------------------------------------------------------ the wheel

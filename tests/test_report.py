@@ -16,9 +16,19 @@ from conftest import REPO
 from datagen import write_idx_split
 
 
-BENCH = {"cifar10": {"name": "CIFAR-10", "split": "test", "n_images": 10000, "metric": "top1"},
-         "oxford_pets": {"name": "Oxford-IIIT Pet", "split": "test", "n_images": 3669, "metric": "mean_per_class_recall"},
-         "eurosat": {"name": "EuroSAT", "split": "test", "n_images": 5400, "metric": "top1"}}
+def _benchmarks() -> dict:
+    """Each dataset config's `benchmark`, as a run records it."""
+    import yaml
+
+    out = {}
+    for path in (REPO / "configs" / "dataset").glob("*.yaml"):
+        bench = yaml.safe_load(path.read_text()).get("benchmark")
+        if bench:
+            out[path.stem] = bench
+    return out
+
+
+BENCH = _benchmarks()
 
 
 def fixture_run(root: Path, release: str, dataset: str, top1: float, stamp: str, mpcr=None, sha=None, n_images=None,

@@ -15,8 +15,9 @@ COMMANDS = {
     "prompts": ("experiment", "zeroshot.experiments:run_experiments"),
     "report": ("report", "zeroshot.report:build_report"),
     "linear-probe": ("linear_probe", "zeroshot.linear_probe:linear_probe"),
+    "suite-eval": ("eval", "zeroshot.suite:evaluate_pair"),  # a suite's job (see suite.py); not for direct use
 }
-USAGE = ("usage: zeroshot {" + ",".join([*COMMANDS, "models"]) + "} [overrides...]   "
+USAGE = ("usage: zeroshot {" + ",".join([*[c for c in COMMANDS if c != "suite-eval"], "models"]) + "} [overrides...]   "
          "(add --help for a command's options; `zeroshot models` lists what model.name accepts)")
 
 
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         module, func = target.split(":")
         task = getattr(importlib.import_module(module), func)
         try:
-            device = dist.init_from_env(cfg.get("dist_timeout_s", 600)) if command == "eval" else None
+            device = dist.init_from_env(cfg.get("dist_timeout_s", 600)) if command in ("eval", "suite-eval") else None
             if device is not None:
                 cfg.device = str(device)
             task(cfg)

@@ -175,8 +175,8 @@ INTRO = ("Accuracies in %. A row is one set of weights (sha256) on one set of im
          "`!` marks |delta| > {threshold} points. Best top-1 per dataset in bold.")
 
 
-def markdown(table: pd.DataFrame, notes: list[str], threshold: float) -> str:
-    lines = ["# zeroshot benchmark report", "", INTRO.format(threshold=threshold), ""]
+def markdown(table: pd.DataFrame, notes: list[str], threshold: float, extra: list[str] = ()) -> str:
+    lines = ["# zeroshot benchmark report", "", INTRO.format(threshold=threshold), "", *extra]
     cols = HEADERS[: DELTA + 1] + [""] + HEADERS[DELTA + 1 :]  # a column for the `!` flag after delta
     for dataset, rows in formatted_rows(table):
         lines += [f"## {dataset}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -238,7 +238,7 @@ def figures(table: pd.DataFrame, out: Path) -> list[Path]:
     return paths
 
 
-def html_page(md_table: pd.DataFrame, notes: list[str], images: list[Path], threshold: float) -> str:
+def html_page(md_table: pd.DataFrame, notes: list[str], images: list[Path], threshold: float, extra_html: str = "") -> str:
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>zeroshot report</title><style>",
              "body{font-family:system-ui,sans-serif;margin:2em;max-width:1300px;color:#222}",
              "table{border-collapse:collapse;margin:0.5em 0 1.5em;font-size:14px}",
@@ -247,6 +247,7 @@ def html_page(md_table: pd.DataFrame, notes: list[str], images: list[Path], thre
              "img{max-width:100%;border:1px solid #ddd;margin:0.5em 0}</style></head><body>",
              "<h1>zeroshot benchmark report</h1>",
              f"<p>{html.escape(INTRO.format(threshold=threshold))} Red deltas are flagged.</p>"]
+    parts.append(extra_html)
     for dataset, rows in formatted_rows(md_table):
         parts.append(f"<h2>{html.escape(str(dataset))}</h2><table><tr>" + "".join(f"<th>{h}</th>" for h in HEADERS) + "</tr>")
         for cells, is_best, flagged in rows:
@@ -266,12 +267,22 @@ def html_page(md_table: pd.DataFrame, notes: list[str], images: list[Path], thre
     return "\n".join(parts)
 
 
+def not_run_lines(not_run: list[dict]) -> list[str]:
+    if not not_run:
+        return []
+    return ["## Not run", "", "| model | dataset | why |", "|---|---|---|",
+            *[f"| {n['model']} | {n['dataset']} | {n['reason'].replace('|', '/')} |" for n in not_run], ""]
+
+
 def build_report(cfg: DictConfig) -> dict:
-    inputs = list(cfg.inputs)
+    from . import aggregates
+
+    inputs, not_run = list(cfg.inputs), []
     if cfg.get("suite"):
         from .suite import run_suite
 
-        inputs = [run_suite(cfg)]
+        results, not_run = run_suite(cfg)
+        inputs = [results]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         runs = load_runs(inputs)
@@ -281,13 +292,28 @@ def build_report(cfg: DictConfig) -> dict:
     table = add_linear_probe(add_published(table, float(cfg.delta_threshold)), runs)
     out = make_run_dir(cfg.output_dir)
     table.to_csv(out / "report.csv", index=False)
-    (out / "report.md").write_text(markdown(table, notes, cfg.delta_threshold))
+    open_clip_table = pd.read_csv(PUBLISHED)  # the averages compare with open_clip's own figures, not the paper's
+    avg35, robust = aggregates.openclip_35(table, open_clip_table), aggregates.robustness(table, open_clip_table)
+    for name, frame in (("average_35.csv", avg35), ("robustness.csv", robust)):
+        if not frame.empty:
+            frame.to_csv(out / name, index=False)
+    extra = aggregates.markdown(avg35, robust) + not_run_lines(not_run)
+    (out / "report.md").write_text(markdown(table, notes, cfg.delta_threshold, extra))
     images = figures(table, out)
-    (out / "report.html").write_text(html_page(table, notes, images, cfg.delta_threshold))
+    if aggregates.robustness_figure(robust, out / "robustness.png"):
+        images.append(out / "robustness.png")
+    extra_html = "".join(f"<h2>{title}</h2>{frame.to_html(index=False, na_rep='', float_format=lambda x: f'{x:.2f}')}"
+                         for title, frame in (("open_clip's 35 datasets: average", avg35),
+                                              ("ImageNet and its distribution shifts", robust)) if not frame.empty)
+    if not_run:
+        extra_html += "<h2>Not run</h2><ul>" + "".join(
+            f"<li>{html.escape(n['model'])} x {html.escape(n['dataset'])}: {html.escape(n['reason'])}</li>" for n in not_run) + "</ul>"
+    (out / "report.html").write_text(html_page(table, notes, images, cfg.delta_threshold, extra_html))
     for n in notes:
         print(f"warning: {n}")
     summary = table[["model", "dataset_label", "prompts_label", "top1", "published", "delta", "flag"]].copy()
     summary["top1"] = (100 * summary["top1"]).round(2)
     print(summary.to_string(index=False, na_rep=""))
     print(f"{len(table)} rows from {len(runs)} runs ({len(caught)} files skipped) -> {out}/report.md, report.html, report.csv")
-    return {"report_dir": str(out), "rows": len(table), "skipped": len(caught), "notes": notes}
+    return {"report_dir": str(out), "rows": len(table), "skipped": len(caught), "notes": notes, "not_run": not_run,
+            "average_35": avg35.to_dict("records"), "robustness": robust.to_dict("records")}

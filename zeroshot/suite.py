@@ -1,53 +1,151 @@
-"""Suites: a named list of models x datasets (configs/suite/*.yaml), run as one sweep for a report."""
+"""Suites: a named list of models x datasets (configs/suite/*.yaml), run as one Hydra multirun, then reported.
+
+Every (model, dataset) pair is checked first: a dataset that is not on disk (and may not be downloaded) or a
+model name that does not resolve is listed with the reason and skipped before anything is launched. The
+runnable pairs become one Hydra multirun over a generated `pair` config group (one file per pair, each
+overriding /model and /dataset), so any Hydra launcher runs them unchanged: the basic one (in sequence),
+`launcher=joblib` (local processes) or `launcher=submitit_slurm` (a cluster; `pip install "zeroshot[launchers]"`).
+The report is built once the multirun returns, from the suite's results directory. A pair that fails while it
+runs is recorded (not raised), so one broken dataset does not cost the other jobs.
+"""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
-
-from .datasets import DatasetError
-from .evaluate import evaluate
-from .pretrained import CheckpointError
+from omegaconf import DictConfig, OmegaConf
 
 from .configs import config_dir
+from .errors import DatasetError, UserError
 
 CONFIGS = config_dir()
+LAUNCHERS = {"basic": None, "joblib": "joblib", "submitit_local": "submitit_local", "submitit_slurm": "submitit_slurm"}
 
 
 def suite_results(cfg: DictConfig) -> Path:
     return Path(cfg.suite_results_dir) / cfg.suite.name
 
 
-def suite_configs(cfg: DictConfig) -> list[tuple[str, str, DictConfig]]:
-    """One composed eval config per (model, dataset) of the suite, with the suite's and the user's overrides."""
-    suite, results = cfg.suite, suite_results(cfg)
-    configs = []
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        for model in suite.models:
-            for dataset in suite.datasets:
-                # a suite never downloads a dataset unless asked (download=true): a sweep that quietly
-                # fetches tens of GB is a surprise; a missing dataset is listed and skipped instead
-                overrides = [f"model={model}", f"dataset={dataset}", f"results_dir={results}",
-                             f"dataset.download={str(bool(cfg.get('download', False))).lower()}",
-                             *suite.get("overrides", []), *cfg.get("eval_overrides", [])]
-                configs.append((model, dataset, compose("eval", overrides=overrides)))
-    return configs
+@contextmanager
+def _composer():
+    """Hydra's compose API, inside a running Hydra app (report) or outside one (tests, the Python API)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        yield compose
+    else:
+        with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+            yield compose
 
 
-def run_suite(cfg: DictConfig) -> Path:
-    """Evaluate every pair whose data (and checkpoint) can be had; the others are skipped with a note."""
-    ran, skipped = [], []
-    for model, dataset, eval_cfg in suite_configs(cfg):
-        try:
-            evaluate(eval_cfg)
-            ran.append(f"{model} x {dataset}")
-        except (DatasetError, CheckpointError) as e:
-            first = str(e).splitlines()[0]
-            skipped.append(f"{model} x {dataset}: {first}")
-            print(f"suite {cfg.suite.name}: skipping {model} x {dataset}: {first}")
-    print(f"suite {cfg.suite.name}: ran {len(ran)}, skipped {len(skipped)} (no data or no checkpoint)")
+def pair_overrides(cfg: DictConfig) -> list[str]:
+    """What every job of the suite gets: where to write, whether to download, the suite's and the user's overrides."""
+    # a suite never downloads a dataset unless asked (download=true): a sweep that quietly fetches tens of GB is
+    # a surprise; a missing dataset is listed and skipped instead
+    return [f"results_dir={suite_results(cfg)}", f"dataset.download={str(bool(cfg.get('download', False))).lower()}",
+            *cfg.suite.get("overrides", []), *cfg.get("eval_overrides", [])]
+
+
+def check_pairs(cfg: DictConfig) -> tuple[list[tuple[str, str]], list[dict]]:
+    """(runnable pairs, skipped pairs with the reason), without loading any model or encoding anything."""
+    from .datasets import build_dataset
+    from .sources import check_name
+
+    runnable, skipped = [], []
+    data_problem: dict[str, str | None] = {}
+    model_problem: dict[str, str | None] = {}
+    with _composer() as compose:
+        for model in cfg.suite.models:
+            for dataset in cfg.suite.datasets:
+                c = compose("eval", overrides=[f"model={model}", f"dataset={dataset}", *pair_overrides(cfg)])
+                if model not in model_problem:
+                    try:
+                        check_name(c.model.get("checkpoint") or c.model.name)
+                        model_problem[model] = None
+                    except (UserError, ValueError, FileNotFoundError) as e:
+                        model_problem[model] = f"model: {str(e).splitlines()[0]}"
+                if dataset not in data_problem:
+                    try:
+                        build_dataset(c.dataset)
+                        data_problem[dataset] = None
+                    except (UserError, ValueError, OSError) as e:
+                        data_problem[dataset] = f"data: {str(e).splitlines()[0]}"
+                reason = model_problem[model] or data_problem[dataset]
+                if reason:
+                    skipped.append({"model": model, "dataset": dataset, "reason": reason})
+                else:
+                    runnable.append((model, dataset))
+    return runnable, skipped
+
+
+def write_pair_group(folder: Path, pairs: list[tuple[str, str]]) -> list[str]:
+    """One config per pair in <folder>/pair/: Hydra sweeps this group like any other."""
+    group = folder / "pair"
+    group.mkdir(parents=True, exist_ok=True)
+    names = []
+    for i, (model, dataset) in enumerate(pairs):
+        name = f"p{i:04d}"
+        (group / f"{name}.yaml").write_text(f"# @package _global_\n# {model} x {dataset}\ndefaults:\n"
+                                             f"  - override /model: {model}\n  - override /dataset: {dataset}\n")
+        names.append(name)
+    return names
+
+
+def launch(cfg: DictConfig, pairs: list[tuple[str, str]]) -> int:
+    """One multirun over the pairs, through the chosen Hydra launcher; returns its exit code."""
+    launcher = cfg.get("launcher") or "basic"
+    if launcher not in LAUNCHERS:
+        raise ValueError(f"Unknown launcher {launcher!r}. Choose one of: {', '.join(LAUNCHERS)}")
     results = suite_results(cfg)
-    if not ran and not results.exists():
-        raise DatasetError(f"Suite {cfg.suite.name!r}: nothing could run. " + " | ".join(skipped))
-    return results
+    pairs_dir = results / ".pairs" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    names = write_pair_group(pairs_dir, pairs)
+    cmd = [sys.executable, "-m", "zeroshot", "suite-eval", "-m", f"+pair={','.join(names)}",
+           f"hydra.searchpath=[file://{pairs_dir.resolve()}]", *pair_overrides(cfg)]
+    if LAUNCHERS[launcher]:
+        cmd += [f"hydra/launcher={LAUNCHERS[launcher]}", *cfg.get("launcher_overrides", [])]
+    print(f"suite {cfg.suite.name}: launching {len(pairs)} jobs ({launcher} launcher)", flush=True)
+    return subprocess.run(cmd).returncode
+
+
+def evaluate_pair(cfg: DictConfig) -> dict:
+    """The suite's job: an eval whose failure is written down for the report instead of ending the multirun."""
+    from .evaluate import evaluate
+
+    try:
+        return evaluate(cfg)
+    except Exception as e:  # noqa: BLE001 - every failure of a job is a line of the report, whatever it is
+        folder = Path(cfg.results_dir) / ".failures"
+        folder.mkdir(parents=True, exist_ok=True)
+        record = {"model": cfg.model.name, "checkpoint": cfg.model.get("checkpoint"), "dataset": cfg.dataset.name,
+                  "reason": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+        (folder / f"{time.time_ns()}.json").write_text(json.dumps(record))
+        print(f"suite job failed: {record['dataset']} x {record['model']}: {record['reason']}", file=sys.stderr)
+        return {"failed": record}
+
+
+def run_suite(cfg: DictConfig) -> tuple[Path, list[dict]]:
+    """Check every pair, launch the runnable ones, and return (results directory, pairs not run with why)."""
+    runnable, skipped = check_pairs(cfg)
+    for s in skipped:
+        print(f"suite {cfg.suite.name}: skipping {s['model']} x {s['dataset']}: {s['reason']}")
+    results = suite_results(cfg)
+    if not runnable:
+        raise DatasetError(f"Suite {cfg.suite.name!r}: nothing can run. " + " | ".join(
+            f"{s['model']} x {s['dataset']}: {s['reason']}" for s in skipped[:5]))
+    failures_before = set((results / ".failures").glob("*.json")) if (results / ".failures").is_dir() else set()
+    code = launch(cfg, runnable)
+    failed = [json.loads(p.read_text()) for p in sorted((results / ".failures").glob("*.json")) if p not in failures_before] \
+        if (results / ".failures").is_dir() else []
+    for f in failed:
+        skipped.append({"model": f["model"], "dataset": f["dataset"], "reason": f"failed while running: {f['reason']}"})
+    if code != 0 and not failed:
+        skipped.append({"model": "*", "dataset": "*", "reason": f"the multirun exited with code {code}"})
+    print(f"suite {cfg.suite.name}: ran {len(runnable) - len(failed)} pairs; {len(skipped)} not run (listed in the report)")
+    (results / "suite_status.json").write_text(json.dumps({"suite": OmegaConf.to_container(cfg.suite, resolve=True),
+                                                           "ran": [list(p) for p in runnable], "not_run": skipped}, indent=1))
+    return results, skipped
