@@ -204,11 +204,13 @@ def test_imagenet_wnid_folders(tmp_path, tiny_checkpoint):
     """ImageNet val as 1000 class folders named by wnid, with OpenAI's names and the 7-template subset."""
     from PIL import Image
 
+    from zeroshot.imagenet_shifts import wnid_lists
+
     val = tmp_path / "imagenet" / "val"
     pixel = Image.new("RGB", (8, 8), (120, 30, 200))
-    for k in range(1000):
-        (val / f"n{k:08d}").mkdir(parents=True)
-        pixel.save(val / f"n{k:08d}" / "ILSVRC2012_val_0.png")
+    for wnid in wnid_lists()["imagenet"]:
+        (val / wnid).mkdir(parents=True)
+        pixel.save(val / wnid / "ILSVRC2012_val_0.png")
     m = evaluate(make_cfg(tmp_path, tiny_checkpoint, "dataset=imagenet", f"dataset.root={tmp_path / 'imagenet'}",
                           "prompts=imagenet_7", "batch_size=250"))
     assert m["n_classes"] == 1000 and m["n_templates"] == 7 and m["prompts"] == "imagenet_simple_7"
@@ -220,7 +222,7 @@ def test_imagenet_wnid_folders(tmp_path, tiny_checkpoint):
 
     from zeroshot.datasets import build_dataset
 
-    wnids = [f"n{k:08d}" for k in range(1000)]
+    wnids = wnid_lists()["imagenet"]
     torch.save(({w: (f"name {w}",) for w in wnids}, wnids), tmp_path / "imagenet" / "meta.bin")
     ds = build_dataset(OmegaConf.create({"name": "imagenet", "kind": "imagenet", "root": str(tmp_path / "imagenet"),
                                          "split": "test"}))

@@ -116,7 +116,8 @@ def test_text_cache_reuses_and_rejects(tmp_path, tiny_vit):
         del tiny_vit.encode_text
     assert calls == [1] and torch.allclose(again[:2], first.flip(0))
     assert TextCache(tmp_path, "sha-b").get(["a cat"]) == {}  # another checkpoint sees nothing
-    cache.path.write_bytes(b"garbage")
+    for path in cache.dir.glob("*.pt"):
+        path.write_bytes(b"garbage")
     assert TextCache(tmp_path, "sha-a").get(["a cat"]) == {}
 
 

@@ -67,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     problem = check_choices(argv)
     if problem:
         return _fail(command, problem)
+    if command not in ("eval", "suite-eval") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # these run in one process (prompts and probes work on cached features); N copies would do the work N times
+        return _fail(command, f"`zeroshot {command}` runs in one process: start it without torchrun (an `eval` under "
+                              "torchrun fills the feature cache it then reads)")
 
     import hydra
 

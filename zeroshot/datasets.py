@@ -119,12 +119,18 @@ def _idx_class(cls: type, root: Path, train: bool) -> tuple[type, Path]:
             continue
         for candidate in (source / cls.__name__ / "raw" / f"{name}.gz", source / name, source / f"{name}.gz"):
             if candidate.is_file():
+                import tempfile
+
                 raw.mkdir(parents=True, exist_ok=True)
-                tmp = raw / f".{name}.tmp"
+                fd, tmp = tempfile.mkstemp(dir=raw, prefix=f".{name}.", suffix=".tmp")  # unique per process
                 opener = gzip.open if candidate.suffix == ".gz" else open
-                with opener(candidate, "rb") as src, open(tmp, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-                tmp.replace(raw / name)
+                try:
+                    with opener(candidate, "rb") as src, os.fdopen(fd, "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+                    os.replace(tmp, raw / name)
+                finally:
+                    if os.path.exists(tmp):
+                        os.unlink(tmp)
                 break
 
     def _check_exists(self) -> bool:

@@ -1,9 +1,10 @@
 """Data-parallel evaluation under torchrun: torch.distributed with nccl on GPUs and gloo on CPUs.
 
-Outside torchrun (or with WORLD_SIZE=1) every helper here is the identity, so the single-process path
-is the same code. The dataset is split into contiguous runs of whole feature-cache chunks, one run per
-rank: every image is encoded exactly once, the cache chunks a rank writes are the ones a single process
-would write, and concatenating the gathered shards in rank order restores the dataset order.
+Outside torchrun (or with WORLD_SIZE=1) every helper here is the identity, so the single-process path is the
+same code. What the feature cache does not already hold is split into contiguous ranges, one per rank, whose
+sizes differ by at most one batch; every image is encoded exactly once. Ranges that end inside a cache chunk
+are written as pieces and merged into the chunk file a single process would write, so a later run (with any
+number of ranks) finds the whole cache, and a resumed run computes only what is missing, rebalanced.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Callable
 import torch
 import torch.distributed as tdist
 
-from .features import Features
+from .features import Features, compute, covered, extract_features, load_cached
 
 
 def initialized() -> bool:
@@ -58,6 +59,21 @@ def shutdown() -> None:
         tdist.destroy_process_group()
 
 
+def barrier() -> None:
+    if initialized():
+        tdist.barrier()
+
+
+def local_rank_zero_first(fn: Callable):
+    """Run `fn` on each node's local rank 0 first (a download or an unpack happens once), then on the others."""
+    if not initialized():
+        return fn()
+    first = int(os.environ.get("LOCAL_RANK", "0")) == 0
+    result = fn() if first else None
+    barrier()
+    return result if first else fn()
+
+
 def broadcast_object(obj):
     """Rank 0's value, on every rank."""
     if not initialized():
@@ -72,6 +88,30 @@ def shard_bounds(n_items: int, n_shards: int, shard: int) -> tuple[int, int]:
     return n_items * shard // n_shards, n_items * (shard + 1) // n_shards
 
 
+def balanced_ranges(n_items: int, n_shards: int, batch_size: int) -> list[tuple[int, int]]:
+    """Contiguous [start, stop) per shard whose sizes differ by at most one batch: whole batches are dealt out
+    as evenly as they go, and the last, short batch goes with the last range."""
+    n_batches = -(-n_items // batch_size)
+    bounds = [min(n_items, shard_bounds(n_batches, n_shards, r)[0] * batch_size) for r in range(n_shards)] + [n_items]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def assign(todo: list[int], n_shards: int, batch_size: int, chunk_size: int, mode: str = "balanced") -> list[list[int]]:
+    """Each rank's share of the positions still to encode. `balanced`: ranges at most one batch apart.
+    `chunks`: runs of whole cache chunks (the earlier scheme, kept to measure against)."""
+    if mode == "chunks":
+        chunks = sorted({p // chunk_size for p in todo})
+        out = []
+        for r in range(n_shards):
+            a, b = shard_bounds(len(chunks), n_shards, r)
+            mine = set(chunks[a:b])
+            out.append([p for p in todo if p // chunk_size in mine])
+        return out
+    if mode != "balanced":
+        raise ValueError(f"Unknown dist_shards {mode!r}. Choose one of: balanced, chunks")
+    return [todo[a:b] for a, b in balanced_ranges(len(todo), n_shards, batch_size)]
+
+
 def build_classifier_sharded(build: Callable[[list[str]], torch.Tensor], classnames: list[str]) -> torch.Tensor:
     """Each rank encodes the prompts of its share of the classes; the [D, C] result is all-gathered."""
     if not initialized():
@@ -83,24 +123,33 @@ def build_classifier_sharded(build: Callable[[list[str]], torch.Tensor], classna
     return torch.cat([p for p in parts if p is not None], dim=1)  # [D, C] in class order
 
 
-def extract_features_sharded(extract: Callable[[list[int]], Features], n_images: int, chunk_size: int) -> Features | None:
-    """Each rank extracts whole chunks of the dataset; rank 0 gets all features in dataset order, others None."""
+def extract_features_sharded(model, dataset, cache, batch_size: int, num_workers: int, device, chunk_size: int,
+                             progress: bool = False, mode: str = "balanced") -> Features | None:
+    """All of the dataset's features on rank 0 (None on the other ranks), each image encoded exactly once."""
     if not initialized():
-        return extract(list(range(n_images)))
-    n_chunks = -(-n_images // chunk_size)
-    first, last = shard_bounds(n_chunks, world_size(), rank())
-    positions = list(range(first * chunk_size, min(last * chunk_size, n_images)))
-    mine = extract(positions)
-    gathered: list = [None] * world_size() if is_main() else None
-    tdist.gather_object(mine, gathered, dst=0)
+        return extract_features(model, dataset, batch_size, num_workers, device, cache, None, progress, chunk_size)
+    n, dim = len(dataset), model.embed_dim
+    if cache and is_main():
+        cache.write_meta()
+    barrier()
+    found = broadcast_object(covered(cache, n))  # one view of the cache for all ranks
+    have = {p for (a, b) in found for p in range(a, b)}
+    todo = [p for p in range(n) if p not in have]
+    mine = assign(todo, world_size(), batch_size, chunk_size, mode)[rank()]
+    fresh, wait, spent = compute(model, dataset, mine, batch_size, num_workers, device, cache, chunk_size, n,
+                                 n - len(todo), progress and is_main())
+    gathered: list | None = [None] * world_size() if is_main() else None
+    tdist.gather_object((fresh, wait, spent), gathered, dst=0)
     if not is_main():
         return None
-    return Features(
-        features=torch.cat([g.features for g in gathered]),
-        labels=torch.cat([g.labels for g in gathered]),
-        indices=torch.cat([g.indices for g in gathered]),
-        skipped=sum(g.skipped for g in gathered),
-        from_cache=sum(g.from_cache for g in gathered),
-        data_wait_s=max(g.data_wait_s for g in gathered),
-        compute_s=max(g.compute_s for g in gathered),
-    )
+    entries = [e for part, _, _ in gathered for e in part]
+    cached = load_cached(cache, found, set(range(n)), dim) if cache else []
+    done = {p for e in cached + entries for p in range(e["start"], e["stop"])}
+    missing = [p for p in range(n) if p not in done]  # a cached entry found corrupt on reading: recompute it here
+    if missing:
+        extra, _, _ = compute(model, dataset, missing, batch_size, num_workers, device, cache, chunk_size)
+        entries += extra
+    if cache:
+        cache.merge(cached + entries, n)
+    return Features.join(cached + entries, dim, from_cache=len(have), data_wait_s=max(g[1] for g in gathered),
+                         compute_s=max(g[2] for g in gathered))

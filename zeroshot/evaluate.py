@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from . import distributed as dist
 from .classifier import build_classifier, logits as score
 from .datasets import DatasetError, EvalDataset, build_dataset
-from .features import Features, ImageFeatureCache, TextCache, extract_features, model_key
+from .features import Features, ImageFeatureCache, TextCache, model_key
 from .metrics import benchmark_metrics, classification_metrics, topk_predictions
 from .pretrained import default_cache_dir, load_model, resolve_precision
 from .sources import check_name
@@ -146,10 +146,11 @@ def prepare(cfg: DictConfig) -> Setup:
     precision = resolve_precision(cfg.get("precision"), device)
     # Inputs are checked first, so a bad name, template or data path fails before any download or encoding.
     check_name(cfg.model.get("checkpoint") or cfg.model.name)
-    dataset = build_dataset(cfg.dataset, None, cfg.get("skip_bad_images", False))
+    # under torchrun a download or an unpack happens once per node (local rank 0), while the others wait
+    dataset = dist.local_rank_zero_first(lambda: build_dataset(cfg.dataset, None, cfg.get("skip_bad_images", False)))
     pset = resolve_prompts(cfg, dataset)
     classnames = resolve_classnames(cfg, pset, dataset)
-    model = load_configured_model(cfg.model, device, precision, cfg.get("cache_dir"))
+    model = dist.local_rank_zero_first(lambda: load_configured_model(cfg.model, device, precision, cfg.get("cache_dir")))
     dataset.transform = model.transform
     return Setup(model, dataset, pset, classnames, device, precision, cache_root(cfg))
 
@@ -170,13 +171,8 @@ def image_features(cfg: DictConfig, s: Setup, progress: bool = True) -> Features
     cache = None
     if s.cache_root is not None:
         cache = ImageFeatureCache(s.cache_root, feature_key(s.model, s.dataset, cfg.dataset.get("split", "test")), chunk_size)
-    feats = dist.extract_features_sharded(
-        lambda positions: extract_features(
-            s.model, s.dataset, cfg.batch_size, resolve_workers(cfg.num_workers), s.device, cache, positions, progress, chunk_size
-        ),
-        len(s.dataset),
-        chunk_size,
-    )
+    feats = dist.extract_features_sharded(s.model, s.dataset, cache, cfg.batch_size, resolve_workers(cfg.num_workers),
+                                          s.device, chunk_size, progress, cfg.get("dist_shards", "balanced"))
     if feats is not None and len(feats.labels) == 0:
         raise DatasetError(f"No readable images in dataset {cfg.dataset.name!r} ({feats.skipped} skipped as unreadable)")
     return feats

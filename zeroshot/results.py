@@ -23,16 +23,24 @@ def make_run_dir(base: str | Path) -> Path:
 
     `mkdir(exist_ok=False)` is the lock: two processes can never be handed the same directory.
     """
+    from .errors import UserError
+
     base = Path(base)
-    base.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    for n in range(10_000):
-        path = base / (stamp if n == 0 else f"{stamp}-{n}")
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            continue
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        for n in range(10_000):
+            path = base / (stamp if n == 0 else f"{stamp}-{n}")
+            try:
+                path.mkdir()
+                return path
+            except FileExistsError:
+                continue
+    except OSError as e:
+        from .features import unwritable_reason
+
+        raise UserError(f"the results folder {base} cannot be written ({unwritable_reason(e)}): set results_dir=DIR "
+                        "to a folder you can write") from None
     raise RuntimeError(f"Could not create a fresh run directory under {base}")
 
 
