@@ -13,7 +13,7 @@ from common import SHARED, imagenet_prompts, interleaved, open_clip_model, rel, 
 
 
 def _bf16(model):
-    from zeroshot.model import convert_weights
+    from zeroshot.precision import convert_weights
 
     return convert_weights(copy.deepcopy(model), torch.bfloat16)
 

@@ -24,6 +24,7 @@ import torch  # noqa: E402
 
 import precision  # noqa: E402
 import provenance  # noqa: E402
+import scale  # noqa: E402
 import speed  # noqa: E402
 import startup  # noqa: E402
 import zoo  # noqa: E402
@@ -31,11 +32,11 @@ from common import ROWS  # noqa: E402
 
 SECTIONS = {"image": speed.bench_image, "text": speed.bench_text, "eval": speed.bench_eval, "memory": speed.bench_memory,
             "cache": speed.bench_cache, "fingerprint": provenance.bench_fingerprint, "zoo": zoo.bench_zoo,
-            "bf16": precision.bench_bf16, "startup": startup.bench_startup}
+            "bf16": precision.bench_bf16, "startup": startup.bench_startup, "shards": scale.bench_shards}
 
 
 def cpu_flags() -> str:
-    from zeroshot.pretrained import _cpu_flags
+    from zeroshot.precision import _cpu_flags
 
     flags = _cpu_flags()
     return " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_fp16", "amx_fp16") if f in flags)

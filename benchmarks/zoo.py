@@ -51,4 +51,3 @@ def bench_zoo(args):
         cos = torch.nn.functional.cosine_similarity(w_ref.t(), w_ours.t(), dim=-1).min().item()
         row("zoo", f"{name} (GELU) build_classifier {len(classes)} classes x {len(templates)} templates", n / t_ours, n / t_ref,
             "open_clip", "prompts/s", rel(w_ours, w_ref), f"min cosine {cos:.7f}")
-        del ref, ours

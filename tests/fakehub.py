@@ -16,7 +16,7 @@ class Hub(http.server.BaseHTTPRequestHandler):
         if parts and parts[0] == "datasets":  # dataset repos live under /datasets/; keyed here as "datasets/org/name"
             prefix, parts = "datasets/", parts[1:]
         if len(parts) >= 5 and parts[2] == "resolve":
-            repo, rev, name = prefix + "/".join(parts[:2]), parts[3], "/".join(parts[4:])
+            repo, _revision, name = prefix + "/".join(parts[:2]), parts[3], "/".join(parts[4:])
             files = self.repos.get(repo)
             if files is None:
                 return self._err(404, "RepoNotFound", body)

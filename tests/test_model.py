@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from zeroshot.architecture import architecture_name, build_config, build_model
-from zeroshot.model import ARCHITECTURES, CLIP
+from zeroshot.architecture import ARCHITECTURES
+from zeroshot.model import CLIP
 from conftest import random_model, randomize_batchnorm
 
 PROMPTS = ["a photo of a dog.", "a blurry photo of a large red car parked by the sea.", "x"]
@@ -144,7 +145,8 @@ def test_every_open_clip_family_config_is_our_code():
 def test_half_precision_converts_exactly_what_clip_load_converts(openai_clip):
     """fp16 as OpenAI's convert_weights: conv/linear weights and biases, attention projections, text_projection and
     proj in half; LayerNorm, BatchNorm, embeddings and logit_scale in fp32. Parity in fp16 where fp16 runs."""
-    from zeroshot.model import CLIPConfig, convert_weights
+    from zeroshot.model import CLIPConfig
+    from zeroshot.precision import convert_weights
 
     for c in (CLIPConfig(embed_dim=64, image_resolution=64, vision_layers=2, vision_width=128, vision_patch_size=16,
                          transformer_width=128, transformer_heads=2, transformer_layers=2),
@@ -174,7 +176,7 @@ def test_half_precision_converts_exactly_what_clip_load_converts(openai_clip):
 def _half_cosines(model, precision, n_px, n_images=1):
     """Min cosine between fp32 features and the same model converted as clip.load converts (CUDA if present)."""
     from zeroshot import tokenize
-    from zeroshot.model import convert_weights
+    from zeroshot.precision import convert_weights
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     half = convert_weights(copy.deepcopy(model), {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]).to(device)
@@ -203,7 +205,7 @@ def test_half_precision_features_stay_close_to_fp32(precision):
 def test_bf16_full_architectures(name):
     """The full architectures, where bf16 is native (CUDA, or a CPU with AVX512-BF16/AMX); emulated bf16 runs
     several times slower than fp32 and is skipped."""
-    from zeroshot.pretrained import native_cpu_precision
+    from zeroshot.precision import native_cpu_precision
 
     if not torch.cuda.is_available() and not native_cpu_precision("bf16"):
         pytest.skip("no native bf16 here (no CUDA, no avx512_bf16/amx_bf16): emulated bf16 is ~7x slower than fp32")

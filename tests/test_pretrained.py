@@ -153,14 +153,16 @@ def test_precision_rules(monkeypatch, capsys):
     with pytest.raises(ValueError, match="fp32, fp16, bf16"):
         pretrained.resolve_precision("int8", cpu)
     # bf16 on a CPU: allowed where the CPU has it natively, a clear stop where it would be emulated
-    monkeypatch.setattr(pretrained, "_cpu_flags", lambda: {"avx2"})
+    from zeroshot import precision
+
+    monkeypatch.setattr(precision, "_cpu_flags", lambda: {"avx2"})
     with pytest.raises(ValueError, match="precision=bf16 on this CPU would be emulated .*avx512_bf16 or amx_bf16"):
         pretrained.resolve_precision("bf16", cpu)
     with pytest.raises(ValueError, match="avx512_fp16"):
         pretrained.resolve_precision("fp16", cpu)
-    monkeypatch.setattr(pretrained, "_cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    monkeypatch.setattr(precision, "_cpu_flags", lambda: {"avx2", "avx512_bf16"})
     assert pretrained.resolve_precision("bf16", cpu) == "bf16"
-    monkeypatch.setattr(pretrained, "_cpu_flags", lambda: {"amx_bf16"})
+    monkeypatch.setattr(precision, "_cpu_flags", lambda: {"amx_bf16"})
     assert pretrained.resolve_precision("bf16", cpu) == "bf16"
 
 

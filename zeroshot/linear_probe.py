@@ -10,7 +10,6 @@ import copy
 import dataclasses
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

@@ -59,24 +59,6 @@ class CLIPConfig:
         return (self.vision_width if self.is_vit else self.vision_width * 32) // self.vision_head_width
 
 
-def _text(width: int, heads: int) -> dict:
-    return dict(transformer_width=width, transformer_heads=heads, transformer_layers=12)
-
-
-# The nine released OpenAI architectures (QuickGELU, 64-dim heads).
-ARCHITECTURES: dict[str, CLIPConfig] = {
-    "RN50": CLIPConfig(1024, 224, (3, 4, 6, 3), 64, None, **_text(512, 8)),
-    "RN101": CLIPConfig(512, 224, (3, 4, 23, 3), 64, None, **_text(512, 8)),
-    "RN50x4": CLIPConfig(640, 288, (4, 6, 10, 6), 80, None, **_text(640, 10)),
-    "RN50x16": CLIPConfig(768, 384, (6, 8, 18, 8), 96, None, **_text(768, 12)),
-    "RN50x64": CLIPConfig(1024, 448, (3, 15, 36, 10), 128, None, **_text(1024, 16)),
-    "ViT-B/32": CLIPConfig(512, 224, 12, 768, 32, **_text(512, 8)),
-    "ViT-B/16": CLIPConfig(512, 224, 12, 768, 16, **_text(512, 8)),
-    "ViT-L/14": CLIPConfig(768, 224, 24, 1024, 14, **_text(768, 12)),
-    "ViT-L/14@336px": CLIPConfig(768, 336, 24, 1024, 14, **_text(768, 12)),
-}
-
-
 class LayerNorm(nn.LayerNorm):
     """LayerNorm that always normalizes in fp32, so fp16/bf16 models keep OpenAI's numerics."""
 
@@ -441,23 +423,3 @@ class CLIP(nn.Module):
         if self.logit_bias is not None:
             logits_per_image = logits_per_image + self.logit_bias
         return logits_per_image, logits_per_image.t()
-
-
-# Parameters that OpenAI's convert_weights casts to half precision: conv and linear weights and biases,
-# the attention projections and the two output projections. LayerNorm, BatchNorm, the embeddings,
-# LayerScale, logit_scale and logit_bias stay fp32.
-_HALF_PARAMS = ("in_proj_weight", "in_proj_bias", "text_projection", "text_projection_bias", "proj")
-
-
-def convert_weights(model: nn.Module, dtype: torch.dtype) -> nn.Module:
-    """Cast what `clip.model.convert_weights` casts (to fp16, or here to any dtype), and nothing else."""
-    for m in model.modules():
-        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
-            m.weight.data = m.weight.data.to(dtype)
-            if m.bias is not None:
-                m.bias.data = m.bias.data.to(dtype)
-        for name in _HALF_PARAMS:
-            p = getattr(m, name, None)
-            if isinstance(p, nn.Parameter):
-                p.data = p.data.to(dtype)
-    return model

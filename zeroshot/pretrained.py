@@ -16,15 +16,13 @@ from .architecture import (ArchitectureError, architecture_name, base_name, buil
                            hf_fields, load_weights)
 from .checkpoint import CheckpointError, from_transformers, read_file, to_openai_layout
 from .download import default_cache_dir, file_sha256
-from .model import convert_weights
+from .precision import DTYPES, PRECISIONS, convert_weights, resolve_precision
 from .sources import MODELS, OPENAI_PREPROCESS, OPENAI_SHA256, Source, available_models, canonical_name, resolve
 from .transforms import Preprocess, image_transform
 
 __all__ = ["load", "load_model", "available_models", "canonical_name", "MODELS", "CheckpointError",
            "default_cache_dir", "resolve_precision", "PRECISIONS"]
 
-PRECISIONS = ("fp32", "fp16", "bf16")
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 ACTIVATIONS = ("quick_gelu", "gelu", "gelu_tanh")
 
 
@@ -49,45 +47,6 @@ class Identity:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-# Native half-precision matmul on x86 CPUs; elsewhere half precision is emulated and slower than fp32.
-NATIVE_CPU_FLAGS = {"bf16": ("avx512_bf16", "amx_bf16"), "fp16": ("avx512_fp16", "amx_fp16")}
-
-
-def native_cpu_precision(precision: str) -> bool:
-    flags = _cpu_flags()
-    return any(f in flags for f in NATIVE_CPU_FLAGS[precision])
-
-
-def resolve_precision(precision: str | None, device: torch.device) -> str:
-    """auto: fp16 on CUDA (as clip.load), fp32 on the CPU (the exact result is the default there).
-
-    bf16 (or fp16) on a CPU runs where the CPU multiplies it natively (AVX512-BF16 or AMX; AVX512-FP16 or AMX-FP16),
-    about twice the fp32 rate. Elsewhere torch emulates it: on an AVX2 EPYC ViT-B/32 encoded 1.7 img/s in bf16
-    against 11.9 in fp32, so the run stops and says so rather than run 7x slower.
-    """
-    if precision in (None, "auto"):
-        return "fp16" if device.type == "cuda" else "fp32"
-    if precision not in PRECISIONS:
-        raise ValueError(f"Unknown precision {precision!r}. Choose one of: auto, {', '.join(PRECISIONS)}")
-    if precision != "fp32" and device.type == "cpu" and not native_cpu_precision(precision):
-        need = " or ".join(NATIVE_CPU_FLAGS[precision])
-        raise ValueError(f"precision={precision} on this CPU would be emulated (no {need} in /proc/cpuinfo): about 7x "
-                         "slower than fp32 for ViT-B/32 (see benchmarks/README.md). Use precision=fp32 here, or a CPU with "
-                         f"native {precision}, or a GPU.")
-    return precision
 
 
 def _note(message: str) -> None:
@@ -194,7 +153,7 @@ def load_model(
     model.precision = precision
     model.requires_grad_(False).to(device=device)
     if precision != "fp32":
-        convert_weights(model, _DTYPES[precision])
+        convert_weights(model, DTYPES[precision])
     return model.eval()
 
 
