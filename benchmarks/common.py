@@ -144,3 +144,22 @@ def tiny_checkpoint(folder: Path) -> Path:
                      transformer_width=64, transformer_heads=1, transformer_layers=1)
     torch.save(CLIP(cfg).state_dict(), path)
     return path
+
+
+def classifier_side_by_side(ref, ours, tokenizer, classes, templates) -> tuple[float, float, float, float]:
+    """build_classifier against open_clip's build_zero_shot_classifier on the same prompts, once each:
+    (our prompts/s, open_clip's prompts/s, max relative difference, min cosine)."""
+    from open_clip.zero_shot_classifier import build_zero_shot_classifier
+
+    from zeroshot import build_classifier
+
+    n = len(classes) * len(templates)
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        w_ref = build_zero_shot_classifier(ref, tokenizer, classes, templates, num_classes_per_batch=2)
+        t_ref = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        w_ours = build_classifier(ours, classes, templates)
+        t_ours = time.perf_counter() - t0
+    cos = torch.nn.functional.cosine_similarity(w_ref.t(), w_ours.t(), dim=-1).min().item()
+    return n / t_ours, n / t_ref, rel(w_ours, w_ref), cos

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from common import (REPO, hf_vision_from_openai, imagenet_prompts, interleaved, matmul_peak, open_clip_model, rel, row,
+from common import (REPO, classifier_side_by_side, hf_vision_from_openai, imagenet_prompts, interleaved, matmul_peak,
+                    open_clip_model, rel, row,
                     run_eval, save_random_checkpoint, subset_csv, tiny_checkpoint)
-from zeroshot import build_classifier
 from zeroshot.architecture import build_model
 
 
@@ -46,22 +46,13 @@ def bench_image(args):
 
 def bench_text(args):
     from open_clip import get_tokenizer
-    from open_clip.zero_shot_classifier import build_zero_shot_classifier
 
     ref = open_clip_model("ViT-B-32-quickgelu")
     ours = build_model(ref.state_dict()).requires_grad_(False)
     classes, templates = imagenet_prompts(4 if args.quick else 10)
-    n = len(classes) * len(templates)
-    with torch.inference_mode():
-        t0 = time.perf_counter()
-        w_ref = build_zero_shot_classifier(ref, get_tokenizer("ViT-B-32"), classes, templates, num_classes_per_batch=2)
-        t_ref = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        w_ours = build_classifier(ours, classes, templates)
-        t_ours = time.perf_counter() - t0
-    cos = torch.nn.functional.cosine_similarity(w_ref.t(), w_ours.t(), dim=-1).min().item()
-    row("text", f"build_classifier {len(classes)} ImageNet classes x {len(templates)} templates", n / t_ours, n / t_ref,
-        "open_clip", "prompts/s", rel(w_ours, w_ref), f"min cosine {cos:.7f}")
+    ours_rate, ref_rate, diff, cos = classifier_side_by_side(ref, ours, get_tokenizer("ViT-B-32"), classes, templates)
+    row("text", f"build_classifier {len(classes)} ImageNet classes x {len(templates)} templates", ours_rate, ref_rate,
+        "open_clip", "prompts/s", diff, f"min cosine {cos:.7f}")
     # with repeats: several prompt sets share templates and classes, so prompts repeat across runs
     with torch.inference_mode():
         plain = lambda: ours.encode_text(__import__("zeroshot").tokenize(["a photo of a dog."] * 256))  # noqa: E731

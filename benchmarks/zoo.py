@@ -3,12 +3,11 @@ loaded into zeroshot from open_clip's state dict, text (build_classifier) and im
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-from common import imagenet_prompts, interleaved, open_clip_model, rel, row
+from common import classifier_side_by_side, imagenet_prompts, interleaved, open_clip_model, rel, row
 
 
 def _pair(name: str):
@@ -24,9 +23,6 @@ def _pair(name: str):
 
 def bench_zoo(args):
     from open_clip import get_tokenizer
-    from open_clip.zero_shot_classifier import build_zero_shot_classifier
-
-    from zeroshot import build_classifier
 
     for name, batch, (n_cls, n_tpl) in (("ViT-B-16", 32, (10, 80)), ("ViT-H-14", 4, (4, 20))):
         if args.quick:
@@ -40,14 +36,6 @@ def bench_zoo(args):
         row("zoo", f"{name} (GELU) encode_image bs={batch}", batch / t["ours"], batch / t["open_clip"], "open_clip", "img/s", rel(a, b))
         classes, templates = imagenet_prompts(n_cls)
         templates = templates[:n_tpl]
-        n = len(classes) * len(templates)
-        with torch.inference_mode():
-            t0 = time.perf_counter()
-            w_ref = build_zero_shot_classifier(ref, get_tokenizer(name), classes, templates, num_classes_per_batch=2)
-            t_ref = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            w_ours = build_classifier(ours, classes, templates)
-            t_ours = time.perf_counter() - t0
-        cos = torch.nn.functional.cosine_similarity(w_ref.t(), w_ours.t(), dim=-1).min().item()
-        row("zoo", f"{name} (GELU) build_classifier {len(classes)} classes x {len(templates)} templates", n / t_ours, n / t_ref,
-            "open_clip", "prompts/s", rel(w_ours, w_ref), f"min cosine {cos:.7f}")
+        ours_rate, ref_rate, diff, cos = classifier_side_by_side(ref, ours, get_tokenizer(name), classes, templates)
+        row("zoo", f"{name} (GELU) build_classifier {len(classes)} classes x {len(templates)} templates", ours_rate,
+            ref_rate, "open_clip", "prompts/s", diff, f"min cosine {cos:.7f}")

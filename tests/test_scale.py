@@ -186,3 +186,23 @@ def test_prompts_and_probe_refuse_torchrun(tmp_path):
                            capture_output=True, text=True, cwd=REPO, timeout=300,
                            env={**os.environ, "WORLD_SIZE": "2", "RANK": "0"})
         assert r.returncode == 1 and "without torchrun" in r.stderr
+
+
+def test_two_evals_at_once_over_one_cache(tmp_path, tiny_checkpoint):
+    """Both succeed (each writes whole files under unique temp names), and a third run finds everything cached."""
+    data = write_imagefolder(tmp_path / "imgs", ["ant", "bee"], per_class=10)
+    common = [sys.executable, "-m", "zeroshot", "eval", f"model.checkpoint={tiny_checkpoint}", "dataset=imagefolder",
+              f"dataset.root={data}", f"cache_dir={tmp_path / 'cache'}", "num_workers=0", "progress=false", "batch_size=2",
+              "chunk_size=4", 'prompts.templates=["a photo of a {}.","a {}."]']
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([*common, f"results_dir={tmp_path / f'r{i}'}"], cwd=REPO, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-1500:] for o in outs]
+    third = subprocess.run([*common, f"results_dir={tmp_path / 'r3'}"], capture_output=True, text=True, cwd=REPO,
+                           env=env, timeout=600)
+    assert third.returncode == 0, third.stderr[-2000:]
+    tops = [json.loads(next((tmp_path / f"r{i}").rglob("metrics.json")).read_text()) for i in (0, 1, 3)]
+    assert tops[2]["images_from_cache"] == 20 and len({m["top1"] for m in tops}) == 1
+    leftovers = [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.name.startswith(".")]
+    assert leftovers == []

@@ -163,14 +163,18 @@ def test_transformers_clipmodel_folder(tmp_path, act):
     assert ours.identity.source == "transformers_folder" and ours.identity.activation == act
     assert ours.config.vision_heads == 3 and ours.preprocess_spec.size == 32
     text = zeroshot.tokenize(PROMPTS)
-    torch.manual_seed(1)
-    images = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        ri = hf.get_image_features(pixel_values=images)
-        rt = hf.get_text_features(input_ids=text)
-        ri, rt = getattr(ri, "pooler_output", ri), getattr(rt, "pooler_output", rt)
-        oi, ot = ours.encode_image(images), ours.encode_text(text)
+    (ri, rt), (oi, ot) = hf_and_ours(hf, ours, text)
     assert rel_err(ri, oi) < 1e-4 and rel_err(rt, ot) < 1e-4
+
+
+def hf_and_ours(hf, ours, ids, n_px=32):
+    """transformers' get_image_features/get_text_features and ours, on the same random images and token ids."""
+    torch.manual_seed(1)
+    images = torch.randn(2, 3, n_px, n_px)
+    with torch.no_grad():
+        ri, rt = hf.get_image_features(pixel_values=images), hf.get_text_features(input_ids=ids)
+        ri, rt = getattr(ri, "pooler_output", ri), getattr(rt, "pooler_output", rt)
+        return (ri, rt), (ours.encode_image(images), ours.encode_text(ids))
 
 
 # ---------------------------------------------------------------------- backends
@@ -218,13 +222,8 @@ def test_transformers_siglip_through_the_backend(tmp_path):
     assert ours.identity.backend == "transformers" and "siglip" in ours.identity.architecture
     ids = ours.tokenize(["a photo of a cat.", "dog"])
     assert ids.shape == (2, 16)  # padded to max_length, as SigLIP was trained
-    torch.manual_seed(1)
-    images = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        ri = hf.get_image_features(pixel_values=images)
-        rt = hf.get_text_features(input_ids=ids)
-        ri, rt = getattr(ri, "pooler_output", ri), getattr(rt, "pooler_output", rt)
-        assert rel_err(ri, ours.encode_image(images)) < 1e-5 and rel_err(rt, ours.encode_text(ids)) < 1e-5
+    (ri, rt), (oi, ot) = hf_and_ours(hf, ours, ids)
+    assert rel_err(ri, oi) < 1e-5 and rel_err(rt, ot) < 1e-5
 
 
 # ---------------------------------------------------------------------- end to end and the report
