@@ -42,10 +42,11 @@ def print_models(args: list[str]) -> int:
     needle = " ".join(args).lower()
     table = [r for r in rows() if needle in " ".join(r).lower()]
     width = max((len(r[0]) for r in table), default=10)
+    runs = max((len(r[2]) for r in table), default=7)
     try:
-        print(f"{'name':<{width}}  {'activation':<10}  {'runs on':<17}  weights")
+        print(f"{'name':<{width}}  {'activation':<10}  {'runs on':<{runs}}  weights")
         for name, act, runner, where in table:
-            print(f"{name:<{width}}  {act:<10}  {runner:<17}  {where}")
+            print(f"{name:<{width}}  {act:<10}  {runner:<{runs}}  {where}")
     except BrokenPipeError:  # `zeroshot models | head`
         sys.stderr.close()
         return 0
