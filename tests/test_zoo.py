@@ -374,3 +374,12 @@ def test_eval_and_prompts_through_a_backend(tmp_path):
     z = np.load(Path(m["run_dir"]) / "logits.npz")
     assert z["logits"].shape == (6, 3)
     assert s["images_from_cache"] == 6  # the eval filled the feature cache for the same weights and images
+
+
+def test_a_transformers_folder_of_another_kind_says_what_it_holds(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    folder = tmp_path / "bert"
+    transformers.BertModel(transformers.BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                                   intermediate_size=64, vocab_size=100)).save_pretrained(folder)
+    with pytest.raises(Exception, match="BertModel \\(model_type 'bert'\\), not an image-text model"):
+        zeroshot.pretrained.load_model(folder)

@@ -103,8 +103,15 @@ class HFTokenize:
 def _transformers(src, device: torch.device, precision: str) -> BackendModel:
     transformers = _import("transformers", "transformers")
     folder = src.folder
-    model = transformers.AutoModel.from_pretrained(str(folder), dtype=_PRECISION_DTYPES[precision]).to(device).eval()
-    kind = model.config.model_type
+    kind = (src.hf_config or {}).get("model_type", "?")
+    try:
+        model = transformers.AutoModel.from_pretrained(str(folder), dtype=_PRECISION_DTYPES[precision]).to(device).eval()
+    except (ValueError, OSError, KeyError) as e:
+        raise CheckpointError(f"{src.label}: transformers could not build its {kind!r} model ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:200]})") from None
+    if not (hasattr(model, "get_image_features") and hasattr(model, "get_text_features")):
+        raise CheckpointError(f"{src.label} holds a transformers {type(model).__name__} (model_type {kind!r}), not an "
+                              "image-text model with get_image_features/get_text_features (CLIP, SigLIP, ALIGN, ...)")
     # SigLIP was trained on text padded to max_length with no attention mask; padding any other way is the
     # known cause of "SigLIP scores several points below the paper"
     siglip = kind.startswith("siglip")
