@@ -12,7 +12,7 @@ from .errors import ArchitectureError  # noqa: F401  (re-exported)
 
 import functools
 import json
-from dataclasses import asdict, fields
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -290,9 +290,3 @@ def load_weights(model: CLIP, state_dict: dict[str, torch.Tensor], where: str = 
     if meta and not model.config.is_vit:  # assigned tensors keep their own layout; the ResNet runs channels_last
         model.visual.to(memory_format=torch.channels_last)
     return model.eval()
-
-
-def config_dict(c: CLIPConfig) -> dict:
-    d = asdict(c)
-    d["vision_layers"] = list(d["vision_layers"]) if isinstance(d["vision_layers"], tuple) else d["vision_layers"]
-    return d

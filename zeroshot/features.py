@@ -168,10 +168,6 @@ class ImageFeatureCache:
             return None
         return entry
 
-    def read_chunk(self, i: int, start: int, stop: int, dim: int) -> dict | None:
-        path = self.chunk_path(i)
-        return self.read(path, start, stop, dim) if path.exists() else None
-
     def save(self, entry: dict, n_images: int) -> None:
         self.writer.write(lambda: atomic_save(entry, self.path_for(entry["start"], entry["stop"], n_images)))
 
