@@ -383,3 +383,27 @@ def test_a_transformers_folder_of_another_kind_says_what_it_holds(tmp_path):
                                                    intermediate_size=64, vocab_size=100)).save_pretrained(folder)
     with pytest.raises(Exception, match="BertModel \\(model_type 'bert'\\), not an image-text model"):
         zeroshot.pretrained.load_model(folder)
+
+
+@pytest.mark.parametrize("text_cfg", [
+    {"pool_type": "eos", "eos_id": 2},  # MetaCLIP 2's worldwide towers read the first end-of-sequence id
+    {"pool_type": "first"},
+    {"pool_type": "last", "no_causal_mask": True},  # CLIPA's bidirectional text
+    {"pool_type": "argmax", "ls_init_value": 0.1, "mlp_ratio": 3.0},
+], ids=["eos", "first", "last-bidirectional", "argmax-layerscale"])
+def test_every_text_pooling_with_the_fast_paths(open_clip, tmp_path, text_cfg):
+    """Each readout keeps the trimmed batch and the readout-only last block exact (small widths, random ids with
+    the end-of-sequence id placed at different positions)."""
+    cfg = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8,
+                                          "pool_type": "avg", "final_ln_after_pool": True, "no_ln_pre": True},
+           "text_cfg": {"context_length": 20, "vocab_size": 500, "width": 64, "heads": 2, "layers": 3, **text_cfg}}
+    ref = openclip_model(open_clip, cfg)
+    ours = zeroshot.pretrained.load_model(save_openclip_folder(ref, cfg, tmp_path / "m"))
+    torch.manual_seed(5)
+    ids = torch.randint(3, 400, (4, 20))
+    for row, end in enumerate((5, 9, 19, 12)):
+        ids[row, end] = 2 if text_cfg.get("pool_type") == "eos" else 499  # the readout token
+        ids[row, end + 1:] = 0  # padding
+    assert_parity(ref, ours, 32, ids)
+    with pytest.raises(Exception, match="500-token vocabulary, not CLIP's BPE"):  # no tokenizer named: said when needed
+        ours.tokenize(["a photo of a cat."])

@@ -173,8 +173,10 @@ def _tokenizer(src: Source, config):
         return LazyTokenizer(lambda: _import("open_clip", "open_clip").get_tokenizer(name),
                              f"{text_cfg['hf_tokenizer_name']} (open_clip's get_tokenizer({name!r}))")
     if config.vocab_size != 49408:
-        raise CheckpointError(f"{src.label}: its text tower has a {config.vocab_size}-token vocabulary, not CLIP's BPE, and "
-                              "no config names its tokenizer; load it with its open_clip config (the model folder, or ARCH/TAG)")
+        from .tokenizer import NoTokenizer
+
+        return NoTokenizer(f"{src.label}: its text tower has a {config.vocab_size}-token vocabulary, not CLIP's BPE, and no "
+                           "config names its tokenizer; load it with its open_clip config (the model folder, or ARCH/TAG)")
     return partial(tokenize, context_length=config.context_length)
 
 

@@ -147,3 +147,18 @@ class LazyTokenizer:
 
     def __repr__(self) -> str:
         return f"LazyTokenizer({self.what})"
+
+
+class NoTokenizer:
+    """For a text tower whose tokenizer nothing names: the model still encodes token ids; prompts need the tokenizer."""
+
+    def __init__(self, why: str):
+        self.why = why
+
+    def __call__(self, texts) -> torch.Tensor:
+        from .errors import CheckpointError
+
+        raise CheckpointError(self.why)
+
+    def __repr__(self) -> str:
+        return "NoTokenizer()"
