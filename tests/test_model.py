@@ -203,10 +203,7 @@ def test_half_precision_features_stay_close_to_fp32(precision):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["ViT-B/32", "RN50"])
 def test_bf16_full_architectures(name):
-    """The full architectures, where bf16 is native (CUDA, or a CPU with AVX512-BF16/AMX); emulated bf16 runs
-    several times slower than fp32 and is skipped."""
-    from zeroshot.precision import native_cpu_precision
-
-    if not torch.cuda.is_available() and not native_cpu_precision("bf16"):
-        pytest.skip("no native bf16 here (no CUDA, no avx512_bf16/amx_bf16): emulated bf16 is ~7x slower than fp32")
+    """The full architectures in bf16: cosine to fp32 >= 0.999. Where bf16 is not native (no CUDA, no
+    AVX512-BF16/AMX) torch emulates it (several times slower; weights and activations are still rounded to bf16), so a
+    few images still check the numerics here."""
     assert min(_half_cosines(random_model(ARCHITECTURES[name]), "bf16", 224, n_images=4)) > 0.999
