@@ -26,6 +26,11 @@ def _fail(command: str, message: str) -> int:
     return 1
 
 
+def _required(command: str, key: str) -> int:
+    return _fail(command, f"{key} is required here and has no value: add {key}=... to the command line "
+                          "(e.g. dataset=imagefolder needs dataset.root=DIR)")
+
+
 def check_choices(argv: list[str]) -> str | None:
     """An override `group=option` naming no config in configs/<group>/ is an error that lists the choices.
 
@@ -85,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
         missing = sorted(OmegaConf.missing_keys(cfg))
         if missing:  # before any heavy import: a forgotten value fails at once
-            raise SystemExit(_fail(command, f"{missing[0]} is required here and has no value: add {missing[0]}=... to the "
-                                            "command line (e.g. dataset=imagefolder needs dataset.root=DIR)"))
+            raise SystemExit(_required(command, missing[0]))
 
         from . import distributed as dist
         from .errors import USER_ERRORS
@@ -100,8 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             task(cfg)
         except MissingMandatoryValue as e:
             key = getattr(e, "full_key", "") or str(e).split("\n")[0]
-            raise SystemExit(_fail(command, f"{key} is required here and has no value: add {key}=... to the command "
-                                            f"line (e.g. dataset=imagefolder needs dataset.root=DIR)"))
+            raise SystemExit(_required(command, key))
         except USER_ERRORS as e:  # a mistake in the inputs: the message says what and how to fix it
             if os.environ.get("ZEROSHOT_DEBUG"):
                 raise

@@ -25,7 +25,6 @@ OPENCLIP_MODELS = Path(__file__).with_name("reference") / "openclip_models.json"
 SHAPE_FIELDS = ("embed_dim", "image_resolution", "vision_layers", "vision_width", "vision_patch_size", "vision_mlp_ratio",
                 "vision_ln_pre", "vision_layer_scale", "context_length", "vocab_size", "transformer_width",
                 "transformer_layers", "text_mlp_ratio", "text_proj_bias", "text_layer_scale", "logit_bias")
-ACTIVATIONS = ("quick_gelu", "gelu", "gelu_tanh")
 # Keys in OpenAI's archives that describe the model rather than parameterize it.
 METADATA_KEYS = ("input_resolution", "context_length", "vocab_size")
 
@@ -251,9 +250,8 @@ def check_heads(c: CLIPConfig) -> None:
 
 def build_model(state_dict: dict[str, torch.Tensor], told: dict | None = None) -> CLIP:
     """Build a CLIP in fp32 from an OpenAI-layout state dict (see build_config for where the config comes from)."""
-    sd = {k: v for k, v in state_dict.items() if k not in METADATA_KEYS}
-    config, _ = build_config(sd, told)
-    return load_weights(empty_model(config), sd)
+    config, _ = build_config(state_dict, told)
+    return load_weights(empty_model(config), state_dict)
 
 
 def empty_model(config: CLIPConfig) -> CLIP:

@@ -15,8 +15,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError
-
-_PRECISION_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+from .precision import DTYPES
 
 
 class NeedsBackend(Exception):
@@ -105,7 +104,7 @@ def _transformers(src, device: torch.device, precision: str) -> BackendModel:
     folder = src.folder
     kind = (src.hf_config or {}).get("model_type", "?")
     try:
-        model = transformers.AutoModel.from_pretrained(str(folder), dtype=_PRECISION_DTYPES[precision]).to(device).eval()
+        model = transformers.AutoModel.from_pretrained(str(folder), dtype=DTYPES[precision]).to(device).eval()
     except (ValueError, OSError, KeyError) as e:
         raise CheckpointError(f"{src.label}: transformers could not build its {kind!r} model ({type(e).__name__}: "
                               f"{str(e).splitlines()[0][:200]})") from None

@@ -57,7 +57,7 @@ def resolve_prompts(cfg: DictConfig, dataset: EvalDataset | None = None) -> Prom
         return PromptSet(f"{cfg.dataset.name}_shipped{custom}", check_templates(templates, f"{cfg.dataset.name}'s templates"),
                          list(dataset.classes), f"shipped with {cfg.dataset.get('root')}")
     return load_prompt_set(
-        name=p.get("name") or cfg.dataset.get("prompts", "simple"),
+        name=name,
         file=p.get("file"),
         templates=list(p.templates) if p.get("templates") else None,
         template_set=p.get("template_set"),
@@ -210,6 +210,7 @@ def run_record(cfg: DictConfig, s: Setup, n_images: int, skipped: int) -> dict:
     fp = s.dataset.fingerprint()
     comparable, why = comparability(cfg, n_images, skipped)
     bench = cfg.dataset.get("benchmark")
+    phash = prompts_hash(s.classnames, s.prompts.templates)
     return {
         "model": ident.label, "model_release": ident.release, "architecture": ident.architecture,
         "activation": ident.activation, "activation_from": ident.activation_from, "backend": ident.backend,
@@ -220,8 +221,7 @@ def run_record(cfg: DictConfig, s: Setup, n_images: int, skipped: int) -> dict:
         "dataset_fingerprint_kind": fp["kind"], "dataset_root": fp["root"], "split": cfg.dataset.get("split", "test"),
         "benchmark": OmegaConf.to_container(bench, resolve=True) if bench else None,
         "comparable": comparable, "not_comparable_reason": why,
-        "prompts": s.prompts.name, "prompts_hash": prompts_hash(s.classnames, s.prompts.templates),
-        "prompts_label": f"{s.prompts.name}#{prompts_hash(s.classnames, s.prompts.templates)[:8]}",
+        "prompts": s.prompts.name, "prompts_hash": phash, "prompts_label": f"{s.prompts.name}#{phash[:8]}",
         "precision": s.precision, "device": str(s.device), "world_size": dist.world_size(), "versions": versions(),
     }
 

@@ -16,15 +16,13 @@ from .architecture import (ArchitectureError, architecture_name, base_name, buil
                            hf_fields, load_weights)
 from .checkpoint import CheckpointError, from_transformers, read_file, to_openai_layout
 from .download import default_cache_dir, file_sha256
+from .model import ACTIVATIONS
 from .precision import DTYPES, PRECISIONS, convert_weights, resolve_precision
 from .sources import MODELS, OPENAI_PREPROCESS, OPENAI_SHA256, Source, available_models, canonical_name, resolve
 from .transforms import Preprocess, image_transform
 
 __all__ = ["load", "load_model", "available_models", "canonical_name", "MODELS", "CheckpointError",
            "default_cache_dir", "resolve_precision", "PRECISIONS"]
-
-ACTIVATIONS = ("quick_gelu", "gelu", "gelu_tanh")
-
 
 @dataclass
 class Identity:

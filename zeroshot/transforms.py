@@ -13,8 +13,9 @@ import numpy as np
 from PIL import Image
 from torchvision import transforms as T
 
-MEAN = (0.48145466, 0.4578275, 0.40821073)
-STD = (0.26862954, 0.26130258, 0.27577711)
+from .sources import OPENAI_PREPROCESS
+
+MEAN, STD = tuple(OPENAI_PREPROCESS["mean"]), tuple(OPENAI_PREPROCESS["std"])
 INTERPOLATIONS = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR,
                   "nearest": T.InterpolationMode.NEAREST, "lanczos": T.InterpolationMode.LANCZOS}
 RESIZE_MODES = ("shortest", "squash", "longest")

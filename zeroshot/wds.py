@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DatasetError
+from .sources import HF_PREFIX
 
 IMAGE_EXTENSIONS = ("webp", "png", "jpg", "jpeg")
 CLASSNAMES, TEMPLATES = "classnames.txt", "zeroshot_classification_templates.txt"
-HF_PREFIX = "hf-hub:"
 
 
 @dataclass
