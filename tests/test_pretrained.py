@@ -30,8 +30,13 @@ def assert_same_features(a, b, n_px):
 
 
 def test_available_models_and_spellings():
-    assert zeroshot.available_models() == ["RN50", "RN101", "RN50x4", "RN50x16", "RN50x64",
-                                           "ViT-B/32", "ViT-B/16", "ViT-L/14", "ViT-L/14@336px"]
+    from zeroshot.catalog import rows
+
+    names = zeroshot.available_models()
+    assert names[:9] == ["RN50", "RN101", "RN50x4", "RN50x16", "RN50x64", "ViT-B/32", "ViT-B/16", "ViT-L/14", "ViT-L/14@336px"]
+    # everything `zeroshot models` lists as a name to load (its model= rows are configs naming one of these)
+    assert names == [r[0] for r in rows() if not r[0].startswith("model=")] and len(names) > 150
+    assert "ViT-B-32/laion2b_s34b_b79k" in names and len(set(names)) == len(names)
     assert canonical_name("ViT-B-32") == "ViT-B/32"
     assert canonical_name("vit-l-14-336px") == "ViT-L/14@336px"
     assert canonical_name("ViT-X/99") is None

@@ -190,9 +190,9 @@ def test_open_clip_siglip_through_the_backend(open_clip, tmp_path):
     text = torch.randint(1, 32000, (3, 64))
     assert_parity(ref, ours, 224, text, tol=1e-5)
     scores = torch.tensor([[2.0, -3.0]])
-    from zeroshot.classifier import probabilities
+    from zeroshot.classifier import probabilities_from_logits
 
-    assert torch.allclose(probabilities(ours, scores), scores.sigmoid())  # sigmoid, not softmax
+    assert torch.allclose(probabilities_from_logits(ours, scores), scores.sigmoid())  # sigmoid, not softmax
 
 
 def _hf_siglip(tmp_path):

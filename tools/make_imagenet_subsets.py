@@ -1,9 +1,9 @@
-"""Regenerate zeroshot/reference/imagenet_wnids.json and the ImageNet-A/R/O prompt files (outputs committed).
+"""Regenerate zeroshot/reference/imagenet_wnids.json (output committed).
 
 The facts (ImageNet's 1000 wnids in label order, and the 200-class subsets of ImageNet-A, ImageNet-R and
 ImageNet-O) are read as data literals from the installed clip_benchmark package (MIT), where they are
-published; nothing of its code is used. The subsets' class names are OpenAI's ImageNet names at the
-subset's positions, so the prompt files stay in each dataset's label order (sorted wnid folders).
+published; nothing of its code is used. The shifts have no prompt files of their own: at run time their class
+names are ImageNet's (any ImageNet prompt set) at the subset's positions (imagenet_shifts.subset_positions).
 
     pip install clip-benchmark && python tools/make_imagenet_subsets.py
 """
@@ -31,15 +31,8 @@ def main() -> None:
     imagenet = lists["imagenet"]
     assert len(imagenet) == 1000 and imagenet == sorted(imagenet)
     (REPO / "zeroshot" / "reference" / "imagenet_wnids.json").write_text(json.dumps(lists, indent=0) + "\n")
-    prompts = json.loads((REPO / "prompts" / "imagenet.json").read_text())
     for name in ("imagenet_a", "imagenet_r", "imagenet_o"):
-        subset = set(lists[name])
-        assert len(subset) == 200 and subset <= set(imagenet), name
-        names = [c for c, w in zip(prompts["classnames"], imagenet) if w in subset]
-        doc = {"name": name, "source": f"OpenAI's ImageNet names at {name}'s 200 wnids (CLIP_benchmark's list), "
-                                      "in sorted-wnid label order; OpenAI's 80 ImageNet templates",
-               "classnames": names, "templates": prompts["templates"]}
-        (REPO / "prompts" / f"{name}.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+        assert len(set(lists[name])) == 200 and set(lists[name]) <= set(imagenet), name
     print({k: len(v) for k, v in lists.items()})
 
 

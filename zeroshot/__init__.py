@@ -1,18 +1,22 @@
 """zeroshot: zero-shot image classification with CLIP-family models, feature-exact with their reference code.
 
-The public API mirrors `clip`: `load`, `tokenize`, `available_models` and `build_classifier`. They are
-imported on first use, so `import zeroshot` (and every `--help`) starts without loading torch.
+The public API mirrors `clip`: `load`, `tokenize`, `available_models` and `build_classifier`, plus what a
+`clip.load` user reaches for next: `get_tokenizer(model)`, `logits` and `probabilities` (the model's own scale,
+bias and softmax or sigmoid). They are imported on first use, so `import zeroshot` (and every `--help`) starts without loading torch.
 """
 from __future__ import annotations
 
 __version__ = "0.2.0"
-__all__ = ["load", "tokenize", "available_models", "build_classifier"]
+__all__ = ["load", "tokenize", "get_tokenizer", "available_models", "build_classifier", "logits", "probabilities"]
 
 _API = {
     "load": "zeroshot.pretrained",
-    "available_models": "zeroshot.pretrained",
+    "available_models": "zeroshot.sources",
     "tokenize": "zeroshot.tokenizer",
+    "get_tokenizer": "zeroshot.classifier",
     "build_classifier": "zeroshot.classifier",
+    "logits": "zeroshot.classifier",
+    "probabilities": "zeroshot.classifier",
 }
 
 

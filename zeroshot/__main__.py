@@ -53,6 +53,101 @@ def check_choices(argv: list[str]) -> str | None:
     return None
 
 
+def _is_override(arg: str) -> bool:
+    return "=" in arg and not arg.startswith("-")
+
+
+def _hydra_error(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def read_overrides(command: str, argv: list[str]) -> list[str]:
+    """The overrides as Hydra can read them, or a UserError saying how to write them.
+
+    A value with a space arrives in two pieces when it is not quoted (`dataset.root=/data/my photos`): a bare word
+    after an override is no override, so it is joined back on (except for `report`, whose bare words are paths).
+    Hydra's grammar has no rule for non-ASCII letters or brackets in unquoted values (`/data/café` fails with a
+    LexerNoViableAltException); such a value is quoted for Hydra, since a value it cannot parse has only one reading.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    from .errors import UserError
+    from .log import log
+
+    out: list[str] = []
+    for arg in argv:
+        if out and command != "report" and not arg.startswith("-") and "=" not in arg and _is_override(out[-1]):
+            log.info("note: joined %r onto %s (a value with spaces: quote it, %s)", arg, out[-1].split("=")[0],
+                     f"\"{out[-1]} {arg}\"")
+            out[-1] = f"{out[-1]} {arg}"
+        else:
+            out.append(arg)
+    parser = OverridesParser.create()
+    for i, arg in enumerate(out):
+        if not _is_override(arg):
+            continue
+        try:
+            parser.parse_override(arg)
+            continue
+        except HydraException as e:
+            problem = _hydra_error(e)
+        key, _, value = arg.partition("=")
+        quoted = f"{key}='" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        if value[:1] not in ("'", '"', "[", "{"):
+            try:
+                parser.parse_override(quoted)
+                out[i] = quoted
+                continue
+            except HydraException:
+                pass
+        raise UserError(f"the override {arg!r} cannot be read ({problem}): quote the value, e.g. \"{quoted}\"")
+    return out
+
+
+def compose_problem(config_name: str, overrides: list[str]) -> str | None:
+    """Compose the config once before running, so that a misspelt key or group is one line with 'did you mean'
+    (Hydra's own message is seven lines with a pointer to HYDRA_FULL_ERROR). Sweeps are left to the multirun."""
+    import difflib
+    import re
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from .configs import config_dir
+
+    parser = OverridesParser.create()
+    plain = [o for o in overrides if _is_override(o) and not parser.parse_override(o).is_sweep_override()]
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        try:
+            compose(config_name, overrides=plain)
+            return None
+        except (HydraException, OmegaConfBaseException) as e:
+            message = f"{_hydra_error(e)}" + (f" ({_hydra_error(e.__cause__)})" if e.__cause__ else "")
+            found = re.search(r"Could not override '([^']+)'", str(e))
+            if not found:
+                return message
+            key = found.group(1)
+            parent, _, leaf = key.rpartition(".")
+            rest = [o for o in plain if o.split("=")[0].lstrip("+~") != key]
+            try:
+                node = compose(config_name, overrides=rest)
+                node = OmegaConf.select(node, parent) if parent else node
+            except (HydraException, OmegaConfBaseException):
+                return message
+        valid = sorted(node.keys()) if hasattr(node, "keys") else []
+        if not parent:  # optional groups (report's suite) are keys only once chosen
+            primary = (config_dir() / f"{config_name}.yaml").read_text()
+            valid = sorted(set(valid) | {p.name for p in config_dir().iterdir() if p.is_dir() and f" {p.name}:" in primary})
+        close = difflib.get_close_matches(leaf, valid, n=3, cutoff=0.6)
+        hint = f" (did you mean {' or '.join(repr(f'{parent}.{c}' if parent else c) for c in close)}?)" if close else ""
+        where = f"under {parent}" if parent else "at the top level"
+        return (f"unknown setting {key!r}{hint}. Valid {where}: {', '.join(valid)}; a new key needs +{key}=...")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "models":
@@ -69,7 +164,19 @@ def main(argv: list[str] | None = None) -> int:
         paths = [a for a in argv if "=" not in a and not a.startswith("-")]
         if paths:
             argv = [a for a in argv if a not in paths] + ["inputs=[" + ",".join(paths) + "]"]
+    from .errors import UserError
+    from .log import setup
+
+    quiet = "-q" in argv or "--quiet" in argv
+    argv = [a for a in argv if a not in ("-q", "--quiet")]
+    setup(quiet)
+    try:
+        argv = read_overrides(command, argv)
+    except UserError as e:
+        return _fail(command, str(e))
     problem = check_choices(argv)
+    if not problem and not any(a in ("-h", "--help", "--hydra-help", "--info", "-i") for a in argv):
+        problem = compose_problem(config_name, argv)
     if problem:
         return _fail(command, problem)
     if command not in ("eval", "suite-eval") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -94,10 +201,12 @@ def main(argv: list[str] | None = None) -> int:
 
         from . import distributed as dist
         from .errors import USER_ERRORS
+        from .settings import check_settings
 
         module, func = target.split(":")
         task = getattr(importlib.import_module(module), func)
         try:
+            check_settings(cfg)
             device = dist.init_from_env(cfg.get("dist_timeout_s", 600)) if command in ("eval", "suite-eval") else None
             if device is not None:
                 cfg.device = str(device)

@@ -14,7 +14,7 @@ import json
 import torch
 from torch import nn
 
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 from .precision import DTYPES
 
 
@@ -152,7 +152,7 @@ BACKENDS = {"open_clip": _open_clip, "transformers": _transformers}
 
 def load_backend(backend: str, src, device: torch.device, precision: str) -> BackendModel:
     if backend not in BACKENDS:
-        raise ValueError(f"Unknown backend {backend!r}. Choose one of: zeroshot, {', '.join(BACKENDS)}")
+        raise ConfigError(f"Unknown backend {backend!r}. Choose one of: zeroshot, {', '.join(BACKENDS)}")
     if backend == "transformers" and src.folder is None:
         raise CheckpointError(f"{src.label}: the transformers backend loads model folders (config.json + weights)")
     model = BACKENDS[backend](src, device, precision)

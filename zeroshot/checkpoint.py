@@ -11,7 +11,7 @@ Every state dict comes back in OpenAI's key layout (`to_openai_layout`, `from_tr
 """
 from __future__ import annotations
 
-from .errors import CheckpointError  # noqa: F401  (re-exported)
+from .errors import CheckpointError, MissingFileError
 
 import pickle
 import re
@@ -151,7 +151,7 @@ def read_file(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} is a directory without open_clip_config.json or config.json; give a checkpoint "
                               "file, or a model folder (open_clip's Hub layout or a transformers save_pretrained folder).")
     if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint file {path} does not exist.")
+        raise MissingFileError(f"Checkpoint file {path} does not exist.")
     html = _sniff(path)
     if html:
         raise CheckpointError(f"{path} is {html}: download it again, or load a verified local copy; {EXPECTED}.")

@@ -34,6 +34,8 @@ def encode_prompts(
     """
     from tqdm import tqdm
 
+    from .features import check_finite
+
     unique = list(dict.fromkeys(prompts))
     known: dict[str, torch.Tensor] = text_cache.get(unique) if text_cache is not None else {}
     todo = [p for p in unique if p not in known]
@@ -46,8 +48,9 @@ def encode_prompts(
         with torch.inference_mode(), tqdm(total=len(todo), desc="text", unit="prompt", disable=not progress) as bar:
             for start in range(0, len(todo), batch_size):
                 idx = order[start : start + batch_size]
-                feats = model.encode_text(tokens[idx].to(device, non_blocking=True))
-                fresh[idx] = feats.float().cpu()
+                feats = model.encode_text(tokens[idx].to(device, non_blocking=True)).float().cpu()
+                check_finite(feats, lambda row: repr(todo[int(idx[row])]), "prompt")
+                fresh[idx] = feats
                 bar.update(len(idx))
         new = dict(zip(todo, fresh))
         if text_cache is not None:
@@ -79,14 +82,25 @@ def build_classifier(
     return weights.t().contiguous()  # [D, C]
 
 
-def logits(model, image_features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def logits(model, image_features: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:
     """[N, C] scores: logit_scale * cosine similarity, plus the model's logit_bias where it has one (SigLIP)."""
-    out = model.logit_scale.exp().float().cpu() * F.normalize(image_features.float(), dim=-1) @ weights.float().cpu()
+    out = model.logit_scale.exp().float().cpu() * F.normalize(image_features.float(), dim=-1) @ classifier.float().cpu()
     bias = getattr(model, "logit_bias", None)
     return out if bias is None else out + bias.float().cpu()
 
 
-def probabilities(model, scores: torch.Tensor) -> torch.Tensor:
+def probabilities_from_logits(model, scores: torch.Tensor) -> torch.Tensor:
     """Class probabilities in the model's own terms: softmax over classes (CLIP), or an independent sigmoid per
     class for models trained with a sigmoid loss and a logit_bias (SigLIP). Argmax metrics are the same either way."""
     return scores.sigmoid() if getattr(model, "logit_bias", None) is not None else scores.softmax(dim=-1)
+
+
+def probabilities(model, image_features: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:
+    """[N, C] probabilities of `image_features` against a `build_classifier` matrix, as the model was trained to
+    give them: softmax(logit_scale * cos) for CLIP, sigmoid(logit_scale * cos + logit_bias) per class for SigLIP."""
+    return probabilities_from_logits(model, logits(model, image_features, classifier))
+
+
+def get_tokenizer(model):
+    """The model's own tokenizer: texts -> token ids for `model.encode_text` (CLIP's BPE, or the backend's)."""
+    return tokenizer_for(model)

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 import torchvision.datasets as tvd
+from PIL import Image
 from torch.utils.data import Dataset
 
 from .errors import BadImageError, DatasetError  # noqa: F401  (re-exported)
 from .fingerprint import dataset_fingerprint, samples_of
+from .files import read_text
 from .prompts import read_classnames
 
 
@@ -30,6 +34,7 @@ class EvalDataset(Dataset):
         self.transform: Callable | None = None  # set once the model (and so its preprocessing) is known
         samples = samples_of(source)
         self.paths = [p for p, _ in samples] if samples is not None else None
+        self.labels = [y for _, y in samples] if samples is not None else None  # where known without decoding
         if self.paths is None and hasattr(source, "name_of"):  # webdataset: shard:key
             self.paths = [source.name_of(i) for i in range(len(source))]
         self.skip_bad_images = skip_bad_images
@@ -51,32 +56,82 @@ class EvalDataset(Dataset):
         (VOC 2007 multi-label) and "metadata" [N, F] (WILDS and fairness groups), where the source has them."""
         return self.source.targets() if hasattr(self.source, "targets") and callable(self.source.targets) else {}
 
+    def check_labels(self, n_classes: int) -> None:
+        """Every label the source lists must be a class: an out-of-range one would surface later as a numpy
+        reshape error in the metrics, naming nothing. Sources that list no labels are checked as images arrive."""
+        labels = self.labels
+        if labels is None:
+            for attr in ("targets", "labels", "_labels"):
+                values = getattr(self.source, attr, None)
+                if isinstance(values, (list, tuple)) or hasattr(values, "tolist"):
+                    values = list(values.tolist() if hasattr(values, "tolist") else values)
+                    if len(values) == len(self) and all(isinstance(v, int) for v in values[:1]):
+                        labels = values
+                        break
+            if labels is None and hasattr(self.source, "samples") and hasattr(self.source, "name_of"):
+                labels = [s.label for s in self.source.samples]
+        if not labels:
+            return
+        # -1: a multi-label image with no positive class (VOC); a CSV's negative labels are refused as it is read
+        bad = next((i for i, y in enumerate(labels) if int(y) >= n_classes), None)
+        if bad is not None:
+            where = self.source.row_of(bad) if hasattr(self.source, "row_of") else self.describe(bad)
+            raise DatasetError(f"{where} has label {labels[bad]}, outside the {n_classes} classes (0..{n_classes - 1}) of "
+                               f"dataset {self.name!r}: fix the label, or give class names that cover it (dataset.classnames=FILE)")
+
     def describe(self, index: int) -> str:
         return self.paths[index] if self.paths else f"{self.name} image #{index}"
 
     def __getitem__(self, index: int):
         try:
             image, label = self.source[index]
-            if self.transform is not None:
-                image = self.transform(image)
-        except Exception as e:
+        except DECODE_ERRORS as e:
             if self.skip_bad_images:
                 return None
-            raise BadImageError(
-                f"Could not read {self.describe(index)}: {type(e).__name__}: {e}. "
-                "Fix or remove the file, or pass skip_bad_images=true to skip unreadable images."
-            ) from e
+            # returned, not raised: inside a DataLoader worker an exception reaches the user wrapped in torch's
+            # "Caught ... in DataLoader worker process 0" traceback; this way the main process raises it whole
+            return BadSample(index, f"Could not read {self.describe(index)} (image #{index} of {self.name}): "
+                                    f"{type(e).__name__}: {e}. Fix or remove the file, or pass skip_bad_images=true "
+                                    "to skip unreadable images.")
+        if self.transform is not None:  # outside the try: an error in our preprocessing is a bug, never skipped
+            image = self.transform(image)
         return image, int(label), index
 
 
+# What an unreadable image raises: a missing or unreadable file, a format PIL does not know (UnidentifiedImageError
+# is an OSError), a truncated file or shard, broken chunks (SyntaxError, zlib.error), an image over PIL's size limit.
+DECODE_ERRORS = (OSError, EOFError, SyntaxError, zlib.error, Image.DecompressionBombError)
+
+
+@dataclass
+class BadSample:
+    """An image that could not be read, carried out of the DataLoader worker to be reported by the main process."""
+
+    index: int
+    message: str
+
+
 def collate(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    """Stack the readable samples; also return how many in this batch were skipped as unreadable."""
+    """Stack the readable samples; also return how many in this batch were skipped as unreadable.
+
+    An unreadable image that is not to be skipped is raised here, in the main process when workers are used
+    (collate runs in the worker, but the BadSample travels as data and `check_batch` raises it)."""
+    bad = [b for b in batch if isinstance(b, BadSample)]
+    if bad:
+        return bad[0]
     good = [b for b in batch if b is not None]
     skipped = len(batch) - len(good)
     if not good:
         return torch.empty(0), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), skipped
     images, labels, indices = zip(*good)
     return torch.stack(images), torch.tensor(labels), torch.tensor(indices), skipped
+
+
+def check_batch(batch):
+    """A collated batch, or the BadImageError its first unreadable image calls for."""
+    if isinstance(batch, BadSample):
+        raise BadImageError(batch.message)
+    return batch
 
 
 def _missing(cfg, root: Path, why: str, url: str | None = None) -> DatasetError:
@@ -177,11 +232,15 @@ def _imagefolder(cfg, root: Path | None = None) -> tuple[Dataset, list[str]]:
 class CSVDataset(Dataset):
     """(PIL image, label) from a list of paths, with torchvision's image loader."""
 
-    def __init__(self, paths: list[str], labels: list[int]):
+    def __init__(self, paths: list[str], labels: list[int], csv: Path | None = None):
         from torchvision.datasets.folder import default_loader
 
         self.samples = list(zip(paths, labels))
         self.loader = default_loader
+        self.csv = csv
+
+    def row_of(self, index: int) -> str:
+        return f"row {index + 2} of {self.csv} (line {index + 2}, after the header)" if self.csv else f"image #{index}"
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -197,7 +256,12 @@ def _csv(cfg) -> tuple[Dataset, list[str] | None]:
     path = Path(cfg.path).expanduser()
     if not path.is_file():
         raise _missing(cfg, path, "no such CSV file")
-    table = pd.read_csv(path)
+    import io
+
+    try:
+        table = pd.read_csv(io.StringIO(read_text(path, f"CSV {path}")))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise DatasetError(f"CSV {path} cannot be parsed: {str(e).strip().splitlines()[0]}") from None
     cols = [cfg.get("path_column", "path"), cfg.get("label_column", "label")]
     for col in cols:
         if col not in table.columns:
@@ -208,6 +272,10 @@ def _csv(cfg) -> tuple[Dataset, list[str] | None]:
     classes = read_classnames(cfg.classnames) if cfg.get("classnames") else None
     if all(isinstance(x, (int,)) or str(x).lstrip("-").isdigit() for x in raw):
         labels = [int(x) for x in raw]
+        negative = next((i for i, y in enumerate(labels) if y < 0), None)
+        if negative is not None:
+            raise DatasetError(f"row {negative + 2} of CSV {path} has label {labels[negative]}: labels are class indices "
+                               "from 0, or class names")
     else:  # labels are names: index them by the class-names file, else alphabetically
         classes = classes or sorted({str(x) for x in raw})
         index = {c: i for i, c in enumerate(classes)}
@@ -215,7 +283,7 @@ def _csv(cfg) -> tuple[Dataset, list[str] | None]:
         if unknown:
             raise DatasetError(f"CSV {path} has labels not in the class-names file {cfg.classnames}: {unknown[:10]}")
         labels = [index[str(x)] for x in raw]
-    return CSVDataset(paths, labels), classes
+    return CSVDataset(paths, labels, path), classes
 
 
 def _wds(cfg) -> tuple[Dataset, list[str] | None]:

@@ -15,6 +15,7 @@ from typing import Callable
 import torch
 import torch.distributed as tdist
 
+from .errors import ConfigError
 from .features import Features, compute, covered, extract_features, load_cached
 
 
@@ -108,7 +109,7 @@ def assign(todo: list[int], n_shards: int, batch_size: int, chunk_size: int, mod
             out.append([p for p in todo if p // chunk_size in mine])
         return out
     if mode != "balanced":
-        raise ValueError(f"Unknown dist_shards {mode!r}. Choose one of: balanced, chunks")
+        raise ConfigError(f"Unknown dist_shards {mode!r}. Choose one of: balanced, chunks")
     return [todo[a:b] for a, b in balanced_ranges(len(todo), n_shards, batch_size)]
 
 

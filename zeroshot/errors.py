@@ -33,5 +33,17 @@ class ReportError(UserError, RuntimeError):
     pass
 
 
-# ValueError: a bad setting (device, precision, an unknown name); FileNotFoundError: a path that is not there.
-USER_ERRORS = (UserError, ValueError, FileNotFoundError)
+class ConfigError(UserError, ValueError):
+    """A bad setting: an unknown name or choice, a number out of its range, a device that is not here."""
+
+
+class MissingFileError(UserError, FileNotFoundError):
+    """A path the user gave that is not there."""
+
+
+class TextFileError(UserError, ValueError):
+    """A text file (class names, templates, a CSV, a config) that cannot be read as text."""
+
+
+# Only our own errors are the user's: a ValueError from our code or from torch is a bug and keeps its traceback.
+USER_ERRORS = (UserError,)

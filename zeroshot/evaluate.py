@@ -16,13 +16,17 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from . import distributed as dist
+from .errors import ConfigError
 from .classifier import build_classifier, logits as score
 from .datasets import DatasetError, EvalDataset, build_dataset
 from .features import Features, ImageFeatureCache, TextCache, model_key
 from .metrics import benchmark_metrics, classification_metrics, topk_predictions
 from .pretrained import default_cache_dir, load_model, resolve_precision
 from .sources import check_name
+from .imagenet_shifts import IMAGENET_CLASSES, subset_positions
+from .log import log
 from .prompts import PromptError, PromptSet, load_prompt_set, prompts_hash, read_classnames
+from .settings import check_settings
 from .results import make_run_dir, plot_confusion, plot_per_class, slug, versions, write_json
 from .transforms import transform_spec
 
@@ -32,7 +36,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={name} was asked for but CUDA is not available here; use device=cpu or device=auto")
+        raise ConfigError(f"device={name} was asked for but CUDA is not available here; use device=cpu or device=auto")
     return device
 
 
@@ -81,6 +85,7 @@ def resolve_classnames(cfg: DictConfig, pset: PromptSet, dataset: EvalDataset) -
             "give them with dataset.classnames=FILE (one per line, in label order)"
         )
     expected = len(dataset.classes) if dataset.classes else cfg.dataset.get("num_classes")
+    names = imagenet_names_for(cfg.dataset, names, dataset, origin)
     if expected is not None and len(names) != expected:
         raise PromptError(
             f"{origin} has {len(names)} class names but dataset {cfg.dataset.name!r} has {expected} classes. "
@@ -88,6 +93,24 @@ def resolve_classnames(cfg: DictConfig, pset: PromptSet, dataset: EvalDataset) -
         )
     if getattr(dataset, "shipped_templates", None) is not None and dataset.classes and names is not dataset.classes:
         check_shipped_order(cfg.dataset.name, names, dataset.classes, origin)
+    return names
+
+
+def imagenet_names_for(d: DictConfig, names: list[str], dataset: EvalDataset, origin: str) -> list[str]:
+    """ImageNet's 1000 class names (any of its prompt sets, or a user's own file) on a shift of ImageNet.
+
+    ImageNet-A, -R and -O label a 200-wnid subset: the names at those wnids' positions, in the subset's
+    order. ObjectNet's classes are its own (113 that map onto ImageNet), so it keeps its own names and takes
+    only the set's templates. Any other count is left to the class-count check."""
+    if len(names) != IMAGENET_CLASSES or d.get("num_classes") == IMAGENET_CLASSES:
+        return names
+    if d.get("subset") and d.subset != "imagenet":
+        log.info("class names: %s's 1000 ImageNet names at %s's %d wnids", origin, d.name, d.num_classes)
+        return [names[i] for i in subset_positions(d.subset)]
+    if d.kind == "objectnet" and dataset.classes:
+        log.info("class names: ObjectNet's own %d (an ImageNet class list does not name them); templates from %s",
+                 len(dataset.classes), origin)
+        return list(dataset.classes)
     return names
 
 
@@ -107,7 +130,7 @@ def check_shipped_order(dataset: str, names: list[str], shipped: list[str], orig
                           f"(first at label {i}: {a!r} vs {b!r}): another label order. Use prompts=from_dataset for its own "
                           "names, or a class-names file in its order (dataset.classnames=FILE)")
     for i, a, b in differ:
-        print(f"zeroshot: note: label {i} of {dataset} is {b!r} in the webdataset, prompted as {a!r} ({origin})")
+        log.info("note: label %d of %s is %r in the webdataset, prompted as %r (%s)", i, dataset, b, a, origin)
 
 
 def load_configured_model(m: DictConfig, device: torch.device, precision: str, cache_dir):
@@ -139,6 +162,7 @@ class Setup:
 
 
 def prepare(cfg: DictConfig) -> Setup:
+    check_settings(cfg)
     torch.manual_seed(cfg.get("seed", 0))
     device = resolve_device(cfg.get("device", "auto"))
     if cfg.get("threads"):
@@ -150,6 +174,7 @@ def prepare(cfg: DictConfig) -> Setup:
     dataset = dist.local_rank_zero_first(lambda: build_dataset(cfg.dataset, None, cfg.get("skip_bad_images", False)))
     pset = resolve_prompts(cfg, dataset)
     classnames = resolve_classnames(cfg, pset, dataset)
+    dataset.check_labels(len(classnames))
     model = dist.local_rank_zero_first(lambda: load_configured_model(cfg.model, device, precision, cfg.get("cache_dir")))
     dataset.transform = model.transform
     return Setup(model, dataset, pset, classnames, device, precision, cache_root(cfg))
@@ -175,6 +200,10 @@ def image_features(cfg: DictConfig, s: Setup, progress: bool = True) -> Features
                                           s.device, chunk_size, progress, cfg.get("dist_shards", "balanced"))
     if feats is not None and len(feats.labels) == 0:
         raise DatasetError(f"No readable images in dataset {cfg.dataset.name!r} ({feats.skipped} skipped as unreadable)")
+    if feats is not None and int(feats.labels.max()) >= len(s.classnames):  # (-1 is a multi-label image with no positive)
+        row = int((feats.labels >= len(s.classnames)).nonzero()[0])
+        raise DatasetError(f"{s.dataset.describe(int(feats.indices[row]))} has label {int(feats.labels[row])}, outside the "
+                           f"{len(s.classnames)} classes of dataset {cfg.dataset.name!r}: fix the label or the class names")
     return feats
 
 

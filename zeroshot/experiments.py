@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from .classifier import encode_prompts, logits as score, probabilities
+from .classifier import encode_prompts, logits as score, probabilities_from_logits as probabilities
 from .evaluate import image_features, prepare, run_dir_base, run_record, text_cache
 from .metrics import bootstrap_ci, bootstrap_indices, classification_metrics, paired_bootstrap_pvalue
 from .prompts import PromptError, PromptSet, read_classnames, write_prompt_file

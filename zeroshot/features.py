@@ -27,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-from .datasets import EvalDataset, collate
+from .datasets import EvalDataset, check_batch, collate
+from .errors import CheckpointError
 
 
 def model_key(model) -> dict:
@@ -207,6 +208,16 @@ class ImageFeatureCache:
                     self.path_for(p["start"], p["stop"], n_images).unlink(missing_ok=True)
 
 
+def check_finite(feats: torch.Tensor, name_of, what: str) -> None:
+    """Non-finite features make every score after them nonsense: stop at the first one, naming its input."""
+    bad = ~torch.isfinite(feats).all(dim=-1)
+    if bool(bad.any()):
+        row = int(bad.nonzero()[0])
+        raise CheckpointError(f"the model gave non-finite (NaN or inf) features for {what} {name_of(row)} "
+                              f"({int(bad.sum())} of {len(feats)} in this batch): the weights or the precision are broken "
+                              "(try precision=fp32, and check the checkpoint)")
+
+
 def segments(positions: list[int], chunk_size: int) -> list[tuple[int, int]]:
     """Contiguous runs of positions that stay inside one chunk: the unit of caching (whole chunk or piece)."""
     runs: list[tuple[int, int]] = []
@@ -248,11 +259,12 @@ def compute(model, dataset: EvalDataset, positions: list[int], batch_size: int, 
         batches_in = iter(loader)
         for b in range(len(batches)):
             tick = time.perf_counter()
-            images, labels, indices, skipped = next(batches_in)
+            images, labels, indices, skipped = check_batch(next(batches_in))
             tock = time.perf_counter()
             wait += tock - tick
             if len(images):
                 feats = model.encode_image(images.to(device, non_blocking=True)).float().cpu()
+                check_finite(feats, lambda row: dataset.describe(int(indices[row])), "image")
             else:
                 feats = torch.empty(0, dim)
             spent += time.perf_counter() - tock

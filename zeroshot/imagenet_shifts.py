@@ -21,13 +21,25 @@ import torchvision.datasets as tvd
 from torch.utils.data import Dataset
 
 from .errors import DatasetError
+from .files import read_json
 
 WNIDS = Path(__file__).with_name("reference") / "imagenet_wnids.json"
+IMAGENET_CLASSES = 1000
 
 
 @functools.lru_cache()
 def wnid_lists() -> dict[str, list[str]]:
     return json.loads(WNIDS.read_text())
+
+
+def subset_positions(subset: str) -> list[int]:
+    """Where a shift's classes sit among ImageNet's 1000, in the shift's label order (its sorted wnids).
+
+    This is how ImageNet's prompt sets, or a user's own 1000-name file, apply to ImageNet-A, -R and -O: the
+    class names are ImageNet's, picked at these positions, so a change to ImageNet's names reaches every shift."""
+    lists = wnid_lists()
+    where = {w: i for i, w in enumerate(lists["imagenet"])}
+    return [where[w] for w in sorted(lists[subset])]
 
 
 def _folder(cfg, candidates: list[str]) -> Path:
@@ -125,8 +137,8 @@ def _objectnet(cfg) -> tuple[Dataset, list[str]]:
         from .datasets import _missing
 
         raise _missing(cfg, root, f"missing {', '.join(missing) or base / 'images'}")
-    folder_to_label = json.loads(needed[0].read_text())
-    overlapping = json.loads(needed[1].read_text())  # ObjectNet label -> "imagenet name; imagenet name"
+    folder_to_label = read_json(needed[0])
+    overlapping = read_json(needed[1])  # ObjectNet label -> "imagenet name; imagenet name"
     folders = sorted(f for f, label in folder_to_label.items() if label in overlapping)
     present = set(_class_dirs(base / "images"))
     absent = [f for f in folders if f not in present]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .errors import DatasetError
+
 
 def topk_predictions(logits: torch.Tensor, k: int = 5) -> torch.Tensor:
     return logits.topk(min(k, logits.shape[1]), dim=1).indices  # [N, k]
@@ -114,7 +116,7 @@ def benchmark_metrics(spec, logits: torch.Tensor, labels: torch.Tensor, targets:
         out["macro_f1"] = macro_f1(pred, y)
     elif metric in ("worst_group_top1", "worst_group_top5", "worst_region_top1"):
         if "metadata" not in targets:
-            raise ValueError(f"metric {metric} needs per-image group metadata (.npy beside .cls in the webdataset); "
+            raise DatasetError(f"metric {metric} needs per-image group metadata (.npy beside .cls in the webdataset); "
                              "this dataset has none")
         groups_cfg = spec.get("groups") or {}
         groups = targets["metadata"][:, int(groups_cfg.get("field", 0))]
@@ -126,7 +128,7 @@ def benchmark_metrics(spec, logits: torch.Tensor, labels: torch.Tensor, targets:
         out["group_field"] = groups_cfg.get("name", f"metadata[{groups_cfg.get('field', 0)}]")
     elif metric == "mean_average_precision":
         if "multilabel" not in targets:
-            raise ValueError("metric mean_average_precision needs multi-hot labels (.npy) in the webdataset; this dataset has none")
+            raise DatasetError("metric mean_average_precision needs multi-hot labels (.npy) in the webdataset; this dataset has none")
         out["mean_average_precision"] = mean_average_precision(scores, targets["multilabel"])
     if "multilabel" in targets:  # several labels per image: top-1 is right when the top class is any of them
         out["top1"] = float((targets["multilabel"][np.arange(len(pred)), pred] > 0).mean())

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .errors import ConfigError
+
 PRECISIONS = ("fp32", "fp16", "bf16")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -38,10 +40,10 @@ def resolve_precision(precision: str | None, device: torch.device) -> str:
     if precision in (None, "auto"):
         return "fp16" if device.type == "cuda" else "fp32"
     if precision not in PRECISIONS:
-        raise ValueError(f"Unknown precision {precision!r}. Choose one of: auto, {', '.join(PRECISIONS)}")
+        raise ConfigError(f"Unknown precision {precision!r}. Choose one of: auto, {', '.join(PRECISIONS)}")
     if precision != "fp32" and device.type == "cpu" and not native_cpu_precision(precision):
         need = " or ".join(NATIVE_CPU_FLAGS[precision])
-        raise ValueError(f"precision={precision} on this CPU would be emulated (no {need} in /proc/cpuinfo): about 7x "
+        raise ConfigError(f"precision={precision} on this CPU would be emulated (no {need} in /proc/cpuinfo): about 7x "
                          "slower than fp32 for ViT-B/32 (see benchmarks/README.md). Use precision=fp32 here, or a CPU with "
                          f"native {precision}, or a GPU.")
     return precision

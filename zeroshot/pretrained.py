@@ -12,16 +12,17 @@ from pathlib import Path
 
 import torch
 
+from .errors import ConfigError
 from .architecture import (ArchitectureError, architecture_name, base_name, build_config, empty_model, family_fields,
                            hf_fields, load_weights)
 from .checkpoint import CheckpointError, from_transformers, read_file, to_openai_layout
 from .download import default_cache_dir, file_sha256
 from .model import ACTIVATIONS
 from .precision import DTYPES, PRECISIONS, convert_weights, resolve_precision
-from .sources import MODELS, OPENAI_PREPROCESS, OPENAI_SHA256, Source, available_models, canonical_name, resolve
+from .sources import MODELS, OPENAI_PREPROCESS, OPENAI_SHA256, Source, canonical_name, resolve
 from .transforms import Preprocess, image_transform
 
-__all__ = ["load", "load_model", "available_models", "canonical_name", "MODELS", "CheckpointError",
+__all__ = ["load", "load_model", "canonical_name", "MODELS", "CheckpointError",
            "default_cache_dir", "resolve_precision", "PRECISIONS"]
 
 @dataclass
@@ -108,7 +109,7 @@ def load_model(
     device = torch.device(device)
     precision = resolve_precision(precision, device)
     if activation is not None and activation not in ACTIVATIONS:
-        raise ValueError(f"Unknown activation {activation!r}. Choose one of: {', '.join(ACTIVATIONS)}")
+        raise ConfigError(f"Unknown activation {activation!r}. Choose one of: {', '.join(ACTIVATIONS)}")
     src = resolve(name_or_path, download_root)
     if src.weights is None or not Path(src.weights).is_file():
         raise CheckpointError(f"{src.location}: no weights file was found.")
@@ -128,6 +129,7 @@ def load_model(
         return model
 
     sd = _state_dict(src)
+    _check_finite_weights(sd, src)
     try:
         config, assumed = build_config(sd, told)
     except ArchitectureError as e:
@@ -153,6 +155,15 @@ def load_model(
     if precision != "fp32":
         convert_weights(model, DTYPES[precision])
     return model.eval()
+
+
+def _check_finite_weights(sd: dict[str, torch.Tensor], src: Source) -> None:
+    """A checkpoint with NaN or inf weights gives NaN features and a metrics.json of nonsense: name the tensor."""
+    for name, t in sd.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise CheckpointError(f"{src.weights}: tensor {name!r} holds {bad} non-finite (NaN or inf) values of "
+                                  f"{t.numel()}: the checkpoint is broken (a diverged run, or a damaged file)")
 
 
 def _tokenizer(src: Source, config):
@@ -220,17 +231,22 @@ def _preprocess(src: Source, resolution: int, override: dict | None, assumed: li
     return Preprocess(**{k: settings[k] for k in ("size", "mean", "std", "interpolation", "resize_mode") if k in settings}), origin
 
 
-def load(name_or_path: str | Path, device: str | torch.device = "cpu", precision: str | None = None,
-         download_root: str | Path | None = None, activation: str | None = None):
-    """Load a CLIP model and its preprocessing, like `clip.load`.
+def load(name_or_path: str | Path, device: str | torch.device | None = None, precision: str | None = None,
+         download_root: str | Path | None = None, activation: str | None = None, backend: str | None = None):
+    """Load a model and its preprocessing, like `clip.load`: every name `eval` runs, through whatever runs it.
 
-    `name_or_path`: one of `available_models()` (dash spellings such as "ViT-B-32" work too), an open_clip
-    "ARCH/TAG", "hf-hub:ORG/REPO[@REVISION]", a checkpoint file (OpenAI's archive, a state dict, an open_clip
-    checkpoint, .safetensors) or a model folder (open_clip's Hub layout, a transformers save_pretrained folder).
-    `precision`: fp32 on the CPU by default; fp16 (the default there, as in clip.load) or bf16 on CUDA.
-    `activation`: for a bare state dict that is not a known release (quick_gelu, gelu, gelu_tanh).
+    `name_or_path`: one of `available_models()` (OpenAI's names, with dash spellings such as "ViT-B-32" too, and
+    open_clip's "ARCH/TAG" releases), "hf-hub:ORG/REPO[@REVISION]", a checkpoint file (OpenAI's archive, a state
+    dict, an open_clip checkpoint, .safetensors) or a model folder (open_clip's Hub layout, a transformers
+    save_pretrained folder). Models beyond the CLIP family (SigLIP, EVA, ...) run through their reference library.
+    `device`: CUDA when it is there, else the CPU (as clip.load). `precision`: fp32 on the CPU; fp16 (as clip.load)
+    on CUDA, or bf16. `activation`: for a bare state dict that is not a known release (quick_gelu, gelu, gelu_tanh).
 
-    Returns (model, preprocess), where preprocess turns a PIL image into a normalized [3, size, size] tensor.
+    Returns (model, preprocess): `preprocess` is the transform `eval` applies (PIL image -> [3, H, W] tensor).
+    Score with `zeroshot.logits` / `zeroshot.probabilities`, which apply the model's own scale, bias and softmax
+    or sigmoid; tokenize with `zeroshot.get_tokenizer(model)`.
     """
-    model = load_model(name_or_path, device, precision, download_root, activation)
-    return model, image_transform(model.preprocess_spec)
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = load_model(name_or_path, device, precision, download_root, activation, backend=backend)
+    return model, model.transform

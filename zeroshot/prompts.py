@@ -4,11 +4,13 @@ from __future__ import annotations
 from .errors import PromptError  # noqa: F401  (re-exported)
 
 import json
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .configs import prompts_dir
+from .files import read_json, read_text
 
 PROMPTS_DIR = prompts_dir()
 
@@ -40,7 +42,12 @@ def check_templates(templates: list[str], where: str) -> list[str]:
         raise PromptError(f"{where} has no templates. Give at least one, e.g. prompts.templates='[\"a photo of a {{}}.\"]'")
     for t in templates:
         if not isinstance(t, str) or t.count("{}") != 1:
-            raise PromptError(f"Template {t!r} in {where} must contain exactly one '{{}}' where the class name goes.")
+            hint = " (CLIP_benchmark writes {c}; zeroshot's templates use {})" if isinstance(t, str) and "{c}" in t else ""
+            raise PromptError(f"Template {t!r} in {where} must contain exactly one '{{}}' where the class name goes{hint}.")
+        stray = [m for m in re.findall(r"\{[^{}]*\}", t) if m != "{}"]
+        if stray:  # nothing fills {place}: it would reach the text encoder as the literal characters
+            raise PromptError(f"Template {t!r} in {where} has the placeholder {stray[0]} that nothing fills: only '{{}}' "
+                              "(the class name) is filled. Remove it or write the words out.")
     unique = list(dict.fromkeys(templates))
     if len(unique) < len(templates):
         dupes = sorted({t for t in templates if templates.count(t) > 1})
@@ -54,11 +61,11 @@ def read_classnames(path: str | Path) -> list[str]:
     if not path.is_file():
         raise PromptError(f"Class-names file {path} does not exist (expected one class name per line, in label order).")
     if path.suffix == ".json":
-        data = json.loads(path.read_text())
-        names = data["classnames"] if isinstance(data, dict) else data
+        data = read_json(path, f"Class-names file {path}")
+        names = data.get("classnames") if isinstance(data, dict) else data
     else:
-        names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    if not names or not all(isinstance(n, str) for n in names):
+        names = [line.strip() for line in read_text(path, f"Class-names file {path}").splitlines() if line.strip()]
+    if not names or not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise PromptError(f"Class-names file {path} holds no class names (expected one name per line, in label order).")
     return names
 
@@ -69,16 +76,16 @@ def read_prompt_file(path: str | Path) -> PromptSet:
     if not path.is_file():
         raise PromptError(f"Prompts file {path} does not exist.")
     if path.suffix == ".json":
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise PromptError(f"Prompts file {path} is not valid JSON: {e}") from e
+        data = read_json(path, f"Prompts file {path}")
         if isinstance(data, list):
             data = {"templates": data}
+        if not isinstance(data, dict):
+            raise PromptError(f"Prompts file {path} holds a JSON {type(data).__name__}: expected "
+                              '{"templates": [...], "classnames": [...]} or a list of templates')
         templates, classnames = data.get("templates", []), data.get("classnames", [])
         name, source = data.get("name", path.stem), data.get("source", str(path))
     else:
-        templates = [line.rstrip("\n") for line in path.read_text().splitlines() if line.strip()]
+        templates = [line.rstrip("\n") for line in read_text(path, f"Prompts file {path}").splitlines() if line.strip()]
         classnames, name, source = [], path.stem, str(path)
     return PromptSet(name, check_templates(templates, f"prompts file {path}"), list(classnames), source)
 

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError, MissingFileError
 
 _OPENAI_BASE = "https://openaipublic.azureedge.net/clip/models"
 # OpenAI's names -> (sha256, file name, open_clip architecture); the sha256 is also a path segment of the URL.
@@ -65,7 +65,9 @@ class Source:
 
 
 def available_models() -> list[str]:
-    return list(MODELS)
+    """Every name `zeroshot.load` and `model.name=` accept without a path: OpenAI's nine and open_clip's ARCH/TAG
+    releases (the names `zeroshot models` lists; hf-hub:ORG/REPO, files and folders load too)."""
+    return [*MODELS, *(f"{arch}/{tag}" for arch, tag in pretrained_tags())]
 
 
 def canonical_name(name: str) -> str | None:
@@ -123,9 +125,9 @@ def check_name(name_or_path: str | os.PathLike) -> str:
         return "path"
     looks_like_path = path.suffix in (".pt", ".pth", ".bin", ".safetensors", ".ckpt") or path.is_absolute() or text.startswith((".", "~"))
     if looks_like_path:
-        raise FileNotFoundError(f"Checkpoint {path} does not exist. Give an existing file or model folder, or a name: "
+        raise MissingFileError(f"Checkpoint {path} does not exist. Give an existing file or model folder, or a name: "
                                 f"{', '.join(MODELS)}, ARCH/TAG (see `zeroshot models`) or hf-hub:ORG/REPO")
-    raise ValueError(unknown_name_message(text))
+    raise ConfigError(unknown_name_message(text))
 
 
 def resolve(name_or_path: str | os.PathLike, download_root: str | Path | None = None) -> Source:
@@ -209,6 +211,10 @@ def read_folder(folder: Path, label: str | None = None, location: str | None = N
         model_cfg = cfg["model_cfg"]
         pre = cfg.get("preprocess_cfg") or {}
         preprocess = {k: pre[k] for k in ("mean", "std", "interpolation", "resize_mode", "size") if k in pre}
+        if "size" in preprocess:
+            from .transforms import square_size
+
+            preprocess["size"] = square_size(preprocess["size"], f"{folder / 'open_clip_config.json'} (preprocess_cfg.size)")
         release = _hub_release(location)
         return Source("openclip_folder", label or folder.name, location or str(folder.resolve()), weights=weights,
                       release=release, revision=revision, openclip_cfg=model_cfg, preprocess=preprocess,
@@ -341,7 +347,7 @@ def _hub(spec: str, download_root) -> Source:
     repo, _, revision = spec.partition("@")
     repo, revision = repo.strip("/"), revision or None
     if repo.count("/") != 1:
-        raise ValueError(f"hf-hub:{spec}: expected hf-hub:ORG/REPO or hf-hub:ORG/REPO@REVISION")
+        raise ConfigError(f"hf-hub:{spec}: expected hf-hub:ORG/REPO or hf-hub:ORG/REPO@REVISION")
     hub = HubRepo(repo, revision, download_root)
     location = f"{HF_PREFIX}{repo}"
     for config_name, weight_names in (("open_clip_config.json", OPENCLIP_WEIGHTS), ("config.json", HF_WEIGHTS)):

@@ -20,7 +20,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from .configs import config_dir
-from .errors import DatasetError, UserError
+from .errors import ConfigError, DatasetError, UserError
 
 CONFIGS = config_dir()
 LAUNCHERS = {"basic": None, "joblib": "joblib", "submitit_local": "submitit_local", "submitit_slurm": "submitit_slurm"}
@@ -67,13 +67,13 @@ def check_pairs(cfg: DictConfig) -> tuple[list[tuple[str, str]], list[dict]]:
                     try:
                         check_name(c.model.get("checkpoint") or c.model.name)
                         model_problem[model] = None
-                    except (UserError, ValueError, FileNotFoundError) as e:
+                    except UserError as e:
                         model_problem[model] = f"model: {str(e).splitlines()[0]}"
                 if dataset not in data_problem:
                     try:
                         build_dataset(c.dataset)
                         data_problem[dataset] = None
-                    except (UserError, ValueError, OSError) as e:
+                    except (UserError, OSError) as e:
                         data_problem[dataset] = f"data: {str(e).splitlines()[0]}"
                 reason = model_problem[model] or data_problem[dataset]
                 if reason:
@@ -100,7 +100,7 @@ def launch(cfg: DictConfig, pairs: list[tuple[str, str]]) -> int:
     """One multirun over the pairs, through the chosen Hydra launcher; returns its exit code."""
     launcher = cfg.get("launcher") or "basic"
     if launcher not in LAUNCHERS:
-        raise ValueError(f"Unknown launcher {launcher!r}. Choose one of: {', '.join(LAUNCHERS)}")
+        raise ConfigError(f"Unknown launcher {launcher!r}. Choose one of: {', '.join(LAUNCHERS)}")
     results = suite_results(cfg)
     pairs_dir = results / ".pairs" / time.strftime("%Y-%m-%d_%H-%M-%S")
     names = write_pair_group(pairs_dir, pairs)

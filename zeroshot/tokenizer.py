@@ -117,7 +117,9 @@ def tokenize(texts: str | list[str], context_length: int = 77, truncate: bool = 
         ids = [tok.sot_token, *tok.encode(text), tok.eot_token]
         if len(ids) > context_length:
             if not truncate:
-                raise ValueError(
+                from .errors import PromptError
+
+                raise PromptError(
                     f"Text {text!r} is {len(ids)} tokens long, more than the context length {context_length}. "
                     "Shorten it, or pass truncate=True to cut it (end-of-text is kept as the last token)."
                 )

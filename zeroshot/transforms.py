@@ -13,12 +13,27 @@ import numpy as np
 from PIL import Image
 from torchvision import transforms as T
 
+from .errors import ConfigError
 from .sources import OPENAI_PREPROCESS
 
 MEAN, STD = tuple(OPENAI_PREPROCESS["mean"]), tuple(OPENAI_PREPROCESS["std"])
 INTERPOLATIONS = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR,
                   "nearest": T.InterpolationMode.NEAREST, "lanczos": T.InterpolationMode.LANCZOS}
 RESIZE_MODES = ("shortest", "squash", "longest")
+
+
+def square_size(value, where: str) -> int:
+    """An image size as open_clip writes it: an int, or [H, W] (its PreprocessCfg allows a pair). Only square
+    inputs are supported, as every CLIP-family tower here has a square positional grid."""
+    if isinstance(value, (list, tuple)):
+        if len(value) == 2 and value[0] == value[1]:
+            value = value[0]
+        else:
+            raise ConfigError(f"{where}: image size {list(value)} is not square; zeroshot's models take square inputs. "
+                              "Give one number (e.g. 224) or [224, 224]")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < 1:
+        raise ConfigError(f"{where}: image size {value!r} is not a positive whole number; give e.g. 224 or [224, 224]")
+    return int(value)
 
 
 @dataclass
@@ -31,10 +46,11 @@ class Preprocess:
 
     def __post_init__(self):
         if self.interpolation not in INTERPOLATIONS:
-            raise ValueError(f"Unknown interpolation {self.interpolation!r}. Choose one of: {', '.join(INTERPOLATIONS)}")
+            raise ConfigError(f"Unknown interpolation {self.interpolation!r}. Choose one of: {', '.join(INTERPOLATIONS)}")
         if self.resize_mode not in RESIZE_MODES:
-            raise ValueError(f"Unknown resize_mode {self.resize_mode!r}. Choose one of: {', '.join(RESIZE_MODES)}")
-        self.size, self.mean, self.std = int(self.size), [float(x) for x in self.mean], [float(x) for x in self.std]
+            raise ConfigError(f"Unknown resize_mode {self.resize_mode!r}. Choose one of: {', '.join(RESIZE_MODES)}")
+        self.size = square_size(self.size, "preprocessing (model.preprocess.size)")
+        self.mean, self.std = [float(x) for x in self.mean], [float(x) for x in self.std]
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DatasetError
+from .files import read_text
 from .sources import HF_PREFIX
 
 IMAGE_EXTENSIONS = ("webp", "png", "jpg", "jpeg")
@@ -66,7 +67,7 @@ def fetch_from_hub(spec: str, split: str) -> Path:
         have = [n for n, p in found.items() if p is not None]
         raise DatasetError(f"{spec} is not in CLIP_benchmark's webdataset layout: it has {', '.join(have) or 'none'} of "
                            f"{', '.join(found)} (a split is <split>/nshards.txt with shards 0.tar ... N-1.tar)")
-    n = int(found[f"{split}/nshards.txt"].read_text().strip())
+    n = shard_count(found[f"{split}/nshards.txt"])
     for i in range(n):
         if get(f"{split}/{i}.tar") is None:
             raise DatasetError(f"{spec}: {split}/nshards.txt says {n} shards but {split}/{i}.tar is not in the repo")
@@ -79,7 +80,14 @@ def is_wds(root: str | Path, split: str) -> bool:
 
 
 def _read_lines(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [line.strip() for line in read_text(path).splitlines() if line.strip()]
+
+
+def shard_count(path: Path) -> int:
+    text = read_text(path).strip()
+    if not text.isdigit() or int(text) < 1:
+        raise DatasetError(f"{path} should hold the number of shards (a positive whole number) but holds {text[:40]!r}")
+    return int(text)
 
 
 class WebDataset:
@@ -94,7 +102,7 @@ class WebDataset:
             found = sorted(p.name for p in root.iterdir())[:12] if root.is_dir() else "no such folder"
             raise DatasetError(f"{folder / 'nshards.txt'} is missing: a webdataset split holds nshards.txt and shards "
                                f"0.tar ... N-1.tar (CLIP_benchmark's layout); found {found} in {root}")
-        n = int((folder / "nshards.txt").read_text().strip())
+        n = shard_count(folder / "nshards.txt")
         self.shards = [folder / f"{i}.tar" for i in range(n)]
         missing = [s.name for s in self.shards if not s.is_file()]
         if missing:
