@@ -28,7 +28,8 @@ def synthetic(name, n=200, c=6, acc=0.6, seed=0, keys=None, labels=None, fingerp
     keys = np.array([f"img/{i:04d}.png" for i in range(n)], dtype=object) if keys is None else keys
     return cmp.RunImages(name, f"/runs/{name}", fingerprint, split, keys, labels, logits, metric,
                          [f"class{k}" for k in range(c)], metadata=rng.integers(0, 3, (n, 2)),
-                         multilabel=(rng.random((n, c)) < 0.3) | (np.arange(c)[None] == labels[:, None]),
+                         multilabel=((rng.random((n, c)) < 0.3) | (np.arange(c)[None] == labels[:, None])
+                                     if metric == "mean_average_precision" else None),
                          groups={"field": 1, "exclude": [2]})
 
 
@@ -68,9 +69,6 @@ def test_per_image_bootstrap_and_counts_equal_brute_force():
     assert (r["ci_low"], r["ci_high"]) == pytest.approx((np.quantile(boot, 0.025), np.quantile(boot, 0.975)))
     assert r["ci_low"] < r["diff"] < r["ci_high"] and r["n_boot"] == 300 and r["seed"] == 5
     # the same replicates whatever the block size the indices are drawn in
-    small = cmp.bootstrap_difference(a, b, "top1", 300, cmp.dataset_seed(5, "fp"))
-    chunked = np.concatenate([a_ for a_ in [cmp.bootstrap_difference(a, b, "top1", 300, cmp.dataset_seed(5, "fp"))]])
-    np.testing.assert_array_equal(small, chunked)
     blocks = list(cmp.resample_indices(200, 300, cmp.dataset_seed(5, "fp"), chunk_elements=7 * 200))
     assert len(blocks) > 1
     np.testing.assert_array_equal(np.concatenate(blocks), idx)
@@ -152,11 +150,12 @@ def brute_holm(p):
 def test_holm_over_datasets_decides_wins_ties_losses():
     rng = np.random.default_rng(0)
     # unadjusted, all four are below 0.05; after Holm only the smallest two are
-    ps, diffs = [0.03, 0.004, 0.02, 0.045], [0.02, 0.05, -0.03, 0.01]
+    ps, diffs = [0.03, 0.004, 0.012, 0.045], [0.02, 0.05, -0.03, 0.01]
     rows = [{"mcnemar_p": p, "diff": d, "boot": d + rng.normal(0, 0.01, 400)} for p, d in zip(ps, diffs)]
     s = cmp.suite_summary(rows, alpha=0.05)
     expected = brute_holm(ps)
-    assert [r["p_holm"] for r in rows] == pytest.approx(expected)  # [0.06, 0.016, 0.06, 0.06]
+    assert [r["p_holm"] for r in rows] == pytest.approx(expected)
+    assert expected == pytest.approx([0.06, 0.016, 0.036, 0.06])  # 4 x 0.004, 3 x 0.012, then max(2 x 0.03, 0.036), 0.045
     assert [r["verdict"] for r in rows] == ["tie", "win", "loss", "tie"]
     assert (s["wins"], s["ties"], s["losses"], s["n_datasets"]) == (1, 2, 1, 4)
     assert s["mean_diff"] == pytest.approx(np.mean(diffs))
@@ -204,17 +203,22 @@ def test_ranks_share_ties():
 
 @pytest.fixture(scope="module")
 def real_runs(tmp_path_factory, tiny_checkpoint):
+    """Two sets of weights with the same prompts on two image folders, and a second prompt set for one of them."""
+    from conftest import TINY_VIT, random_model, save_openai_archive
     from datagen import write_imagefolder
     from test_eval import make_cfg
     from zeroshot.evaluate import evaluate
 
     tmp = tmp_path_factory.mktemp("compare")
+    other = save_openai_archive(random_model(TINY_VIT, seed=7), tmp / "tiny-other.pt")
     runs = []
     for folder, classes in (("pets", ["cat", "dog", "bird", "fish"]), ("cars", ["red car", "blue car", "bus"])):
-        write_imagefolder(tmp / folder, classes, per_class=6, seed=len(folder))
-        for templates in ('["a photo of a {}."]', '["a blurry photo of a {}.","art of the {}."]'):
-            runs.append(evaluate(make_cfg(tmp, tiny_checkpoint, "dataset=imagefolder", f"dataset.root={tmp / folder}",
-                                          f"prompts.templates={templates}")))
+        write_imagefolder(tmp / folder, classes, per_class=8, seed=len(folder))
+        data = ["dataset=imagefolder", f"dataset.root={tmp / folder}"]
+        for ckpt in (tiny_checkpoint, other):
+            runs.append(evaluate(make_cfg(tmp, ckpt, *data, "prompts=simple")))
+        if folder == "pets":
+            runs.append(evaluate(make_cfg(tmp, tiny_checkpoint, *data, "prompts=classname")))
     return tmp, runs
 
 
@@ -224,24 +228,29 @@ def test_compare_cli_end_to_end(real_runs):
     r = subprocess.run([sys.executable, "-m", "zeroshot", "compare", str(tmp / "results"), f"output_dir={out}",
                         "compare.n_boot=200"], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "1 wins" in r.stdout or "0 wins" in r.stdout
+    assert "tiny-other.pt vs tiny-vit.pt [simple]: " in r.stdout and "over 2 datasets" in r.stdout
     folder = next(out.iterdir())
     table = pd.read_csv(folder / "compare.csv")
     per_dataset = table[table.metric.notna() & ~table.dataset.str.startswith("(mean")]
-    assert len(per_dataset) == 2 and set(per_dataset.n_boot) == {200}
-    for row in per_dataset.itertuples():  # counts and p from the runs' own logits, paired by path
+    assert len(per_dataset) == 4 and set(per_dataset.n_boot) == {200}  # 3 pairs on pets, 1 on cars
+    for row in per_dataset.itertuples():  # counts and p from the runs' own predictions, paired by path
         ra, rb = (pd.read_csv(Path(d) / "predictions.csv").set_index("path") for d in (row.run_a, row.run_b))
         rb = rb.loc[ra.index]
         right_a, right_b = ra.prediction == ra.label, rb.prediction == rb.label
         assert row.only_a == int((right_a & ~right_b).sum()) and row.only_b == int((~right_a & right_b).sum())
-        assert row.mcnemar_p == pytest.approx(scipy_stats.binomtest(row.only_a, row.only_a + row.only_b).pvalue
-                                              if row.only_a + row.only_b else 1.0)
+        k, n = int(row.only_a), int(row.only_a + row.only_b)
+        assert row.mcnemar_p == pytest.approx(scipy_stats.binomtest(k, n).pvalue if n else 1.0)
         assert row.diff == pytest.approx(right_a.mean() - right_b.mean())
+    suite = table[table.dataset.str.startswith("(mean")]
+    spans = suite[suite.n_datasets == 2].iloc[0]
+    pair_rows = per_dataset[(per_dataset.system_a == spans.system_a) & (per_dataset.system_b == spans.system_b)]
+    assert spans["diff"] == pytest.approx(pair_rows["diff"].mean())
+    assert spans.wins + spans.ties + spans.losses == 2
     md = (folder / "compare.md").read_text()
     for text in ("## Paired comparisons", "McNemar", "Holm", "## Suite: model x dataset", "mean rank", "## Wins / ties / losses"):
         assert text in md, text
-    figures = list(folder.glob("compare_*.png"))
-    assert len(figures) == 1 and figures[0].stat().st_size > 0 and f"]({figures[0].name})" in md
+    figures = sorted(folder.glob("compare_*.png"))
+    assert len(figures) == 3 and all(f.stat().st_size > 0 and f"]({f.name})" in md for f in figures)
     # a single run has nothing to be compared with: one line that says so
     r = subprocess.run([sys.executable, "-m", "zeroshot", "compare", runs[0]["run_dir"], f"output_dir={out}"],
                        capture_output=True, text=True, cwd=REPO, timeout=300)
@@ -266,7 +275,7 @@ def test_report_section_opens_in_headless_chromium(real_runs, tmp_path):
     assert "## Paired comparisons" in md and "## Calibration" in md and "## Wins / ties / losses" in md
     page = (out / "report.html").read_text()
     n_reliability = page.count("class='reliability'")
-    assert n_reliability == 4 and "Paired comparisons" in page and "class='legend'" in page
+    assert n_reliability == 5 and "Paired comparisons" in page and "class='legend'" in page
     browser = chromium()
     if browser is None:
         pytest.skip("no chromium binary here (apt-get install chromium)")

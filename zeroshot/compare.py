@@ -52,19 +52,29 @@ def load_run(run_dir: str | Path, name: str) -> cmp.RunImages:
                          z["multilabel"] if "multilabel" in z else None, groups)
 
 
-def system_labels(table: pd.DataFrame) -> dict[tuple, str]:
-    """A readable, unique name per (weights, prompts): the model's, plus the prompts or the sha256 where needed."""
-    systems = table.drop_duplicates(SYSTEM)
+def with_systems(table: pd.DataFrame) -> pd.DataFrame:
+    """Each row's system: the weights and the prompt set by name, so that one system spans a suite whose datasets
+    each have their own class names (and so prompts hash). Where one name covers two prompt variants on the same
+    images (e.g. templates given on the command line), the hash tells them apart. The label is the model's name,
+    plus the prompts, the hash or the sha256 only where needed to be unique."""
+    table = table.copy()
+    table["system_key"] = list(zip(table.checkpoint_sha256, table.prompts))
+    variants = table.groupby([*IMAGES, "system_key"]).prompts_hash.transform("nunique")
+    table.loc[variants > 1, "system_key"] = [(*k, h) for k, h in zip(table.system_key[variants > 1],
+                                                                      table.prompts_hash[variants > 1])]
+    systems = table.drop_duplicates("system_key")
     labels = {}
-    for _, r in systems.iterrows():
-        same_model = systems[systems.model == r.model]
-        label = str(r.model)
-        if len(same_model) > 1:
-            label += f" [{r.prompts_label}]"
-            if (same_model.prompts_label == r.prompts_label).sum() > 1:
+    for r in systems.itertuples():
+        label, others = str(r.model), systems[systems.model == r.model]
+        if len(others) > 1:
+            label += f" [{r.prompts}]"
+            if len(r.system_key) == 3:
+                label += f"#{str(r.prompts_hash)[:8]}"
+            if sum(k[1:] == r.system_key[1:] for k in others.system_key) > 1:
                 label += f" sha256 {str(r.checkpoint_sha256)[:8]}"
-        labels[(r.checkpoint_sha256, r.prompts_hash)] = label
-    return labels
+        labels[r.system_key] = label
+    table["system"] = table.system_key.map(labels)
+    return table
 
 
 @dataclass
@@ -102,15 +112,14 @@ def build_comparison(table: pd.DataFrame, n_boot: int = 1000, seed: int = 0, alp
     groups = shared_groups(table)
     if not groups:
         return comp
-    labels = system_labels(pd.concat(groups))
     names = dataset_names(groups)
+    groups = [g for _, g in with_systems(pd.concat(groups)).groupby(IMAGES, sort=False)]
     main = {}
     for dataset, g in zip(names, groups):  # one image set at a time: its runs' logits are loaded together, then freed
-        g = g.drop_duplicates(SYSTEM, keep="last")
         runs = {}
-        for _, r in g.iterrows():
+        for _, r in g.drop_duplicates("system", keep="last").iterrows():
             try:
-                runs[labels[(r.checkpoint_sha256, r.prompts_hash)]] = load_run(r.run_dir, labels[(r.checkpoint_sha256, r.prompts_hash)])
+                runs[r.system] = load_run(r.run_dir, r.system)
             except (ReportError, OSError, KeyError, ValueError) as e:
                 comp.notes.append(f"{dataset}: {r.model} left out of the comparison: {e}")
         for name, run in runs.items():

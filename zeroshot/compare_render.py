@@ -231,6 +231,6 @@ def calibration_html(rows: list[dict]) -> str:
     for r in rows:
         if r["diagram"].exists():
             data = base64.b64encode(r["diagram"].read_bytes()).decode()
-            parts.append(f"<img class='reliability' alt='reliability diagram: {html.escape(f'{r['model']} on {r['dataset']}')}' "
-                         f"src='data:image/png;base64,{data}' style='max-width:420px'>")
+            alt = html.escape(f"reliability diagram: {r['model']} on {r['dataset']} ({r['prompts']})", quote=True)
+            parts.append(f"<img class='reliability' alt=\"{alt}\" src='data:image/png;base64,{data}' style='max-width:420px'>")
     return "\n".join(parts + ["</div>"])
