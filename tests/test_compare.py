@@ -295,3 +295,55 @@ def test_report_section_opens_in_headless_chromium(real_runs, tmp_path):
     assert len(sizes) == n_images >= n_reliability + 1
     assert all(int(w) > 100 and int(h) > 100 for w, h in sizes)
     assert "Paired comparisons" in r.stdout and "Wins / ties / losses" in r.stdout
+
+
+def write_run(root: Path, run: cmp.RunImages, model: str, stamp: str, sha: str, order=None) -> Path:
+    """A run directory as `eval` writes it (metrics.json, logits.npz, predictions.csv, per_class.csv), rows in `order`."""
+    import json
+
+    order = np.arange(len(run.labels)) if order is None else order
+    d = root / model / stamp
+    d.mkdir(parents=True)
+    pred = run.logits.argmax(1)
+    pd.DataFrame({"index": order, "path": run.keys[order], "label": run.labels[order], "prediction": pred[order]}).to_csv(
+        d / "predictions.csv", index=False)
+    np.savez_compressed(d / "logits.npz", logits=run.logits[order], labels=run.labels[order], indices=order)
+    pd.DataFrame({"class_index": range(len(run.classnames)), "class": run.classnames}).to_csv(d / "per_class.csv", index=False)
+    top1 = float((pred == run.labels).mean())
+    (d / "metrics.json").write_text(json.dumps({
+        "top1": top1, "top5": 1.0, "mean_per_class_recall": top1, "main_metric": top1, "metric": run.metric, "model": model,
+        "dataset": "wds_set", "dataset_label": "wds_set", "dataset_fingerprint": run.fingerprint, "split": run.split,
+        "prompts": "p", "prompts_hash": "h", "prompts_label": "p#h", "checkpoint_sha256": sha, "timestamp": stamp}))
+    return d
+
+
+def test_comparison_from_run_dirs_marks_significance_and_names_refusals(tmp_path):
+    from zeroshot.compare import build_comparison
+    from zeroshot.compare_render import html_section, markdown_lines
+    from zeroshot.report import load_runs, reproducibility
+
+    n = 200
+    keys = np.array([f"shard-{i // 50:03d}.tar:{i:06d}" for i in range(n)], dtype=object)  # webdataset shard:key
+    a = synthetic("A", n, acc=0.9, seed=1, keys=keys)
+    b = synthetic("B", n, acc=0.3, seed=2, keys=keys, labels=a.labels)
+    c = synthetic("C", n, acc=0.3, seed=3, keys=keys, labels=a.labels)
+    write_run(tmp_path, a, "strong", "2026-01-01_00-00-00", "aa" * 32)
+    write_run(tmp_path, b, "weak", "2026-01-01_00-00-00", "bb" * 32, order=np.random.default_rng(0).permutation(n))
+    write_run(tmp_path, c.take(np.arange(3, n)), "partial", "2026-01-01_00-00-00", "cc" * 32)  # 3 images missing
+    table, _ = reproducibility(load_runs([tmp_path]), 0.001)
+    comp = build_comparison(table, n_boot=200, seed=0)
+    row, = [r for r in comp.rows if {r["system_a"], r["system_b"]} == {"strong", "weak"}]
+    assert row["verdict"] == "win" and row["p_holm"] < 1e-10 and (row["system_a"], row["system_b"]) == ("strong", "weak")
+    expected = cmp.compare_pair(a, b, 200, 0)[0]  # the same numbers as on the arrays, whatever the files' row order
+    assert row["diff"] == expected["diff"] and row["only_a"] == expected["only_a"] and row["ci_low"] == expected["ci_low"]
+    refused = [note for note in comp.notes if "partial" in note]
+    assert len(refused) == 2 and all("3 images only in A" in note or "3 only in B" in note for note in refused)
+    md = "\n".join(markdown_lines(comp))
+    top1_a, top1_b = (float(np.mean(r.logits.argmax(1) == r.labels)) for r in (a, b))
+    assert f"| wds_set | top1 | {100 * top1_a:.2f} | {100 * top1_b:.2f} | {100 * (top1_a - top1_b):+.2f} |" in md
+    assert " | * | " in md and "`*` marks" in md
+    assert comp.wtl.loc["strong", "weak"] == "1/0/0" and comp.wtl.loc["weak", "strong"] == "0/0/1"
+    best = comp.ranks.iloc[0]
+    assert best.system == "strong" and best["mean rank"] == 1 and best["wds_set"] == f"{100 * top1_a:.2f} (1)"
+    page = html_section(comp)
+    assert "<tr class='sig'>" in page and "class='legend'" in page

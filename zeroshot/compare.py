@@ -137,6 +137,8 @@ def build_comparison(table: pd.DataFrame, n_boot: int = 1000, seed: int = 0, alp
                          run_a=runs[a].run_dir, run_b=runs[b].run_dir)
             comp.rows += rows
             comp.changes.append({"system_a": a, "system_b": b, "dataset": dataset, **change})
+    if not comp.rows:
+        return comp
     systems = sorted(main)
     for a, b in itertools.combinations(systems, 2):
         tested = [r for r in comp.rows if (r["system_a"], r["system_b"]) == (a, b) and "mcnemar_p" in r]

@@ -56,6 +56,9 @@ def write_csv(comp, path: Path) -> None:
     rows += [{**s, "dataset": f"(mean over {s['n_datasets']} datasets)", "diff": s["mean_diff"], "n_boot": comp.settings["n_boot"],
               "seed": comp.settings["seed"]} for s in comp.suite]
     frame = pd.DataFrame(rows)
+    for col in ("n_images", "both_right", "only_a", "only_b", "both_wrong", "wins", "ties", "losses", "n_datasets"):
+        if col in frame:  # counts stay integers beside the suite rows that lack them
+            frame[col] = frame[col].astype("Int64")
     frame.reindex(columns=[c for c in CSV_COLUMNS if c in frame] + [c for c in frame if c not in CSV_COLUMNS]).to_csv(path, index=False)
 
 
@@ -70,7 +73,7 @@ def pair_cells(r: dict) -> list[str]:
 
 
 def suite_sentence(s: dict) -> str:
-    return (f"Over {s['n_datasets']} datasets ({s['metric']}): A wins {s['wins']}, ties {s['ties']}, loses {s['losses']} "
+    return (f"Over {s['n_datasets']} dataset{'s' if s['n_datasets'] != 1 else ''} ({s['metric']}): A wins {s['wins']}, ties {s['ties']}, loses {s['losses']} "
             f"(alpha = {s['alpha']}, Holm); mean difference {pts(s['mean_diff'])} points, 95% CI "
             f"[{pts(s['ci_low'])}, {pts(s['ci_high'])}].")
 
@@ -98,8 +101,8 @@ def table_md(headers: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def markdown_lines(comp, figures: list[Path] = ()) -> list[str]:
-    if not comp.rows:
-        return []
+    if not comp.rows:  # rows that share images but could not be compared say why
+        return ["## Paired comparisons", "", "Not compared:", "", *[f"- {n}" for n in comp.notes], ""] if comp.notes else []
     lines = ["## Paired comparisons", "", legend(comp.settings), ""]
     for a, b in pairs(comp):
         lines += [f"### A = {a}, B = {b}", ""]
@@ -130,7 +133,8 @@ def html_table(headers, rows, classes=None) -> str:
 def html_section(comp) -> str:
     """The comparison as HTML: significant rows in class 'sig' (marked and coloured), and the legend."""
     if not comp.rows:
-        return ""
+        return "<h2>Paired comparisons</h2><p>Not compared:</p><ul>" + "".join(
+            f"<li>{html.escape(n)}</li>" for n in comp.notes) + "</ul>" if comp.notes else ""
     parts = ["<h2>Paired comparisons</h2>", f"<p class='legend'>{html.escape(legend(comp.settings))} "
              "Marked rows are also shaded.</p>"]
     for a, b in pairs(comp):
