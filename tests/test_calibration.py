@@ -172,3 +172,17 @@ def test_siglip_style_model_records_sigmoid(tmp_path, tiny_vit):
     assert out["ece"] == pytest.approx(brute_ece(brute_probs(logits, "sigmoid"), labels), abs=1e-12)
     out, _ = calibrate(OmegaConf.create({}), Sig(), None, logits, labels, {"multilabel": np.zeros((40, 4))})
     assert out["ece"] is None and "multi-label" in out["calibration"]["skipped"]
+
+
+def test_temperature_recovers_a_known_one_and_ece_falls():
+    """Labels drawn from softmax(z), scored with logits 3z: the fitted T is about 3 and ECE drops on other images."""
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(6000, 10)) * 2
+    p = cal.probabilities(z, "softmax")
+    labels = (p.cumsum(1) > rng.random((6000, 1))).argmax(1)  # one categorical draw per row
+    fit, scored = np.arange(3000), np.arange(3000, 6000)
+    t = cal.fit_temperature(3 * z[fit], labels[fit], "softmax")
+    assert t == pytest.approx(3.0, rel=0.06)
+    before = cal.calibration_metrics(3 * z[scored], labels[scored], "softmax")
+    after = cal.calibration_metrics(3 * z[scored], labels[scored], "softmax", t)
+    assert before["ece"] > 0.2 and after["ece"] < 0.03 and after["nll"] < before["nll"]

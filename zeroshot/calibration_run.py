@@ -63,7 +63,10 @@ def held_out_features(cfg: DictConfig, s):
     split_cfg = copy.deepcopy(cfg)
     with open_dict(split_cfg):
         split_cfg.dataset.split = c["split"]
-    ds = build_dataset(split_cfg.dataset, s.model.transform, cfg.get("skip_bad_images", False))
+    from . import distributed as dist
+
+    # as in evaluate.prepare: under torchrun a download or an unpack happens once per node
+    ds = dist.local_rank_zero_first(lambda: build_dataset(split_cfg.dataset, s.model.transform, cfg.get("skip_bad_images", False)))
     if ds.fingerprint()["digest"] == s.dataset.fingerprint()["digest"]:
         raise DatasetError(f"calibration.split={c['split']} of {cfg.dataset.name!r} holds the same images as the scored split "
                            f"{cfg.dataset.get('split', 'test')!r}; name a split with other images, or set calibration.split=null")

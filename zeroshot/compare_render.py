@@ -179,13 +179,16 @@ def difference_figures(comp, out: Path) -> list[Path]:
         diff = [r["diff"] for r in rows] + [s["mean_diff"] for s in suite]
         low = [r["ci_low"] for r in rows] + [s["ci_low"] for s in suite]
         high = [r["ci_high"] for r in rows] + [s["ci_high"] for s in suite]
-        sig = [r["verdict"] != "tie" for r in rows] + [s["ci_low"] > 0 or s["ci_high"] < 0 for s in suite]
+        sig = np.array([r["verdict"] != "tie" for r in rows] + [False] * len(suite))
         d, lo, hi = 100 * np.array(diff), 100 * np.array(low), 100 * np.array(high)
         fig, ax = plt.subplots(figsize=(7, 0.4 * len(labels) + 1.6))
         y = np.arange(len(labels))
+        per = y < len(rows)
         ax.errorbar(d, y, xerr=[d - lo, hi - d], fmt="none", ecolor="0.4", capsize=3)
-        ax.scatter(d[~np.array(sig)], y[~np.array(sig)], facecolors="white", edgecolors="0.3", zorder=3, label="tie")
-        ax.scatter(d[np.array(sig)], y[np.array(sig)], color="tab:red", zorder=3, label=f"significant ({SIG})")
+        ax.scatter(d[per & ~sig], y[per & ~sig], facecolors="white", edgecolors="0.3", zorder=3, label="tie")
+        ax.scatter(d[sig], y[sig], color="tab:red", zorder=3, label=f"significant ({SIG}, McNemar + Holm)")
+        if suite:  # the mean has no test of its own: its CI is the statement
+            ax.scatter(d[~per], y[~per], marker="D", color="tab:blue", zorder=3, label="mean over datasets")
         ax.axvline(0, color="0.6", lw=1)
         ax.set_yticks(y, labels)
         ax.set_xlabel(f"A - B (points), {round(100 * comp.settings['level'])}% CI")

@@ -49,6 +49,13 @@ class RunImages:
     metadata: np.ndarray | None = None  # [N, F] group fields (WILDS)
     multilabel: np.ndarray | None = None  # [N, C] multi-hot (VOC 2007 multi-label)
     groups: dict = field(default_factory=dict)  # dataset.groups: field, exclude
+    # argmax and correctness per metric, computed once: a bootstrap asks for them on every resample
+    cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def prediction(self) -> np.ndarray:
+        if "pred" not in self.cache:
+            self.cache["pred"] = self.logits.argmax(1)
+        return self.cache["pred"]
 
     def take(self, rows: np.ndarray) -> "RunImages":
         pick = lambda a: None if a is None else a[rows]  # noqa: E731
@@ -64,14 +71,14 @@ def pair(a: RunImages, b: RunImages) -> tuple[RunImages, RunImages]:
         problems.append(f"dataset fingerprints differ ({a.fingerprint[:12]} vs {b.fingerprint[:12]})")
     if a.split != b.split:
         problems.append(f"splits differ ({a.split} vs {b.split})")
-    for run in (a, b):
-        if len(set(run.keys.tolist())) != len(run.keys):
-            problems.append(f"{run.name} names some images twice")
-    only_a = np.setdiff1d(a.keys, b.keys)
-    only_b = np.setdiff1d(b.keys, a.keys)
+    keys_a, keys_b = set(a.keys.tolist()), set(b.keys.tolist())  # (np.setdiff1d on strings is quadratic)
+    only_a, only_b = sorted(keys_a - keys_b), sorted(keys_b - keys_a)
     if len(only_a) or len(only_b):
         problems.append(f"{len(only_a)} images only in A (e.g. {only_a[0] if len(only_a) else '-'}), "
                         f"{len(only_b)} only in B (e.g. {only_b[0] if len(only_b) else '-'})")
+    for run, keys in ((a, keys_a), (b, keys_b)):
+        if len(keys) != len(run.keys):
+            problems.append(f"{run.name} names some images twice")
     if a.logits.shape[1] != b.logits.shape[1]:
         problems.append(f"class counts differ ({a.logits.shape[1]} vs {b.logits.shape[1]})")
     if not problems:
@@ -89,14 +96,21 @@ def pair(a: RunImages, b: RunImages) -> tuple[RunImages, RunImages]:
 
 def correct(run: RunImages, metric: str) -> np.ndarray:
     """Per image: right or not under a per-image metric (top-1 is right on any label of a multi-label image)."""
+    key = ("correct", metric)
+    if key in run.cache:
+        return run.cache[key]
     if metric == "top1":
-        pred = run.logits.argmax(1)
+        pred = run.prediction()
         if run.multilabel is not None:
-            return run.multilabel[np.arange(len(pred)), pred] > 0
-        return pred == run.labels
-    if metric == "top5":
-        return label_rank(run.logits.astype(np.float64), run.labels) < 5
-    raise ValueError(f"{metric} is not a per-image metric ({', '.join(PER_IMAGE_METRICS)})")
+            out = run.multilabel[np.arange(len(pred)), pred] > 0
+        else:
+            out = pred == run.labels
+    elif metric == "top5":
+        out = label_rank(run.logits.astype(np.float64), run.labels) < 5
+    else:
+        raise ValueError(f"{metric} is not a per-image metric ({', '.join(PER_IMAGE_METRICS)})")
+    run.cache[key] = out
+    return out
 
 
 def set_metric(run: RunImages, metric: str, rows: np.ndarray) -> float:
@@ -110,7 +124,7 @@ def set_metric(run: RunImages, metric: str, rows: np.ndarray) -> float:
         return float(np.mean(hits[support > 0] / support[support > 0]))
     if metric == "macro_f1":  # metrics.macro_f1, over a confusion matrix so that a resample costs one bincount
         n_classes = run.logits.shape[1]
-        pred = run.logits.argmax(1)[rows]
+        pred = run.prediction()[rows]
         cm = np.bincount(y * n_classes + pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
         tp, present = np.diag(cm), cm.sum(1) > 0
         denom = 2 * tp + (cm.sum(0) - tp) + (cm.sum(1) - tp)
