@@ -232,7 +232,7 @@ def calibration_markdown(rows: list[dict]) -> list[str]:
 def calibration_html(rows: list[dict]) -> str:
     if not rows:
         return ""
-    frame = pd.DataFrame([{k: v for k, v in r.items() if k != "diagram"} for r in rows])
+    frame = pd.DataFrame([{k: np.nan if v is None else v for k, v in r.items() if k != "diagram"} for r in rows])
     parts = ["<h2>Calibration</h2>", f"<p>{html.escape(CALIBRATION_INTRO)}</p>",
              frame.to_html(index=False, na_rep="", float_format=lambda x: f"{x:.3f}"), "<div class='diagrams'>"]
     for r in rows:
