@@ -1,4 +1,4 @@
-"""`zeroshot {eval,prompts,report,linear-probe,models} [hydra overrides]` (or `python -m zeroshot ...`).
+"""`zeroshot {eval,prompts,report,compare,linear-probe,models} [hydra overrides]` (or `python -m zeroshot ...`).
 
 Hydra has no subcommands, so the first argument picks the config (configs/<command>.yaml) and the task
 function, and the rest of argv goes to Hydra unchanged (-m, --help, overrides all work). Task modules are
@@ -14,6 +14,7 @@ COMMANDS = {
     "eval": ("eval", "zeroshot.evaluate:evaluate"),
     "prompts": ("experiment", "zeroshot.experiments:run_experiments"),
     "report": ("report", "zeroshot.report:build_report"),
+    "compare": ("compare", "zeroshot.compare:compare"),
     "linear-probe": ("linear_probe", "zeroshot.linear_probe:linear_probe"),
     "suite-eval": ("eval", "zeroshot.suite:evaluate_pair"),  # a suite's job (see suite.py); not for direct use
 }
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     command = argv.pop(0)
     config_name, target = COMMANDS[command]
-    if command == "report":  # bare paths are the results directories to collect
+    if command in ("report", "compare"):  # bare paths are the results directories (or runs) to collect
         paths = [a for a in argv if "=" not in a and not a.startswith("-")]
         if paths:
             argv = [a for a in argv if a not in paths] + ["inputs=[" + ",".join(paths) + "]"]

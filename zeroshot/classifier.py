@@ -89,10 +89,15 @@ def logits(model, image_features: torch.Tensor, classifier: torch.Tensor) -> tor
     return out if bias is None else out + bias.float().cpu()
 
 
+def probability_kind(model) -> str:
+    """"sigmoid" for models trained with a sigmoid loss and a logit_bias (SigLIP), else "softmax" (CLIP)."""
+    return "sigmoid" if getattr(model, "logit_bias", None) is not None else "softmax"
+
+
 def probabilities_from_logits(model, scores: torch.Tensor) -> torch.Tensor:
     """Class probabilities in the model's own terms: softmax over classes (CLIP), or an independent sigmoid per
-    class for models trained with a sigmoid loss and a logit_bias (SigLIP). Argmax metrics are the same either way."""
-    return scores.sigmoid() if getattr(model, "logit_bias", None) is not None else scores.softmax(dim=-1)
+    class (SigLIP; see probability_kind). Argmax metrics are the same either way."""
+    return scores.sigmoid() if probability_kind(model) == "sigmoid" else scores.softmax(dim=-1)
 
 
 def probabilities(model, image_features: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import distributed as dist
+from . import calibration_run, distributed as dist
+from .calibration import plot_reliability
 from .errors import ConfigError
 from .classifier import build_classifier, logits as score
 from .datasets import DatasetError, EvalDataset, build_dataset
@@ -270,6 +271,7 @@ def run_dir_base(cfg: DictConfig, s: Setup, record: dict) -> Path:
 def evaluate(cfg: DictConfig) -> dict:
     """Run one zero-shot evaluation and write its results directory; returns the metrics dict."""
     start = time.perf_counter()
+    calibration_run.check_config(cfg)
     s = prepare(cfg)
     progress = cfg.get("progress", True) and dist.is_main()
 
@@ -278,6 +280,7 @@ def evaluate(cfg: DictConfig) -> dict:
         s.classnames,
     )  # [D, C]
     feats = image_features(cfg, s, progress)
+    held = calibration_run.held_out_features(cfg, s)  # a temperature's own split, where one is asked for
     record = run_record(cfg, s, len(feats.labels), feats.skipped) if dist.is_main() else None
     # Made only now, so a run that fails earlier leaves no directory; metrics.json, written last, marks it complete.
     run_dir = dist.broadcast_object(make_run_dir(run_dir_base(cfg, s, record)) if dist.is_main() else None)
@@ -290,12 +293,14 @@ def evaluate(cfg: DictConfig) -> dict:
     extra = benchmark_metrics(cfg.dataset, logits, feats.labels, targets)
     m.update({k: v for k, v in extra.items() if k == "top1"})
     metric = cfg.dataset.get("metric", "top1")
+    calib, curves = calibration_run.calibrate(cfg, s.model, weights, logits, feats.labels.numpy(), targets, held)
     wall = time.perf_counter() - start
     metrics = {
         "top1": m["top1"],
         "top5": m["top5"],
         "mean_per_class_recall": m["mean_per_class_recall"],
         **extra,
+        **calib,
         "metric": metric,
         "main_metric": {**m, **extra}[metric],
         **record,
@@ -310,7 +315,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "timestamp": run_dir.name,
     }
     try:
-        write_outputs(run_dir, cfg, s, feats, logits, m, metrics)
+        write_outputs(run_dir, cfg, s, feats, logits, m, metrics, targets, curves)
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)  # a half-written run must not look like a result
         raise
@@ -326,7 +331,8 @@ def evaluate(cfg: DictConfig) -> dict:
     return metrics
 
 
-def write_outputs(run_dir: Path, cfg, s: Setup, feats: Features, logits: torch.Tensor, m: dict, metrics: dict) -> None:
+def write_outputs(run_dir: Path, cfg, s: Setup, feats: Features, logits: torch.Tensor, m: dict, metrics: dict,
+                  targets: dict | None = None, curves=()) -> None:
     import pandas as pd
 
     names = s.classnames
@@ -352,8 +358,12 @@ def write_outputs(run_dir: Path, cfg, s: Setup, feats: Features, logits: torch.T
             "top5": [" ".join(map(str, row)) for row in top5],
         }
     ).to_csv(run_dir / "predictions.csv", index=False)
-    np.savez_compressed(run_dir / "logits.npz", logits=logits.numpy(), labels=feats.labels.numpy(), indices=idx)
+    # group metadata and multi-hot targets, row-aligned, so that `compare` can resample worst-group and mAP
+    np.savez_compressed(run_dir / "logits.npz", logits=logits.numpy(), labels=feats.labels.numpy(), indices=idx,
+                        **{k: v for k, v in (targets or {}).items() if k in ("metadata", "multilabel")})
     title = f"{metrics['dataset_label']} | {metrics['model']} | {metrics['prompts_label']}"
+    if curves:
+        plot_reliability(curves, run_dir / "reliability_diagram.png", f"{title} ({metrics['probability']})")
     plot_confusion(m["confusion_matrix"], names, run_dir / "confusion_matrix.png", title)
     plot_per_class(m["per_class_accuracy"], names, run_dir / "per_class_accuracy.png", title)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))

@@ -244,6 +244,7 @@ def html_page(md_table: pd.DataFrame, notes: list[str], images: list[Path], thre
              "table{border-collapse:collapse;margin:0.5em 0 1.5em;font-size:14px}",
              "th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f0f0f0}",
              "td:first-child,td:nth-child(2){text-align:left}.best{font-weight:bold}.flag{color:#b00;font-weight:bold}",
+             "tr.sig td{background:#fff3cd}.legend{font-size:13px;color:#444}",
              "img{max-width:100%;border:1px solid #ddd;margin:0.5em 0}</style></head><body>",
              "<h1>zeroshot benchmark report</h1>",
              f"<p>{html.escape(INTRO.format(threshold=threshold))} Red deltas are flagged.</p>"]
@@ -297,14 +298,18 @@ def build_report(cfg: DictConfig) -> dict:
     for name, frame in (("average_35.csv", avg35), ("robustness.csv", robust)):
         if not frame.empty:
             frame.to_csv(out / name, index=False)
-    extra = aggregates.markdown(avg35, robust) + not_run_lines(not_run)
+    from .compare import report_section  # paired comparisons of rows that share images, and calibration
+
+    compare_md, compare_html, compare_figures = report_section(table, cfg, out)
+    extra = aggregates.markdown(avg35, robust) + compare_md + not_run_lines(not_run)
     (out / "report.md").write_text(markdown(table, notes, cfg.delta_threshold, extra))
-    images = figures(table, out)
+    images = figures(table, out) + compare_figures
     if aggregates.robustness_figure(robust, out / "robustness.png"):
         images.append(out / "robustness.png")
     extra_html = "".join(f"<h2>{title}</h2>{frame.to_html(index=False, na_rep='', float_format=lambda x: f'{x:.2f}')}"
                          for title, frame in (("open_clip's 35 datasets: average", avg35),
                                               ("ImageNet and its distribution shifts", robust)) if not frame.empty)
+    extra_html += compare_html
     if not_run:
         extra_html += "<h2>Not run</h2><ul>" + "".join(
             f"<li>{html.escape(n['model'])} x {html.escape(n['dataset'])}: {html.escape(n['reason'])}</li>" for n in not_run) + "</ul>"
