@@ -177,17 +177,6 @@ def wtl_matrix(suite: list[dict], systems: list[str]) -> pd.DataFrame:
     return grid
 
 
-def console_logging() -> None:
-    """zeroshot's messages on stdout, where Hydra's quiet config leaves the "zeroshot" logger without a handler."""
-    import sys
-
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-
-
 def report_section(table: pd.DataFrame, cfg, out: Path) -> tuple[list[str], str, list[Path]]:
     """For `report`: markdown lines, HTML and figures of the comparison (rows sharing images) and of calibration."""
     from .compare_render import (calibration_html, calibration_markdown, calibration_rows, difference_figures,
@@ -207,7 +196,6 @@ def compare(cfg) -> dict:
     from .report import load_runs, reproducibility
     from .results import make_run_dir
 
-    console_logging()
     runs = load_runs(list(cfg.inputs))
     table, notes = reproducibility(runs, float(cfg.get("tolerance", 0.001)))
     c = cfg.compare
@@ -223,8 +211,8 @@ def compare(cfg) -> dict:
     for n in notes + comp.notes:
         log.warning(n)
     for s in comp.suite:
-        log.info("%s vs %s: %d wins, %d ties, %d losses over %d datasets; mean difference %+.2f points [%+.2f, %+.2f]",
-                 s["system_a"], s["system_b"], s["wins"], s["ties"], s["losses"], s["n_datasets"],
-                 100 * s["mean_diff"], 100 * s["ci_low"], 100 * s["ci_high"])
-    log.info("%d comparisons over %d pairs -> %s/compare.md, compare.csv", len(comp.rows), len(comp.suite), out)
+        print(f"{s['system_a']} vs {s['system_b']}: {s['wins']} wins, {s['ties']} ties, {s['losses']} losses over "
+              f"{s['n_datasets']} datasets; mean difference {100 * s['mean_diff']:+.2f} points "
+              f"[{100 * s['ci_low']:+.2f}, {100 * s['ci_high']:+.2f}]")
+    print("%d comparisons over %d pairs -> %s/compare.md, compare.csv" % (len(comp.rows), len(comp.suite), out))
     return {"compare_dir": str(out), "rows": len(comp.rows), "pairs": len(comp.suite), "notes": comp.notes}
