@@ -1,0 +1,202 @@
+"""Zero-shot image-text retrieval: recall against a brute-force computation and CLIP_benchmark's own code, on
+data written in CLIP_benchmark's retrieval webdataset layout (by its converter) and in Karpathy's JSON layout."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+
+from zeroshot.datasets import DatasetError
+from zeroshot.retrieval import run_retrieval
+from zeroshot.retrieval_metrics import caption_table, retrieve
+from conftest import REPO, shared_path
+from retrieval_data import write_captioned_images, write_karpathy, write_retrieval_wds
+
+CONFIGS = str(REPO / "configs")
+# 1 to 3 captions an image, and one long caption that only fits once cut at the context length
+CAPTIONS = [[f"photo {i} of a {w}" for w in ("cat", "dog", "red car")[: 1 + i % 3]] for i in range(14)]
+CAPTIONS[2].append("a very long caption " + "with many words " * 30)
+
+
+def brute_force(image_feats, text_feats, text_image, ks=(1, 5, 10)) -> dict:
+    """Recall@k by sorting every row of the full similarity matrix, the textbook way."""
+    sim = F.normalize(image_feats.double(), dim=-1) @ F.normalize(text_feats.double(), dim=-1).T  # [N, T]
+    n, out = len(image_feats), {}
+    for k in ks:
+        i2t = [bool(set(torch.argsort(sim[i], descending=True)[:k].tolist()) & {t for t in range(len(text_image)) if text_image[t] == i})
+               for i in range(n)]
+        t2i = [int(text_image[t]) in torch.argsort(sim[:, t], descending=True)[:k].tolist() for t in range(len(text_image))]
+        out[f"text_retrieval_recall@{k}"], out[f"image_retrieval_recall@{k}"] = np.mean(i2t), np.mean(t2i)
+    return out
+
+
+def clip_benchmark_recalls(image_feats, text_feats, text_image, ks=(1, 5, 10)) -> dict:
+    """CLIP_benchmark's own zeroshot_retrieval.evaluate on the same features: the "model" looks them up."""
+    zsr = pytest.importorskip("clip_benchmark.metrics.zeroshot_retrieval")
+    captions = [[] for _ in range(len(image_feats))]
+    for t, i in enumerate(text_image.tolist()):
+        captions[i].append(t)
+
+    class Lookup(torch.nn.Module):
+        def encode_image(self, idx):
+            return image_feats[idx]
+
+        def encode_text(self, idx):
+            return text_feats[idx]
+
+    batches = [(torch.arange(a, min(a + 4, len(captions))), captions[a:a + 4]) for a in range(0, len(captions), 4)]
+    return zsr.evaluate(Lookup(), batches, lambda ids: torch.tensor(ids), "cpu", amp=False, recall_k_list=list(ks))
+
+
+def test_recall_equals_brute_force_and_clip_benchmark_on_random_features():
+    g = torch.Generator().manual_seed(0)
+    n = 40
+    text_image = torch.cat([torch.arange(n), torch.randint(0, n, (90,), generator=g)])[torch.randperm(n + 90, generator=g)]
+    images = torch.randn(n, 16, generator=g)
+    texts = images[text_image] + 1.3 * torch.randn(len(text_image), 16, generator=g)  # noisy: recalls well inside (0, 1)
+    for block in (7, 1000):  # blocks that do and do not divide the queries give the same answer
+        ours = retrieve(images, texts, text_image, block=block).recalls()
+        ref = brute_force(images, texts, text_image)
+        cb = clip_benchmark_recalls(images, texts, text_image)
+        assert 0.05 < ours["text_retrieval_recall@1"] < 0.95 and 0.05 < ours["image_retrieval_recall@1"] < 0.95
+        for key, value in ref.items():
+            assert ours[key] == pytest.approx(value, abs=1e-12), key
+            assert ours[key] == pytest.approx(cb[key], abs=1e-6), key
+        assert ours["mean_recall@1"] == pytest.approx((ref["text_retrieval_recall@1"] + ref["image_retrieval_recall@1"]) / 2)
+
+
+def test_an_image_found_only_by_its_second_caption():
+    e = torch.eye(4)
+    images = e[:3]  # three images on three axes
+    # image 0's first caption points at image 1; its second caption is image 0 itself
+    texts = torch.stack([0.5 * e[1] + 0.3 * e[0] + 0.8 * e[3], e[0], e[1] + 0.5 * e[0], e[2] + 0.1 * e[0]])
+    text_image = torch.tensor([0, 0, 1, 2])
+    r = retrieve(images, texts, text_image)
+    assert r.image_ranks.tolist() == [0, 0, 0]  # image 0 is found at 1, by caption 1 alone
+    assert r.text_ranks.tolist() == [1, 0, 0, 0]  # caption 0 finds image 1 first
+    m = r.recalls((1, 5))
+    assert m["text_retrieval_recall@1"] == 1.0 and m["image_retrieval_recall@1"] == 0.75
+    assert m == pytest.approx({k: v for k, v in brute_force(images, texts, text_image, (1, 5)).items()} | {"mean_recall@1": 0.875})
+    # counting only each image's first caption (CLIP_benchmark #7) would miss image 0
+    first_only = retrieve(images, texts[[0, 2, 3]], torch.tensor([0, 1, 2])).recalls((1,))
+    assert first_only["text_retrieval_recall@1"] == pytest.approx(2 / 3)
+
+
+def test_ties_count_against_the_query():
+    same = torch.ones(5, 8)  # collapsed features: every score ties
+    r = retrieve(same, same[[0, 0, 1, 2, 3, 4]], torch.tensor([0, 0, 1, 2, 3, 4])).recalls((1, 5))
+    assert r["text_retrieval_recall@1"] == 0 and r["image_retrieval_recall@1"] == 0
+    assert r["image_retrieval_recall@5"] == 1.0  # 4 wrong images tie: rank 4, inside the top 5
+
+
+def test_caption_table_and_bad_assignments():
+    table = caption_table(torch.tensor([2, 0, 2, 1, 2]), 3)
+    assert table.tolist() == [[1, -1, -1], [3, -1, -1], [0, 2, 4]]
+    with pytest.raises(ValueError, match="image 1 has no caption"):
+        caption_table(torch.tensor([0, 2]), 3)
+    with pytest.raises(ValueError, match="image index"):
+        retrieve(torch.randn(2, 4), torch.randn(2, 4), torch.tensor([0, 5]))
+
+
+# ------------------------------------------------------------------------ end to end, real layouts
+
+def rcfg(tmp_path, checkpoint, *overrides, config="retrieval"):
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        return compose(config, overrides=[f"model.checkpoint={checkpoint}", f"results_dir={tmp_path / 'results'}",
+                                          f"cache_dir={tmp_path / 'cache'}", "num_workers=0", "progress=false",
+                                          "batch_size=4", *overrides])
+
+
+@pytest.fixture
+def layouts(tmp_path):
+    karpathy = tmp_path / "karpathy"
+    paths = write_captioned_images(karpathy / "flickr30k-images", CAPTIONS)
+    write_karpathy(karpathy, "flickr30k-images", paths, CAPTIONS)
+    return write_retrieval_wds(tmp_path / "wds", paths, CAPTIONS, max_count=5), karpathy, paths
+
+
+def direct_features(checkpoint, paths, captions):
+    """Features computed outside the pipeline: zeroshot.load, its preprocess image by image, the tokenizer."""
+    import zeroshot
+    from PIL import Image
+
+    model, preprocess = zeroshot.load(str(checkpoint))
+    with torch.no_grad():
+        images = torch.cat([model.encode_image(preprocess(Image.open(p)).unsqueeze(0)) for p in paths])
+        texts = model.encode_text(zeroshot.tokenize([c for caps in captions for c in caps], truncate=True))
+    return images, texts, torch.tensor([i for i, caps in enumerate(captions) for _ in caps])
+
+
+def test_webdataset_recalls_equal_brute_force(tmp_path, tiny_checkpoint, layouts):
+    shards, _, paths = layouts
+    assert (shards / "test" / "nshards.txt").read_text().strip() == "3" and (shards / "dataset_type.txt").is_file()
+    m = run_retrieval(rcfg(tmp_path, tiny_checkpoint, "dataset=flickr30k", f"dataset.root={shards}", "chunk_size=4"))
+    ref = brute_force(*direct_features(tiny_checkpoint, paths, CAPTIONS))
+    for key, value in ref.items():
+        assert m[key] == pytest.approx(value, abs=1e-9), key
+    assert m["main_metric"] == m["mean_recall@1"] == pytest.approx(
+        (ref["text_retrieval_recall@1"] + ref["image_retrieval_recall@1"]) / 2)
+    n_captions = sum(map(len, CAPTIONS))
+    assert m["n_images"] == 14 and m["n_captions"] == n_captions and m["captions_per_image"] == [1, 2, 3, 4]
+    assert m["kind"] == "retrieval" and m["metric"] == "mean_recall@1" and m["dataset_fingerprint_kind"] == "shards"
+    assert not m["comparable"] and m["not_comparable_reason"] == "14 of 1,000 images"
+    assert m["prompts_label"].startswith("captions#") and m["captions_hash"] == m["prompts_hash"]
+    for key in ("checkpoint_sha256", "architecture", "activation", "preprocess", "dataset_fingerprint", "versions", "world_size"):
+        assert key in m, key  # what a classification run records
+    run = Path(m["run_dir"])
+    ranks = np.load(run / "ranks.npz")
+    assert (ranks["image_ranks"] < 1).mean() == pytest.approx(m["text_retrieval_recall@1"])
+    t2i = __import__("pandas").read_csv(run / "text_to_image.csv")
+    assert len(t2i) == n_captions and t2i.text[sum(map(len, CAPTIONS[:3]))] == CAPTIONS[3][0]  # captions in order, with their images
+    # a second run reads every image from the cache and encodes no caption again
+    again = run_retrieval(rcfg(tmp_path, tiny_checkpoint, "dataset=flickr30k", f"dataset.root={shards}", "chunk_size=4"))
+    assert again["images_from_cache"] == 14 and again["mean_recall@1"] == m["mean_recall@1"]
+
+
+def test_karpathy_json_gives_what_the_webdataset_gives(tmp_path, tiny_checkpoint, layouts):
+    shards, karpathy, _ = layouts
+    a = run_retrieval(rcfg(tmp_path, tiny_checkpoint, "dataset=flickr30k", f"dataset.root={shards}"))
+    b = run_retrieval(rcfg(tmp_path, tiny_checkpoint, "dataset=flickr30k", f"dataset.root={karpathy}"))
+    keys = [k for k in a if "recall" in k]
+    assert len(keys) == 7 and {k: a[k] for k in keys} == {k: b[k] for k in keys}
+    assert a["captions_hash"] == b["captions_hash"] and a["n_captions"] == b["n_captions"]  # train entries left out
+    assert b["dataset_fingerprint_kind"] == "files+annotations" and a["dataset_fingerprint"] != b["dataset_fingerprint"]
+    # another caption for one image is another caption set: another row, another fingerprint
+    data = json.loads((karpathy / "dataset_flickr30k.json").read_text())
+    data["images"][0]["sentences"].append({"raw": "one more"})
+    (karpathy / "dataset_flickr30k.json").write_text(json.dumps(data))
+    c = run_retrieval(rcfg(tmp_path, tiny_checkpoint, "dataset=flickr30k", f"dataset.root={karpathy}"))
+    assert c["captions_hash"] != b["captions_hash"] and c["dataset_fingerprint"] != b["dataset_fingerprint"]
+
+
+def test_mistakes_are_named(tmp_path, tiny_checkpoint, layouts):
+    shards, karpathy, _ = layouts
+    with pytest.raises(DatasetError, match=r"retrieval set.*zeroshot retrieval dataset=flickr30k.*flickr30k, mscoco"):
+        from zeroshot.evaluate import evaluate
+
+        evaluate(rcfg(tmp_path, tiny_checkpoint, "dataset=flickr30k", f"dataset.root={shards}", config="eval"))
+    with pytest.raises(DatasetError, match=r"not an image-text retrieval set.*flickr30k\|mscoco"):
+        run_retrieval(rcfg(tmp_path, tiny_checkpoint, "dataset=cifar10"))
+    with pytest.raises(DatasetError, match=r"no images in split 'val'.*test, train"):
+        run_retrieval(rcfg(tmp_path, tiny_checkpoint, "dataset=flickr30k", f"dataset.root={karpathy}", "dataset.split=val"))
+    with pytest.raises(DatasetError, match=r"not under .*dataset.images=FOLDER"):
+        run_retrieval(rcfg(tmp_path, tiny_checkpoint, "dataset=flickr30k", f"dataset.root={karpathy}", "dataset.images=elsewhere"))
+    with pytest.raises(DatasetError, match=r"neither a webdataset.*hf-hub:clip-benchmark/wds_flickr30k"):
+        run_retrieval(rcfg(tmp_path, tiny_checkpoint, "dataset=flickr30k", f"dataset.root={tmp_path / 'none'}",
+                           "dataset.download=false"))
+    (shards / "dataset_type.txt").unlink()
+    with pytest.raises(DatasetError, match="classification webdataset"):
+        run_retrieval(rcfg(tmp_path, tiny_checkpoint, "dataset=flickr30k", f"dataset.root={shards}"))
+
+
+def test_benchmark_counts_match_datacomps_task_list():
+    import yaml
+
+    tasks = yaml.safe_load(shared_path("reference", "datacomp_tasklist.yml").read_text())
+    for name, key in (("flickr30k", "retrieval/flickr_1k_test_image_text_retrieval"),
+                      ("mscoco", "retrieval/mscoco_2014_5k_test_image_text_retrieval")):
+        cfg = yaml.safe_load((REPO / "configs" / "dataset" / f"{name}.yaml").read_text())
+        assert cfg["benchmark"]["n_images"] == tasks[key]["size"] and cfg["metric"] == tasks[key]["main_metric"]
