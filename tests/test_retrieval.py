@@ -200,3 +200,89 @@ def test_benchmark_counts_match_datacomps_task_list():
                       ("mscoco", "retrieval/mscoco_2014_5k_test_image_text_retrieval")):
         cfg = yaml.safe_load((REPO / "configs" / "dataset" / f"{name}.yaml").read_text())
         assert cfg["benchmark"]["n_images"] == tasks[key]["size"] and cfg["metric"] == tasks[key]["main_metric"]
+
+
+# ------------------------------------------------------------------------ reports and the 38-task suite
+
+def retrieval_fixture_run(root: Path, release: str, dataset: str, mean_r1: float, stamp: str, n_images: int, sha: str) -> Path:
+    """A metrics.json as `zeroshot retrieval` writes it, for the report to read."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    from zeroshot.evaluate import comparability
+
+    bench = yaml.safe_load((REPO / "configs" / "dataset" / f"{dataset}.yaml").read_text())["benchmark"]
+    comparable, why = comparability(OmegaConf.create({"dataset": {"benchmark": bench, "split": "test"}}), n_images, 0)
+    run = root / dataset / release.replace("/", "_") / "captions" / stamp
+    run.mkdir(parents=True)
+    recalls = {f"{d}_retrieval_recall@{k}": min(1.0, mean_r1 + 0.1 * k) for d in ("text", "image") for k in (1, 5, 10)}
+    recalls.update({"text_retrieval_recall@1": mean_r1 + 0.1, "image_retrieval_recall@1": mean_r1 - 0.1, "mean_recall@1": mean_r1})
+    (run / "metrics.json").write_text(json.dumps({
+        "kind": "retrieval", **recalls, "metric": "mean_recall@1", "main_metric": mean_r1, "model": release,
+        "model_release": release, "architecture": release.split("/")[0], "dataset": dataset, "dataset_label": dataset,
+        "dataset_fingerprint": f"fp-{dataset}-{n_images}", "split": "test", "benchmark": bench, "comparable": comparable,
+        "not_comparable_reason": why, "prompts": "captions", "prompts_hash": "c" * 64, "captions_hash": "c" * 64,
+        "prompts_label": "captions#cccccccc", "n_images": n_images, "n_captions": 5 * n_images, "checkpoint_sha256": sha,
+        "timestamp": stamp}))
+    return run
+
+
+def test_report_has_a_retrieval_table_and_the_38_task_average(tmp_path):
+    import pandas as pd
+
+    from test_report import fixture_run, report_cfg
+    from zeroshot.report import PUBLISHED, build_report
+    from zeroshot.retrieval_report import PUBLISHED_RETRIEVAL
+
+    root, sha = tmp_path / "results", "40d36571" * 8
+    fixture_run(root, "ViT-B-32/openai", "cifar10", 0.90, "2026-01-01_00-00-00")
+    retrieval_fixture_run(root, "ViT-B-32/openai", "flickr30k", 0.70, "2026-01-01_00-00-00", 1000, sha)
+    retrieval_fixture_run(root, "ViT-B-32/openai", "mscoco", 0.40, "2026-01-01_00-00-00", 4999, sha)  # one image short
+    out = build_report(report_cfg(tmp_path, f"inputs=[{root}]"))
+    assert out["skipped"] == 0  # retrieval runs are not "incomplete classification runs"
+    pub = pd.read_csv(PUBLISHED_RETRIEVAL)
+    pub = pub[pub.release == "ViT-B-32/openai"].set_index(["dataset", "metric"]).value
+    rows = {r["dataset"]: r for r in out["retrieval"]}
+    assert rows["flickr30k"]["published"] == pub["flickr30k", "mean_recall@1"]
+    assert rows["flickr30k"]["delta"] == pytest.approx(70 - pub["flickr30k", "mean_recall@1"])
+    assert np.isnan(rows["mscoco"]["published"]) and rows["mscoco"]["published_note"] == "not comparable: 4,999 of 5,000 images"
+    (avg,) = out["average_38"]
+    cls = pd.read_csv(PUBLISHED)
+    cifar = cls[(cls.release == "ViT-B-32/openai") & (cls.source == "open_clip") & (cls.dataset == "cifar10")].value.item()
+    assert avg["tasks"] == 2 and avg["average"] == pytest.approx((90 + 70) / 2)  # mscoco is not comparable: left out
+    assert avg["published_same_tasks"] == pytest.approx((cifar + pub["flickr30k", "mean_recall@1"]) / 2)
+    assert avg["published_average_38"] == pub["average_38", "average"]
+    not_run = avg["not_run"].split(", ")
+    assert len(not_run) == 36 and "mscoco" in not_run and "cifar10" not in not_run and "misc/winogavil (not implemented)" in not_run
+    md = (Path(out["report_dir"]) / "report.md").read_text()
+    assert "## Image-text retrieval" in md and "## DataComp's 38 tasks: average" in md and "WinoGAViL is an association game" in md
+    # a results folder of retrieval runs alone still makes a report
+    only = build_report(report_cfg(tmp_path, f"inputs=[{root / 'flickr30k'}]"))
+    assert len(only["retrieval"]) == 1 and (Path(only["report_dir"]) / "retrieval.csv").is_file()
+
+
+def test_datacomp_38_suite_lists_the_task_list_and_says_why_not(tmp_path, tiny_checkpoint, layouts):
+    import yaml
+
+    from test_suites import suite_cfg
+    from datagen import write_idx_split
+    from zeroshot.report import build_report
+
+    tasklist = yaml.safe_load(shared_path("reference", "datacomp_tasklist.yml").read_text())
+    suite = yaml.safe_load((REPO / "configs" / "suite" / "datacomp_38.yaml").read_text())
+    listed = [*suite["tasks"], *suite["not_implemented"]]
+    assert len(listed) == len(set(listed)) == 38 and set(listed) | set(suite["not_in_average"]) == set(tasklist)
+    assert all((REPO / "configs" / "dataset" / f"{d}.yaml").is_file() for d in suite["tasks"].values())
+
+    shards, _, _ = layouts
+    write_idx_split(tmp_path / "data" / "mnist", 12, "test")
+    import shutil
+
+    shutil.copytree(shards, tmp_path / "data" / "flickr30k")  # under data_dir, where the suite looks
+    out = build_report(suite_cfg(tmp_path, tiny_checkpoint, "suite=datacomp_38", "suite.models=[default]"))
+    not_run = {n["dataset"]: n["reason"] for n in out["not_run"]}
+    assert len(not_run) == 36 and "mnist" not in not_run and "flickr30k" not in not_run
+    assert not_run["misc/winogavil"].startswith("not implemented: WinoGAViL")
+    assert "hf-hub:clip-benchmark/wds_mscoco_captions" in not_run["mscoco"]  # the reason names the way to get it
+    assert [r["dataset"] for r in out["retrieval"]] == ["flickr30k"] and out["retrieval"][0]["n_images"] == 14
+    assert out["average_38"] == []  # 12 and 14 images are no benchmark's count: nothing enters the published comparison
