@@ -13,6 +13,7 @@ import json
 import logging
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +59,12 @@ def caption_tokenizer(model):
     return tok
 
 
-def prepare(cfg: DictConfig) -> Setup:
+@dataclass
+class RetrievalSetup(Setup):
+    captions: list[list[str]] = field(default_factory=list)  # captions[i]: every caption of image i
+
+
+def prepare(cfg: DictConfig) -> RetrievalSetup:
     """evaluate.prepare's checks and loading, for a dataset of images and captions."""
     torch.manual_seed(cfg.get("seed", 0))
     device = resolve_device(cfg.get("device", "auto"))
@@ -71,12 +77,10 @@ def prepare(cfg: DictConfig) -> Setup:
     dataset.transform = model.transform
     captions = caption_lists(dataset)
     pset = PromptSet("captions", [], [], f"the captions of {cfg.dataset.name}")
-    s = Setup(model, dataset, pset, [], device, precision, cache_root(cfg))
-    s.captions = captions
-    return s
+    return RetrievalSetup(model, dataset, pset, [], device, precision, cache_root(cfg), captions)
 
 
-def encode_captions(cfg: DictConfig, s: Setup, progress: bool) -> torch.Tensor:
+def encode_captions(cfg: DictConfig, s: RetrievalSetup, progress: bool) -> torch.Tensor:
     """[T, D] features of every caption, in order (each unique caption encoded once, across ranks)."""
     flat = [c for caps in s.captions for c in caps]
     tok = caption_tokenizer(s.model)
@@ -138,7 +142,7 @@ def run_retrieval(cfg: DictConfig) -> dict:
     return metrics
 
 
-def write_outputs(run_dir: Path, cfg, s: Setup, positions: list[int], owner: torch.Tensor, result, metrics: dict) -> None:
+def write_outputs(run_dir: Path, cfg, s: RetrievalSetup, positions: list[int], owner: torch.Tensor, result, metrics: dict) -> None:
     """Per-query ranks and top-5 both ways (for looking at failures), the config, and metrics.json last."""
     import pandas as pd
 
