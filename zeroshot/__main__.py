@@ -1,4 +1,4 @@
-"""`zeroshot {eval,prompts,report,compare,linear-probe,models} [hydra overrides]` (or `python -m zeroshot ...`).
+"""`zeroshot {eval,retrieval,prompts,report,compare,linear-probe,models} [hydra overrides]` (or `python -m zeroshot ...`).
 
 Hydra has no subcommands, so the first argument picks the config (configs/<command>.yaml) and the task
 function, and the rest of argv goes to Hydra unchanged (-m, --help, overrides all work). Task modules are
@@ -16,8 +16,10 @@ COMMANDS = {
     "report": ("report", "zeroshot.report:build_report"),
     "compare": ("compare", "zeroshot.compare:compare"),
     "linear-probe": ("linear_probe", "zeroshot.linear_probe:linear_probe"),
+    "retrieval": ("retrieval", "zeroshot.retrieval:run_retrieval"),
     "suite-eval": ("eval", "zeroshot.suite:evaluate_pair"),  # a suite's job (see suite.py); not for direct use
 }
+DATA_PARALLEL = ("eval", "suite-eval", "retrieval")  # the commands that run data-parallel under torchrun
 USAGE = ("usage: zeroshot {" + ",".join([*[c for c in COMMANDS if c != "suite-eval"], "models"]) + "} [overrides...]   "
          "(add --help for a command's options; `zeroshot models` lists what model.name accepts)")
 
@@ -180,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         problem = compose_problem(config_name, argv)
     if problem:
         return _fail(command, problem)
-    if command not in ("eval", "suite-eval") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if command not in DATA_PARALLEL and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # these run in one process (prompts and probes work on cached features); N copies would do the work N times
         return _fail(command, f"`zeroshot {command}` runs in one process: start it without torchrun (an `eval` under "
                               "torchrun fills the feature cache it then reads)")
@@ -208,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         task = getattr(importlib.import_module(module), func)
         try:
             check_settings(cfg)
-            device = dist.init_from_env(cfg.get("dist_timeout_s", 600)) if command in ("eval", "suite-eval") else None
+            device = dist.init_from_env(cfg.get("dist_timeout_s", 600)) if command in DATA_PARALLEL else None
             if device is not None:
                 cfg.device = str(device)
             task(cfg)

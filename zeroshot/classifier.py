@@ -24,6 +24,7 @@ def encode_prompts(
     progress: bool = False,
     text_cache=None,
     normalize: bool = True,
+    tokenize=None,
 ) -> torch.Tensor:
     """Text features [P, D] in fp32, one row per prompt.
 
@@ -31,6 +32,7 @@ def encode_prompts(
     readout ignores the padding after it, and `encode_text` cuts each batch to its longest prompt, so
     similar lengths together waste the least work.
     `text_cache` (see features.TextCache) supplies and keeps the features of prompts seen before.
+    `tokenize` replaces the model's tokenizer (retrieval passes one that truncates over-long captions).
     """
     from tqdm import tqdm
 
@@ -41,7 +43,7 @@ def encode_prompts(
     todo = [p for p in unique if p not in known]
     if todo:
         device = next(model.parameters()).device
-        tokens = tokenizer_for(model)(todo)  # [U, L]
+        tokens = (tokenize or tokenizer_for(model))(todo)  # [U, L]
         lengths = (tokens != 0).sum(dim=-1)
         order = torch.argsort(lengths, stable=True)
         fresh = torch.empty(len(todo), model.embed_dim)

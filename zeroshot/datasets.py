@@ -319,6 +319,11 @@ def build_dataset(cfg, transform: Callable | None = None, skip_bad_images: bool 
     from .wds import is_wds
 
     kinds = {**_KINDS, **IMAGENET_KINDS}
+    if cfg.get("task") == "retrieval":  # images with captions, not classes: zeroshot/retrieval_data.py reads them
+        from .retrieval_data import retrieval_datasets
+
+        raise DatasetError(f"Dataset {cfg.name!r} is an image-text retrieval set, not a classification one: run "
+                           f"`zeroshot retrieval dataset={cfg.name}` (retrieval sets: {', '.join(retrieval_datasets())})")
     if cfg.kind not in kinds:
         raise DatasetError(f"Dataset {cfg.name!r} has unknown kind {cfg.kind!r}. Kinds: {', '.join(kinds)}")
     kind = cfg.kind

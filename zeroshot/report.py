@@ -39,6 +39,8 @@ def load_runs(inputs: list[str | Path]) -> pd.DataFrame:
             try:
                 m = json.loads(path.read_text())
                 kind = m.get("kind", "eval")
+                if kind == "retrieval":  # read by retrieval_report, into its own table
+                    continue
                 needed = ("top1", "model", "dataset") if kind == "linear_probe" else REQUIRED
                 missing = [k for k in needed if k not in m]
                 if missing:
@@ -284,9 +286,17 @@ def build_report(cfg: DictConfig) -> dict:
 
         results, not_run = run_suite(cfg)
         inputs = [results]
+    from . import retrieval_report
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        runs = load_runs(inputs)
+        retrieval_runs = retrieval_report.load_retrieval_runs(inputs)
+        try:
+            runs = load_runs(inputs)
+        except ReportError:
+            if retrieval_runs.empty:
+                raise
+            return retrieval_report.retrieval_only_report(cfg, retrieval_runs, not_run)
     for w in caught:
         print(f"warning: {w.message}")
     table, notes = reproducibility(runs, float(cfg.tolerance))
@@ -301,14 +311,22 @@ def build_report(cfg: DictConfig) -> dict:
     from .compare import report_section  # paired comparisons of rows that share images, and calibration
 
     compare_md, compare_html, compare_figures = report_section(table, cfg, out)
-    extra = aggregates.markdown(avg35, robust) + compare_md + not_run_lines(not_run)
+    retrieval = retrieval_report.retrieval_table(retrieval_runs, float(cfg.delta_threshold))
+    avg38 = retrieval_report.datacomp_38(table, retrieval)
+    for name, frame in (("retrieval.csv", retrieval), ("average_38.csv", avg38)):
+        if not frame.empty:
+            frame.to_csv(out / name, index=False)
+    extra = (aggregates.markdown(avg35, robust) + retrieval_report.markdown(retrieval, avg38) + compare_md
+             + not_run_lines(not_run))
     (out / "report.md").write_text(markdown(table, notes, cfg.delta_threshold, extra))
     images = figures(table, out) + compare_figures
     if aggregates.robustness_figure(robust, out / "robustness.png"):
         images.append(out / "robustness.png")
     extra_html = "".join(f"<h2>{title}</h2>{frame.to_html(index=False, na_rep='', float_format=lambda x: f'{x:.2f}')}"
                          for title, frame in (("open_clip's 35 datasets: average", avg35),
-                                              ("ImageNet and its distribution shifts", robust)) if not frame.empty)
+                                              ("ImageNet and its distribution shifts", robust),
+                                              ("Image-text retrieval", retrieval), ("DataComp's 38 tasks: average", avg38))
+                         if not frame.empty)
     extra_html += compare_html
     if not_run:
         extra_html += "<h2>Not run</h2><ul>" + "".join(
@@ -321,4 +339,5 @@ def build_report(cfg: DictConfig) -> dict:
     print(summary.to_string(index=False, na_rep=""))
     print(f"{len(table)} rows from {len(runs)} runs ({len(caught)} files skipped) -> {out}/report.md, report.html, report.csv")
     return {"report_dir": str(out), "rows": len(table), "skipped": len(caught), "notes": notes, "not_run": not_run,
-            "average_35": avg35.to_dict("records"), "robustness": robust.to_dict("records")}
+            "average_35": avg35.to_dict("records"), "robustness": robust.to_dict("records"),
+            "retrieval": retrieval.to_dict("records"), "average_38": avg38.to_dict("records")}

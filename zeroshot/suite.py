@@ -71,7 +71,12 @@ def check_pairs(cfg: DictConfig) -> tuple[list[tuple[str, str]], list[dict]]:
                         model_problem[model] = f"model: {str(e).splitlines()[0]}"
                 if dataset not in data_problem:
                     try:
-                        build_dataset(c.dataset)
+                        if c.dataset.get("task") == "retrieval":  # images with captions: their own reader
+                            from .retrieval_data import build_retrieval_dataset
+
+                            build_retrieval_dataset(c.dataset)
+                        else:
+                            build_dataset(c.dataset)
                         data_problem[dataset] = None
                     except (UserError, OSError) as e:
                         data_problem[dataset] = f"data: {str(e).splitlines()[0]}"
@@ -115,9 +120,10 @@ def launch(cfg: DictConfig, pairs: list[tuple[str, str]]) -> int:
 def evaluate_pair(cfg: DictConfig) -> dict:
     """The suite's job: an eval whose failure is written down for the report instead of ending the multirun."""
     from .evaluate import evaluate
+    from .retrieval import run_retrieval
 
     try:
-        return evaluate(cfg)
+        return (run_retrieval if cfg.dataset.get("task") == "retrieval" else evaluate)(cfg)
     except Exception as e:  # noqa: BLE001 - every failure of a job is a line of the report, whatever it is
         folder = Path(cfg.results_dir) / ".failures"
         folder.mkdir(parents=True, exist_ok=True)
@@ -131,6 +137,9 @@ def evaluate_pair(cfg: DictConfig) -> dict:
 def run_suite(cfg: DictConfig) -> tuple[Path, list[dict]]:
     """Check every pair, launch the runnable ones, and return (results directory, pairs not run with why)."""
     runnable, skipped = check_pairs(cfg)
+    # tasks a suite lists for completeness that zeroshot cannot run (datacomp_38: WinoGAViL), with the reason
+    skipped += [{"model": m, "dataset": task, "reason": f"not implemented: {why}"}
+                for task, why in (cfg.suite.get("not_implemented") or {}).items() for m in cfg.suite.models]
     for s in skipped:
         print(f"suite {cfg.suite.name}: skipping {s['model']} x {s['dataset']}: {s['reason']}")
     results = suite_results(cfg)

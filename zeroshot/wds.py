@@ -41,9 +41,11 @@ class Sample:
     meta: np.ndarray | None = None
 
 
-def fetch_from_hub(spec: str, split: str) -> Path:
+def fetch_from_hub(spec: str, split: str, metadata: tuple[str, ...] = (CLASSNAMES, TEMPLATES),
+                   required: tuple[str, ...] = (CLASSNAMES,)) -> Path:
     """A local copy of a webdataset hub repo's split, file by file through huggingface_hub (its cache, HF_ENDPOINT,
-    HF_HUB_OFFLINE): the two text files, <split>/nshards.txt, then the shards it names. Other splits stay remote."""
+    HF_HUB_OFFLINE): the `metadata` text files, <split>/nshards.txt, then the shards it names. Other splits stay
+    remote. Retrieval sets carry dataset_type.txt in place of the class names and templates."""
     from huggingface_hub import errors, hf_hub_download
 
     repo, _, revision = spec[len(HF_PREFIX):].partition("@")
@@ -62,8 +64,8 @@ def fetch_from_hub(spec: str, split: str) -> Path:
             raise DatasetError(f"{spec}: the Hub has no dataset repository {repo!r}{f' at {revision!r}' if revision else ''} "
                                f"({type(e).__name__}); CLIP_benchmark's are clip-benchmark/wds_<name>.") from None
 
-    found = {name: get(name) for name in (CLASSNAMES, TEMPLATES, f"{split}/nshards.txt")}
-    if found[f"{split}/nshards.txt"] is None or found[CLASSNAMES] is None:
+    found = {name: get(name) for name in (*metadata, f"{split}/nshards.txt")}
+    if any(found[name] is None for name in (*required, f"{split}/nshards.txt")):
         have = [n for n, p in found.items() if p is not None]
         raise DatasetError(f"{spec} is not in CLIP_benchmark's webdataset layout: it has {', '.join(have) or 'none'} of "
                            f"{', '.join(found)} (a split is <split>/nshards.txt with shards 0.tar ... N-1.tar)")
@@ -71,7 +73,7 @@ def fetch_from_hub(spec: str, split: str) -> Path:
     for i in range(n):
         if get(f"{split}/{i}.tar") is None:
             raise DatasetError(f"{spec}: {split}/nshards.txt says {n} shards but {split}/{i}.tar is not in the repo")
-    return found[CLASSNAMES].parent  # the snapshot folder: the same layout as a local copy
+    return found[f"{split}/nshards.txt"].parent.parent  # the snapshot folder: the same layout as a local copy
 
 
 def is_wds(root: str | Path, split: str) -> bool:
