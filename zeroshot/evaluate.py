@@ -201,7 +201,8 @@ def image_features(cfg: DictConfig, s: Setup, progress: bool = True) -> Features
                                           s.device, chunk_size, progress, cfg.get("dist_shards", "balanced"))
     if feats is not None and len(feats.labels) == 0:
         raise DatasetError(f"No readable images in dataset {cfg.dataset.name!r} ({feats.skipped} skipped as unreadable)")
-    if feats is not None and int(feats.labels.max()) >= len(s.classnames):  # (-1 is a multi-label image with no positive)
+    # (-1 is a multi-label image with no positive; retrieval has no classes: its labels are the images' own indices)
+    if feats is not None and s.classnames and int(feats.labels.max()) >= len(s.classnames):
         row = int((feats.labels >= len(s.classnames)).nonzero()[0])
         raise DatasetError(f"{s.dataset.describe(int(feats.indices[row]))} has label {int(feats.labels[row])}, outside the "
                            f"{len(s.classnames)} classes of dataset {cfg.dataset.name!r}: fix the label or the class names")
