@@ -471,3 +471,37 @@ def test_experiments_end_to_end(tiny_vit, tiny_setup, tmp_path):
               "description_selection.csv"):
         assert (tmp_path / f).stat().st_size > 0, f
     assert len(pd.read_csv(tmp_path / "description_texts.csv")) == sum(len(t) for t in own) + sum(len(t) + len(templates) for t in own)
+
+
+# ---------------------------------------------------------------- from the prompts.* settings
+
+def test_resolve_class_prompt_sets(tmp_path):
+    from zeroshot.class_prompt_sets import resolve_class_prompt_sets
+
+    names, templates = ["owl", "cat"], ["a photo of a {}."]
+    assert resolve_class_prompt_sets({}, names, templates)["main"] is None
+    path = tmp_path / "birds.json"
+    path.write_text(json.dumps({"cat": ["whiskers"], "Owl": ["big eyes", "feathers"]}))
+    out = resolve_class_prompt_sets({"descriptions": str(path), "descriptions_mode": "descriptors"}, names, templates)
+    main = out["main"]
+    assert main is out["descriptions"] and main.kind == "descriptions" and main.label == f"birds#{main.digest[:8]}"
+    assert main.prompts == [["owl, which has big eyes.", "owl, which has feathers."], ["cat, which has whiskers."]]
+    assert main.record["descriptions_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert main.record["mapping"]["respelled"] == [["Owl", "owl"]]
+    labels = {main.label}
+    for change in ({"aggregate": "score_mean"}, {"combine": "add"}, {"descriptions_mode": "sentences"},
+                   {"descriptor_pattern": D.PAPER_CODE_PATTERN}):
+        other = resolve_class_prompt_sets({"descriptions": str(path), "descriptions_mode": "descriptors", **change}, names, templates)
+        labels.add(other["main"].label)
+    assert len(labels) == 5
+    w = resolve_class_prompt_sets({"waffle": 3, "seeds": [4, 5], "aggregate": "score_mean"}, names, templates)
+    assert list(w["random"]["waffle3"]) == [4, 5] and w["main"] is w["random"]["waffle3"][4] and w["descriptions"] is None
+    assert w["random"]["waffle3"][4].digest != w["random"]["waffle3"][5].digest and len(w["main"].prompts[0]) == 6
+    both = resolve_class_prompt_sets({"descriptions": str(path), "descriptions_mode": "descriptors", "waffle": 2,
+                                      "waffle_with_descriptions": True, "controls": ["swapped"], "seeds": [0]}, names, templates)
+    assert both["main"].prompts[0][:2] == main.prompts[0] and len(both["main"].prompts[0]) == 6
+    assert both["descriptions"].digest == main.digest and list(both["random"]) == ["birds swapped", "waffle2+descriptors"]
+    with pytest.raises(PromptError, match="give prompts.descriptions"):
+        resolve_class_prompt_sets({"controls": ["swapped"]}, names, templates)
+    with pytest.raises(PromptError, match="descriptions_mode=descriptors"):
+        resolve_class_prompt_sets({"descriptions": str(path), "waffle": 2, "waffle_with_descriptions": True}, names, templates)
