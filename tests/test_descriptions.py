@@ -4,7 +4,6 @@ import hashlib
 import http.server
 import json
 import threading
-import types
 
 import numpy as np
 import pandas as pd
