@@ -4,6 +4,7 @@ import hashlib
 import http.server
 import json
 import threading
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,7 +19,7 @@ from zeroshot.class_classifier import AGGREGATES, aggregate_features, build_clas
 from zeroshot.classifier import build_classifier, logits as score
 from zeroshot.description_experiments import (greedy_text_selection, leave_one_text_out, run_description_experiments,
                                               write_description_outputs)
-from zeroshot.errors import PromptError
+from zeroshot.errors import PromptError, UserError
 from conftest import REPO, shared_path
 
 PROMPTS = REPO / "prompts"
@@ -169,12 +170,12 @@ def test_rename_applies_only_when_the_name_is_not_a_class():
     (b"{\"a\": \"x\"}", "value of 'a' is not a list of strings"),
     (b"{\"a\": [1]}", "value of 'a' is not a list of strings"),
     (b"{}", "holds nothing"),
-    ("{\"caf\u00e9\": [\"x\"]}".encode("latin-1"), "not UTF-8 text \\(invalid continuation byte at byte 5\\)"),
+    ("{\"caf\u00e9\": [\"x\"]}".encode("latin-1"), "not UTF-8 text: byte 0xe9 on line 1 \\(offset 5\\)"),
 ])
 def test_bad_files(tmp_path, content, match):
     path = tmp_path / "bad.json"
     path.write_bytes(content)
-    with pytest.raises(PromptError, match=match) as e:
+    with pytest.raises(UserError, match=match) as e:
         D.read_descriptions(path)
     assert str(path) in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(PromptError, match="does not exist"):
@@ -474,8 +475,21 @@ def test_experiments_end_to_end(tiny_vit, tiny_setup, tmp_path):
 
 # ---------------------------------------------------------------- from the prompts.* settings
 
+def yaml_prompts(**overrides) -> dict:
+    """The prompts.* class-prompt keys as configs/prompts/dataset.yaml sets them (the only place defaults live)."""
+    import yaml
+
+    from zeroshot.class_prompt_sets import KEYS
+
+    doc = yaml.safe_load((REPO / "configs" / "prompts" / "dataset.yaml").read_text())
+    return {**{k: doc[k] for k in KEYS}, **overrides}
+
+
 def test_resolve_class_prompt_sets(tmp_path):
-    from zeroshot.class_prompt_sets import resolve_class_prompt_sets
+    from zeroshot.class_prompt_sets import resolve_class_prompt_sets as resolve_sets
+
+    def resolve_class_prompt_sets(p, *args):
+        return resolve_sets(yaml_prompts(**p), *args)
 
     names, templates = ["owl", "cat"], ["a photo of a {}."]
     assert resolve_class_prompt_sets({}, names, templates)["main"] is None
@@ -504,3 +518,49 @@ def test_resolve_class_prompt_sets(tmp_path):
         resolve_class_prompt_sets({"controls": ["swapped"]}, names, templates)
     with pytest.raises(PromptError, match="descriptions_mode=descriptors"):
         resolve_class_prompt_sets({"descriptions": str(path), "waffle": 2, "waffle_with_descriptions": True}, names, templates)
+
+
+def test_missing_keys_say_where_defaults_live():
+    from zeroshot.class_prompt_sets import resolve_class_prompt_sets
+
+    with pytest.raises(PromptError, match="configs/prompts/dataset.yaml"):
+        resolve_class_prompt_sets({"descriptions": None}, ["a"], ["{}"])
+
+
+# ---------------------------------------------------------------- end to end: eval and prompts on a descriptions file
+
+def test_eval_and_prompts_on_a_descriptions_file(tmp_path, tiny_checkpoint):
+    from hydra import compose, initialize_config_dir
+
+    from datagen import write_imagefolder
+    from zeroshot.evaluate import evaluate
+    from zeroshot.experiments import run_experiments
+
+    images = write_imagefolder(tmp_path / "pets", ["cat", "dog"], per_class=3)
+    path = tmp_path / "pets_cupl.json"
+    path.write_text(json.dumps({"Dog": ["A dog is a loyal animal.", "A photo of a dog on grass."],
+                                "cat": ["A cat has whiskers."]}))
+    common = [f"model.checkpoint={tiny_checkpoint}", "dataset=imagefolder", f"dataset.root={images}", "num_workers=0",
+              "progress=false", f"cache_dir={tmp_path / 'cache'}", f"prompts.descriptions={path}"]
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        m = evaluate(compose("eval", overrides=[*common, f"results_dir={tmp_path / 'results'}"]))
+        again = evaluate(compose("eval", overrides=[*common, f"results_dir={tmp_path / 'results'}", "prompts.aggregate=score_mean"]))
+        plain = evaluate(compose("eval", overrides=[*common[:-1], f"results_dir={tmp_path / 'results'}"]))
+        summary = run_experiments(compose("experiment", overrides=[
+            *common, f"results_dir={tmp_path / 'prompts'}", "prompts.waffle=2", "prompts.seeds=[0,1]", "bootstrap=50"]))
+    assert m["prompts"] == "pets_cupl" and m["prompts_label"].startswith("pets_cupl#")
+    assert m["class_prompts"]["n_prompts"] == 3 and m["class_prompts"]["descriptions_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert len({m["prompts_hash"], again["prompts_hash"], plain["prompts_hash"]}) == 3  # three report rows
+    assert Path(m["run_dir"]).parent != Path(plain["run_dir"]).parent  # and their own run directories
+    # the classifier is the class-specific one: its logits equal a direct build from the same prompts
+    model, _ = zeroshot.load(tiny_checkpoint, device="cpu")
+    z = np.load(Path(m["run_dir"]) / "logits.npz")
+    feats = torch.load(next((tmp_path / "cache" / "image_features").rglob("chunk_*.pt")), weights_only=True)  # the cached image features
+    w = build_class_classifier(model, [["A cat has whiskers."], ["A dog is a loyal animal.", "A photo of a dog on grass."]])
+    ours = score(model, feats["features"], w).numpy()
+    assert np.allclose(z["logits"], ours[np.argsort(feats["indices"].numpy())][z["indices"]], atol=1e-5)
+    run = Path(summary["run_dir"])
+    table = pd.read_csv(run / "descriptions.csv")
+    assert summary["descriptions"]["rows"] and (run / "per_class_descriptions.csv").is_file()
+    assert any("pets_cupl" in str(n) for n in table.iloc[:, :3].astype(str).values.ravel())
+    assert any("waffle2" in str(n) for n in table.astype(str).values.ravel())

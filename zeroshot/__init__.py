@@ -7,7 +7,8 @@ bias and softmax or sigmoid). They are imported on first use, so `import zerosho
 from __future__ import annotations
 
 __version__ = "0.2.0"
-__all__ = ["load", "tokenize", "get_tokenizer", "available_models", "build_classifier", "logits", "probabilities"]
+__all__ = ["load", "tokenize", "get_tokenizer", "available_models", "build_classifier", "build_class_classifier",
+           "read_descriptions", "map_descriptions", "class_prompts", "logits", "probabilities"]
 
 _API = {
     "load": "zeroshot.pretrained",
@@ -15,6 +16,10 @@ _API = {
     "tokenize": "zeroshot.tokenizer",
     "get_tokenizer": "zeroshot.classifier",
     "build_classifier": "zeroshot.classifier",
+    "build_class_classifier": "zeroshot.class_classifier",
+    "read_descriptions": "zeroshot.descriptions",
+    "map_descriptions": "zeroshot.descriptions",
+    "class_prompts": "zeroshot.descriptions",
     "logits": "zeroshot.classifier",
     "probabilities": "zeroshot.classifier",
 }

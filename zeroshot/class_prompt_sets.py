@@ -1,5 +1,5 @@
 """From the `prompts.*` settings to the class-specific prompt sets a run uses: the one glue `evaluate` and
-`zeroshot prompts` call (see notes/config-issue19.md for the keys and their defaults).
+`zeroshot prompts` call (the keys and their defaults: configs/prompts/dataset.yaml).
 
 - `main`: what `eval` classifies with: the descriptions; else WaffleCLIP's first seed; None without either
   (then the templates, as before).
@@ -19,19 +19,9 @@ from .descriptions import (DCLIP_PATTERN, class_prompts, class_prompts_hash, map
 from .errors import PromptError
 from .waffle import CONTROLS, control_texts, waffle_texts
 
-DEFAULTS = {
-    "descriptions": None,  # FILE or http(s) URL of {class name: [text, ...]}
-    "descriptions_sha256": None,  # expected sha256 of a URL's file (recorded either way)
-    "descriptions_mode": "sentences",  # sentences (CuPL) | descriptors (DCLIP)
-    "descriptor_pattern": DCLIP_PATTERN,
-    "descriptions_extra_keys": "error",  # error | ignore: keys for classes the dataset lacks (CuPL's Caltech "background")
-    "combine": "replace",  # replace | add (pooled with the templates: CuPL + e)
-    "aggregate": "embedding_mean",  # embedding_mean (OpenAI, CuPL) | score_mean (DCLIP, WaffleCLIP)
-    "waffle": 0,  # N > 0: N WaffleCLIP pairs (random word, random characters); the paper used 15
-    "waffle_with_descriptions": False,  # the random descriptors beside each class's own descriptors
-    "seeds": [0, 1, 2, 3, 4, 5, 6],  # WaffleCLIP's 7 repetitions; random sets are reported as mean and std over these
-    "controls": [],  # shuffled | swapped: the paper's controls on the descriptions, over the seeds
-}
+# The prompts.* keys this module reads; their defaults live in configs/prompts/dataset.yaml.
+KEYS = ("descriptions", "descriptions_sha256", "descriptions_mode", "descriptor_pattern", "descriptions_extra_keys",
+        "combine", "aggregate", "waffle", "waffle_with_descriptions", "seeds", "controls")
 
 
 @dataclass
@@ -50,12 +40,18 @@ class ClassPromptSet:
 
 
 def settings(p) -> dict:
-    """The class-prompt keys of a `prompts` config (a DictConfig or dict), defaults filled in."""
-    get = p.get if hasattr(p, "get") else (lambda k, d=None: d)
-    out = {k: get(k, v) for k, v in DEFAULTS.items()}
-    out["seeds"] = [int(s) for s in (out["seeds"] if out["seeds"] is not None else DEFAULTS["seeds"])] or [0]
+    """The class-prompt keys of a composed `prompts` config (or a dict with every key of KEYS)."""
+    missing = [k for k in KEYS if k not in p]
+    if missing:
+        raise PromptError(f"the prompts config lacks {', '.join(missing)}: prompt configs inherit configs/prompts/dataset.yaml")
+    out = {k: p[k] for k in KEYS}
+    out["seeds"] = [int(s) for s in out["seeds"]]
+    if not out["seeds"]:
+        raise PromptError("prompts.seeds is empty: give at least one seed, e.g. prompts.seeds=[0]")
     out["controls"] = list(out["controls"] or [])
     out["waffle"] = int(out["waffle"] or 0)
+    if out["waffle"] < 0:
+        raise PromptError(f"prompts.waffle={out['waffle']}: give a count of random descriptor pairs >= 0 (the paper used 15)")
     return out
 
 

@@ -27,6 +27,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .errors import CheckpointError, PromptError
+from .files import decode_text
 
 log = logging.getLogger("zeroshot")
 
@@ -94,10 +95,7 @@ def read_descriptions(source: str | Path, cache_root: str | Path | None = None, 
     if not path.is_file():
         raise PromptError(f"Descriptions file {path} does not exist (expected a JSON object {{class name: [text, ...]}}).")
     raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise PromptError(f"Descriptions file {source} is not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8.") from e
+    text = decode_text(raw, f"Descriptions file {source}")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:

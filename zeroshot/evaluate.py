@@ -18,6 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 from . import calibration_run, distributed as dist
 from .calibration import plot_reliability
 from .errors import ConfigError
+from .class_classifier import build_class_classifier
+from .class_prompt_sets import resolve_class_prompt_sets
 from .classifier import build_classifier, logits as score
 from .datasets import DatasetError, EvalDataset, build_dataset
 from .features import Features, ImageFeatureCache, TextCache, model_key
@@ -160,6 +162,12 @@ class Setup:
     device: torch.device
     precision: str
     cache_root: Path | None
+    class_prompts: dict | None = None  # class_prompt_sets.resolve_class_prompt_sets: descriptions, WaffleCLIP sets
+
+    @property
+    def main_class_prompts(self):
+        """The class-specific prompt set the classifier is built from, or None (templates x class names)."""
+        return (self.class_prompts or {}).get("main")
 
 
 def prepare(cfg: DictConfig) -> Setup:
@@ -176,9 +184,11 @@ def prepare(cfg: DictConfig) -> Setup:
     pset = resolve_prompts(cfg, dataset)
     classnames = resolve_classnames(cfg, pset, dataset)
     dataset.check_labels(len(classnames))
+    # a descriptions file is read and mapped onto the label order before the model loads: a bad key fails first
+    class_sets = resolve_class_prompt_sets(cfg.prompts, classnames, pset.templates, cache_root(cfg))
     model = dist.local_rank_zero_first(lambda: load_configured_model(cfg.model, device, precision, cfg.get("cache_dir")))
     dataset.transform = model.transform
-    return Setup(model, dataset, pset, classnames, device, precision, cache_root(cfg))
+    return Setup(model, dataset, pset, classnames, device, precision, cache_root(cfg), class_sets)
 
 
 def resolve_workers(value) -> int:
@@ -242,6 +252,9 @@ def run_record(cfg: DictConfig, s: Setup, n_images: int, skipped: int) -> dict:
     comparable, why = comparability(cfg, n_images, skipped)
     bench = cfg.dataset.get("benchmark")
     phash = prompts_hash(s.classnames, s.prompts.templates)
+    name, main = s.prompts.name, s.main_class_prompts
+    if main is not None:  # class-specific prompts: their own identity (texts, mode, pattern, combination, aggregation)
+        name, phash = main.name, main.digest
     return {
         "model": ident.label, "model_release": ident.release, "architecture": ident.architecture,
         "activation": ident.activation, "activation_from": ident.activation_from, "backend": ident.backend,
@@ -252,7 +265,9 @@ def run_record(cfg: DictConfig, s: Setup, n_images: int, skipped: int) -> dict:
         "dataset_fingerprint_kind": fp["kind"], "dataset_root": fp["root"], "split": cfg.dataset.get("split", "test"),
         "benchmark": OmegaConf.to_container(bench, resolve=True) if bench else None,
         "comparable": comparable, "not_comparable_reason": why,
-        "prompts": s.prompts.name, "prompts_hash": phash, "prompts_label": f"{s.prompts.name}#{phash[:8]}",
+        "prompts": name, "prompts_hash": phash, "prompts_label": f"{name}#{phash[:8]}",
+        "class_prompts": None if main is None else {"kind": main.kind, "seed": main.seed, **main.record,
+                                                    "n_prompts": sum(map(len, main.prompts))},
         "precision": s.precision, "device": str(s.device), "world_size": dist.world_size(), "versions": versions(),
     }
 
@@ -269,6 +284,27 @@ def run_dir_base(cfg: DictConfig, s: Setup, record: dict) -> Path:
     return Path(cfg.get("results_dir", "results")) / slug(record["dataset_label"]) / record["model_slug"] / slug(record["prompts_label"])
 
 
+def prompt_count(s: Setup) -> str:
+    main = s.main_class_prompts
+    if main is None:
+        return f"{len(s.prompts.templates)} templates"
+    return f"{sum(map(len, main.prompts))} class-specific prompts, {main.aggregate}"
+
+
+def classifier_weights(cfg: DictConfig, s: Setup, progress: bool) -> torch.Tensor:
+    """[D, C]: templates x class names (OpenAI's ensembling), or each class's own prompts (descriptions, WaffleCLIP)
+    aggregated as the set says; under torchrun each rank encodes its share of the classes."""
+    main = s.main_class_prompts
+    if main is None:
+        return dist.build_classifier_sharded(
+            lambda names: build_classifier(s.model, names, s.prompts.templates, cfg.text_batch_size, progress, text_cache(s)),
+            s.classnames)
+    return dist.build_classifier_sharded(
+        lambda classes: build_class_classifier(s.model, [main.prompts[c] for c in classes], main.aggregate,
+                                               cfg.text_batch_size, progress, text_cache(s)),
+        list(range(len(s.classnames))))
+
+
 def evaluate(cfg: DictConfig) -> dict:
     """Run one zero-shot evaluation and write its results directory; returns the metrics dict."""
     start = time.perf_counter()
@@ -276,10 +312,7 @@ def evaluate(cfg: DictConfig) -> dict:
     s = prepare(cfg)
     progress = cfg.get("progress", True) and dist.is_main()
 
-    weights = dist.build_classifier_sharded(
-        lambda names: build_classifier(s.model, names, s.prompts.templates, cfg.text_batch_size, progress, text_cache(s)),
-        s.classnames,
-    )  # [D, C]
+    weights = classifier_weights(cfg, s, progress)  # [D, C]
     feats = image_features(cfg, s, progress)
     held = calibration_run.held_out_features(cfg, s)  # a temperature's own split, where one is asked for
     record = run_record(cfg, s, len(feats.labels), feats.skipped) if dist.is_main() else None
@@ -324,7 +357,7 @@ def evaluate(cfg: DictConfig) -> dict:
     main_note = "" if metric in ("top1", "mean_per_class_recall") else f"  {metric} {100 * metrics['main_metric']:.2f}%"
     print(
         f"{metrics['dataset_label']} | {metrics['model']} ({metrics['architecture']}, sha256 {metrics['checkpoint_sha256'][:12]}) | "
-        f"prompts {metrics['prompts_label']} ({len(s.prompts.templates)} templates) | "
+        f"prompts {metrics['prompts_label']} ({prompt_count(s)}) | "
         f"top1 {100 * m['top1']:.2f}%  top5 {100 * m['top5']:.2f}%  mean per-class recall {100 * m['mean_per_class_recall']:.2f}%"
         f"{main_note} | "
         f"{len(feats.labels)} images in {wall:.1f}s -> {run_dir}"

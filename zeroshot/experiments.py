@@ -189,6 +189,9 @@ def run_experiments(cfg: DictConfig) -> dict:
         "methods": methods, "classname_variants": variants, "bootstrap": int(cfg.bootstrap), "seed": int(cfg.seed),
         "select_fraction": float(cfg.select_fraction), "wall_seconds": time.perf_counter() - start, "run_dir": str(run_dir),
     }
+    described = describe_experiments(cfg, s, image, labels, templates, tcache, run_dir, record)
+    if described is not None:
+        summary["descriptions"] = described
     write_json(run_dir / "summary.json", summary)
     best = max(rows, key=lambda r: r["top1"])
     print(
@@ -198,6 +201,27 @@ def run_experiments(cfg: DictConfig) -> dict:
         f"images encoded {summary['images_encoded']} -> {run_dir}"
     )
     return summary
+
+
+def describe_experiments(cfg, s, image, labels, templates, tcache, run_dir, record) -> dict | None:
+    """Class-specific prompts (descriptions, WaffleCLIP's random descriptors, the controls) against the template
+    ensemble on the same cached features, both aggregations, written to their own files (descriptions.csv, ...)."""
+    sets = s.class_prompts or {}
+    if not sets.get("descriptions") and not sets.get("random"):
+        return None
+    from .class_classifier import AGGREGATES
+    from .description_experiments import run_description_experiments, write_description_outputs
+
+    d = sets["descriptions"]
+    first = (s.main_class_prompts or d).aggregate
+    result = run_description_experiments(
+        s.model, image, labels, s.classnames, templates, {d.label: d.prompts} if d else {},
+        {label: {seed: x.prompts for seed, x in by_seed.items()} for label, by_seed in sets["random"].items()},
+        aggregate=[first, *(a for a in AGGREGATES if a != first)], bootstrap=int(cfg.bootstrap), seed=int(cfg.seed),
+        select_fraction=float(cfg.select_fraction), batch_size=cfg.text_batch_size, text_cache=tcache,
+        progress=cfg.progress)
+    write_description_outputs(run_dir, result, f"{record['dataset_label']} | {record['model']}")
+    return {k: result[k] for k in ("rows", "random_summary", "heldout") if k in result} | {"mapping": sets.get("mapping")}
 
 
 def write_outputs(run_dir, cfg, s, record, rows, full, curve, selected, methods, variants, baseline, chosen) -> None:
