@@ -136,7 +136,7 @@ def run_eval(csv: Path, ckpt: Path, out: Path, *extra) -> dict:
 
 
 def tiny_checkpoint(folder: Path) -> Path:
-    from zeroshot.model import CLIP, CLIPConfig
+    from zeroshot.models.clip import CLIP, CLIPConfig
 
     path = folder / "tiny224.pt"
     torch.manual_seed(0)

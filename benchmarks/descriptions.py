@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from common import ROWS, SHARED, open_clip_model, rel, row
-from zeroshot.architecture import build_model
+from zeroshot.models.config import build_model
 
 CUPL = SHARED / "reference" / "descriptions" / "cupl" / "cifar100_prompts_full.json"
 
@@ -40,11 +40,11 @@ def main():
         raise SystemExit(f"{CUPL} is needed for this benchmark")
     from open_clip import get_tokenizer
 
-    from zeroshot.class_classifier import build_class_classifier
-    from zeroshot.descriptions import class_prompts, map_descriptions, read_descriptions
-    from zeroshot.tokenizer import default_tokenizer
+    from zeroshot.classifier import build_class_classifier
+    from zeroshot.prompts.descriptions import class_prompts, map_descriptions, read_descriptions
+    from zeroshot.models.tokenizer import default_tokenizer
 
-    from zeroshot.configs import prompts_dir
+    from zeroshot.paths import prompts_dir
 
     names = json.loads((prompts_dir() / "cifar100.json").read_text())["classnames"]
     desc = read_descriptions(CUPL)

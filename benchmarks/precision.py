@@ -13,7 +13,7 @@ from common import SHARED, imagenet_prompts, interleaved, open_clip_model, rel, 
 
 
 def _bf16(model):
-    from zeroshot.precision import convert_weights
+    from zeroshot.models.precision import convert_weights
 
     return convert_weights(copy.deepcopy(model), torch.bfloat16)
 
@@ -29,7 +29,7 @@ def matmul_rate(dtype, n=1024) -> float:
 
 def bench_bf16(args):
     from zeroshot import build_classifier
-    from zeroshot.architecture import build_model
+    from zeroshot.models.config import build_model
 
     fp32_rate, bf16_rate = matmul_rate(torch.float32), matmul_rate(torch.bfloat16)
     row("bf16", "matmul 1024x1024 bf16 vs fp32", bf16_rate / 1e9, fp32_rate / 1e9, "fp32", "GFLOP/s", None,
@@ -81,10 +81,10 @@ def bench_bf16_eval(args, ours, half):
     from omegaconf import OmegaConf
 
     from zeroshot import build_classifier
-    from zeroshot.datasets import build_dataset
-    from zeroshot.features import extract_features
-    from zeroshot.prompts import load_prompt_set
-    from zeroshot.transforms import image_transform
+    from zeroshot.data.readers import build_dataset
+    from zeroshot.features.extract import extract_features
+    from zeroshot.prompts.sets import load_prompt_set
+    from zeroshot.models.transforms import image_transform
 
     root = SHARED / "data" / "cifar10-test"
     if not root.is_dir():

@@ -12,7 +12,7 @@ from common import row, run_eval, save_random_checkpoint, subset_csv
 def bench_fingerprint(args):
     from omegaconf import OmegaConf
 
-    from zeroshot.datasets import build_dataset
+    from zeroshot.data.readers import build_dataset
 
     n_files = 5_000 if args.quick else 50_000
     with tempfile.TemporaryDirectory() as tmp:

@@ -21,7 +21,7 @@ import torch
 
 from common import ROWS, interleaved, row
 
-from zeroshot.retrieval_metrics import retrieve
+from zeroshot.metrics.retrieval import retrieve
 
 
 def features(n_images: int, per_image: int, dim: int = 512, seed: int = 0):

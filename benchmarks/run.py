@@ -36,7 +36,7 @@ SECTIONS = {"image": speed.bench_image, "text": speed.bench_text, "eval": speed.
 
 
 def cpu_flags() -> str:
-    from zeroshot.precision import _cpu_flags
+    from zeroshot.models.precision import _cpu_flags
 
     flags = _cpu_flags()
     return " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_fp16", "amx_fp16") if f in flags)

@@ -15,7 +15,7 @@ import torch
 from common import (REPO, classifier_side_by_side, hf_vision_from_openai, imagenet_prompts, interleaved, matmul_peak,
                     open_clip_model, rel, row,
                     run_eval, save_random_checkpoint, subset_csv, tiny_checkpoint)
-from zeroshot.architecture import build_model
+from zeroshot.models.config import build_model
 
 
 def bench_image(args):

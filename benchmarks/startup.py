@@ -53,8 +53,8 @@ def bench_archive(tmp: Path):
 
     from conftest import save_openai_archive
 
-    from zeroshot.architecture import build_model
-    from zeroshot.checkpoint import read_torchscript
+    from zeroshot.models.config import build_model
+    from zeroshot.models.checkpoint import read_torchscript
 
     model = build_model(open_clip_model("ViT-B-32-quickgelu").state_dict())
     path = save_openai_archive(model, tmp / "ViT-B-32.pt")

@@ -11,7 +11,7 @@ from common import classifier_side_by_side, imagenet_prompts, interleaved, open_
 
 
 def _pair(name: str):
-    from zeroshot.pretrained import load_model
+    from zeroshot.models.loader import load_model
 
     ref = open_clip_model(name)
     with tempfile.TemporaryDirectory() as tmp:

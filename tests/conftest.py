@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from zeroshot.model import CLIP, CLIPConfig
+from zeroshot.models.clip import CLIP, CLIPConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from zeroshot import calibration as cal
-from zeroshot.datasets import DatasetError
-from zeroshot.evaluate import evaluate
+from zeroshot.metrics import calibration as cal
+from zeroshot.errors import DatasetError
+from zeroshot.commands.evaluate import evaluate
 from datagen import write_idx_split, write_imagefolder
 from test_eval import make_cfg
 
@@ -159,7 +159,7 @@ def test_temperature_fit_on_held_out_fraction(tmp_path, tiny_checkpoint):
 
 
 def test_siglip_style_model_records_sigmoid(tmp_path, tiny_vit):
-    from zeroshot.calibration_run import calibrate
+    from zeroshot.calibrate import calibrate
     from omegaconf import OmegaConf
 
     class Sig(torch.nn.Module):

@@ -50,7 +50,7 @@ def test_duplicate_prompts_are_encoded_once(tiny_vit):
 def test_matches_open_clip_zero_shot_classifier(open_clip):
     from open_clip.zero_shot_classifier import build_zero_shot_classifier
 
-    from zeroshot.architecture import build_model
+    from zeroshot.models.config import build_model
 
     torch.manual_seed(0)
     ref = open_clip.create_model("ViT-B-32-quickgelu").eval()

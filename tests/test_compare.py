@@ -1,6 +1,5 @@
 """Paired comparison: McNemar and the bootstrap against scipy and brute force, pairing by image identity,
 Holm across datasets, what changed, ranks, and `zeroshot compare` / `report` end to end on real runs."""
-import itertools
 import math
 import shutil
 import subprocess
@@ -11,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from zeroshot import comparison as cmp
-from zeroshot.metrics import macro_f1, mean_average_precision
+from zeroshot.metrics import paired as cmp
+from zeroshot.metrics.classification import macro_f1, mean_average_precision
 from conftest import REPO
 
 scipy_stats = pytest.importorskip("scipy.stats")
@@ -207,7 +206,7 @@ def real_runs(tmp_path_factory, tiny_checkpoint):
     from conftest import TINY_VIT, random_model, save_openai_archive
     from datagen import write_imagefolder
     from test_eval import make_cfg
-    from zeroshot.evaluate import evaluate
+    from zeroshot.commands.evaluate import evaluate
 
     tmp = tmp_path_factory.mktemp("compare")
     other = save_openai_archive(random_model(TINY_VIT, seed=7), tmp / "tiny-other.pt")
@@ -267,7 +266,7 @@ def chromium():
 
 def test_report_section_opens_in_headless_chromium(real_runs, tmp_path):
     from test_report import report_cfg
-    from zeroshot.report import build_report
+    from zeroshot.report.build import build_report
 
     tmp, runs = real_runs
     out = Path(build_report(report_cfg(tmp_path, f"inputs=[{tmp / 'results'}]", "compare.n_boot=100"))["report_dir"])
@@ -318,9 +317,9 @@ def write_run(root: Path, run: cmp.RunImages, model: str, stamp: str, sha: str, 
 
 
 def test_comparison_from_run_dirs_marks_significance_and_names_refusals(tmp_path):
-    from zeroshot.compare import build_comparison
-    from zeroshot.compare_render import html_section, markdown_lines
-    from zeroshot.report import load_runs, reproducibility
+    from zeroshot.report.compare import build_comparison
+    from zeroshot.report.compare_render import html_section, markdown_lines
+    from zeroshot.report.runs import load_runs, reproducibility
 
     n = 200
     keys = np.array([f"shard-{i // 50:03d}.tar:{i:06d}" for i in range(n)], dtype=object)  # webdataset shard:key

@@ -10,8 +10,8 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA d
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_half_precision_parity_on_cuda(openai_clip, precision):
-    from zeroshot.architecture import ARCHITECTURES, build_model
-    from zeroshot.precision import DTYPES, convert_weights
+    from zeroshot.models.config import ARCHITECTURES, build_model
+    from zeroshot.models.precision import DTYPES, convert_weights
     from test_model import PROMPTS, _openai_reference, rel_err
 
     ref = _openai_reference(openai_clip, ARCHITECTURES["ViT-B/32"], seed=0)
@@ -33,9 +33,9 @@ def test_extraction_uses_pinned_memory_and_non_blocking_copies(tmp_path, tiny_vi
     from omegaconf import OmegaConf
 
     from datagen import write_imagefolder
-    from zeroshot import features
-    from zeroshot.datasets import build_dataset
-    from zeroshot.transforms import image_transform
+    from zeroshot.features import cache as features
+    from zeroshot.data.readers import build_dataset
+    from zeroshot.models.transforms import image_transform
 
     folder = write_imagefolder(tmp_path / "imgs", ["a", "b"], per_class=4)
     ds = build_dataset(OmegaConf.create({"name": "imagefolder", "kind": "imagefolder", "root": str(folder)}), image_transform(32))

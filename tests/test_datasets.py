@@ -14,8 +14,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from zeroshot.datasets import DatasetError
-from zeroshot.evaluate import evaluate
+from zeroshot.errors import DatasetError
+from zeroshot.commands.evaluate import evaluate
 from conftest import REPO
 from datagen import write_imagefolder
 
@@ -176,7 +176,7 @@ def _folders(root: Path, names, per=1, size=8):
 def test_imagenetv2_folder_k_is_class_k(tmp_path, tiny_checkpoint):
     from omegaconf import OmegaConf
 
-    from zeroshot.datasets import build_dataset
+    from zeroshot.data.readers import build_dataset
 
     root = _folders(tmp_path / "v2" / "imagenetv2-matched-frequency-format-val", [str(k) for k in range(1000)])
     with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
@@ -192,7 +192,7 @@ def test_imagenetv2_folder_k_is_class_k(tmp_path, tiny_checkpoint):
 
 
 def test_imagenet_r_subset_and_its_classifier(tmp_path, tiny_checkpoint):
-    from zeroshot.imagenet_shifts import wnid_lists
+    from zeroshot.data.imagenet import wnid_lists
 
     wnids = wnid_lists()["imagenet_r"]
     _folders(tmp_path / "r" / "imagenet-r", wnids)
@@ -223,13 +223,13 @@ def _cb_literal(name):
 @pytest.mark.parametrize("ours,theirs", [("imagenet", "all_imagenet_wordnet_ids"), ("imagenet_a", "imagenet_a_wnids"),
                                          ("imagenet_r", "imagenet_r_wnids"), ("imagenet_o", "imagenet_o_wnids")])
 def test_wnid_lists_equal_the_published_ones(ours, theirs):
-    from zeroshot.imagenet_shifts import wnid_lists
+    from zeroshot.data.imagenet import wnid_lists
 
     published = _cb_literal(theirs)
     assert wnid_lists()[ours] == sorted(published) and len(set(published)) == len(published)
     if ours != "imagenet":
         assert len(published) == 200
-        from zeroshot.imagenet_shifts import subset_positions
+        from zeroshot.data.imagenet import subset_positions
 
         imagenet = json.loads((REPO / "prompts" / "imagenet.json").read_text())["classnames"]
         names = [imagenet[i] for i in subset_positions(ours)]
@@ -248,7 +248,7 @@ def test_objectnet_mapping_and_protocol(tmp_path, tiny_checkpoint):
          "Air freshener": "perfume, essence"}))
     from omegaconf import OmegaConf
 
-    from zeroshot.datasets import build_dataset
+    from zeroshot.data.readers import build_dataset
 
     with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
         dcfg = compose("eval", overrides=["dataset=objectnet", f"dataset.root={tmp_path / 'objectnet'}",
@@ -267,7 +267,7 @@ def test_objectnet_mapping_and_protocol(tmp_path, tiny_checkpoint):
 def test_metrics_against_reference_implementations():
     from sklearn.metrics import average_precision_score, f1_score
 
-    from zeroshot.metrics import group_accuracies, macro_f1, mean_average_precision
+    from zeroshot.metrics.classification import group_accuracies, macro_f1, mean_average_precision
 
     rng = np.random.default_rng(0)
     y, pred = rng.integers(0, 7, 300), rng.integers(0, 7, 300)

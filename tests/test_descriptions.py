@@ -13,12 +13,11 @@ import torch
 import torch.nn.functional as F
 
 import zeroshot
-from zeroshot import descriptions as D
-from zeroshot import waffle
-from zeroshot.class_classifier import AGGREGATES, aggregate_features, build_class_classifier, encode_class_prompts
+from zeroshot.prompts import descriptions as D
+from zeroshot.prompts import waffle
+from zeroshot.classifier import AGGREGATES, aggregate_features, build_class_classifier, encode_class_prompts
 from zeroshot.classifier import build_classifier, logits as score
-from zeroshot.description_experiments import (greedy_text_selection, leave_one_text_out, run_description_experiments,
-                                              write_description_outputs)
+from zeroshot.experiments.descriptions import greedy_text_selection, leave_one_text_out, run_description_experiments, write_description_outputs
 from zeroshot.errors import PromptError, UserError
 from conftest import REPO, shared_path
 
@@ -479,14 +478,14 @@ def yaml_prompts(**overrides) -> dict:
     """The prompts.* class-prompt keys as configs/prompts/dataset.yaml sets them (the only place defaults live)."""
     import yaml
 
-    from zeroshot.class_prompt_sets import KEYS
+    from zeroshot.prompts.class_sets import KEYS
 
     doc = yaml.safe_load((REPO / "configs" / "prompts" / "dataset.yaml").read_text())
     return {**{k: doc[k] for k in KEYS}, **overrides}
 
 
 def test_resolve_class_prompt_sets(tmp_path):
-    from zeroshot.class_prompt_sets import resolve_class_prompt_sets as resolve_sets
+    from zeroshot.prompts.class_sets import resolve_class_prompt_sets as resolve_sets
 
     def resolve_class_prompt_sets(p, *args):
         return resolve_sets(yaml_prompts(**p), *args)
@@ -521,7 +520,7 @@ def test_resolve_class_prompt_sets(tmp_path):
 
 
 def test_missing_keys_say_where_defaults_live():
-    from zeroshot.class_prompt_sets import resolve_class_prompt_sets
+    from zeroshot.prompts.class_sets import resolve_class_prompt_sets
 
     with pytest.raises(PromptError, match="configs/prompts/dataset.yaml"):
         resolve_class_prompt_sets({"descriptions": None}, ["a"], ["{}"])
@@ -533,8 +532,8 @@ def test_eval_and_prompts_on_a_descriptions_file(tmp_path, tiny_checkpoint):
     from hydra import compose, initialize_config_dir
 
     from datagen import write_imagefolder
-    from zeroshot.evaluate import evaluate
-    from zeroshot.experiments import run_experiments
+    from zeroshot.commands.evaluate import evaluate
+    from zeroshot.commands.prompt_experiments import run_experiments
 
     images = write_imagefolder(tmp_path / "pets", ["cat", "dog"], per_class=3)
     path = tmp_path / "pets_cupl.json"

@@ -10,9 +10,9 @@ import pytest
 import torchvision.datasets.cifar as tv_cifar
 from hydra import compose, initialize_config_dir
 
-from zeroshot.datasets import DatasetError
-from zeroshot.evaluate import evaluate
-from zeroshot.prompts import PromptError
+from zeroshot.errors import DatasetError
+from zeroshot.commands.evaluate import evaluate
+from zeroshot.errors import PromptError
 from conftest import REPO, shared_path
 from datagen import write_cifar, write_csv, write_idx, write_imagefolder
 
@@ -204,7 +204,7 @@ def test_imagenet_wnid_folders(tmp_path, tiny_checkpoint):
     """ImageNet val as 1000 class folders named by wnid, with OpenAI's names and the 7-template subset."""
     from PIL import Image
 
-    from zeroshot.imagenet_shifts import wnid_lists
+    from zeroshot.data.imagenet import wnid_lists
 
     val = tmp_path / "imagenet" / "val"
     pixel = Image.new("RGB", (8, 8), (120, 30, 200))
@@ -220,7 +220,7 @@ def test_imagenet_wnid_folders(tmp_path, tiny_checkpoint):
     import torch
     from omegaconf import OmegaConf
 
-    from zeroshot.datasets import build_dataset
+    from zeroshot.data.readers import build_dataset
 
     wnids = wnid_lists()["imagenet"]
     torch.save(({w: (f"name {w}",) for w in wnids}, wnids), tmp_path / "imagenet" / "meta.bin")

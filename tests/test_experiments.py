@@ -7,12 +7,14 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from zeroshot.datasets import build_dataset
-from zeroshot.evaluate import evaluate
-from zeroshot.experiments import ensemble, greedy_selection, run_experiments
-from zeroshot.features import ImageFeatureCache, TextCache, cache_key, extract_features
-from zeroshot.prompts import PromptError
-from zeroshot.transforms import image_transform, transform_spec
+from zeroshot.data.readers import build_dataset
+from zeroshot.commands.evaluate import evaluate
+from zeroshot.experiments.templates import ensemble, greedy_selection
+from zeroshot.commands.prompt_experiments import run_experiments
+from zeroshot.features.cache import ImageFeatureCache, TextCache, cache_key
+from zeroshot.features.extract import extract_features
+from zeroshot.errors import PromptError
+from zeroshot.models.transforms import image_transform, transform_spec
 from conftest import REPO
 from datagen import write_imagefolder
 
@@ -148,8 +150,8 @@ def test_selection_is_reported_on_held_out_images(tmp_path, folder, tiny_checkpo
     import numpy as np
     import torch.nn.functional as F
 
-    from zeroshot.experiments import template_features
-    from zeroshot.evaluate import prepare, image_features, text_cache
+    from zeroshot.experiments.templates import template_features
+    from zeroshot.pipeline import prepare, image_features, text_cache
 
     cfg = cfg_for(tmp_path, tiny_checkpoint, folder, f"prompts.templates={templates}")
     setup = prepare(cfg)
@@ -166,7 +168,7 @@ def test_selection_is_reported_on_held_out_images(tmp_path, folder, tiny_checkpo
 
 
 def test_holm_matches_the_textbook_procedure():
-    from zeroshot.experiments import holm
+    from zeroshot.metrics.classification import holm
 
     p = [0.01, 0.04, 0.03, 0.5]
     # sorted 0.01, 0.03, 0.04, 0.5 -> 4*0.01, max(.04, 3*0.03), max(.09, 2*0.04), max(.09, 1*0.5)

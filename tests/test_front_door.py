@@ -7,7 +7,6 @@ import shutil
 import subprocess
 import sys
 import types
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 import zeroshot
+import zeroshot.models.loader
 from conftest import REPO, openclip_model, save_openclip_folder
 from datagen import write_imagefolder
 
@@ -87,7 +87,7 @@ def test_load_picks_cuda_when_it_is_there(monkeypatch):
         seen["device"] = str(device)
         return types.SimpleNamespace(transform="T")
 
-    monkeypatch.setattr(zeroshot.pretrained, "load_model", fake_load_model)
+    monkeypatch.setattr(zeroshot.models.loader, "load_model", fake_load_model)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     model, preprocess = zeroshot.load("ViT-B/32")
     assert seen["device"] == "cuda" and preprocess == "T"
@@ -132,7 +132,7 @@ def test_preprocess_size_as_open_clip_writes_it(open_clip, tmp_path):
 # ---------------------------------------------------------------------- ImageNet's prompts on its shifts
 
 def _resolve(tmp_path, *overrides, classes=None, kind=None):
-    from zeroshot.evaluate import resolve_classnames, resolve_prompts
+    from zeroshot.pipeline import resolve_classnames, resolve_prompts
 
     with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
         cfg = compose("eval", overrides=list(overrides))
@@ -142,8 +142,8 @@ def _resolve(tmp_path, *overrides, classes=None, kind=None):
 
 
 def test_imagenet_prompt_sets_apply_to_the_shifts(tmp_path):
-    from zeroshot.imagenet_shifts import subset_positions, wnid_lists
-    from zeroshot.prompts import prompts_hash
+    from zeroshot.data.imagenet import subset_positions, wnid_lists
+    from zeroshot.prompts.sets import prompts_hash
 
     imagenet = json.loads((REPO / "prompts" / "imagenet.json").read_text())
     for shift in ("imagenet_a", "imagenet_r", "imagenet_o"):
@@ -170,7 +170,7 @@ def test_imagenet_prompt_sets_apply_to_the_shifts(tmp_path):
 
 
 def test_a_change_to_imagenets_names_reaches_the_shifts(tmp_path, monkeypatch):
-    from zeroshot.imagenet_shifts import subset_positions
+    from zeroshot.data.imagenet import subset_positions
 
     prompts = tmp_path / "prompts"
     shutil.copytree(REPO / "prompts", prompts)
@@ -178,14 +178,14 @@ def test_a_change_to_imagenets_names_reaches_the_shifts(tmp_path, monkeypatch):
     first = subset_positions("imagenet_r")[0]
     doc["classnames"][first] = "a renamed goldfish"
     (prompts / "imagenet.json").write_text(json.dumps(doc))
-    monkeypatch.setattr(zeroshot.prompts, "PROMPTS_DIR", prompts)
+    monkeypatch.setattr(zeroshot.prompts.sets, "PROMPTS_DIR", prompts)
     _, names = _resolve(tmp_path, "dataset=imagenet_r", "prompts=imagenet_7")
     assert names[0] == "a renamed goldfish"
 
 
 def test_imagenet_7_on_imagenet_r_end_to_end(tmp_path, tiny_checkpoint):
-    from zeroshot.evaluate import evaluate
-    from zeroshot.imagenet_shifts import wnid_lists
+    from zeroshot.commands.evaluate import evaluate
+    from zeroshot.data.imagenet import wnid_lists
 
     root = tmp_path / "r" / "imagenet-r"
     for i, w in enumerate(wnid_lists()["imagenet_r"]):
@@ -245,7 +245,7 @@ def test_text_files_in_another_encoding(tmp_path, tiny_checkpoint):
                 *common(tmp_path, tiny_checkpoint))
     assert_one_line(r, str(templates), "UTF-8")
     names.write_text("café\nthé\n", encoding="utf-16")  # a BOM says what it is: read correctly
-    from zeroshot.prompts import read_classnames
+    from zeroshot.prompts.sets import read_classnames
 
     assert read_classnames(names) == ["café", "thé"]
     csv = tmp_path / "labels.csv"
@@ -258,7 +258,7 @@ def test_non_finite_weights_and_features_are_named(tmp_path, tiny_vit):
     import copy
 
     from conftest import save_openai_archive
-    from zeroshot.evaluate import evaluate
+    from zeroshot.commands.evaluate import evaluate
     from zeroshot.errors import CheckpointError
 
     images = write_imagefolder(tmp_path / "imgs", ["cat", "dog"], per_class=2)
@@ -349,10 +349,10 @@ def test_stray_placeholder_in_a_template(tmp_path, tiny_checkpoint):
 def test_a_bug_keeps_its_traceback(tmp_path, tiny_checkpoint):
     """A ValueError from our code (or torch) is a bug, not the user's mistake: it must not become one tidy line."""
     images = write_imagefolder(tmp_path / "imgs", ["cat", "dog"], per_class=1)
-    code = ("import zeroshot.metrics as m\n"
+    code = ("import zeroshot.metrics.classification as m\n"
             "def broken(*a, **k):\n    raise ValueError('injected bug')\n"
             "m.classification_metrics = broken\n"
-            "import zeroshot.evaluate as e\ne.classification_metrics = broken\n"
+            "import zeroshot.commands.evaluate as e\ne.classification_metrics = broken\n"
             "from zeroshot.__main__ import main\nimport sys\nsys.exit(main(sys.argv[1:]))\n")
     r = subprocess.run([sys.executable, "-c", code, "eval", "dataset=imagefolder", f"dataset.root={images}",
                         *common(tmp_path, tiny_checkpoint)], capture_output=True, text=True, timeout=300)
@@ -361,7 +361,7 @@ def test_a_bug_keeps_its_traceback(tmp_path, tiny_checkpoint):
 
 
 def test_skip_bad_images_never_skips_a_transform_bug(tmp_path, tiny_checkpoint, monkeypatch):
-    from zeroshot.evaluate import evaluate
+    from zeroshot.commands.evaluate import evaluate
 
     images = write_imagefolder(tmp_path / "imgs", ["cat", "dog"], per_class=1)
 
@@ -370,7 +370,7 @@ def test_skip_bad_images_never_skips_a_transform_bug(tmp_path, tiny_checkpoint, 
             raise ZeroDivisionError("a bug in preprocessing")
         return apply
 
-    monkeypatch.setattr(zeroshot.pretrained, "image_transform", broken_transform)
+    monkeypatch.setattr(zeroshot.models.loader, "image_transform", broken_transform)
     with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
         cfg = compose("eval", overrides=["dataset=imagefolder", f"dataset.root={images}", "num_workers=0",
                                          "skip_bad_images=true", *common(tmp_path, tiny_checkpoint)])

@@ -4,9 +4,9 @@ import copy
 import pytest
 import torch
 
-from zeroshot.architecture import architecture_name, build_config, build_model
-from zeroshot.architecture import ARCHITECTURES
-from zeroshot.model import CLIP
+from zeroshot.models.config import architecture_name, build_config, build_model
+from zeroshot.models.config import ARCHITECTURES
+from zeroshot.models.clip import CLIP
 from conftest import random_model, randomize_batchnorm
 
 PROMPTS = ["a photo of a dog.", "a blurry photo of a large red car parked by the sea.", "x"]
@@ -125,8 +125,8 @@ def test_random_model_is_deterministic():
 def test_every_open_clip_family_config_is_our_code():
     """Each of open_clip's configs without a timm or HF tower builds with zeroshot's model code, and its
     shapes name it back (meta device: no memory)."""
-    from zeroshot.architecture import base_name, family_fields, match_known, openclip_models, shape_fields
-    from zeroshot.model import CLIPConfig
+    from zeroshot.models.config import base_name, family_fields, match_known, openclip_models, shape_fields
+    from zeroshot.models.clip import CLIPConfig
 
     family = {n: c for n, c in openclip_models().items() if not c["vision_cfg"].get("timm_model_name")
               and not c["text_cfg"].get("hf_model_name") and "multimodal_cfg" not in c}
@@ -145,8 +145,8 @@ def test_every_open_clip_family_config_is_our_code():
 def test_half_precision_converts_exactly_what_clip_load_converts(openai_clip):
     """fp16 as OpenAI's convert_weights: conv/linear weights and biases, attention projections, text_projection and
     proj in half; LayerNorm, BatchNorm, embeddings and logit_scale in fp32. Parity in fp16 where fp16 runs."""
-    from zeroshot.model import CLIPConfig
-    from zeroshot.precision import convert_weights
+    from zeroshot.models.clip import CLIPConfig
+    from zeroshot.models.precision import convert_weights
 
     for c in (CLIPConfig(embed_dim=64, image_resolution=64, vision_layers=2, vision_width=128, vision_patch_size=16,
                          transformer_width=128, transformer_heads=2, transformer_layers=2),
@@ -176,7 +176,7 @@ def test_half_precision_converts_exactly_what_clip_load_converts(openai_clip):
 def _half_cosines(model, precision, n_px, n_images=1):
     """Min cosine between fp32 features and the same model converted as clip.load converts (CUDA if present)."""
     from zeroshot import tokenize
-    from zeroshot.precision import convert_weights
+    from zeroshot.models.precision import convert_weights
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     half = convert_weights(copy.deepcopy(model), {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]).to(device)
@@ -192,7 +192,7 @@ def _half_cosines(model, precision, n_px, n_images=1):
 def test_half_precision_features_stay_close_to_fp32(precision):
     """bf16/fp16 with LayerNorm in fp32: cosine to the fp32 features >= 0.999 on the real widths of ViT-B/32 and
     RN50 (depth cut to keep emulated half precision quick on CPUs without it; the full depth runs below)."""
-    from zeroshot.model import CLIPConfig
+    from zeroshot.models.clip import CLIPConfig
 
     vit = CLIPConfig(**{**ARCHITECTURES["ViT-B/32"].__dict__, "vision_layers": 2, "transformer_layers": 2})
     rn = CLIPConfig(**{**ARCHITECTURES["RN50"].__dict__, "vision_layers": (1, 1, 1, 1), "transformer_layers": 2})

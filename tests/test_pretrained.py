@@ -9,10 +9,11 @@ import pytest
 import torch
 
 import zeroshot
-from zeroshot import pretrained, sources
-from zeroshot.checkpoint import CheckpointError, read_file, read_torchscript
-from zeroshot.download import download, file_sha256
-from zeroshot.sources import canonical_name
+from zeroshot.models import loader as pretrained, registry as sources
+from zeroshot.errors import CheckpointError
+from zeroshot.models.checkpoint import read_file, read_torchscript
+from zeroshot.files import download, file_sha256
+from zeroshot.models.registry import canonical_name
 from conftest import to_openai_fp16
 
 
@@ -30,7 +31,7 @@ def assert_same_features(a, b, n_px):
 
 
 def test_available_models_and_spellings():
-    from zeroshot.catalog import rows
+    from zeroshot.commands.models import rows
 
     names = zeroshot.available_models()
     assert names[:9] == ["RN50", "RN101", "RN50x4", "RN50x16", "RN50x64", "ViT-B/32", "ViT-B/16", "ViT-L/14", "ViT-L/14@336px"]
@@ -158,7 +159,7 @@ def test_precision_rules(monkeypatch, capsys):
     with pytest.raises(ValueError, match="fp32, fp16, bf16"):
         pretrained.resolve_precision("int8", cpu)
     # bf16 on a CPU: allowed where the CPU has it natively, a clear stop where it would be emulated
-    from zeroshot import precision
+    from zeroshot.models import precision
 
     monkeypatch.setattr(precision, "_cpu_flags", lambda: {"avx2"})
     with pytest.raises(ValueError, match="precision=bf16 on this CPU would be emulated .*avx512_bf16 or amx_bf16"):
@@ -173,7 +174,7 @@ def test_precision_rules(monkeypatch, capsys):
 
 def test_sha256_is_remembered_and_invalidated(tmp_path, monkeypatch):
     """The sha256 of a checkpoint is computed once per (path, size, mtime, inode); a changed file is rehashed."""
-    from zeroshot import download as dl
+    from zeroshot import files as dl
 
     path = tmp_path / "weights.bin"
     path.write_bytes(b"a" * 1000)

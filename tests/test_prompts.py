@@ -6,11 +6,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from zeroshot.prompts import PROMPTS_DIR, PromptError, available_prompt_sets, check_templates, load_prompt_set
+from zeroshot.prompts.sets import PROMPTS_DIR, available_prompt_sets, check_templates, load_prompt_set
+from zeroshot.errors import PromptError
 from conftest import REPO, shared_path
 
 LABEL_ORDERS = json.loads((Path(__file__).parent / "label_orders.json").read_text())
-DATASETS = {p.stem: yaml.safe_load(p.read_text()) for p in sorted((REPO / "configs" / "dataset").glob("*.yaml"))}
+ALL_DATASETS = {p.stem: yaml.safe_load(p.read_text()) for p in sorted((REPO / "configs" / "dataset").glob("*.yaml"))}
+# classification datasets; retrieval sets (task: retrieval) have captions, not class prompts
+DATASETS = {name: d for name, d in ALL_DATASETS.items() if d.get("task", "classification") == "classification"}
 WITH_OWN_PROMPTS = {name: d for name, d in DATASETS.items() if d["prompts"] in (name, f"{name}_vtab")}
 
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from zeroshot.architecture import ArchitectureError
-from zeroshot.evaluate import evaluate
-from zeroshot.report import build_report
+from zeroshot.errors import ArchitectureError
+from zeroshot.commands.evaluate import evaluate
+from zeroshot.report.build import build_report
 from conftest import REPO, TINY_RN, random_model, save_openai_archive
 from datagen import write_imagefolder
 
@@ -53,8 +53,8 @@ def test_model_config_and_checkpoint_of_another_architecture(tmp_path, tiny_rn_c
 
 def test_a_known_release_is_recognised_by_sha256(tmp_path, tiny_checkpoint, monkeypatch):
     """A file whose sha256 is one of OpenAI's releases is that release, whatever its name on disk."""
-    from zeroshot import pretrained, sources
-    from zeroshot.download import sha256sum
+    from zeroshot.models import loader as pretrained, registry as sources
+    from zeroshot.files import sha256sum
 
     monkeypatch.setitem(sources.OPENAI_SHA256, sha256sum(tiny_checkpoint), "ViT-B-32/openai")
     monkeypatch.setattr(pretrained, "OPENAI_SHA256", sources.OPENAI_SHA256)
@@ -207,7 +207,7 @@ def test_input_errors_are_one_clean_line(args, expect, tmp_path):
 
 def test_suite_does_not_download_unless_asked(tmp_path, tiny_checkpoint, monkeypatch):
     """Every pair is checked (and run) with dataset.download=false unless the report says download=true."""
-    from zeroshot import datasets
+    from zeroshot.data import readers as datasets
     from zeroshot.suite import check_pairs
 
     seen = []
@@ -241,7 +241,7 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path, tiny_checkpoint)
     work = tmp_path / "elsewhere"
     images = write_imagefolder(work / "imgs", ["cat", "dog"], per_class=2)
     env = {**os.environ, "PYTHONPATH": str(target)}
-    where = subprocess.run([sys.executable, "-c", "import zeroshot.configs as c; print(c.config_dir())"], capture_output=True,
+    where = subprocess.run([sys.executable, "-c", "import zeroshot.paths as c; print(c.config_dir())"], capture_output=True,
                            text=True, cwd=work, env=env)
     assert where.stdout.strip().startswith(str(target)), where.stdout + where.stderr
     run = subprocess.run([str(target / "bin" / "zeroshot"), "eval", "dataset=imagefolder", f"dataset.root={images}",

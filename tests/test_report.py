@@ -9,9 +9,12 @@ import torch
 from hydra import compose, initialize_config_dir
 from sklearn.linear_model import LogisticRegression
 
-from zeroshot.datasets import DatasetError
-from zeroshot.linear_probe import linear_probe
-from zeroshot.report import PUBLISHED, ReportError, build_report
+from zeroshot.errors import DatasetError
+from zeroshot.commands.linear_probe import linear_probe
+from zeroshot.report.published import PUBLISHED
+from zeroshot.errors import ReportError
+from zeroshot.commands.report import report
+from zeroshot.report.build import build_report
 from conftest import REPO
 from datagen import write_idx_split
 
@@ -34,7 +37,7 @@ BENCH = _benchmarks()
 def fixture_run(root: Path, release: str, dataset: str, top1: float, stamp: str, mpcr=None, sha=None, n_images=None,
                 split="test", fingerprint=None, prompts_hash=None, label=None) -> Path:
     """A metrics.json as `eval` writes it, for the report to read."""
-    from zeroshot.evaluate import comparability
+    from zeroshot.record import comparability
     from omegaconf import OmegaConf
 
     sha = sha or {"ViT-B-32/openai": "40d36571" * 8, "RN50/openai": "afeb0e10" * 8}.get(release, "ab" * 32)
@@ -142,7 +145,7 @@ def test_suite_runs_what_has_data_and_skips_the_rest(tmp_path, tiny_checkpoint):
                      f"suite_results_dir={tmp_path / 'suites'}",
                      f"eval_overrides=['model.checkpoint={tiny_checkpoint}','data_dir={tmp_path / 'data'}','dataset.download=false',"
                      f"'cache_dir={tmp_path / 'cache'}','num_workers=0','progress=false']")
-    out = build_report(cfg)
+    out = report(cfg)
     table = pd.read_csv(Path(out["report_dir"]) / "report.csv")
     assert list(table.dataset) == ["mnist"]
 

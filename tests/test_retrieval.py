@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
-from zeroshot.datasets import DatasetError
-from zeroshot.retrieval import run_retrieval
-from zeroshot.retrieval_metrics import caption_table, retrieve
+from zeroshot.errors import DatasetError
+from zeroshot.commands.retrieval import run_retrieval
+from zeroshot.metrics.retrieval import caption_table, retrieve
 from conftest import REPO, shared_path
 from retrieval_data import write_captioned_images, write_karpathy, write_retrieval_wds
 
@@ -175,7 +175,7 @@ def test_karpathy_json_gives_what_the_webdataset_gives(tmp_path, tiny_checkpoint
 def test_mistakes_are_named(tmp_path, tiny_checkpoint, layouts):
     shards, karpathy, _ = layouts
     with pytest.raises(DatasetError, match=r"retrieval set.*zeroshot retrieval dataset=flickr30k.*flickr30k, mscoco"):
-        from zeroshot.evaluate import evaluate
+        from zeroshot.commands.evaluate import evaluate
 
         evaluate(rcfg(tmp_path, tiny_checkpoint, "dataset=flickr30k", f"dataset.root={shards}", config="eval"))
     with pytest.raises(DatasetError, match=r"not an image-text retrieval set.*flickr30k\|mscoco"):
@@ -209,7 +209,7 @@ def retrieval_fixture_run(root: Path, release: str, dataset: str, mean_r1: float
     import yaml
     from omegaconf import OmegaConf
 
-    from zeroshot.evaluate import comparability
+    from zeroshot.record import comparability
 
     bench = yaml.safe_load((REPO / "configs" / "dataset" / f"{dataset}.yaml").read_text())["benchmark"]
     comparable, why = comparability(OmegaConf.create({"dataset": {"benchmark": bench, "split": "test"}}), n_images, 0)
@@ -231,8 +231,9 @@ def test_report_has_a_retrieval_table_and_the_38_task_average(tmp_path):
     import pandas as pd
 
     from test_report import fixture_run, report_cfg
-    from zeroshot.report import PUBLISHED, build_report
-    from zeroshot.retrieval_report import PUBLISHED_RETRIEVAL
+    from zeroshot.report.published import PUBLISHED
+    from zeroshot.report.build import build_report
+    from zeroshot.report.retrieval import PUBLISHED_RETRIEVAL
 
     root, sha = tmp_path / "results", "40d36571" * 8
     fixture_run(root, "ViT-B-32/openai", "cifar10", 0.90, "2026-01-01_00-00-00")
@@ -266,7 +267,7 @@ def test_datacomp_38_suite_lists_the_task_list_and_says_why_not(tmp_path, tiny_c
 
     from test_suites import suite_cfg
     from datagen import write_idx_split
-    from zeroshot.report import build_report
+    from zeroshot.commands.report import report
 
     tasklist = yaml.safe_load(shared_path("reference", "datacomp_tasklist.yml").read_text())
     suite = yaml.safe_load((REPO / "configs" / "suite" / "datacomp_38.yaml").read_text())
@@ -279,7 +280,7 @@ def test_datacomp_38_suite_lists_the_task_list_and_says_why_not(tmp_path, tiny_c
     import shutil
 
     shutil.copytree(shards, tmp_path / "data" / "flickr30k")  # under data_dir, where the suite looks
-    out = build_report(suite_cfg(tmp_path, tiny_checkpoint, "suite=datacomp_38", "suite.models=[default]"))
+    out = report(suite_cfg(tmp_path, tiny_checkpoint, "suite=datacomp_38", "suite.models=[default]"))
     not_run = {n["dataset"]: n["reason"] for n in out["not_run"]}
     assert len(not_run) == 36 and "mnist" not in not_run and "flickr30k" not in not_run
     assert not_run["misc/winogavil"].startswith("not implemented: WinoGAViL")

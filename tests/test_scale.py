@@ -11,7 +11,8 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from zeroshot.distributed import assign, balanced_ranges
-from zeroshot.features import ImageFeatureCache, compute, extract_features, segments
+from zeroshot.features.cache import ImageFeatureCache
+from zeroshot.features.extract import compute, extract_features, segments
 from conftest import REPO
 from datagen import write_imagefolder
 
@@ -46,8 +47,8 @@ def test_balanced_ranges_edges():
 def _dataset(folder, n_px=32):
     from omegaconf import OmegaConf
 
-    from zeroshot.datasets import build_dataset
-    from zeroshot.transforms import image_transform
+    from zeroshot.data.readers import build_dataset
+    from zeroshot.models.transforms import image_transform
 
     cfg = OmegaConf.create({"name": "imagefolder", "kind": "imagefolder", "root": str(folder)})
     return build_dataset(cfg, image_transform(n_px))
@@ -107,7 +108,7 @@ def test_torchrun_eval_resumes_after_a_partial_cache(tmp_path, tiny_checkpoint):
 WRITER = """
 import sys, torch
 sys.path.insert(0, {tests!r})
-from zeroshot.features import TextCache
+from zeroshot.features.cache import TextCache
 cache = TextCache({root!r}, "shared-model")
 for i in range(30):
     cache.put({{f"{{sys.argv[1]}} prompt {{i}}": torch.full((4,), float(i))}})
@@ -118,7 +119,7 @@ def test_two_processes_write_the_text_cache_at_once(tmp_path):
     code = WRITER.format(tests=str(REPO / "tests"), root=str(tmp_path))
     procs = [subprocess.Popen([sys.executable, "-c", code, who]) for who in ("alpha", "beta")]
     assert [p.wait(timeout=300) for p in procs] == [0, 0]
-    from zeroshot.features import TextCache
+    from zeroshot.features.cache import TextCache
 
     table = TextCache(tmp_path, "shared-model").get([f"{w} prompt {i}" for w in ("alpha", "beta") for i in range(30)])
     assert len(table) == 60 and float(table["beta prompt 29"][0]) == 29.0  # nothing dropped
@@ -139,7 +140,7 @@ def _mount(args: list[str], target: Path) -> bool:
 
 @pytest.mark.parametrize("kind", ["tiny_tmpfs", "read_only", "not_a_directory"])
 def test_an_unwritable_cache_never_fails_a_run(tmp_path, tiny_checkpoint, kind, capsys):
-    from zeroshot.evaluate import evaluate
+    from zeroshot.commands.evaluate import evaluate
 
     data = write_imagefolder(tmp_path / "imgs", ["cat", "dog"], per_class=30, size=40)
     reference = evaluate(_eval_cfg(tmp_path, tiny_checkpoint, data, tmp_path / "good_cache", tmp_path / "ref"))

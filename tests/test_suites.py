@@ -6,7 +6,9 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 
-from zeroshot.report import PUBLISHED, build_report
+from zeroshot.report.published import PUBLISHED
+from zeroshot.commands.report import report
+from zeroshot.report.build import build_report
 from conftest import REPO
 from datagen import write_idx_split
 from test_report import fixture_run, report_cfg
@@ -26,7 +28,7 @@ def test_two_pair_suite_through_the_joblib_launcher(tmp_path, tiny_checkpoint):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     write_idx_split(tmp_path / "data" / "mnist", 12, "test")
     write_idx_split(tmp_path / "data" / "fashion_mnist", 10, "test", name="FashionMNIST")
-    out = build_report(suite_cfg(tmp_path, tiny_checkpoint, "suite=clip_paper", "suite.models=[default]",
+    out = report(suite_cfg(tmp_path, tiny_checkpoint, "suite=clip_paper", "suite.models=[default]",
                                  "suite.datasets=[mnist,fashion_mnist]", "launcher=joblib",
                                  "launcher_overrides=['hydra.launcher.n_jobs=2']"))
     table = pd.read_csv(Path(out["report_dir"]) / "report.csv")
@@ -37,7 +39,7 @@ def test_two_pair_suite_through_the_joblib_launcher(tmp_path, tiny_checkpoint):
 
 def test_openclip_35_suite_runs_what_is_there_and_says_why_not(tmp_path, tiny_checkpoint):
     write_idx_split(tmp_path / "data" / "mnist", 12, "test")
-    out = build_report(suite_cfg(tmp_path, tiny_checkpoint, "suite=openclip_35", "suite.models=[default]"))
+    out = report(suite_cfg(tmp_path, tiny_checkpoint, "suite=openclip_35", "suite.models=[default]"))
     table = pd.read_csv(Path(out["report_dir"]) / "report.csv")
     assert list(table.dataset) == ["mnist"]
     not_run = {n["dataset"]: n["reason"] for n in out["not_run"]}

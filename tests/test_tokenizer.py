@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from zeroshot import tokenize
-from zeroshot.tokenizer import Tokenizer, default_tokenizer
+from zeroshot.models.tokenizer import Tokenizer, default_tokenizer
 from conftest import shared_path
 
 EDGE_CASES = [

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from zeroshot.transforms import MEAN, STD, image_transform
+from zeroshot.models.transforms import MEAN, STD, image_transform
 from conftest import shared_path
 
 
@@ -69,7 +69,7 @@ def test_matches_open_clip_preprocessing_modes(open_clip, resize_mode, interpola
     """Preprocessing from a checkpoint's config: open_clip's eval transform for each resize mode, pixel for pixel."""
     from open_clip.transform import image_transform as oc_transform
 
-    from zeroshot.transforms import Preprocess
+    from zeroshot.models.transforms import Preprocess
 
     mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
     ours = image_transform(Preprocess(size=96, mean=mean, std=std, interpolation=interpolation, resize_mode=resize_mode))
@@ -82,7 +82,7 @@ def test_matches_open_clip_preprocessing_modes(open_clip, resize_mode, interpola
 
 def test_transform_repr_names_every_setting():
     """The feature cache keys on repr(transform): each setting must show in it."""
-    from zeroshot.transforms import Preprocess
+    from zeroshot.models.transforms import Preprocess
 
     base = repr(image_transform(Preprocess(size=224)))
     for change in ({"size": 256}, {"mean": [0.5, 0.5, 0.5]}, {"std": [0.2, 0.2, 0.2]}, {"interpolation": "bilinear"},

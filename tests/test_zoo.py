@@ -14,7 +14,9 @@ import pytest
 import torch
 
 import zeroshot
-from zeroshot.architecture import ArchitectureError, openclip_models
+import zeroshot.models.loader
+from zeroshot.errors import ArchitectureError
+from zeroshot.models.config import openclip_models
 from conftest import REPO, openclip_model, rel_err, save_openclip_folder
 
 PROMPTS = ["a photo of a dog.", "a blurry photo of a large red car parked by the sea.", "x"]
@@ -48,7 +50,7 @@ def test_open_clip_folder_parity(open_clip, tmp_path, name):
     cfg = openclip_models()[name]
     ref = openclip_model(open_clip, cfg)
     folder = save_openclip_folder(ref, cfg, tmp_path / name)
-    ours = zeroshot.pretrained.load_model(folder)
+    ours = zeroshot.models.loader.load_model(folder)
     c = ours.config
     assert ours.identity.activation == "gelu" and "open_clip_config.json" in ours.identity.activation_from
     assert ours.identity.architecture == name and ours.identity.assumed == []
@@ -62,8 +64,8 @@ def test_gelu_weights_under_quickgelu_are_wrong(open_clip, tmp_path):
     ref = openclip_model(open_clip, cfg)
     path = tmp_path / "vit_b32_gelu.pt"
     torch.save(ref.state_dict(), path)
-    wrong = zeroshot.pretrained.load_model(path, activation="quick_gelu")
-    right = zeroshot.pretrained.load_model(path, activation="gelu")
+    wrong = zeroshot.models.loader.load_model(path, activation="quick_gelu")
+    right = zeroshot.models.loader.load_model(path, activation="gelu")
     text = tokens_for(right)
     (ri, rt), (wi, wt) = features(ref, 224, text), features(wrong, 224, text)
     assert rel_err(ri, wi) > 1e-3 and rel_err(rt, wt) > 1e-3
@@ -75,7 +77,7 @@ def test_bare_state_dict_activation_is_assumed_and_said(open_clip, tmp_path, cap
     ref = openclip_model(open_clip, openclip_models()["ViT-B-32"])
     path = tmp_path / "run_epoch_32.pt"
     torch.save({"epoch": 32, "state_dict": {f"module.{k}": v for k, v in ref.state_dict().items()}}, path)
-    model = zeroshot.pretrained.load_model(path)
+    model = zeroshot.models.loader.load_model(path)
     err = capsys.readouterr().err
     assert "assumed activation quick_gelu" in err and "model.activation=gelu" in err
     assert model.identity.activation_from == "assumed" and model.identity.architecture == "ViT-B-32"
@@ -87,7 +89,7 @@ def test_reduced_depth_bigG_widths(open_clip, tmp_path):
     cfg = copy.deepcopy(openclip_models()["ViT-bigG-14"])
     cfg["vision_cfg"]["layers"], cfg["text_cfg"]["layers"] = 2, 2
     ref = openclip_model(open_clip, cfg)
-    ours = zeroshot.pretrained.load_model(save_openclip_folder(ref, cfg, tmp_path / "bigG2"))
+    ours = zeroshot.models.loader.load_model(save_openclip_folder(ref, cfg, tmp_path / "bigG2"))
     assert ours.config.vision_heads == 16 and ours.config.transformer_heads == 20
     assert ours.visual.transformer.resblocks[0].mlp.c_fc.out_features == 8192
     assert_parity(ref, ours, 224, tokens_for(ours))
@@ -103,7 +105,7 @@ def test_large_open_clip_bare_state_dicts(open_clip, tmp_path, name):
     text = tokens_for(None)
     expected = features(ref, 224, text)
     del ref
-    ours = zeroshot.pretrained.load_model(path, activation="gelu")
+    ours = zeroshot.models.loader.load_model(path, activation="gelu")
     assert ours.identity.architecture == name
     if name == "ViT-H-14":
         assert ours.config.vision_head_width == 80 and ours.config.vision_heads == 16
@@ -118,19 +120,19 @@ def test_shape_mismatch_names_the_first_tensor(open_clip, tmp_path):
     config["model_cfg"]["text_cfg"]["heads"] = 5  # 384 is not divisible into 5 heads
     (folder / "open_clip_config.json").write_text(json.dumps(config))
     with pytest.raises(Exception, match="heads do not divide"):
-        zeroshot.pretrained.load_model(folder)
+        zeroshot.models.loader.load_model(folder)
     config["model_cfg"]["text_cfg"]["heads"] = 6
     config["model_cfg"]["text_cfg"]["layers"] = 11  # the weights have 12 text blocks
     (folder / "open_clip_config.json").write_text(json.dumps(config))
-    zeroshot.pretrained.load_model(folder)  # shapes win over the config for what they determine: still 12 layers
+    zeroshot.models.loader.load_model(folder)  # shapes win over the config for what they determine: still 12 layers
     config["model_cfg"]["vision_cfg"]["head_width"] = 48  # 384 / 48 = 8 heads: loads, but the heads differ
     (folder / "open_clip_config.json").write_text(json.dumps(config))
-    assert zeroshot.pretrained.load_model(folder).config.vision_heads == 8
+    assert zeroshot.models.loader.load_model(folder).config.vision_heads == 8
 
 
 def test_first_mismatching_tensor_is_named(tmp_path, tiny_vit):
-    from zeroshot.architecture import load_weights
-    from zeroshot.model import CLIP, CLIPConfig
+    from zeroshot.models.config import load_weights
+    from zeroshot.models.clip import CLIP, CLIPConfig
 
     sd = tiny_vit.state_dict()
     bigger = CLIP(CLIPConfig(**{**tiny_vit.config.__dict__, "embed_dim": 48}))
@@ -159,7 +161,7 @@ def _hf_clip(tmp_path, act="quick_gelu", seed=0):
 @pytest.mark.parametrize("act", ["quick_gelu", "gelu"])
 def test_transformers_clipmodel_folder(tmp_path, act):
     hf, folder = _hf_clip(tmp_path, act)
-    ours = zeroshot.pretrained.load_model(folder)
+    ours = zeroshot.models.loader.load_model(folder)
     assert ours.identity.source == "transformers_folder" and ours.identity.activation == act
     assert ours.config.vision_heads == 3 and ours.preprocess_spec.size == 32
     text = zeroshot.tokenize(PROMPTS)
@@ -184,7 +186,7 @@ def test_open_clip_siglip_through_the_backend(open_clip, tmp_path):
     torch.manual_seed(0)
     ref = open_clip.create_model("ViT-B-16-SigLIP").eval()
     folder = save_openclip_folder(ref, cfg, tmp_path / "siglip")
-    ours = zeroshot.pretrained.load_model(folder)
+    ours = zeroshot.models.loader.load_model(folder)
     assert ours.identity.backend == "open_clip" and ours.logit_bias is not None
     torch.manual_seed(3)
     text = torch.randint(1, 32000, (3, 64))
@@ -218,7 +220,7 @@ def _hf_siglip(tmp_path):
 
 def test_transformers_siglip_through_the_backend(tmp_path):
     hf, folder = _hf_siglip(tmp_path)
-    ours = zeroshot.pretrained.load_model(folder)
+    ours = zeroshot.models.loader.load_model(folder)
     assert ours.identity.backend == "transformers" and "siglip" in ours.identity.architecture
     ids = ours.tokenize(["a photo of a cat.", "dog"])
     assert ids.shape == (2, 16)  # padded to max_length, as SigLIP was trained
@@ -237,8 +239,8 @@ def test_eval_and_report_on_open_clip_and_transformers_folders(open_clip, tmp_pa
     from hydra import compose, initialize_config_dir
 
     from datagen import write_imagefolder
-    from zeroshot.evaluate import evaluate
-    from zeroshot.report import build_report
+    from zeroshot.commands.evaluate import evaluate
+    from zeroshot.report.build import build_report
 
     cfg = _tiny_openclip_cfg()
     oc = save_openclip_folder(openclip_model(open_clip, cfg), cfg, tmp_path / "my-openclip-run")
@@ -267,7 +269,7 @@ def test_unknown_tag_lists_the_closest():
 
 
 def test_tags_table_has_activations_and_resolves_both_spellings():
-    from zeroshot.sources import find_tag, pretrained_tags, release_of
+    from zeroshot.models.registry import find_tag, pretrained_tags, release_of
 
     tags = pretrained_tags()
     assert len(tags) > 150
@@ -323,7 +325,7 @@ def test_hub_download_offline_and_missing(open_clip, tmp_path, hub):
 
 TAG_SCRIPT = """
 import json, sys
-from zeroshot import architecture, pretrained, sources
+from zeroshot.models import config as architecture, loader as pretrained, registry as sources
 cfg = json.loads(sys.argv[1])
 tags = dict(sources.pretrained_tags())
 tags[("Tiny-8", "lab_v1")] = {"arch": "Tiny-8", "tag": "lab_v1", "hf_hub": "lab/tiny-tag/", "url": "", "activation": "gelu",
@@ -359,8 +361,8 @@ def test_eval_and_prompts_through_a_backend(tmp_path):
     from hydra import compose, initialize_config_dir
 
     from datagen import write_imagefolder
-    from zeroshot.evaluate import evaluate
-    from zeroshot.experiments import run_experiments
+    from zeroshot.commands.evaluate import evaluate
+    from zeroshot.commands.prompt_experiments import run_experiments
 
     _, folder = _hf_siglip(tmp_path)
     images = write_imagefolder(tmp_path / "animals", ["cat", "dog", "bird"], per_class=2)
@@ -382,7 +384,7 @@ def test_a_transformers_folder_of_another_kind_says_what_it_holds(tmp_path):
     transformers.BertModel(transformers.BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                                    intermediate_size=64, vocab_size=100)).save_pretrained(folder)
     with pytest.raises(Exception, match="BertModel \\(model_type 'bert'\\), not an image-text model"):
-        zeroshot.pretrained.load_model(folder)
+        zeroshot.models.loader.load_model(folder)
 
 
 @pytest.mark.parametrize("text_cfg", [
@@ -398,7 +400,7 @@ def test_every_text_pooling_with_the_fast_paths(open_clip, tmp_path, text_cfg):
                                           "pool_type": "avg", "final_ln_after_pool": True, "no_ln_pre": True},
            "text_cfg": {"context_length": 20, "vocab_size": 500, "width": 64, "heads": 2, "layers": 3, **text_cfg}}
     ref = openclip_model(open_clip, cfg)
-    ours = zeroshot.pretrained.load_model(save_openclip_folder(ref, cfg, tmp_path / "m"))
+    ours = zeroshot.models.loader.load_model(save_openclip_folder(ref, cfg, tmp_path / "m"))
     torch.manual_seed(5)
     ids = torch.randint(3, 400, (4, 20))
     for row, end in enumerate((5, 9, 19, 12)):

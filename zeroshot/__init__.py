@@ -11,15 +11,15 @@ __all__ = ["load", "tokenize", "get_tokenizer", "available_models", "build_class
            "read_descriptions", "map_descriptions", "class_prompts", "logits", "probabilities"]
 
 _API = {
-    "load": "zeroshot.pretrained",
-    "available_models": "zeroshot.sources",
-    "tokenize": "zeroshot.tokenizer",
+    "load": "zeroshot.models.loader",
+    "available_models": "zeroshot.models.registry",
+    "tokenize": "zeroshot.models.tokenizer",
     "get_tokenizer": "zeroshot.classifier",
     "build_classifier": "zeroshot.classifier",
-    "build_class_classifier": "zeroshot.class_classifier",
-    "read_descriptions": "zeroshot.descriptions",
-    "map_descriptions": "zeroshot.descriptions",
-    "class_prompts": "zeroshot.descriptions",
+    "build_class_classifier": "zeroshot.classifier",
+    "read_descriptions": "zeroshot.prompts.descriptions",
+    "map_descriptions": "zeroshot.prompts.descriptions",
+    "class_prompts": "zeroshot.prompts.descriptions",
     "logits": "zeroshot.classifier",
     "probabilities": "zeroshot.classifier",
 }
@@ -32,7 +32,7 @@ def __getattr__(name: str):
         value = getattr(importlib.import_module(_API[name]), name)
         globals()[name] = value
         return value
-    try:  # submodules, e.g. zeroshot.pretrained, as a regular package would give them after import
+    try:  # submodules, e.g. zeroshot.models, as a regular package would give them after import
         return importlib.import_module(f"zeroshot.{name}")
     except ModuleNotFoundError:
         raise AttributeError(f"module 'zeroshot' has no attribute {name!r}") from None

@@ -11,13 +11,13 @@ import os
 import sys
 
 COMMANDS = {
-    "eval": ("eval", "zeroshot.evaluate:evaluate"),
-    "prompts": ("experiment", "zeroshot.experiments:run_experiments"),
-    "report": ("report", "zeroshot.report:build_report"),
-    "compare": ("compare", "zeroshot.compare:compare"),
-    "linear-probe": ("linear_probe", "zeroshot.linear_probe:linear_probe"),
-    "retrieval": ("retrieval", "zeroshot.retrieval:run_retrieval"),
-    "suite-eval": ("eval", "zeroshot.suite:evaluate_pair"),  # a suite's job (see suite.py); not for direct use
+    "eval": ("eval", "zeroshot.commands.evaluate:evaluate"),
+    "prompts": ("experiment", "zeroshot.commands.prompt_experiments:run_experiments"),
+    "report": ("report", "zeroshot.commands.report:report"),
+    "compare": ("compare", "zeroshot.commands.compare:compare"),
+    "linear-probe": ("linear_probe", "zeroshot.commands.linear_probe:linear_probe"),
+    "retrieval": ("retrieval", "zeroshot.commands.retrieval:run_retrieval"),
+    "suite-eval": ("eval", "zeroshot.commands.evaluate:evaluate_pair"),  # a suite's job (see suite.py); not for direct use
 }
 DATA_PARALLEL = ("eval", "suite-eval", "retrieval")  # the commands that run data-parallel under torchrun
 USAGE = ("usage: zeroshot {" + ",".join([*[c for c in COMMANDS if c != "suite-eval"], "models"]) + "} [overrides...]   "
@@ -38,7 +38,7 @@ def check_choices(argv: list[str]) -> str | None:
     """An override `group=option` naming no config in configs/<group>/ is an error that lists the choices.
 
     Hydra would say so too, over several lines with a pointer to HYDRA_FULL_ERROR; this says it on one."""
-    from .configs import config_dir
+    from zeroshot.paths import config_dir
 
     root = config_dir()
     for arg in argv:
@@ -75,8 +75,8 @@ def read_overrides(command: str, argv: list[str]) -> list[str]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    from .errors import UserError
-    from .log import log
+    from zeroshot.errors import UserError
+    from zeroshot.log import log
 
     out: list[str] = []
     for arg in argv:
@@ -120,7 +120,7 @@ def compose_problem(config_name: str, overrides: list[str]) -> str | None:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from .configs import config_dir
+    from zeroshot.paths import config_dir
 
     parser = OverridesParser.create()
     plain = [o for o in overrides if _is_override(o) and not parser.parse_override(o).is_sweep_override()]
@@ -154,7 +154,7 @@ def compose_problem(config_name: str, overrides: list[str]) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "models":
-        from .catalog import print_models
+        from zeroshot.commands.models import print_models
 
         return print_models(argv[1:])
     if not argv or argv[0] not in COMMANDS:
@@ -167,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         paths = [a for a in argv if "=" not in a and not a.startswith("-")]
         if paths:
             argv = [a for a in argv if a not in paths] + ["inputs=[" + ",".join(paths) + "]"]
-    from .errors import UserError
-    from .log import setup
+    from zeroshot.errors import UserError
+    from zeroshot.log import setup
 
     quiet = "-q" in argv or "--quiet" in argv
     argv = [a for a in argv if a not in ("-q", "--quiet")]
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import hydra
 
-    from .configs import config_dir
+    from zeroshot.paths import config_dir
 
     @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)
     def app(cfg) -> None:
@@ -202,9 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         if missing:  # before any heavy import: a forgotten value fails at once
             raise SystemExit(_required(command, missing[0]))
 
-        from . import distributed as dist
-        from .errors import USER_ERRORS
-        from .settings import check_settings
+        from zeroshot import distributed as dist
+        from zeroshot.errors import USER_ERRORS
+        from zeroshot.settings import check_settings
 
         module, func = target.split(":")
         task = getattr(importlib.import_module(module), func)

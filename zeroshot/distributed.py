@@ -15,8 +15,9 @@ from typing import Callable
 import torch
 import torch.distributed as tdist
 
-from .errors import ConfigError
-from .features import Features, compute, covered, extract_features, load_cached
+from zeroshot.errors import ConfigError
+from zeroshot.features.cache import Features
+from zeroshot.features.extract import compute, covered, extract_features, load_cached
 
 
 def initialized() -> bool:

@@ -1,17 +1,129 @@
-"""Reading the text files users hand us (class names, templates, CSVs, JSON configs), with one clear error.
+"""The verified download cache, and a file's sha256 remembered across runs.
 
-A file in another encoding (a class-names list saved as Latin-1 or UTF-16 by an editor) must not end in a bare
-`'utf-8' codec can't decode byte ...` that names no file. UTF-8, with or without a byte-order mark, is read;
-UTF-16 and UTF-32 with a byte-order mark are read too, since their BOM says what they are; anything else is a
-`TextFileError` naming the file, the offending byte and its position, and how to convert it.
+Downloads go to a temp file in the cache folder and are renamed into place only once their sha256 matches
+(or its published prefix, for open_clip's release files). A cached file is re-verified before it is trusted.
+Hashing a 1.7 GB checkpoint takes seconds, so a file's sha256 is remembered per (path, size, mtime, inode):
+any change to the file means a new entry.
 """
 from __future__ import annotations
 
-import codecs
+import hashlib
+import http.client
 import json
+import os
+import tempfile
+import urllib.error
+import urllib.request
 from pathlib import Path
+from zeroshot.errors import CheckpointError
+import codecs
+from zeroshot.errors import TextFileError
+from zeroshot.paths import default_cache_dir
 
-from .errors import TextFileError
+
+def sha256sum(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _stat_key(path: Path) -> dict:
+    st = path.stat()
+    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
+
+
+def file_sha256(path: str | Path, cache_root: str | Path | None = None) -> str:
+    """sha256 of a file, computed once per (path, size, mtime, inode) and remembered in the cache.
+
+    One small JSON file per checkpoint path, written atomically; a cache that cannot be written only
+    means the hash is computed again next time.
+    """
+    path = Path(path)
+    key = _stat_key(path)
+    root = Path(cache_root) if cache_root is not None else default_cache_dir()
+    entry = root / "sha256" / f"{hashlib.sha256(key['path'].encode()).hexdigest()[:32]}.json"
+    try:
+        saved = json.loads(entry.read_text())
+        if {k: saved.get(k) for k in key} == key and len(saved.get("sha256", "")) == 64:
+            return saved["sha256"]
+    except (OSError, ValueError):
+        pass
+    sha = sha256sum(path)
+    if _stat_key(path) == key:  # unchanged while we read it
+        try:
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=".sha.", suffix=".tmp")
+            with os.fdopen(fd, "w") as f:
+                json.dump({**key, "sha256": sha}, f)
+            os.replace(tmp, entry)
+        except OSError:
+            pass
+    return sha
+
+
+def _matches(digest: str, sha256: str | None, prefix: str | None) -> bool:
+    return (sha256 is None or digest == sha256) and (prefix is None or digest.startswith(prefix))
+
+
+def download(url: str, sha256: str | None = None, root: str | Path | None = None, sha256_prefix: str | None = None) -> Path:
+    """Fetch `url` into the cache, verified: a temp file is renamed into place only once its sha256 matches.
+
+    A cached file is re-hashed before it is trusted; a mismatching one is removed and fetched again.
+    """
+    root = Path(root) if root is not None else default_cache_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / Path(url).name
+    expected = sha256 or (f"{sha256_prefix}..." if sha256_prefix else None)
+    if target.is_file():
+        if _matches(sha256sum(target), sha256, sha256_prefix):
+            return target
+        print(f"zeroshot: cached {target} does not match sha256 {expected}; removing it and downloading again")
+        target.unlink()
+
+    fd, tmp_name = tempfile.mkstemp(dir=root, prefix=f".{target.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            digest, size, total = _fetch(url, out, target.name)
+        if total is not None and size != total:
+            raise CheckpointError(f"Download of {url} was cut short: got {size} of {total} bytes. The partial file was removed; try again.")
+        if not _matches(digest, sha256, sha256_prefix):
+            raise CheckpointError(
+                f"Downloaded {url} but its sha256 is {digest}, expected {expected}. "
+                "The corrupt file was removed; try again, or load a verified local copy by path."
+            )
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def _fetch(url: str, out, label: str) -> tuple[str, int, int | None]:
+    """Stream `url` into `out` with a progress bar; returns (sha256, bytes written, Content-Length)."""
+    from tqdm import tqdm
+
+    digest, size, total = hashlib.sha256(), 0, None
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=label) as bar:
+                while block := response.read(1 << 16):
+                    out.write(block)
+                    digest.update(block)
+                    size += len(block)
+                    bar.update(len(block))
+    except http.client.IncompleteRead:
+        pass  # reported below as a short download, with the byte counts
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+        raise CheckpointError(
+            f"Could not download {url}: {getattr(e, 'reason', None) or e}. "
+            f"If this machine is offline, fetch the file elsewhere and load it by path: "
+            f"zeroshot.load('/path/to/{label}'), or `python -m zeroshot eval model.checkpoint=/path/to/{label}`."
+        ) from e
+    return digest.hexdigest(), size, total
+
 
 _BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
          (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))

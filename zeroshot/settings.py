@@ -7,7 +7,7 @@ absent from a command's config is skipped, so one table serves every command.
 """
 from __future__ import annotations
 
-from .errors import ConfigError
+from zeroshot.errors import ConfigError
 
 OPEN = "open"
 # key: (kind, low, high, extra values allowed besides numbers, an example)

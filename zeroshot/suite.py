@@ -16,13 +16,14 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-
 from omegaconf import DictConfig, OmegaConf
+from zeroshot.paths import config_dir
+from zeroshot.errors import ConfigError, DatasetError, UserError
 
-from .configs import config_dir
-from .errors import ConfigError, DatasetError, UserError
 
 CONFIGS = config_dir()
+
+
 LAUNCHERS = {"basic": None, "joblib": "joblib", "submitit_local": "submitit_local", "submitit_slurm": "submitit_slurm"}
 
 
@@ -53,8 +54,8 @@ def pair_overrides(cfg: DictConfig) -> list[str]:
 
 def check_pairs(cfg: DictConfig) -> tuple[list[tuple[str, str]], list[dict]]:
     """(runnable pairs, skipped pairs with the reason), without loading any model or encoding anything."""
-    from .datasets import build_dataset
-    from .sources import check_name
+    from zeroshot.data.readers import build_dataset
+    from zeroshot.models.sources import check_name
 
     runnable, skipped = [], []
     data_problem: dict[str, str | None] = {}
@@ -72,7 +73,7 @@ def check_pairs(cfg: DictConfig) -> tuple[list[tuple[str, str]], list[dict]]:
                 if dataset not in data_problem:
                     try:
                         if c.dataset.get("task") == "retrieval":  # images with captions: their own reader
-                            from .retrieval_data import build_retrieval_dataset
+                            from zeroshot.data.retrieval import build_retrieval_dataset
 
                             build_retrieval_dataset(c.dataset)
                         else:
@@ -115,23 +116,6 @@ def launch(cfg: DictConfig, pairs: list[tuple[str, str]]) -> int:
         cmd += [f"hydra/launcher={LAUNCHERS[launcher]}", *cfg.get("launcher_overrides", [])]
     print(f"suite {cfg.suite.name}: launching {len(pairs)} jobs ({launcher} launcher)", flush=True)
     return subprocess.run(cmd).returncode
-
-
-def evaluate_pair(cfg: DictConfig) -> dict:
-    """The suite's job: an eval whose failure is written down for the report instead of ending the multirun."""
-    from .evaluate import evaluate
-    from .retrieval import run_retrieval
-
-    try:
-        return (run_retrieval if cfg.dataset.get("task") == "retrieval" else evaluate)(cfg)
-    except Exception as e:  # noqa: BLE001 - every failure of a job is a line of the report, whatever it is
-        folder = Path(cfg.results_dir) / ".failures"
-        folder.mkdir(parents=True, exist_ok=True)
-        record = {"model": cfg.model.name, "checkpoint": cfg.model.get("checkpoint"), "dataset": cfg.dataset.name,
-                  "reason": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
-        (folder / f"{time.time_ns()}.json").write_text(json.dumps(record))
-        print(f"suite job failed: {record['dataset']} x {record['model']}: {record['reason']}", file=sys.stderr)
-        return {"failed": record}
 
 
 def run_suite(cfg: DictConfig) -> tuple[Path, list[dict]]:

@@ -1,0 +1,40 @@
+"""`zeroshot compare RUN_OR_DIR ...`, and the comparison section of `report`.
+
+Runs are collected as the report collects them (the latest of repeated runs of one row key), grouped by the
+images they hold (dataset fingerprint and split), and every two systems (weights x prompts) that share images
+are compared with comparison.py: per dataset, per pair across the suite, what changed, a rank table and the
+win/tie/loss matrix. Writes compare.csv, compare.md and one figure per pair into results/compare/<timestamp>/.
+"""
+from __future__ import annotations
+
+from zeroshot.errors import ReportError
+from zeroshot.report.compare import build_comparison
+from zeroshot.log import log
+
+
+def compare(cfg) -> dict:
+    """The `compare` command: runs (or directories of runs) in, compare.csv / compare.md / figures out."""
+    from zeroshot.report.compare_render import difference_figures, markdown_lines, write_csv
+    from zeroshot.report.runs import load_runs, reproducibility
+    from zeroshot.record import make_run_dir
+
+    runs = load_runs(list(cfg.inputs))
+    table, notes = reproducibility(runs, float(cfg.get("tolerance", 0.001)))
+    c = cfg.compare
+    comp = build_comparison(table, int(c.n_boot), int(c.seed), float(c.alpha), int(c.top_k))
+    if not comp.rows:
+        raise ReportError(f"Nothing to compare under {', '.join(map(str, cfg.inputs))}: no two runs with different weights "
+                          "or prompts hold the same images (dataset fingerprint and split). "
+                          + (comp.notes[0] if comp.notes else "Give runs of one dataset by two models or prompt sets"))
+    out = make_run_dir(cfg.output_dir)
+    write_csv(comp, out / "compare.csv")
+    figures = difference_figures(comp, out)
+    (out / "compare.md").write_text("\n".join(["# zeroshot paired comparison", "", *markdown_lines(comp, figures)]))
+    for n in notes + comp.notes:
+        log.warning(n)
+    for s in comp.suite:
+        print(f"{s['system_a']} vs {s['system_b']}: {s['wins']} wins, {s['ties']} ties, {s['losses']} losses over "
+              f"{s['n_datasets']} datasets; mean difference {100 * s['mean_diff']:+.2f} points "
+              f"[{100 * s['ci_low']:+.2f}, {100 * s['ci_high']:+.2f}]")
+    print("%d comparisons over %d pairs -> %s/compare.md, compare.csv" % (len(comp.rows), len(comp.suite), out))
+    return {"compare_dir": str(out), "rows": len(comp.rows), "pairs": len(comp.suite), "notes": comp.notes}

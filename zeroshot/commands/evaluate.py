@@ -1,0 +1,144 @@
+"""`evaluate(cfg) -> dict`: one zero-shot evaluation, from a composed config to a results directory.
+
+Everything that can be wrong with the inputs (names, class counts, templates, data) is checked before any
+encoding starts, and the run directory is created fresh, so a failed run never leaves a report behind.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from zeroshot import calibrate as calibration_run, distributed as dist
+from zeroshot.metrics.calibration import plot_reliability
+from zeroshot.classifier import logits as score
+from zeroshot.features.cache import Features
+from zeroshot.metrics.classification import benchmark_metrics, classification_metrics, topk_predictions
+from zeroshot.record import make_run_dir, write_json
+from zeroshot.plots import plot_confusion, plot_per_class
+import json
+import sys
+from zeroshot.pipeline import Setup
+from zeroshot.pipeline import classifier_weights
+from zeroshot.pipeline import image_features
+from zeroshot.pipeline import prompt_count
+from zeroshot.record import run_dir_base
+from zeroshot.record import run_record
+from zeroshot.pipeline import prepare
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """Run one zero-shot evaluation and write its results directory; returns the metrics dict."""
+    start = time.perf_counter()
+    calibration_run.check_config(cfg)
+    s = prepare(cfg)
+    progress = cfg.get("progress", True) and dist.is_main()
+
+    weights = classifier_weights(cfg, s, progress)  # [D, C]
+    feats = image_features(cfg, s, progress)
+    held = calibration_run.held_out_features(cfg, s)  # a temperature's own split, where one is asked for
+    record = run_record(cfg, s, len(feats.labels), feats.skipped) if dist.is_main() else None
+    # Made only now, so a run that fails earlier leaves no directory; metrics.json, written last, marks it complete.
+    run_dir = dist.broadcast_object(make_run_dir(run_dir_base(cfg, s, record)) if dist.is_main() else None)
+    if not dist.is_main():
+        return {"run_dir": str(run_dir)}
+
+    logits = score(s.model, feats.features, weights)  # [N, C]
+    m = classification_metrics(logits, feats.labels)
+    targets = {k: v[feats.indices.numpy()] for k, v in s.dataset.targets().items()}
+    extra = benchmark_metrics(cfg.dataset, logits, feats.labels, targets)
+    m.update({k: v for k, v in extra.items() if k == "top1"})
+    metric = cfg.dataset.get("metric", "top1")
+    calib, curves = calibration_run.calibrate(cfg, s.model, weights, logits, feats.labels.numpy(), targets, held)
+    wall = time.perf_counter() - start
+    metrics = {
+        "top1": m["top1"],
+        "top5": m["top5"],
+        "mean_per_class_recall": m["mean_per_class_recall"],
+        **extra,
+        **calib,
+        "metric": metric,
+        "main_metric": {**m, **extra}[metric],
+        **record,
+        "n_images": int(len(feats.labels)),
+        "n_classes": len(s.classnames),
+        "n_templates": len(s.prompts.templates),
+        "skipped_images": feats.skipped,
+        "images_from_cache": feats.from_cache,
+        "image_encode_seconds": feats.compute_s,
+        "data_wait_seconds": feats.data_wait_s,
+        "wall_seconds": wall,
+        "timestamp": run_dir.name,
+    }
+    try:
+        write_outputs(run_dir, cfg, s, feats, logits, m, metrics, targets, curves)
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)  # a half-written run must not look like a result
+        raise
+    metrics["run_dir"] = str(run_dir)
+    main_note = "" if metric in ("top1", "mean_per_class_recall") else f"  {metric} {100 * metrics['main_metric']:.2f}%"
+    print(
+        f"{metrics['dataset_label']} | {metrics['model']} ({metrics['architecture']}, sha256 {metrics['checkpoint_sha256'][:12]}) | "
+        f"prompts {metrics['prompts_label']} ({prompt_count(s)}) | "
+        f"top1 {100 * m['top1']:.2f}%  top5 {100 * m['top5']:.2f}%  mean per-class recall {100 * m['mean_per_class_recall']:.2f}%"
+        f"{main_note} | "
+        f"{len(feats.labels)} images in {wall:.1f}s -> {run_dir}"
+    )
+    return metrics
+
+
+def write_outputs(run_dir: Path, cfg, s: Setup, feats: Features, logits: torch.Tensor, m: dict, metrics: dict,
+                  targets: dict | None = None, curves=()) -> None:
+    import pandas as pd
+
+    names = s.classnames
+    pd.DataFrame(
+        {
+            "class_index": np.arange(len(names)),
+            "class": names,
+            "support": m["support"],
+            "accuracy": m["per_class_accuracy"],
+        }
+    ).to_csv(run_dir / "per_class.csv", index=False)
+    top5 = topk_predictions(logits, 5).numpy()
+    idx = feats.indices.numpy()
+    paths = s.dataset.paths
+    pd.DataFrame(
+        {
+            "index": idx,
+            "path": [paths[i] for i in idx] if paths else [""] * len(idx),
+            "label": feats.labels.numpy(),
+            "prediction": top5[:, 0],
+            "label_name": [names[i] for i in feats.labels.numpy()],
+            "prediction_name": [names[i] for i in top5[:, 0]],
+            "top5": [" ".join(map(str, row)) for row in top5],
+        }
+    ).to_csv(run_dir / "predictions.csv", index=False)
+    # group metadata and multi-hot targets, row-aligned, so that `compare` can resample worst-group and mAP
+    np.savez_compressed(run_dir / "logits.npz", logits=logits.numpy(), labels=feats.labels.numpy(), indices=idx,
+                        **{k: v for k, v in (targets or {}).items() if k in ("metadata", "multilabel")})
+    title = f"{metrics['dataset_label']} | {metrics['model']} | {metrics['prompts_label']}"
+    if curves:
+        plot_reliability(curves, run_dir / "reliability_diagram.png", f"{title} ({metrics['probability']})")
+    plot_confusion(m["confusion_matrix"], names, run_dir / "confusion_matrix.png", title)
+    plot_per_class(m["per_class_accuracy"], names, run_dir / "per_class_accuracy.png", title)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    write_json(run_dir / "metrics.json", metrics)  # last: its presence marks the run complete
+
+
+def evaluate_pair(cfg: DictConfig) -> dict:
+    """The suite's job: an eval whose failure is written down for the report instead of ending the multirun."""
+    from zeroshot.commands.retrieval import run_retrieval
+
+    try:
+        return (run_retrieval if cfg.dataset.get("task") == "retrieval" else evaluate)(cfg)
+    except Exception as e:  # noqa: BLE001 - every failure of a job is a line of the report, whatever it is
+        folder = Path(cfg.results_dir) / ".failures"
+        folder.mkdir(parents=True, exist_ok=True)
+        record = {"model": cfg.model.name, "checkpoint": cfg.model.get("checkpoint"), "dataset": cfg.dataset.name,
+                  "reason": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+        (folder / f"{time.time_ns()}.json").write_text(json.dumps(record))
+        print(f"suite job failed: {record['dataset']} x {record['model']}: {record['reason']}", file=sys.stderr)
+        return {"failed": record}

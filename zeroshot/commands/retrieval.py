@@ -1,0 +1,166 @@
+"""`zeroshot retrieval dataset=flickr30k|mscoco`: zero-shot image-text retrieval, recall@1/5/10 both ways.
+
+The image side is classification's: the same checks, model loading, feature cache and torchrun sharding
+(each image's "label" is its own index, see retrieval_data). The captions go through `encode_prompts` and the
+text cache, split across ranks under torchrun. Only rank 0 scores and writes the run directory, whose
+metrics.json records everything a classification run does, with the caption set (hashed) in place of prompts.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from zeroshot import distributed as dist
+from zeroshot.classifier import encode_prompts, tokenizer_for
+from zeroshot.pipeline import Setup, cache_root, image_features, load_configured_model, resolve_device, text_cache
+from zeroshot.record import run_dir_base, run_record
+from zeroshot.prompts.sets import PromptSet
+from zeroshot.models.precision import resolve_precision
+from zeroshot.record import make_run_dir, write_json
+from zeroshot.data.retrieval import build_retrieval_dataset, caption_lists
+from zeroshot.metrics.retrieval import retrieve
+from zeroshot.models.sources import check_name
+
+log = logging.getLogger("zeroshot")
+
+
+def console() -> None:
+    """Messages on stdout, once: Hydra's quiet config installs no handler, and a summary line is not a warning."""
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+
+
+def captions_hash(captions: list[list[str]]) -> str:
+    """sha256 of every image's captions, in order: which caption belongs to which image is part of the protocol."""
+    return hashlib.sha256(json.dumps({"captions": captions}).encode()).hexdigest()
+
+
+def caption_tokenizer(model):
+    """The model's tokenizer, cutting over-long captions at the context length (end-of-text kept), as
+    CLIP_benchmark's and DataComp's open_clip tokenizers do. A reference library's tokenizer already cuts."""
+    from zeroshot.models.tokenizer import tokenize
+
+    tok = tokenizer_for(model)
+    if isinstance(tok, functools.partial) and tok.func is tokenize:
+        return functools.partial(tok, truncate=True)
+    return tok
+
+
+@dataclass
+class RetrievalSetup(Setup):
+    captions: list[list[str]] = field(default_factory=list)  # captions[i]: every caption of image i
+
+
+def prepare(cfg: DictConfig) -> RetrievalSetup:
+    """evaluate.prepare's checks and loading, for a dataset of images and captions."""
+    torch.manual_seed(cfg.get("seed", 0))
+    device = resolve_device(cfg.get("device", "auto"))
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    precision = resolve_precision(cfg.get("precision"), device)
+    check_name(cfg.model.get("checkpoint") or cfg.model.name)
+    dataset = dist.local_rank_zero_first(lambda: build_retrieval_dataset(cfg.dataset, cfg.get("skip_bad_images", False)))
+    model = dist.local_rank_zero_first(lambda: load_configured_model(cfg.model, device, precision, cfg.get("cache_dir")))
+    dataset.transform = model.transform
+    captions = caption_lists(dataset)
+    pset = PromptSet("captions", [], [], f"the captions of {cfg.dataset.name}")
+    return RetrievalSetup(model, dataset, pset, [], device, precision, cache_root(cfg), captions=captions)
+
+
+def encode_captions(cfg: DictConfig, s: RetrievalSetup, progress: bool) -> torch.Tensor:
+    """[T, D] features of every caption, in order (each unique caption encoded once, across ranks)."""
+    flat = [c for caps in s.captions for c in caps]
+    tok = caption_tokenizer(s.model)
+    cache = text_cache(s)
+    # build_classifier_sharded splits a list across ranks and all-gathers [D, n] parts in order
+    feats = dist.build_classifier_sharded(
+        lambda part: encode_prompts(s.model, part, cfg.text_batch_size, progress, cache, tokenize=tok).t(), flat)
+    return feats.t().contiguous()
+
+
+def run_retrieval(cfg: DictConfig) -> dict:
+    """Run one retrieval evaluation and write its results directory; returns the metrics dict."""
+    start = time.perf_counter()
+    console()
+    s = prepare(cfg)
+    progress = cfg.get("progress", True) and dist.is_main()
+    text_feats = encode_captions(cfg, s, progress)
+    feats = image_features(cfg, s, progress)
+    chash = captions_hash(s.captions)
+    record = None
+    if dist.is_main():
+        record = run_record(cfg, s, len(feats.labels), feats.skipped)
+        record.update(prompts="captions", prompts_hash=chash, prompts_label=f"captions#{chash[:8]}", captions_hash=chash)
+    run_dir = dist.broadcast_object(make_run_dir(run_dir_base(cfg, s, record)) if dist.is_main() else None)
+    if not dist.is_main():
+        return {"run_dir": str(run_dir)}
+
+    # captions of an image skipped as unreadable have nothing to find: they leave with it (and the run is
+    # then not comparable, as run_record says from the skipped count)
+    positions = feats.indices.tolist()
+    row = {p: r for r, p in enumerate(positions)}
+    owner = torch.tensor([i for i, caps in enumerate(s.captions) for _ in caps])
+    keep = torch.tensor([int(o) in row for o in owner], dtype=torch.bool)
+    text_image = torch.tensor([row[int(o)] for o in owner[keep]], dtype=torch.long)
+    result = retrieve(feats.features, text_feats[keep], text_image, cfg.get("similarity_block"), s.device)
+    ks = tuple(int(k) for k in cfg.dataset.get("recall_at", (1, 5, 10)))
+    recalls = result.recalls(ks)
+    metric = cfg.dataset.get("metric", "mean_recall@1")
+    metrics = {
+        "kind": "retrieval", **recalls, "metric": metric, "main_metric": recalls[metric], **record,
+        "n_images": len(positions), "n_captions": int(keep.sum()), "captions_dropped": int((~keep).sum()),
+        "captions_per_image": [int(x) for x in np.unique([len(c) for c in s.captions])],
+        "skipped_images": feats.skipped, "images_from_cache": feats.from_cache,
+        "image_encode_seconds": feats.compute_s, "data_wait_seconds": feats.data_wait_s,
+        "wall_seconds": time.perf_counter() - start, "timestamp": run_dir.name,
+    }
+    try:
+        write_outputs(run_dir, cfg, s, positions, owner[keep], result, metrics)
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)  # a half-written run must not look like a result
+        raise
+    metrics["run_dir"] = str(run_dir)
+    log.info("%s | %s (%s, sha256 %s) | %s captions of %s images | image->text R@1 %.2f%%  text->image R@1 %.2f%%  "
+                "%s %.2f%% | %.1fs -> %s", metrics["dataset_label"], metrics["model"], metrics["architecture"],
+                metrics["checkpoint_sha256"][:12], metrics["n_captions"], metrics["n_images"],
+                100 * recalls.get("text_retrieval_recall@1", float("nan")),
+                100 * recalls.get("image_retrieval_recall@1", float("nan")), metric, 100 * metrics["main_metric"],
+                metrics["wall_seconds"], run_dir)
+    return metrics
+
+
+def write_outputs(run_dir: Path, cfg, s: RetrievalSetup, positions: list[int], owner: torch.Tensor, result, metrics: dict) -> None:
+    """Per-query ranks and top-5 both ways (for looking at failures), the config, and metrics.json last."""
+    import pandas as pd
+
+    paths = s.dataset.paths
+    kept = [c for p in positions for c in s.captions[p]]
+    first = np.cumsum([0] + [len(s.captions[p]) for p in positions])[:-1]
+    pd.DataFrame({
+        "index": positions, "path": [paths[p] for p in positions] if paths else [""] * len(positions),
+        "n_captions": [len(s.captions[p]) for p in positions], "rank": result.image_ranks.numpy(),
+        "first_caption": first, "top5_captions": [" ".join(map(str, r[:5])) for r in result.image_top.tolist()],
+    }).to_csv(run_dir / "image_to_text.csv", index=False)
+    pd.DataFrame({
+        "caption": np.arange(len(kept)), "image_index": owner.numpy(), "text": kept, "rank": result.text_ranks.numpy(),
+        "top5_images": [" ".join(str(positions[i]) for i in r[:5]) for r in result.text_top.tolist()],
+    }).to_csv(run_dir / "text_to_image.csv", index=False)
+    np.savez_compressed(run_dir / "ranks.npz", image_ranks=result.image_ranks.numpy(), text_ranks=result.text_ranks.numpy(),
+                        indices=np.asarray(positions), text_image=owner.numpy())
+    # eval's prompts group comes along with its defaults; the captions are this run's text side
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "prompts"]),
+                                                           resolve=True))
+    write_json(run_dir / "metrics.json", metrics)  # last: its presence marks the run complete

@@ -1,0 +1,144 @@
+"""Datasets by config: torchvision's real dataset classes, image folders, CSV files, CLIP_benchmark's
+webdatasets (zeroshot/wds.py) and the ImageNet family (zeroshot/imagenet_shifts.py).
+
+`configs/dataset/*.yaml` is the registry. Every dataset comes back wrapped in `EvalDataset`, which yields
+(image, label, index), knows file paths where the source has them, and turns an unreadable image into an
+error that names the file (or skips it, counted, with skip_bad_images=true).
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from zeroshot.errors import BadImageError, DatasetError
+from zeroshot.data.fingerprint import dataset_fingerprint, samples_of
+
+
+class EvalDataset(Dataset):
+    """(image tensor, label, index) triples; an unreadable image raises naming its file, or becomes None."""
+
+    def __init__(self, source: Dataset, classes: list[str] | None, name: str, skip_bad_images: bool = False,
+                 root: str | Path | None = None, fingerprint_files=None, fingerprint_extra: dict | None = None):
+        self.source, self.classes, self.name = source, classes, name
+        self.transform: Callable | None = None  # set once the model (and so its preprocessing) is known
+        samples = samples_of(source)
+        self.paths = [p for p, _ in samples] if samples is not None else None
+        self.labels = [y for _, y in samples] if samples is not None else None  # where known without decoding
+        if self.paths is None and hasattr(source, "name_of"):  # webdataset: shard:key
+            self.paths = [source.name_of(i) for i in range(len(source))]
+        self.skip_bad_images = skip_bad_images
+        self.root, self._fp_files, self._fp_extra = root, fingerprint_files, fingerprint_extra
+        self._fingerprint: dict | None = None
+        self.shipped_templates: list[str] | None = None  # set by build_dataset for webdatasets
+
+    def fingerprint(self) -> dict:
+        """See fingerprint.dataset_fingerprint; computed once (it stats every file, and hashes declared ones)."""
+        if self._fingerprint is None:
+            self._fingerprint = dataset_fingerprint(self.source, self.root, self._fp_files, self._fp_extra)
+        return self._fingerprint
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def targets(self) -> dict:
+        """Per-image targets beyond the single label, read without any image: "multilabel" [N, C] multi-hot
+        (VOC 2007 multi-label) and "metadata" [N, F] (WILDS and fairness groups), where the source has them."""
+        return self.source.targets() if hasattr(self.source, "targets") and callable(self.source.targets) else {}
+
+    def check_labels(self, n_classes: int) -> None:
+        """Every label the source lists must be a class: an out-of-range one would surface later as a numpy
+        reshape error in the metrics, naming nothing. Sources that list no labels are checked as images arrive."""
+        labels = self.labels
+        if labels is None:
+            for attr in ("targets", "labels", "_labels"):
+                values = getattr(self.source, attr, None)
+                if isinstance(values, (list, tuple)) or hasattr(values, "tolist"):
+                    values = list(values.tolist() if hasattr(values, "tolist") else values)
+                    if len(values) == len(self) and all(isinstance(v, int) for v in values[:1]):
+                        labels = values
+                        break
+            if labels is None and hasattr(self.source, "samples") and hasattr(self.source, "name_of"):
+                labels = [s.label for s in self.source.samples]
+        if not labels:
+            return
+        # -1: a multi-label image with no positive class (VOC); a CSV's negative labels are refused as it is read
+        bad = next((i for i, y in enumerate(labels) if int(y) >= n_classes), None)
+        if bad is not None:
+            where = self.source.row_of(bad) if hasattr(self.source, "row_of") else self.describe(bad)
+            raise DatasetError(f"{where} has label {labels[bad]}, outside the {n_classes} classes (0..{n_classes - 1}) of "
+                               f"dataset {self.name!r}: fix the label, or give class names that cover it (dataset.classnames=FILE)")
+
+    def describe(self, index: int) -> str:
+        return self.paths[index] if self.paths else f"{self.name} image #{index}"
+
+    def __getitem__(self, index: int):
+        try:
+            image, label = self.source[index]
+        except DECODE_ERRORS as e:
+            if self.skip_bad_images:
+                return None
+            # returned, not raised: inside a DataLoader worker an exception reaches the user wrapped in torch's
+            # "Caught ... in DataLoader worker process 0" traceback; this way the main process raises it whole
+            return BadSample(index, f"Could not read {self.describe(index)} (image #{index} of {self.name}): "
+                                    f"{type(e).__name__}: {e}. Fix or remove the file, or pass skip_bad_images=true "
+                                    "to skip unreadable images.")
+        if self.transform is not None:  # outside the try: an error in our preprocessing is a bug, never skipped
+            image = self.transform(image)
+        return image, int(label), index
+
+
+# What an unreadable image raises: a missing or unreadable file, a format PIL does not know (UnidentifiedImageError
+# is an OSError), a truncated file or shard, broken chunks (SyntaxError, zlib.error), an image over PIL's size limit.
+DECODE_ERRORS = (OSError, EOFError, SyntaxError, zlib.error, Image.DecompressionBombError)
+
+
+@dataclass
+class BadSample:
+    """An image that could not be read, carried out of the DataLoader worker to be reported by the main process."""
+
+    index: int
+    message: str
+
+
+def collate(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Stack the readable samples; also return how many in this batch were skipped as unreadable.
+
+    An unreadable image that is not to be skipped is raised here, in the main process when workers are used
+    (collate runs in the worker, but the BadSample travels as data and `check_batch` raises it)."""
+    bad = [b for b in batch if isinstance(b, BadSample)]
+    if bad:
+        return bad[0]
+    good = [b for b in batch if b is not None]
+    skipped = len(batch) - len(good)
+    if not good:
+        return torch.empty(0), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), skipped
+    images, labels, indices = zip(*good)
+    return torch.stack(images), torch.tensor(labels), torch.tensor(indices), skipped
+
+
+def check_batch(batch):
+    """A collated batch, or the BadImageError its first unreadable image calls for."""
+    if isinstance(batch, BadSample):
+        raise BadImageError(batch.message)
+    return batch
+
+
+def missing_data(cfg, root: Path, why: str, url: str | None = None) -> DatasetError:
+    layout = cfg.get("layout") or "see torchvision's documentation of this dataset"
+    if cfg.get("download") and ("urlopen" in why or "URLError" in why or "Error downloading" in why):
+        fix = (f"The download{f' of {url}' if url else ''} failed (is this machine offline?): fetch the files on a "
+               "machine with internet and put them under that path, or set dataset.root=PATH to where they are.")
+    elif cfg.get("downloadable", True):
+        fix = "Set dataset.root=PATH to where it is, or dataset.download=true to fetch it."
+    else:
+        fix = "Set dataset.root=PATH to where it is."
+    if cfg.get("hub"):
+        fix += f" Its CLIP_benchmark webdataset also works: dataset.root=hf-hub:{cfg.hub} (or a local copy of it)."
+    return DatasetError(
+        f"Dataset {cfg.name!r} ({cfg.get('split', 'test')} split) not found under {root}: {why}\n"
+        f"Expected layout: {layout}\n{fix}"
+    )

@@ -1,0 +1,230 @@
+"""Datasets by config: torchvision's real dataset classes, image folders, CSV files, CLIP_benchmark's
+webdatasets (zeroshot/wds.py) and the ImageNet family (zeroshot/imagenet_shifts.py).
+
+`configs/dataset/*.yaml` is the registry. Every dataset comes back wrapped in `EvalDataset`, which yields
+(image, label, index), knows file paths where the source has them, and turns an unreadable image into an
+error that names the file (or skips it, counted, with skip_bad_images=true).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Callable
+import torchvision.datasets as tvd
+from torch.utils.data import Dataset
+from zeroshot.errors import DatasetError
+from zeroshot.files import read_text
+from zeroshot.prompts.sets import read_classnames
+from zeroshot.data.base import EvalDataset
+from zeroshot.data.base import missing_data
+
+
+def _idx_class(cls: type, root: Path, train: bool) -> tuple[type, Path]:
+    """MNIST-family datasets with two relaxations of torchvision's reader, which still does the reading:
+    only the requested split's files must exist (torchvision insists on both), and IDX files lying flat
+    in `root`, gzipped or not, are found as well as `<root>/<Class>/raw/`.
+    """
+    import gzip
+    import shutil
+
+    needed = [Path(url).stem for url, _ in cls.resources if ("train" in url) == train]
+    raw = root / cls.__name__ / "raw"
+    if not all((raw / n).is_file() for n in needed) and not os.access(root, os.W_OK):
+        # a read-only data folder: unpack into the cache instead
+        from zeroshot.paths import default_cache_dir
+
+        root = default_cache_dir() / "datasets" / hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
+        raw, source = root / cls.__name__ / "raw", raw.parent.parent
+    else:
+        source = root
+    for name in needed:
+        if (raw / name).is_file():
+            continue
+        for candidate in (source / cls.__name__ / "raw" / f"{name}.gz", source / name, source / f"{name}.gz"):
+            if candidate.is_file():
+                import tempfile
+
+                raw.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=raw, prefix=f".{name}.", suffix=".tmp")  # unique per process
+                opener = gzip.open if candidate.suffix == ".gz" else open
+                try:
+                    with opener(candidate, "rb") as src, os.fdopen(fd, "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+                    os.replace(tmp, raw / name)
+                finally:
+                    if os.path.exists(tmp):
+                        os.unlink(tmp)
+                break
+
+    def _check_exists(self) -> bool:
+        return all((Path(self.raw_folder) / name).is_file() for name in needed)
+
+    return type(cls.__name__, (cls,), {"_check_exists": _check_exists}), root
+
+
+def _torchvision(cfg) -> tuple[Dataset, list[str] | None]:
+    cls = getattr(tvd, cfg.target)
+    split = cfg.get("split", "test")
+    splits = cfg.get("splits") or {}
+    if split not in splits:
+        raise DatasetError(f"Dataset {cfg.name!r} has no split {split!r}. Available splits: {', '.join(splits)}")
+    kwargs = dict(splits[split] or {})
+    kwargs.update(cfg.get("kwargs") or {})
+    if cfg.get("target_offset"):  # e.g. CLEVR counts 3..10 are VTAB's labels 0..7
+        import functools
+        import operator
+
+        kwargs["target_transform"] = functools.partial(operator.add, int(cfg.target_offset))
+    root = Path(cfg.root).expanduser()
+    if issubclass(cls, tvd.MNIST) and root.is_dir():
+        cls, root = _idx_class(cls, root, kwargs.get("train", False))
+    try:
+        ds = cls(root=str(root), download=bool(cfg.get("download", False)), **kwargs)
+    except (RuntimeError, FileNotFoundError, OSError) as e:
+        raise missing_data(cfg, root, f"{type(e).__name__}: {e}", getattr(cls, "url", None)) from e
+    classes = getattr(ds, "classes", None) or getattr(ds, "categories", None)
+    return ds, list(classes) if classes else None
+
+
+def _imagefolder(cfg, root: Path | None = None) -> tuple[Dataset, list[str]]:
+    root = Path(root or cfg.root).expanduser()
+    if not root.is_dir():
+        raise missing_data(cfg, root, "no such directory")
+    try:
+        ds = tvd.ImageFolder(str(root))
+    except (FileNotFoundError, RuntimeError) as e:
+        raise missing_data(cfg, root, str(e)) from e
+    return ds, list(ds.classes)
+
+
+class CSVDataset(Dataset):
+    """(PIL image, label) from a list of paths, with torchvision's image loader."""
+
+    def __init__(self, paths: list[str], labels: list[int], csv: Path | None = None):
+        from torchvision.datasets.folder import default_loader
+
+        self.samples = list(zip(paths, labels))
+        self.loader = default_loader
+        self.csv = csv
+
+    def row_of(self, index: int) -> str:
+        return f"row {index + 2} of {self.csv} (line {index + 2}, after the header)" if self.csv else f"image #{index}"
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, label = self.samples[index]
+        return self.loader(path), label
+
+
+def _csv(cfg) -> tuple[Dataset, list[str] | None]:
+    import pandas as pd
+
+    path = Path(cfg.path).expanduser()
+    if not path.is_file():
+        raise missing_data(cfg, path, "no such CSV file")
+    import io
+
+    try:
+        table = pd.read_csv(io.StringIO(read_text(path, f"CSV {path}")))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise DatasetError(f"CSV {path} cannot be parsed: {str(e).strip().splitlines()[0]}") from None
+    cols = [cfg.get("path_column", "path"), cfg.get("label_column", "label")]
+    for col in cols:
+        if col not in table.columns:
+            raise DatasetError(f"CSV {path} has no column {col!r}. Its columns: {', '.join(table.columns)}")
+    base = Path(cfg.get("root") or path.parent).expanduser()
+    paths = [str(p if Path(p).is_absolute() else base / p) for p in table[cols[0]]]
+    raw = table[cols[1]].tolist()
+    classes = read_classnames(cfg.classnames) if cfg.get("classnames") else None
+    if all(isinstance(x, (int,)) or str(x).lstrip("-").isdigit() for x in raw):
+        labels = [int(x) for x in raw]
+        negative = next((i for i, y in enumerate(labels) if y < 0), None)
+        if negative is not None:
+            raise DatasetError(f"row {negative + 2} of CSV {path} has label {labels[negative]}: labels are class indices "
+                               "from 0, or class names")
+    else:  # labels are names: index them by the class-names file, else alphabetically
+        classes = classes or sorted({str(x) for x in raw})
+        index = {c: i for i, c in enumerate(classes)}
+        unknown = sorted({str(x) for x in raw} - set(index))
+        if unknown:
+            raise DatasetError(f"CSV {path} has labels not in the class-names file {cfg.classnames}: {unknown[:10]}")
+        labels = [index[str(x)] for x in raw]
+    return CSVDataset(paths, labels, path), classes
+
+
+def _wds(cfg) -> tuple[Dataset, list[str] | None]:
+    from zeroshot.data.wds import WebDataset
+
+    root = str(cfg.root)
+    if not root.startswith("hf-hub:") and not Path(root).expanduser().exists():
+        if cfg.get("hub") and cfg.get("download"):
+            root = f"hf-hub:{cfg.hub}"
+        else:
+            fix = f" or dataset.root=hf-hub:{cfg.hub} (or dataset.download=true) to fetch it" if cfg.get("hub") else ""
+            raise DatasetError(f"Dataset {cfg.name!r} ({cfg.get('split', 'test')} split) not found under {root}: no such "
+                               f"folder. Expected layout: {cfg.get('layout') or 'CLIP_benchmark webdataset'} Set "
+                               f"dataset.root=DIR to a local copy{fix}.")
+    ds = WebDataset(root, cfg.get("split", "test"), bool(cfg.get("skip_bad_images", False)))
+    for problem in ds.problems:
+        print(f"zeroshot: skipping: {problem}")
+    return ds, ds.classes
+
+
+_KINDS = {"torchvision": _torchvision, "imagefolder": _imagefolder, "csv": _csv, "wds": _wds}
+
+
+def build_dataset(cfg, transform: Callable | None = None, skip_bad_images: bool = False) -> EvalDataset:
+    """Build the dataset a `configs/dataset/*.yaml` describes; raise DatasetError if it is missing or empty.
+
+    The source yields PIL images; `EvalDataset` applies `transform` (which can be set later), so that a
+    dataset can be checked before the model, and its resolution, is loaded.
+    """
+    from omegaconf import open_dict
+
+    from zeroshot.data.imagenet import KINDS as IMAGENET_KINDS
+    from zeroshot.data.wds import is_wds
+
+    kinds = {**_KINDS, **IMAGENET_KINDS}
+    if cfg.get("task") == "retrieval":  # images with captions, not classes: zeroshot/retrieval_data.py reads them
+        from zeroshot.data.retrieval import retrieval_datasets
+
+        raise DatasetError(f"Dataset {cfg.name!r} is an image-text retrieval set, not a classification one: run "
+                           f"`zeroshot retrieval dataset={cfg.name}` (retrieval sets: {', '.join(retrieval_datasets())})")
+    if cfg.kind not in kinds:
+        raise DatasetError(f"Dataset {cfg.name!r} has unknown kind {cfg.kind!r}. Kinds: {', '.join(kinds)}")
+    kind = cfg.kind
+    root = str(cfg.get("root") or "")
+    if (kind != "torchvision" and cfg.get("hub") and cfg.get("download") and root and not root.startswith("hf-hub:")
+            and not Path(root).expanduser().exists()):
+        with open_dict(cfg):  # not on disk: its CLIP_benchmark webdataset, through the Hugging Face cache
+            cfg.root = f"hf-hub:{cfg.hub}"
+    if kind != "wds" and cfg.get("root") and is_wds(cfg.root, cfg.get("split", "test")):
+        kind = "wds"  # any named dataset also reads from its CLIP_benchmark webdataset
+    with open_dict(cfg):
+        cfg.skip_bad_images = skip_bad_images
+    source, classes = kinds[kind](cfg)
+    expected = cfg.get("num_classes")
+    if kind == "wds" and cfg.kind != "wds" and expected and classes and len(classes) != expected:
+        raise DatasetError(f"{cfg.root} holds {len(classes)} classes (classnames.txt) but dataset {cfg.name!r} has "
+                           f"{expected}: it is another dataset's webdataset")
+    if len(source) == 0:
+        raise DatasetError(f"Dataset {cfg.name!r} under {cfg.get('root') or cfg.get('path')} has no images.")
+    patterns = cfg.get("fingerprint_files") or []
+    if hasattr(patterns, "keys"):  # per split
+        patterns = patterns.get(cfg.get("split", "test")) or []
+    patterns = list(patterns)
+    extra = {"split": cfg.get("split", "test")}
+    root = getattr(source, "root", None) or cfg.get("root")
+    if cfg.kind == "csv":  # the CSV is the annotation file; which columns are read changes the labels
+        patterns.append(str(Path(cfg.path).expanduser().resolve()))
+        extra.update(path_column=cfg.get("path_column", "path"), label_column=cfg.get("label_column", "label"),
+                     classnames=classes)
+        root = cfg.get("root") or Path(cfg.path).expanduser().resolve().parent
+    ds = EvalDataset(source, classes, cfg.name, skip_bad_images, root, patterns, extra)
+    ds.transform = transform
+    # a webdataset ships its class names (fixing its label order) and templates; other sources ship none
+    ds.shipped_templates = (getattr(source, "templates", None) or []) if kind == "wds" else None
+    return ds

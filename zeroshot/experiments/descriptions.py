@@ -1,0 +1,263 @@
+"""Experiments on class-specific prompts for `zeroshot prompts`, on cached image features.
+
+Descriptions, the template ensemble and random descriptors (over seeds) are scored on the same images. Every
+set gets a bootstrap 95% CI and a paired bootstrap p-value against the template ensemble, Holm-adjusted over the
+sets. Per class: the accuracy change against the templates, and leave-one-text-out within the class (a text
+helps when leaving it out lowers top-1). Greedy selection over each class's texts picks on a seeded part of the
+images and is measured on the held-out rest, as the template selection is. New files only: descriptions.csv,
+per_class_descriptions.csv/.png, description_texts.csv, description_selection.csv.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from zeroshot.classifier import ClassTexts, aggregate_features, check_aggregate, encode_class_prompts
+from zeroshot.classifier import logits as score
+from zeroshot.metrics.classification import bootstrap_ci, bootstrap_indices, classification_metrics, paired_bootstrap_pvalue
+
+log = logging.getLogger("zeroshot")
+REFERENCE = "templates"  # the row every other set is tested against: the template ensemble
+
+
+@torch.no_grad()
+def set_row(model, image, labels, class_feats, name, kind, reference_correct, idx, subset=None) -> dict:
+    """Metrics of one [C, D] classifier, with a CI and a paired p-value against `reference_correct`."""
+    logits = score(model, image if subset is None else image[subset], class_feats.t())
+    y = labels if subset is None else labels[subset]
+    ref = reference_correct if subset is None else reference_correct[subset.numpy()]
+    m = classification_metrics(logits, y)
+    correct = logits.argmax(1).eq(y).numpy()
+    low, high = bootstrap_ci(correct, idx)
+    return {"kind": kind, "name": name, "n_images": int(len(y)), "top1": m["top1"], "top5": m["top5"],
+            "mean_per_class_recall": m["mean_per_class_recall"], "top1_ci_low": low, "top1_ci_high": high,
+            "p_vs_templates": paired_bootstrap_pvalue(correct, ref, idx)}
+
+
+def others_best(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per image, the top two scores and their classes: the best class other than c is top-1 unless that is c."""
+    values, indices = logits.topk(min(2, logits.shape[1]), dim=1)
+    if logits.shape[1] == 1:
+        values, indices = torch.cat([values, torch.full_like(values, -torch.inf)], 1), torch.cat([indices, indices], 1)
+    return values[:, 0], indices[:, 0], values[:, 1], indices[:, 1]
+
+
+def correct_with_column(c: int, column: torch.Tensor, labels: torch.Tensor, best) -> torch.Tensor:
+    """[N, K] correctness when class c's scores become each of K candidate columns [N, K], all else fixed.
+    Ties go to the lower class index, as argmax does."""
+    v1, i1, v2, i2 = best
+    other_v, other_i = torch.where(i1 == c, v2, v1)[:, None], torch.where(i1 == c, i2, i1)[:, None]
+    wins = (column > other_v) | ((column == other_v) & (c < other_i))
+    return torch.where(wins, (labels == c)[:, None], (other_i == labels[:, None]))
+
+
+def column(model, image, w: torch.Tensor) -> torch.Tensor:
+    """Scores [N, K] of K candidate class features [K, D], with the model's scale and bias."""
+    return score(model, image, w.t())
+
+
+@torch.no_grad()
+def leave_one_text_out(model, image, labels, classnames, texts: ClassTexts, aggregate: str) -> pd.DataFrame:
+    """For each class and each of its texts: top-1 and the class's own accuracy with that text left out of
+    that class only. delta < 0: the text helps."""
+    check_aggregate(aggregate)
+    feats = aggregate_features(texts, aggregate)
+    logits = column(model, image, feats)
+    base = logits.argmax(1).eq(labels)
+    best = others_best(logits)
+    rows = []
+    for c in range(len(classnames)):
+        idx = texts.of_class(c)
+        own = labels == c
+        if len(idx) < 2:
+            continue  # leaving out a class's only text leaves it nothing to score with
+        t = texts.features[idx].double()
+        rest = t.sum(0, keepdim=True) - t  # [n_c, D]: each text left out
+        w = F.normalize(rest, dim=-1) if aggregate == "embedding_mean" else rest / (len(idx) - 1)
+        correct = correct_with_column(c, column(model, image, w.float()), labels, best)  # [N, n_c]
+        top1 = correct.float().mean(0)
+        own_acc = correct[own].float().mean(0) if own.any() else torch.full((len(idx),), float("nan"))
+        base_own = base[own].float().mean().item() if own.any() else float("nan")
+        for k, j in enumerate(idx.tolist()):
+            rows.append({"class_index": c, "class": classnames[c], "text": texts.prompts[j],
+                         "loo_top1_delta": top1[k].item() - base.float().mean().item(),
+                         "loo_class_accuracy_delta": own_acc[k].item() - base_own})
+    return pd.DataFrame(rows, columns=["class_index", "class", "text", "loo_top1_delta", "loo_class_accuracy_delta"])
+
+
+@torch.no_grad()
+def greedy_text_selection(model, image, labels, texts: ClassTexts, aggregate: str) -> list[list[int]]:
+    """Forward selection of each class's texts by top-1 on these images, every other class keeping all its
+    texts; a class adds its best text while top-1 rises (ties to the earlier text). Returns each class's chosen
+    rows of `texts`. Classes are selected independently of one another, so the order of classes does not matter.
+
+    With S the sum of the chosen features and t a candidate's, the class's column is x.(S + t) / ||S + t||
+    (embedding_mean, ||S + t||^2 = ||S||^2 + 2 S.t + 1) or x.(S + t) / (k + 1) (score_mean): one [N, n_c]
+    product per class serves every step."""
+    check_aggregate(aggregate)
+    feats = aggregate_features(texts, aggregate)
+    best = others_best(column(model, image, feats))
+    scale = model.logit_scale.exp().float().cpu()
+    bias = getattr(model, "logit_bias", None)
+    bias = 0.0 if bias is None else bias.float().cpu()
+    x = F.normalize(image.float(), dim=-1)
+    chosen_all = []
+    for c in range(texts.n_classes):
+        idx = texts.of_class(c)
+        t = texts.features[idx].double()
+        dots = (x.double() @ t.t())  # [N, n_c]
+        gram = t @ t.t()
+        chosen: list[int] = []
+        s_dot, s_norm2, s_gram = torch.zeros(len(x), dtype=torch.double), 0.0, torch.zeros(len(idx), dtype=torch.double)
+        best_acc = -1.0
+        while len(chosen) < len(idx):
+            if aggregate == "embedding_mean":
+                denom = (s_norm2 + 2 * s_gram + 1).clamp(min=1e-12).sqrt()
+            else:
+                denom = torch.full((len(idx),), float(len(chosen) + 1), dtype=torch.double)
+            col = (scale * ((s_dot[:, None] + dots) / denom[None, :]) + bias).float()
+            acc = correct_with_column(c, col, labels, best).float().mean(0)
+            if chosen:
+                acc[chosen] = -1.0
+            k = int(acc.argmax())
+            if acc[k].item() <= best_acc + 1e-12:
+                break
+            best_acc = acc[k].item()
+            chosen.append(k)
+            s_dot += dots[:, k]
+            s_norm2 += 2 * s_gram[k].item() + 1.0
+            s_gram += gram[k]
+        chosen_all.append([int(idx[k]) for k in chosen])
+    return chosen_all
+
+
+def subset_texts(texts: ClassTexts, rows: list[int]) -> ClassTexts:
+    keep = torch.tensor(sorted(rows), dtype=torch.long)
+    return ClassTexts(texts.features[keep], texts.owner[keep], [texts.prompts[i] for i in keep.tolist()], texts.n_classes)
+
+
+def per_class_change(labels, classnames, logits_ref: torch.Tensor, logits_set: torch.Tensor, name: str, counts) -> pd.DataFrame:
+    a, b = classification_metrics(logits_ref, labels), classification_metrics(logits_set, labels)
+    return pd.DataFrame({"set": name, "class_index": np.arange(len(classnames)), "class": classnames, "support": a["support"],
+                         "n_texts": counts, "accuracy_templates": a["per_class_accuracy"], "accuracy": b["per_class_accuracy"],
+                         "delta": b["per_class_accuracy"] - a["per_class_accuracy"]})
+
+
+@torch.no_grad()
+def run_description_experiments(model, image: torch.Tensor, labels: torch.Tensor, classnames: list[str],
+                                templates: list[str], descriptions: dict[str, list[list[str]]],
+                                random_sets: dict[str, dict[int, list[list[str]]]] | None = None,
+                                aggregate: str | list[str] = "embedding_mean", bootstrap: int = 1000, seed: int = 0,
+                                select_fraction: float = 0.5, batch_size: int = 256, text_cache=None,
+                                progress: bool = False) -> dict:
+    """All experiments on class-specific prompts, on normalized image features [N, D] and labels [N].
+
+    `descriptions`: label -> each class's prompts (descriptions.class_prompts); `random_sets`: label -> seed ->
+    each class's prompts (WaffleCLIP, controls); `aggregate`: one or several of the two aggregations (rows for
+    each; the per-class analyses use the first). Returns the tables that `write_description_outputs` writes."""
+    aggregates = [aggregate] if isinstance(aggregate, str) else list(aggregate)
+    for a in aggregates:
+        check_aggregate(a)
+    first = aggregates[0]
+    n = len(labels)
+    idx_all = bootstrap_indices(n, int(bootstrap), int(seed))
+    encode = lambda prompts: encode_class_prompts(model, prompts, batch_size, progress, text_cache)  # noqa: E731
+    template_texts = encode([[t.replace("{}", c) for t in templates] for c in classnames])
+    template_feats = aggregate_features(template_texts, "embedding_mean")  # OpenAI's ensemble
+    template_logits = column(model, image, template_feats)
+    ref_correct = template_logits.argmax(1).eq(labels).numpy()
+    rows = [set_row(model, image, labels, template_feats, f"{REFERENCE} ({len(templates)}, embedding_mean)",
+                    REFERENCE, ref_correct, idx_all)]
+    encoded = {name: encode(prompts) for name, prompts in descriptions.items()}
+    for name, texts in encoded.items():
+        for a in aggregates:
+            rows.append(set_row(model, image, labels, aggregate_features(texts, a), f"{name} [{a}]", "descriptions",
+                                ref_correct, idx_all) | {"set": name, "aggregate": a, "n_prompts": len(texts.prompts)})
+    summaries = []
+    for name, by_seed in (random_sets or {}).items():
+        for a in aggregates:
+            seed_rows = []
+            for s, prompts in sorted(by_seed.items()):
+                feats = aggregate_features(encode(prompts), a)
+                seed_rows.append(set_row(model, image, labels, feats, f"{name} [{a}] seed {s}", "random", ref_correct, idx_all)
+                                 | {"set": name, "aggregate": a, "seed": s})
+            rows += seed_rows
+            top1 = np.array([r["top1"] for r in seed_rows])
+            # the population std (ddof=0), as WaffleCLIP reports it
+            summaries.append({"kind": "random_mean", "name": f"{name} [{a}] mean over {len(top1)} seeds", "set": name,
+                              "aggregate": a, "n_images": n, "top1": float(top1.mean()), "top1_std": float(top1.std()),
+                              "top1_min": float(top1.min()), "top1_max": float(top1.max()), "n_seeds": len(top1)})
+    tested = [r for r in rows if r["kind"] != REFERENCE]
+    from zeroshot.metrics.classification import holm
+
+    for r, adjusted in zip(tested, holm([r["p_vs_templates"] for r in tested])):
+        r["p_vs_templates_holm"] = adjusted
+
+    per_class, loo, selection = [], [], []
+    perm = torch.from_numpy(np.random.default_rng(int(seed)).permutation(n))
+    half = int(round(n * float(select_fraction)))
+    sel, held = perm[:half].sort().values, perm[half:].sort().values
+    held_rows = []
+    if len(held) and len(sel):
+        idx_held = bootstrap_indices(len(held), int(bootstrap), int(seed))
+        held_rows.append(set_row(model, image, labels, template_feats, f"{REFERENCE} (held-out images)", "templates_heldout",
+                                 ref_correct, idx_held, held))
+    for name, texts in encoded.items():
+        feats = aggregate_features(texts, first)
+        per_class.append(per_class_change(labels, classnames, template_logits, column(model, image, feats), name,
+                                          texts.counts().numpy()))
+        loo.append(leave_one_text_out(model, image, labels, classnames, texts, first).assign(set=name))
+        if not (len(held) and len(sel)):
+            continue
+        chosen = greedy_text_selection(model, image[sel], labels[sel], texts, first)
+        picked = aggregate_features(subset_texts(texts, [j for rows_c in chosen for j in rows_c]), first)
+        held_rows.append(set_row(model, image, labels, feats, f"{name} [{first}] all texts (held-out images)",
+                                 "descriptions_heldout", ref_correct, idx_held, held) | {"set": name})
+        held_rows.append(set_row(model, image, labels, picked, f"{name} [{first}] greedy selection (held-out images)",
+                                 "selected", ref_correct, idx_held, held) | {"set": name})
+        held_rows.append(set_row(model, image, labels, picked, f"{name} [{first}] greedy selection (selection images; optimistic)",
+                                 "selected_on_selection", ref_correct, bootstrap_indices(len(sel), int(bootstrap), int(seed)), sel)
+                         | {"set": name})
+        selection += [{"set": name, "class_index": c, "class": classnames[c], "n_texts": len(texts.of_class(c)),
+                       "n_selected": len(rows_c), "selected": [texts.prompts[j] for j in rows_c]}
+                      for c, rows_c in enumerate(chosen)]
+    return {"rows": rows, "random_summary": summaries, "heldout": held_rows,
+            "per_class": pd.concat(per_class, ignore_index=True) if per_class else pd.DataFrame(),
+            "texts": pd.concat(loo, ignore_index=True) if loo else pd.DataFrame(),
+            "selection": pd.DataFrame(selection), "selection_images": int(len(sel)), "heldout_images": int(len(held)),
+            "aggregates": aggregates, "bootstrap": int(bootstrap), "seed": int(seed)}
+
+
+def write_description_outputs(run_dir, result: dict, title: str = "") -> None:
+    """descriptions.csv (every set, the seed means, the held-out selection), per_class_descriptions.csv/.png,
+    description_texts.csv (leave-one-text-out), description_selection.csv."""
+    from pathlib import Path
+
+    from zeroshot.plots import pyplot
+
+    run_dir = Path(run_dir)
+    pd.DataFrame([*result["rows"], *result["random_summary"], *result["heldout"]]).to_csv(run_dir / "descriptions.csv", index=False)
+    result["per_class"].to_csv(run_dir / "per_class_descriptions.csv", index=False)
+    result["texts"].to_csv(run_dir / "description_texts.csv", index=False)
+    result["selection"].to_csv(run_dir / "description_selection.csv", index=False)
+    if result["per_class"].empty:
+        return
+    table = result["per_class"]
+    table = table[table.set == table.set.iloc[0]].dropna(subset=["delta"]).sort_values("delta")
+    if len(table) > 60:  # the 30 classes that lose most and the 30 that gain most
+        table = pd.concat([table.head(30), table.tail(30)])
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, max(3, 0.22 * len(table) + 1)))
+    y = np.arange(len(table))
+    ax.barh(y, 100 * table.delta, color=np.where(table.delta >= 0, "tab:green", "tab:red"))
+    ax.set_yticks(y, [c if len(c) < 40 else c[:38] + "…" for c in table["class"]], fontsize=7 if len(table) > 30 else 9)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_xlabel("per-class accuracy change vs the template ensemble (points)")
+    ax.set_title(f"{table.set.iloc[0]} vs templates{' | ' + title if title else ''}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(run_dir / "per_class_descriptions.png", dpi=110)
+    plt.close(fig)

@@ -1,0 +1,263 @@
+"""Image features, extracted once and cached on disk in chunks; text features cached per prompt string.
+
+An image-feature entry lives in `<cache>/image_features/<key>/` as one file per chunk of `chunk_size` images
+(`chunk_000003.pt`), each written to a temp file and renamed. Work that covers only part of a chunk (a rank
+of a distributed run whose range ends mid-chunk, or a killed run) is kept as a piece
+(`chunk_000003.part_6200_6600.pt`); once a chunk's pieces tile it they are merged into the chunk file, so the
+cache a distributed run leaves is the one a single process would write. A run reuses every whole chunk and
+piece, and computes only what they do not cover. Every entry is validated (key, range, shapes) before use; a
+bad one is recomputed, with a line saying so.
+
+A cache that cannot be written (a full disk, a read-only folder) never fails a run: the first failure is
+reported once, naming the folder and the reason, and the run goes on uncached, leaving no partial file.
+The text cache is append-only (one file per write), so concurrent writers never drop each other's entries.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+import torch
+
+
+def model_key(model) -> dict:
+    """What makes a model's features what they are: the weights (sha256), how they were built (architecture,
+    activation, backend) and the precision they run in."""
+    ident = model.identity
+    return {"checkpoint_sha256": ident.sha256, "architecture": ident.architecture, "activation": ident.activation,
+            "backend": ident.backend, "precision": getattr(model, "precision", "fp32")}
+
+
+def cache_key(parts: dict) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def atomic_save(obj, path: Path) -> None:
+    """torch.save to a temp file in the same directory, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def unwritable_reason(e: BaseException) -> str:
+    codes = {errno.ENOSPC: "no space left on the device", errno.EROFS: "read-only file system",
+             errno.EACCES: "permission denied", errno.EDQUOT: "disk quota exceeded", errno.ENOTDIR: "not a directory"}
+    if isinstance(e, OSError) and e.errno in codes:
+        return codes[e.errno]
+    if isinstance(e, RuntimeError) and ("unexpected pos" in str(e) or "enforce fail" in str(e)):
+        return "the write was cut short (usually a full disk)"
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
+class CacheWriter:
+    """Best-effort writes: the first failure turns caching off for this run, with one warning."""
+
+    def __init__(self, folder: Path, what: str):
+        self.folder, self.what, self.writable = folder, what, True
+
+    def write(self, fn) -> bool:
+        if not self.writable:
+            return False
+        try:
+            fn()
+            return True
+        except (OSError, RuntimeError) as e:
+            self.writable = False
+            print(f"zeroshot: warning: the {self.what} at {self.folder} cannot be written ({unwritable_reason(e)}); "
+                  "this run goes on without caching it", file=sys.stderr, flush=True)
+            return False
+
+
+def _load(path: Path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # truncated, foreign or vanished file: the caller recomputes
+        return None
+
+
+@dataclass
+class Features:
+    features: torch.Tensor  # [N, D] fp32, not normalized
+    labels: torch.Tensor  # [N]
+    indices: torch.Tensor  # [N] dataset positions, ascending
+    skipped: int = 0  # unreadable images skipped (skip_bad_images=true)
+    from_cache: int = 0  # how many images came from the cache rather than the model
+    data_wait_s: float = 0.0  # time the model sat waiting for the DataLoader
+    compute_s: float = 0.0  # time spent in encode_image (and copies)
+
+    @staticmethod
+    def join(entries: list[dict], dim: int, **timings) -> "Features":
+        entries = sorted(entries, key=lambda e: e["start"])
+        cat = (lambda k, dtype: torch.cat([e[k] for e in entries]) if entries else torch.empty(0, dtype=dtype))
+        return Features(features=torch.cat([e["features"] for e in entries]) if entries else torch.empty(0, dim),
+                        labels=cat("labels", torch.long), indices=cat("indices", torch.long),
+                        skipped=sum(int(e["skipped"]) for e in entries), **timings)
+
+
+_PIECE = re.compile(r"chunk_(\d{6})(?:\.part_(\d+)_(\d+))?\.pt$")
+
+
+class ImageFeatureCache:
+    def __init__(self, root: str | Path, parts: dict, chunk_size: int = 2048):
+        self.parts, self.key, self.chunk_size = parts, cache_key(parts), chunk_size
+        self.dir = Path(root) / "image_features" / self.key
+        self.writer = CacheWriter(self.dir, "feature cache")
+
+    def chunk_range(self, chunk: int, n_images: int) -> tuple[int, int]:
+        return chunk * self.chunk_size, min((chunk + 1) * self.chunk_size, n_images)
+
+    def path_for(self, start: int, stop: int, n_images: int) -> Path:
+        """The whole-chunk file for a whole chunk, else a piece file."""
+        chunk = start // self.chunk_size
+        if (start, stop) == self.chunk_range(chunk, n_images):
+            return self.dir / f"chunk_{chunk:06d}.pt"
+        return self.dir / f"chunk_{chunk:06d}.part_{start}_{stop}.pt"
+
+    def chunk_path(self, i: int) -> Path:
+        return self.dir / f"chunk_{i:06d}.pt"
+
+    def entries(self, n_images: int) -> dict[tuple[int, int], Path]:
+        """(start, stop) -> file of every whole chunk and every piece of a chunk that has no whole file, by name."""
+        found: dict[tuple[int, int], Path] = {}
+        whole: set[int] = set()
+        if not self.dir.is_dir():
+            return found
+        for path in sorted(self.dir.glob("chunk_*.pt")):
+            m = _PIECE.match(path.name)
+            if not m:
+                continue
+            chunk = int(m.group(1))
+            if m.group(2) is None:
+                found[self.chunk_range(chunk, n_images)] = path
+                whole.add(chunk)
+            else:
+                found[(int(m.group(2)), int(m.group(3)))] = path
+        return {r: p for r, p in found.items() if ".part_" not in p.name or (r[0] // self.chunk_size) not in whole}
+
+    def read(self, path: Path, start: int, stop: int, dim: int) -> dict | None:
+        """An entry's contents if it is whole and belongs to this key; None (with a note) if it is not."""
+        entry = _load(path)
+        ok = (
+            isinstance(entry, dict)
+            and entry.get("key") == self.key
+            and entry.get("start") == start
+            and entry.get("stop") == stop
+            and entry["features"].ndim == 2
+            and entry["features"].shape[1] == dim
+            and len(entry["features"]) == len(entry["labels"]) == len(entry["indices"])
+            and len(entry["indices"]) + int(entry["skipped"]) == stop - start
+        )
+        if not ok:
+            print(f"zeroshot: cache entry {path} is corrupt or from other settings; recomputing it")
+            return None
+        return entry
+
+    def save(self, entry: dict, n_images: int) -> None:
+        self.writer.write(lambda: atomic_save(entry, self.path_for(entry["start"], entry["stop"], n_images)))
+
+    def write_meta(self) -> None:
+        def write():
+            self.dir.mkdir(parents=True, exist_ok=True)
+            meta = self.dir / "meta.json"
+            if not meta.exists():  # several ranks may get here at once: each writes its own temp file
+                fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".meta.", suffix=".tmp")
+                try:
+                    with os.fdopen(fd, "w") as f:
+                        f.write(json.dumps({"key": self.key, "parts": self.parts, "chunk_size": self.chunk_size},
+                                           indent=1, default=str))
+                    os.replace(tmp, meta)
+                finally:
+                    if os.path.exists(tmp):
+                        os.unlink(tmp)
+
+        self.writer.write(write)
+
+    def merge(self, entries: list[dict], n_images: int) -> None:
+        """Write the whole-chunk file of every chunk these entries tile, then remove its pieces."""
+        by_chunk: dict[int, list[dict]] = {}
+        for e in entries:
+            by_chunk.setdefault(e["start"] // self.chunk_size, []).append(e)
+        for chunk, parts in by_chunk.items():
+            start, stop = self.chunk_range(chunk, n_images)
+            parts = sorted(parts, key=lambda e: e["start"])
+            if len(parts) < 2 or parts[0]["start"] != start or parts[-1]["stop"] != stop or any(
+                    a["stop"] != b["start"] for a, b in zip(parts, parts[1:])):
+                continue
+            whole = {"key": self.key, "start": start, "stop": stop,
+                     "features": torch.cat([p["features"] for p in parts]), "labels": torch.cat([p["labels"] for p in parts]),
+                     "indices": torch.cat([p["indices"] for p in parts]), "skipped": sum(int(p["skipped"]) for p in parts)}
+            if self.writer.write(lambda: atomic_save(whole, self.chunk_path(chunk))):
+                for p in parts:
+                    self.path_for(p["start"], p["stop"], n_images).unlink(missing_ok=True)
+
+
+class TextCache:
+    """Features of each unique prompt string for one model (see model_key), in `<cache>/text_features/<key>/`.
+
+    Append-only: every write is a new file holding only the new prompts, so two processes (or ranks) writing at
+    once never drop each other's entries; reading merges all files. Past 64 files, a writer folds the files it
+    read into one and removes just those, so what others wrote meanwhile stays.
+    """
+
+    MAX_FILES = 64
+
+    def __init__(self, root: str | Path, key: dict | str):
+        self.checkpoint = cache_key(key) if isinstance(key, dict) else str(key)
+        self.dir = Path(root) / "text_features" / cache_key({"checkpoint": self.checkpoint})
+        self.writer = CacheWriter(self.dir, "text cache")
+        self._table: dict[str, torch.Tensor] | None = None
+        self._files: list[Path] = []
+
+    def _read(self) -> dict[str, torch.Tensor]:
+        if self._table is None:
+            self._table, self._files = {}, []
+            for path in sorted(self.dir.glob("*.pt")) if self.dir.is_dir() else []:
+                entry = _load(path)
+                if (isinstance(entry, dict) and entry.get("checkpoint") == self.checkpoint
+                        and len(entry.get("prompts", [])) == len(entry.get("features", []))):
+                    self._table.update(zip(entry["prompts"], entry["features"]))
+                    self._files.append(path)
+                elif path.exists():
+                    print(f"zeroshot: text cache file {path} is corrupt or from another model; ignoring it")
+        return self._table
+
+    def get(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        table = self._read()
+        return {p: table[p] for p in prompts if p in table}
+
+    def _file(self) -> Path:
+        return self.dir / f"{time.time_ns():020d}-{os.getpid()}-{os.urandom(4).hex()}.pt"
+
+    def put(self, new: dict[str, torch.Tensor]) -> None:
+        table = self._read()
+        table.update(new)
+        if not new:
+            return
+        prompts = list(new)
+        path = self._file()
+        if self.writer.write(lambda: atomic_save({"checkpoint": self.checkpoint, "prompts": prompts,
+                                                  "features": torch.stack([new[p] for p in prompts])}, path)):
+            self._files.append(path)
+        if len(self._files) > self.MAX_FILES:
+            self._compact(table)
+
+    def _compact(self, table: dict[str, torch.Tensor]) -> None:
+        prompts, merged, old = list(table), self._file(), list(self._files)
+        if self.writer.write(lambda: atomic_save({"checkpoint": self.checkpoint, "prompts": prompts,
+                                                  "features": torch.stack([table[p] for p in prompts])}, merged)):
+            for path in old:
+                path.unlink(missing_ok=True)
+            self._files = [merged]

@@ -1,0 +1,143 @@
+"""Image features, extracted once and cached on disk in chunks; text features cached per prompt string.
+
+An image-feature entry lives in `<cache>/image_features/<key>/` as one file per chunk of `chunk_size` images
+(`chunk_000003.pt`), each written to a temp file and renamed. Work that covers only part of a chunk (a rank
+of a distributed run whose range ends mid-chunk, or a killed run) is kept as a piece
+(`chunk_000003.part_6200_6600.pt`); once a chunk's pieces tile it they are merged into the chunk file, so the
+cache a distributed run leaves is the one a single process would write. A run reuses every whole chunk and
+piece, and computes only what they do not cover. Every entry is validated (key, range, shapes) before use; a
+bad one is recomputed, with a line saying so.
+
+A cache that cannot be written (a full disk, a read-only folder) never fails a run: the first failure is
+reported once, naming the folder and the reason, and the run goes on uncached, leaving no partial file.
+The text cache is append-only (one file per write), so concurrent writers never drop each other's entries.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+import torch
+from zeroshot.data.base import EvalDataset, check_batch, collate
+from zeroshot.errors import CheckpointError
+from zeroshot.features.cache import Features
+from zeroshot.features.cache import ImageFeatureCache
+
+
+def check_finite(feats: torch.Tensor, name_of, what: str) -> None:
+    """Non-finite features make every score after them nonsense: stop at the first one, naming its input."""
+    bad = ~torch.isfinite(feats).all(dim=-1)
+    if bool(bad.any()):
+        row = int(bad.nonzero()[0])
+        raise CheckpointError(f"the model gave non-finite (NaN or inf) features for {what} {name_of(row)} "
+                              f"({int(bad.sum())} of {len(feats)} in this batch): the weights or the precision are broken "
+                              "(try precision=fp32, and check the checkpoint)")
+
+
+def segments(positions: list[int], chunk_size: int) -> list[tuple[int, int]]:
+    """Contiguous runs of positions that stay inside one chunk: the unit of caching (whole chunk or piece)."""
+    runs: list[tuple[int, int]] = []
+    for p in positions:
+        if runs and runs[-1][1] == p and p % chunk_size:
+            runs[-1] = (runs[-1][0], p + 1)
+        else:
+            runs.append((p, p + 1))
+    return runs
+
+
+def covered(cache: ImageFeatureCache | None, n_images: int) -> dict[tuple[int, int], Path]:
+    return cache.entries(n_images) if cache else {}
+
+
+def compute(model, dataset: EvalDataset, positions: list[int], batch_size: int, num_workers: int, device,
+            cache: ImageFeatureCache | None, chunk_size: int, progress_total: int = 0, progress_done: int = 0,
+            progress: bool = False) -> tuple[list[dict], float, float]:
+    """encode_image over `positions`, saving each segment to the cache as soon as its last batch is in."""
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    dim, n_images = model.embed_dim, len(dataset)
+    segs = segments(positions, cache.chunk_size if cache else chunk_size)
+    batches, owner = [], []
+    for s, (a, b) in enumerate(segs):  # batches never straddle a segment
+        for i in range(a, b, batch_size):
+            batches.append(list(range(i, min(i + batch_size, b))))
+            owner.append(s)
+    out: list[dict] = []
+    wait = spent = 0.0
+    if not batches:
+        return out, wait, spent
+    loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, collate_fn=collate,
+                        pin_memory=torch.device(device).type == "cuda", persistent_workers=False)
+    pending: list = []
+    bar = tqdm(total=progress_total or len(positions), initial=progress_done, desc="images", unit="img", disable=not progress)
+    with torch.inference_mode(), bar:
+        batches_in = iter(loader)
+        for b in range(len(batches)):
+            tick = time.perf_counter()
+            images, labels, indices, skipped = check_batch(next(batches_in))
+            tock = time.perf_counter()
+            wait += tock - tick
+            if len(images):
+                feats = model.encode_image(images.to(device, non_blocking=True)).float().cpu()
+                check_finite(feats, lambda row: dataset.describe(int(indices[row])), "image")
+            else:
+                feats = torch.empty(0, dim)
+            spent += time.perf_counter() - tock
+            pending.append((feats, labels, indices, skipped))
+            bar.update(len(images) + skipped)
+            if b + 1 == len(batches) or owner[b + 1] != owner[b]:
+                a, z = segs[owner[b]]
+                entry = {"key": cache.key if cache else None, "start": a, "stop": z,
+                         "features": torch.cat([p[0] for p in pending]), "labels": torch.cat([p[1] for p in pending]),
+                         "indices": torch.cat([p[2] for p in pending]), "skipped": sum(p[3] for p in pending)}
+                pending = []
+                if cache:
+                    cache.save(entry, n_images)
+                out.append(entry)
+    return out, wait, spent
+
+
+def load_cached(cache: ImageFeatureCache, found: dict[tuple[int, int], Path], wanted: set[int], dim: int) -> list[dict]:
+    """The valid cached entries among `found` that hold wanted positions (corrupt ones are dropped, noted)."""
+    out, end = [], -1
+    for (a, b), path in sorted(found.items()):
+        if a < end or not any(p in wanted for p in range(a, b)):
+            continue  # overlaps an entry taken already (pieces of two differently split runs), or not wanted
+        entry = cache.read(path, a, b, dim)
+        if entry is not None:
+            out.append(entry)
+            end = b
+    return out
+
+
+def extract_features(
+    model,
+    dataset: EvalDataset,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    device: torch.device | str = "cpu",
+    cache: ImageFeatureCache | None = None,
+    positions: list[int] | None = None,
+    progress: bool = False,
+    chunk_size: int = 2048,
+) -> Features:
+    """encode_image over the dataset (or the given positions), in one process: cached entries are reused,
+    the rest computed, saved, and merged into whole chunks."""
+    n = len(dataset)
+    positions = list(range(n)) if positions is None else sorted(positions)
+    dim = model.embed_dim
+    if cache:
+        cache.write_meta()
+    cached = load_cached(cache, covered(cache, n), set(positions), dim) if cache else []
+    have = {p for e in cached for p in range(e["start"], e["stop"])}
+    todo = [p for p in positions if p not in have]
+    fresh, wait, spent = compute(model, dataset, todo, batch_size, num_workers, device, cache, chunk_size,
+                                 len(positions), len(positions) - len(todo), progress)
+    if cache:
+        cache.merge(cached + fresh, n)
+    feats = Features.join(cached + fresh, dim, from_cache=len(positions) - len(todo), data_wait_s=wait, compute_s=spent)
+    keep = torch.isin(feats.indices, torch.tensor(positions, dtype=torch.long)) if positions != list(range(n)) else None
+    if keep is not None and not bool(keep.all()):  # cached entries may hold more than asked for
+        feats = Features(feats.features[keep], feats.labels[keep], feats.indices[keep], feats.skipped, feats.from_cache,
+                         feats.data_wait_s, feats.compute_s)
+    return feats

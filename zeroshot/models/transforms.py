@@ -1,0 +1,134 @@
+"""Image preprocessing: resize, crop, RGB, normalize, with the settings each checkpoint was trained with.
+
+OpenAI's CLIP uses bicubic resize of the shorter side, center crop, RGB, and its mean/std; open_clip's
+checkpoints can say otherwise (mean/std, interpolation, and resize mode: `shortest` + center crop,
+`squash` to a square, or `longest` + pad). Every step is an object with a descriptive repr, because the
+feature cache keys on `repr(transform)`: the transform that actually runs, not a hand-written summary.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from PIL import Image
+from torchvision import transforms as T
+
+from zeroshot.errors import ConfigError
+from zeroshot.models.registry import OPENAI_PREPROCESS
+
+MEAN, STD = tuple(OPENAI_PREPROCESS["mean"]), tuple(OPENAI_PREPROCESS["std"])
+INTERPOLATIONS = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR,
+                  "nearest": T.InterpolationMode.NEAREST, "lanczos": T.InterpolationMode.LANCZOS}
+RESIZE_MODES = ("shortest", "squash", "longest")
+
+
+def square_size(value, where: str) -> int:
+    """An image size as open_clip writes it: an int, or [H, W] (its PreprocessCfg allows a pair). Only square
+    inputs are supported, as every CLIP-family tower here has a square positional grid."""
+    if isinstance(value, (list, tuple)):
+        if len(value) == 2 and value[0] == value[1]:
+            value = value[0]
+        else:
+            raise ConfigError(f"{where}: image size {list(value)} is not square; zeroshot's models take square inputs. "
+                              "Give one number (e.g. 224) or [224, 224]")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < 1:
+        raise ConfigError(f"{where}: image size {value!r} is not a positive whole number; give e.g. 224 or [224, 224]")
+    return int(value)
+
+
+@dataclass
+class Preprocess:
+    size: int = 224
+    mean: list[float] = field(default_factory=lambda: list(MEAN))
+    std: list[float] = field(default_factory=lambda: list(STD))
+    interpolation: str = "bicubic"
+    resize_mode: str = "shortest"
+
+    def __post_init__(self):
+        if self.interpolation not in INTERPOLATIONS:
+            raise ConfigError(f"Unknown interpolation {self.interpolation!r}. Choose one of: {', '.join(INTERPOLATIONS)}")
+        if self.resize_mode not in RESIZE_MODES:
+            raise ConfigError(f"Unknown resize_mode {self.resize_mode!r}. Choose one of: {', '.join(RESIZE_MODES)}")
+        self.size = square_size(self.size, "preprocessing (model.preprocess.size)")
+        self.mean, self.std = [float(x) for x in self.mean], [float(x) for x in self.std]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class To8Bit:
+    """Bring 16-bit and float images into 8-bit L before any resizing.
+
+    PIL's convert("RGB") clips 16-bit values at 255 (a 16-bit scan turns white); scaling by the
+    type's range keeps the picture. 8-bit modes pass through untouched, so they match OpenAI exactly.
+    """
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+            array = np.asarray(image, dtype=np.float64)
+            peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+            if image.mode == "F" and array.max() <= 1.0:
+                peak = 1.0
+            return Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+        return image
+
+    def __repr__(self) -> str:
+        return "To8Bit(16-bit and float scaled by range)"
+
+
+class ToRGB:
+    def __call__(self, image: Image.Image) -> Image.Image:
+        return image if image.mode == "RGB" else image.convert("RGB")
+
+    def __repr__(self) -> str:
+        return "ToRGB()"
+
+
+class ResizeLongest:
+    """Resize so the longer side is `size`, keeping the aspect ratio (open_clip's resize_mode='longest')."""
+
+    def __init__(self, size: int, interpolation: T.InterpolationMode):
+        self.size, self.interpolation = size, interpolation
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        w, h = image.size
+        scale = self.size / max(w, h)
+        return T.functional.resize(image, [max(1, round(h * scale)), max(1, round(w * scale))], self.interpolation)
+
+    def __repr__(self) -> str:
+        return f"ResizeLongest(size={self.size}, interpolation={self.interpolation.value})"
+
+
+class PadToSquare:
+    """Center the image on a `size` x `size` black canvas (after ResizeLongest)."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        w, h = image.size
+        left, top = (self.size - w) // 2, (self.size - h) // 2
+        return T.functional.pad(image, [left, top, self.size - w - left, self.size - h - top], fill=0)
+
+    def __repr__(self) -> str:
+        return f"PadToSquare(size={self.size}, fill=0)"
+
+
+def image_transform(spec: Preprocess | int = 224) -> T.Compose:
+    """The exact order matters for parity: resize and crop in the image's own mode, then convert to RGB."""
+    p = spec if isinstance(spec, Preprocess) else Preprocess(size=int(spec))
+    mode = INTERPOLATIONS[p.interpolation]
+    resize = {
+        "shortest": [T.Resize(p.size, interpolation=mode), T.CenterCrop(p.size)],
+        "squash": [T.Resize((p.size, p.size), interpolation=mode)],
+        "longest": [ResizeLongest(p.size, mode), PadToSquare(p.size)],
+    }[p.resize_mode]
+    return T.Compose([To8Bit(), *resize, ToRGB(), T.ToTensor(), T.Normalize(p.mean, p.std)])
+
+
+def transform_spec(transform) -> dict:
+    """What the feature cache keys on: the transform that runs, and the libraries that decode and resize."""
+    import PIL
+    import torchvision
+
+    return {"transform": repr(transform), "pillow": PIL.__version__, "torchvision": torchvision.__version__}

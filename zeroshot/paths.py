@@ -1,0 +1,36 @@
+"""Where things live: the data that ships with zeroshot (Hydra configs, prompt sets, reference tables, CLIP's
+BPE vocabulary), the cache, and the `hf-hub:` prefix that names a Hugging Face Hub location.
+
+In a source checkout (and an editable install) the configs and prompts are the top-level `configs/` and
+`prompts/` folders; a wheel carries the same folders inside the package, as `zeroshot/_data/configs` and
+`zeroshot/_data/prompts`. The reference tables (`zeroshot/reference/`) are package data either way.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+_HERE = Path(__file__).resolve().parent
+REFERENCE = _HERE / "reference"  # facts as data: release tables, wnid subsets, published numbers
+BPE_VOCAB = _HERE / "bpe_simple_vocab_16e6.txt.gz"
+HF_PREFIX = "hf-hub:"  # hf-hub:ORG/REPO[@REVISION] names a Hub repo, for weights and for webdatasets
+
+
+def _data_dir(name: str) -> Path:
+    packaged = _HERE / "_data" / name
+    return packaged if packaged.is_dir() else _HERE.parent / name
+
+
+def config_dir() -> Path:
+    return _data_dir("configs")
+
+
+def prompts_dir() -> Path:
+    return Path(os.environ.get("ZEROSHOT_PROMPTS_DIR") or _data_dir("prompts"))
+
+
+def default_cache_dir() -> Path:
+    """Downloads, feature caches and sha256 records: $ZEROSHOT_CACHE, else ~/.cache/zeroshot."""
+    return Path(os.environ.get("ZEROSHOT_CACHE") or Path.home() / ".cache" / "zeroshot")
+

@@ -1,0 +1,241 @@
+"""`evaluate(cfg) -> dict`: one zero-shot evaluation, from a composed config to a results directory.
+
+Everything that can be wrong with the inputs (names, class counts, templates, data) is checked before any
+encoding starts, and the run directory is created fresh, so a failed run never leaves a report behind.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+import torch
+from omegaconf import DictConfig, OmegaConf
+from zeroshot import distributed as dist
+from zeroshot.errors import ConfigError
+from zeroshot.classifier import build_class_classifier
+from zeroshot.prompts.class_sets import resolve_class_prompt_sets
+from zeroshot.classifier import build_classifier
+from zeroshot.errors import DatasetError
+from zeroshot.data.base import EvalDataset
+from zeroshot.data.readers import build_dataset
+from zeroshot.features.cache import Features, ImageFeatureCache, TextCache, model_key
+from zeroshot.paths import default_cache_dir
+from zeroshot.models.loader import load_model
+from zeroshot.models.precision import resolve_precision
+from zeroshot.models.sources import check_name
+from zeroshot.data.imagenet import IMAGENET_CLASSES, subset_positions
+from zeroshot.log import log
+from zeroshot.errors import PromptError
+from zeroshot.prompts.sets import PromptSet, load_prompt_set, read_classnames
+from zeroshot.settings import check_settings
+from zeroshot.models.transforms import transform_spec
+
+
+def resolve_device(name: str) -> torch.device:
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} was asked for but CUDA is not available here; use device=cpu or device=auto")
+    return device
+
+
+def cache_root(cfg: DictConfig) -> Path | None:
+    if not cfg.get("cache", True):
+        return None
+    return Path(cfg.get("cache_dir") or default_cache_dir())
+
+
+def resolve_prompts(cfg: DictConfig, dataset: EvalDataset | None = None) -> PromptSet:
+    """The prompt set: a named one, a file, or (`from_dataset`) the class names and templates a webdataset ships."""
+    p = cfg.prompts
+    name = p.get("name") or cfg.dataset.get("prompts", "simple")
+    if name == "from_dataset" and not p.get("file"):
+        templates = list(p.templates) if p.get("templates") else getattr(dataset, "shipped_templates", None)
+        if not dataset or not dataset.classes or not templates:
+            raise PromptError(f"Dataset {cfg.dataset.name!r} ships no {'class names' if not dataset or not dataset.classes else 'templates'} "
+                              "to use as prompts: give prompts=NAME, prompts.file=FILE or prompts.templates='[...]'")
+        from zeroshot.prompts.sets import check_templates
+
+        custom = "_custom" if p.get("templates") else ""
+        return PromptSet(f"{cfg.dataset.name}_shipped{custom}", check_templates(templates, f"{cfg.dataset.name}'s templates"),
+                         list(dataset.classes), f"shipped with {cfg.dataset.get('root')}")
+    return load_prompt_set(
+        name=name,
+        file=p.get("file"),
+        templates=list(p.templates) if p.get("templates") else None,
+        template_set=p.get("template_set"),
+    )
+
+
+def resolve_classnames(cfg: DictConfig, pset: PromptSet, dataset: EvalDataset) -> list[str]:
+    """Class names, by precedence: dataset.classnames file, the prompt set's own, the dataset's folder names.
+
+    The count must equal the dataset's number of classes; this is checked here, before any encoding.
+    """
+    if cfg.dataset.get("classnames"):
+        names, origin = read_classnames(cfg.dataset.classnames), f"class-names file {cfg.dataset.classnames}"
+    elif pset.classnames:
+        names, origin = pset.classnames, f"prompt set {pset.name!r}"
+    elif dataset.classes:
+        names, origin = [c.replace("_", " ") for c in dataset.classes], "the dataset's folder names"
+    else:
+        raise PromptError(
+            f"Prompt set {pset.name!r} has no class names and dataset {cfg.dataset.name!r} does not name its classes; "
+            "give them with dataset.classnames=FILE (one per line, in label order)"
+        )
+    expected = len(dataset.classes) if dataset.classes else cfg.dataset.get("num_classes")
+    names = imagenet_names_for(cfg.dataset, names, dataset, origin)
+    if expected is not None and len(names) != expected:
+        raise PromptError(
+            f"{origin} has {len(names)} class names but dataset {cfg.dataset.name!r} has {expected} classes. "
+            "Use a prompt set or class-names file made for this dataset, in its label order."
+        )
+    if getattr(dataset, "shipped_templates", None) is not None and dataset.classes and names is not dataset.classes:
+        check_shipped_order(cfg.dataset.name, names, dataset.classes, origin)
+    return names
+
+
+def imagenet_names_for(d: DictConfig, names: list[str], dataset: EvalDataset, origin: str) -> list[str]:
+    """ImageNet's 1000 class names (any of its prompt sets, or a user's own file) on a shift of ImageNet.
+
+    ImageNet-A, -R and -O label a 200-wnid subset: the names at those wnids' positions, in the subset's
+    order. ObjectNet's classes are its own (113 that map onto ImageNet), so it keeps its own names and takes
+    only the set's templates. Any other count is left to the class-count check."""
+    if len(names) != IMAGENET_CLASSES or d.get("num_classes") == IMAGENET_CLASSES:
+        return names
+    if d.get("subset") and d.subset != "imagenet":
+        log.info("class names: %s's 1000 ImageNet names at %s's %d wnids", origin, d.name, d.num_classes)
+        return [names[i] for i in subset_positions(d.subset)]
+    if d.kind == "objectnet" and dataset.classes:
+        log.info("class names: ObjectNet's own %d (an ImageNet class list does not name them); templates from %s",
+                 len(dataset.classes), origin)
+        return list(dataset.classes)
+    return names
+
+
+def check_shipped_order(dataset: str, names: list[str], shipped: list[str], origin: str) -> None:
+    """A webdataset's classnames.txt fixes its label order: our names must name the same classes in that order.
+
+    Wording may differ (OpenAI's names against CLIP_benchmark's); many differences mean another order."""
+    import re
+
+    def norm(s: str) -> str:
+        return re.sub(r"[\s_/-]+", " ", s.casefold()).strip()
+
+    differ = [(i, a, b) for i, (a, b) in enumerate(zip(names, shipped)) if norm(a) != norm(b)]
+    if len(differ) > max(1, len(names) // 10):
+        i, a, b = differ[0]
+        raise PromptError(f"{origin} and the webdataset's classnames.txt disagree on {len(differ)} of {len(names)} classes "
+                          f"(first at label {i}: {a!r} vs {b!r}): another label order. Use prompts=from_dataset for its own "
+                          "names, or a class-names file in its order (dataset.classnames=FILE)")
+    for i, a, b in differ:
+        log.info("note: label %d of %s is %r in the webdataset, prompted as %r (%s)", i, dataset, b, a, origin)
+
+
+def load_configured_model(m: DictConfig, device: torch.device, precision: str, cache_dir):
+    """The model a `configs/model/*.yaml` (plus overrides) names: model.checkpoint, else model.name."""
+    preprocess = OmegaConf.to_container(m.preprocess, resolve=True) if m.get("preprocess") else {}
+    preprocess = {k: v for k, v in preprocess.items() if v is not None}
+    return load_model(m.get("checkpoint") or m.name, device, precision, cache_dir, activation=m.get("activation"),
+                      expect_arch=m.get("arch"), preprocess=preprocess or None, backend=m.get("backend"))
+
+
+def feature_key(model, dataset: EvalDataset, split: str) -> dict:
+    """Everything that determines the image features: the weights as built, the pixels, and which images."""
+    fp = dataset.fingerprint()
+    return {**model_key(model), "preprocess": transform_spec(model.transform), "dataset_fingerprint": fp["digest"],
+            "split": split, "n_images": len(dataset)}
+
+
+@dataclass
+class Setup:
+    """What `prepare` checked and built: everything an evaluation or a prompt experiment needs."""
+
+    model: torch.nn.Module
+    dataset: EvalDataset
+    prompts: PromptSet
+    classnames: list[str]
+    device: torch.device
+    precision: str
+    cache_root: Path | None
+    class_prompts: dict | None = None  # class_prompt_sets.resolve_class_prompt_sets: descriptions, WaffleCLIP sets
+
+    @property
+    def main_class_prompts(self):
+        """The class-specific prompt set the classifier is built from, or None (templates x class names)."""
+        return (self.class_prompts or {}).get("main")
+
+
+def prepare(cfg: DictConfig) -> Setup:
+    check_settings(cfg)
+    torch.manual_seed(cfg.get("seed", 0))
+    device = resolve_device(cfg.get("device", "auto"))
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    precision = resolve_precision(cfg.get("precision"), device)
+    # Inputs are checked first, so a bad name, template or data path fails before any download or encoding.
+    check_name(cfg.model.get("checkpoint") or cfg.model.name)
+    # under torchrun a download or an unpack happens once per node (local rank 0), while the others wait
+    dataset = dist.local_rank_zero_first(lambda: build_dataset(cfg.dataset, None, cfg.get("skip_bad_images", False)))
+    pset = resolve_prompts(cfg, dataset)
+    classnames = resolve_classnames(cfg, pset, dataset)
+    dataset.check_labels(len(classnames))
+    # a descriptions file is read and mapped onto the label order before the model loads: a bad key fails first
+    class_sets = resolve_class_prompt_sets(cfg.prompts, classnames, pset.templates, cache_root(cfg))
+    model = dist.local_rank_zero_first(lambda: load_configured_model(cfg.model, device, precision, cfg.get("cache_dir")))
+    dataset.transform = model.transform
+    return Setup(model, dataset, pset, classnames, device, precision, cache_root(cfg), class_sets)
+
+
+def resolve_workers(value) -> int:
+    """`auto`: one worker per core but one, up to 8. Decoding CIFAR-sized JPEGs is light next to encode_image,
+    so on a small CPU machine one worker keeps the model fed without taking cores from it."""
+    if value in (None, "auto"):
+        return max(1, min(8, (os.cpu_count() or 2) - 1))
+    return int(value)
+
+
+def image_features(cfg: DictConfig, s: Setup, progress: bool = True) -> Features | None:
+    """Features of the whole dataset (on rank 0; None on other ranks), through the cache unless cache=false.
+
+    A dataset none of whose images could be read is an error here, for every command that extracts features."""
+    chunk_size = int(cfg.get("chunk_size", 2048))
+    cache = None
+    if s.cache_root is not None:
+        cache = ImageFeatureCache(s.cache_root, feature_key(s.model, s.dataset, cfg.dataset.get("split", "test")), chunk_size)
+    feats = dist.extract_features_sharded(s.model, s.dataset, cache, cfg.batch_size, resolve_workers(cfg.num_workers),
+                                          s.device, chunk_size, progress, cfg.get("dist_shards", "balanced"))
+    if feats is not None and len(feats.labels) == 0:
+        raise DatasetError(f"No readable images in dataset {cfg.dataset.name!r} ({feats.skipped} skipped as unreadable)")
+    # (-1 is a multi-label image with no positive; retrieval has no classes: its labels are the images' own indices)
+    if feats is not None and s.classnames and int(feats.labels.max()) >= len(s.classnames):
+        row = int((feats.labels >= len(s.classnames)).nonzero()[0])
+        raise DatasetError(f"{s.dataset.describe(int(feats.indices[row]))} has label {int(feats.labels[row])}, outside the "
+                           f"{len(s.classnames)} classes of dataset {cfg.dataset.name!r}: fix the label or the class names")
+    return feats
+
+
+def text_cache(s: Setup) -> TextCache | None:
+    return TextCache(s.cache_root, model_key(s.model)) if s.cache_root is not None else None
+
+
+def prompt_count(s: Setup) -> str:
+    main = s.main_class_prompts
+    if main is None:
+        return f"{len(s.prompts.templates)} templates"
+    return f"{sum(map(len, main.prompts))} class-specific prompts, {main.aggregate}"
+
+
+def classifier_weights(cfg: DictConfig, s: Setup, progress: bool) -> torch.Tensor:
+    """[D, C]: templates x class names (OpenAI's ensembling), or each class's own prompts (descriptions, WaffleCLIP)
+    aggregated as the set says; under torchrun each rank encodes its share of the classes."""
+    main = s.main_class_prompts
+    if main is None:
+        return dist.build_classifier_sharded(
+            lambda names: build_classifier(s.model, names, s.prompts.templates, cfg.text_batch_size, progress, text_cache(s)),
+            s.classnames)
+    return dist.build_classifier_sharded(
+        lambda classes: build_class_classifier(s.model, [main.prompts[c] for c in classes], main.aggregate,
+                                               cfg.text_batch_size, progress, text_cache(s)),
+        list(range(len(s.classnames))))

@@ -1,0 +1,66 @@
+"""Run directories and what goes in them: metrics.json, CSVs, logits and plots. Nothing is ever overwritten."""
+from __future__ import annotations
+
+from pathlib import Path
+import numpy as np
+
+
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (runs have no display), imported when first needed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_confusion(cm: np.ndarray, classnames: list[str], path: Path, title: str) -> None:
+    plt = pyplot()
+    n = len(classnames)
+    labelled = n <= 100
+    size = min(max(6, n * 0.22), 24) if labelled else 10
+    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    rows = cm.sum(axis=1, keepdims=True)
+    norm = np.divide(cm, rows, out=np.zeros_like(cm, dtype=float), where=rows > 0)
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
+    if labelled:
+        ticks = np.arange(n)
+        short = [c if len(c) <= 24 else c[:22] + "…" for c in classnames]
+        fontsize = 9 if n <= 20 else max(4, 9 - n // 20)
+        ax.set_xticks(ticks, short, rotation=90, fontsize=fontsize)
+        ax.set_yticks(ticks, short, fontsize=fontsize)
+        if n <= 20:
+            for i in range(n):
+                for j in range(n):
+                    if cm[i, j]:
+                        ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
+                                color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_per_class(acc: np.ndarray, classnames: list[str], path: Path, title: str) -> None:
+    plt = pyplot()
+    order = np.argsort(np.nan_to_num(acc, nan=-1))
+    n = len(acc)
+    fig, ax = plt.subplots(figsize=(8, min(max(3, n * 0.22), 40) if n <= 100 else 6))
+    if n <= 100:
+        ax.barh(np.arange(n), acc[order] * 100, color="tab:blue")
+        ax.set_yticks(np.arange(n), [classnames[i] for i in order], fontsize=8 if n <= 40 else 6)
+        ax.set_xlabel("accuracy (%)")
+        ax.axvline(np.nanmean(acc) * 100, color="tab:red", ls="--", label="mean per-class recall")
+        ax.legend(loc="lower right", fontsize=8)
+    else:  # too many classes to name: show the sorted curve
+        ax.plot(np.arange(n), acc[order] * 100)
+        ax.set_xlabel("classes, sorted by accuracy")
+        ax.set_ylabel("accuracy (%)")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,160 @@
+"""`evaluate(cfg) -> dict`: one zero-shot evaluation, from a composed config to a results directory.
+
+Everything that can be wrong with the inputs (names, class counts, templates, data) is checked before any
+encoding starts, and the run directory is created fresh, so a failed run never leaves a report behind.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import os
+from pathlib import Path
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+from zeroshot import distributed as dist
+from zeroshot.prompts.sets import prompts_hash
+import json
+import platform
+import subprocess
+from datetime import datetime
+
+if TYPE_CHECKING:  # annotations only: the pipeline builds Setup, records only read it
+    from zeroshot.pipeline import Setup
+
+
+def dataset_label(cfg: DictConfig) -> str:
+    """A readable name for the images: the dataset's, or for your own folder or CSV, that folder's or file's name."""
+    d = cfg.dataset
+    if d.kind in ("imagefolder", "csv", "wds") or d.get("custom_root"):
+        where = Path(str(d.get("path") or d.get("root") or "")).expanduser()
+        return f"{d.name}:{where.stem if d.kind == 'csv' else where.name}"
+    return d.name
+
+
+def comparability(cfg: DictConfig, n_images: int, skipped: int) -> tuple[bool, str]:
+    """Whether this run used its benchmark's canonical split and image count, so published numbers apply."""
+    bench = cfg.dataset.get("benchmark")
+    if not bench:
+        return False, "no published benchmark for this dataset"
+    split = cfg.dataset.get("split", "test")
+    if split != bench.split:
+        return False, f"split={split}; published numbers use split={bench.split}"
+    if n_images != bench.n_images or skipped:
+        return False, f"{n_images:,} of {bench.n_images:,} images"
+    return True, ""
+
+
+def run_record(cfg: DictConfig, s: Setup, n_images: int, skipped: int) -> dict:
+    """Who, what and which: the identity of the weights, the images and the prompts, for every command's output."""
+    ident = s.model.identity
+    fp = s.dataset.fingerprint()
+    comparable, why = comparability(cfg, n_images, skipped)
+    bench = cfg.dataset.get("benchmark")
+    phash = prompts_hash(s.classnames, s.prompts.templates)
+    name, main = s.prompts.name, s.main_class_prompts
+    if main is not None:  # class-specific prompts: their own identity (texts, mode, pattern, combination, aggregation)
+        name, phash = main.name, main.digest
+    return {
+        "model": ident.label, "model_release": ident.release, "architecture": ident.architecture,
+        "activation": ident.activation, "activation_from": ident.activation_from, "backend": ident.backend,
+        "source": ident.source, "location": ident.location, "revision": ident.revision,
+        "checkpoint": ident.checkpoint, "checkpoint_sha256": ident.sha256, "preprocess": ident.preprocess,
+        "preprocess_from": ident.preprocess_from, "assumed": ident.assumed, "model_slug": model_slug(ident),
+        "dataset": cfg.dataset.name, "dataset_label": dataset_label(cfg), "dataset_fingerprint": fp["digest"],
+        "dataset_fingerprint_kind": fp["kind"], "dataset_root": fp["root"], "split": cfg.dataset.get("split", "test"),
+        "benchmark": OmegaConf.to_container(bench, resolve=True) if bench else None,
+        "comparable": comparable, "not_comparable_reason": why,
+        "prompts": name, "prompts_hash": phash, "prompts_label": f"{name}#{phash[:8]}",
+        "class_prompts": None if main is None else {"kind": main.kind, "seed": main.seed, **main.record,
+                                                    "n_prompts": sum(map(len, main.prompts))},
+        "precision": s.precision, "device": str(s.device), "world_size": dist.world_size(), "versions": versions(),
+    }
+
+
+def model_slug(ident) -> str:
+    """Run-directory name for the weights: architecture, release tag or file name, and the sha256's first 8."""
+    arch = "custom" if ident.architecture.startswith("custom") else ident.architecture
+    arch = arch.removeprefix("open_clip ").removeprefix("transformers ")
+    what = ident.release.split("/", 1)[1] if ident.release else Path(ident.label.split("@")[0]).stem
+    return slug(f"{arch}_{what}_{ident.sha256[:8]}")
+
+
+def run_dir_base(cfg: DictConfig, s: Setup, record: dict) -> Path:
+    return Path(cfg.get("results_dir", "results")) / slug(record["dataset_label"]) / record["model_slug"] / slug(record["prompts_label"])
+
+
+def slug(text: str) -> str:
+    """A path segment: letters, digits, ".", "_", "-" kept; anything else becomes '-'."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-") or "unnamed"
+
+
+def make_run_dir(base: str | Path) -> Path:
+    """A new directory `<base>/<timestamp>`; a second run in the same second gets `-1`, `-2`, ...
+
+    `mkdir(exist_ok=False)` is the lock: two processes can never be handed the same directory.
+    """
+    from zeroshot.errors import UserError
+
+    base = Path(base)
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        for n in range(10_000):
+            path = base / (stamp if n == 0 else f"{stamp}-{n}")
+            try:
+                path.mkdir()
+                return path
+            except FileExistsError:
+                continue
+    except OSError as e:
+        from zeroshot.features.cache import unwritable_reason
+
+        raise UserError(f"the results folder {base} cannot be written ({unwritable_reason(e)}): set results_dir=DIR "
+                        "to a folder you can write") from None
+    raise RuntimeError(f"Could not create a fresh run directory under {base}")
+
+
+def git_commit() -> str | None:
+    root = Path(__file__).resolve().parents[1]  # the checkout, when zeroshot runs from one
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def versions() -> dict:
+    import torch
+    import torchvision
+
+    from importlib.metadata import version
+
+    from zeroshot import __version__
+
+    return {
+        "zeroshot": __version__,
+        "git_commit": git_commit(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": np.__version__,
+        "pillow": version("pillow"),
+    }
+
+
+def write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=_jsonable) + "\n")
+    os.replace(tmp, path)
+
+
+def _jsonable(x):
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating,)):
+        return float(x)
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    return str(x)

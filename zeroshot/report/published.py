@@ -1,0 +1,64 @@
+"""Benchmark reports: `python -m zeroshot report [results dirs...]`.
+
+Collects every run's metrics.json into one table (model x dataset x prompts), puts the published numbers
+beside it (with the metric each source used), flags large gaps and irreproducible repeats, and writes
+report.md, report.csv, report.html (figures inlined) and the figures. With `suite=NAME` it first runs the
+suite's evaluations whose data is present.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from zeroshot.paths import REFERENCE
+
+
+PUBLISHED = REFERENCE / "published.csv"
+
+
+def published_table() -> pd.DataFrame:
+    ref = pd.read_csv(PUBLISHED)
+    rank = {"clip_paper": 0, "open_clip": 1}
+    return ref.sort_values("source", key=lambda s: s.map(rank), kind="stable").drop_duplicates(["release", "dataset"])
+
+
+def add_published(table: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """published / delta in points, in the metric the source used, for runs of a known release on the benchmark's
+    canonical split and image count; every other row says why no published number applies."""
+    ref = published_table().rename(columns={"source": "published_source", "metric": "published_metric",
+                                            "value": "published_value", "release": "model_release"})
+    table = table.merge(ref, on=["model_release", "dataset"], how="left")
+    published, ours, notes = [], [], []
+    for _, r in table.iterrows():
+        metric = r["benchmark_metric"] if isinstance(r["benchmark_metric"], str) else r["published_metric"]
+        have = isinstance(r["published_metric"], str)
+        if not have:
+            note = "" if isinstance(r["model_release"], str) else "weights are not a published release"
+            published.append(np.nan), ours.append(np.nan), notes.append(note)
+        elif not r["comparable"]:
+            published.append(np.nan), ours.append(np.nan), notes.append(f"not comparable: {r['not_comparable_reason']}")
+        else:
+            value = r.get(metric) if metric in r else np.nan
+            published.append(r["published_value"]), ours.append(100 * value if value is not None else np.nan)
+            notes.append("")
+    table["published"] = published
+    table["published_note"] = notes
+    table["delta"] = np.array(ours, dtype=float) - table["published"].to_numpy(dtype=float)
+    table["flag"] = np.where(np.abs(table["delta"]) > threshold, "!", "")
+    return table
+
+
+def add_linear_probe(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """The latest probe of the same weights on the same images, beside the zero-shot rows (or as its own row)."""
+    key = ["checkpoint_sha256", "dataset_fingerprint", "split"]
+    probes = runs[runs.kind == "linear_probe"].sort_values("date").groupby(key, as_index=False).tail(1)
+    if probes.empty:
+        table["linear_probe"] = np.nan
+        return table
+    keep = key + ["model", "dataset", "dataset_label", "model_release", "architecture"]
+    probes = probes[keep + ["top1"]].rename(columns={"top1": "linear_probe"})
+    table = table.merge(probes, on=key, how="outer", suffixes=("", "_probe"))
+    for col in ("model", "dataset", "dataset_label", "model_release", "architecture"):
+        table[col] = table[col].fillna(table.pop(f"{col}_probe"))
+    for col in ("prompts", "prompts_label", "published_note", "flag"):
+        table[col] = table[col].fillna("")
+    return table
