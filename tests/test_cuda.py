@@ -10,7 +10,8 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA d
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_half_precision_parity_on_cuda(openai_clip, precision):
-    from zeroshot.models.config import ARCHITECTURES, build_model
+    from architectures import ARCHITECTURES
+    from zeroshot.models.config import build_model
     from zeroshot.models.precision import DTYPES, convert_weights
     from test_model import PROMPTS, _openai_reference, rel_err
 

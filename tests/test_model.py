@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from zeroshot.models.config import architecture_name, build_config, build_model
-from zeroshot.models.config import ARCHITECTURES
+from architectures import ARCHITECTURES
 from zeroshot.models.clip import CLIP
 from conftest import random_model, randomize_batchnorm
 

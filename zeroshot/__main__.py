@@ -17,10 +17,12 @@ COMMANDS = {
     "compare": ("compare", "zeroshot.commands.compare:compare"),
     "linear-probe": ("linear_probe", "zeroshot.commands.linear_probe:linear_probe"),
     "retrieval": ("retrieval", "zeroshot.commands.retrieval:run_retrieval"),
-    "suite-eval": ("eval", "zeroshot.commands.evaluate:evaluate_pair"),  # a suite's job (see suite.py); not for direct use
+    # a suite's jobs (see suite.py), one per task; not for direct use
+    "suite-eval": ("eval", "zeroshot.commands.evaluate:evaluate_pair"),
+    "suite-retrieval": ("retrieval", "zeroshot.commands.retrieval:retrieval_pair"),
 }
-DATA_PARALLEL = ("eval", "suite-eval", "retrieval")  # the commands that run data-parallel under torchrun
-USAGE = ("usage: zeroshot {" + ",".join([*[c for c in COMMANDS if c != "suite-eval"], "models"]) + "} [overrides...]   "
+DATA_PARALLEL = ("eval", "suite-eval", "retrieval", "suite-retrieval")  # the commands that run data-parallel under torchrun
+USAGE = ("usage: zeroshot {" + ",".join([*[c for c in COMMANDS if not c.startswith("suite-")], "models"]) + "} [overrides...]   "
          "(add --help for a command's options; `zeroshot models` lists what model.name accepts)")
 
 
@@ -210,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         task = getattr(importlib.import_module(module), func)
         try:
             check_settings(cfg)
-            device = dist.init_from_env(cfg.get("dist_timeout_s", 600)) if command in DATA_PARALLEL else None
+            device = dist.init_from_env(cfg.dist_timeout_s) if command in DATA_PARALLEL else None
             if device is not None:
                 cfg.device = str(device)
             task(cfg)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import logging
 
 import numpy as np
 from omegaconf import DictConfig, open_dict
@@ -20,15 +19,15 @@ from omegaconf import DictConfig, open_dict
 from zeroshot.metrics import calibration as cal
 from zeroshot.classifier import logits as score, probability_kind
 from zeroshot.errors import DatasetError
+from zeroshot.log import log
 
-log = logging.getLogger("zeroshot")
 TEMPERATURE_CHOICES = (None, "fit")
 
 
 def settings(cfg: DictConfig) -> dict:
     c = cfg.get("calibration") or {}
-    return {"temperature": c.get("temperature"), "split": c.get("split"), "fraction": float(c.get("fraction", 0.2)),
-            "seed": int(c.get("seed", cfg.get("seed", 0)))}
+    return {"temperature": c.temperature, "split": c.split, "fraction": float(c.fraction),
+            "seed": int(c.get("seed", cfg.seed))}
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -38,7 +37,7 @@ def check_config(cfg: DictConfig) -> None:
         raise ValueError(f"calibration.temperature={c['temperature']!r} is not one of null, fit")
     if c["temperature"] != "fit":
         return
-    scored = cfg.dataset.get("split", "test")
+    scored = cfg.dataset.split
     if c["split"] is None:
         cal.held_out_split(10, c["fraction"], 0)  # checks the fraction
         return
@@ -66,11 +65,11 @@ def held_out_features(cfg: DictConfig, s):
     from zeroshot import distributed as dist
 
     # as in evaluate.prepare: under torchrun a download or an unpack happens once per node
-    ds = dist.local_rank_zero_first(lambda: build_dataset(split_cfg.dataset, s.model.transform, cfg.get("skip_bad_images", False)))
+    ds = dist.local_rank_zero_first(lambda: build_dataset(split_cfg.dataset, s.model.transform, cfg.skip_bad_images))
     if ds.fingerprint()["digest"] == s.dataset.fingerprint()["digest"]:
         raise DatasetError(f"calibration.split={c['split']} of {cfg.dataset.name!r} holds the same images as the scored split "
                            f"{cfg.dataset.get('split', 'test')!r}; name a split with other images, or set calibration.split=null")
-    feats = image_features(split_cfg, dataclasses.replace(s, dataset=ds), cfg.get("progress", True))
+    feats = image_features(split_cfg, dataclasses.replace(s, dataset=ds), cfg.progress)
     return (feats, ds.fingerprint()["digest"]) if feats is not None else None
 
 

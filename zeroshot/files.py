@@ -19,6 +19,8 @@ from zeroshot.errors import CheckpointError
 import codecs
 from zeroshot.errors import TextFileError
 from zeroshot.paths import default_cache_dir
+from contextlib import contextmanager
+from zeroshot.log import log
 
 
 def sha256sum(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -32,6 +34,22 @@ def sha256sum(path: str | Path, chunk: int = 1 << 20) -> str:
 def _stat_key(path: Path) -> dict:
     st = path.stat()
     return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
+
+
+@contextmanager
+def atomic_write(path: str | Path, mode: str = "wb"):
+    """Write `path` whole or not at all: into a uniquely named temp file beside it (two writers never share one),
+    renamed into place only when the block ends without an error; the temp file never outlives the block."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def file_sha256(path: str | Path, cache_root: str | Path | None = None) -> str:
@@ -53,11 +71,8 @@ def file_sha256(path: str | Path, cache_root: str | Path | None = None) -> str:
     sha = sha256sum(path)
     if _stat_key(path) == key:  # unchanged while we read it
         try:
-            entry.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=".sha.", suffix=".tmp")
-            with os.fdopen(fd, "w") as f:
+            with atomic_write(entry, "w") as f:
                 json.dump({**key, "sha256": sha}, f)
-            os.replace(tmp, entry)
         except OSError:
             pass
     return sha
@@ -79,14 +94,11 @@ def download(url: str, sha256: str | None = None, root: str | Path | None = None
     if target.is_file():
         if _matches(sha256sum(target), sha256, sha256_prefix):
             return target
-        print(f"zeroshot: cached {target} does not match sha256 {expected}; removing it and downloading again")
+        log.warning("cached %s does not match sha256 %s; removing it and downloading again", target, expected)
         target.unlink()
 
-    fd, tmp_name = tempfile.mkstemp(dir=root, prefix=f".{target.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            digest, size, total = _fetch(url, out, target.name)
+    with atomic_write(target) as out:  # renamed into place only once verified: a raise below discards it
+        digest, size, total = _fetch(url, out, target.name)
         if total is not None and size != total:
             raise CheckpointError(f"Download of {url} was cut short: got {size} of {total} bytes. The partial file was removed; try again.")
         if not _matches(digest, sha256, sha256_prefix):
@@ -94,9 +106,6 @@ def download(url: str, sha256: str | None = None, root: str | Path | None = None
                 f"Downloaded {url} but its sha256 is {digest}, expected {expected}. "
                 "The corrupt file was removed; try again, or load a verified local copy by path."
             )
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     return target
 
 

@@ -1,24 +1,42 @@
 """The `zeroshot` logger: every message the package prints goes through it, so users can silence or redirect them.
 
-On the terminal a message is one line, `zeroshot: ...` on stderr. `ZEROSHOT_LOG_LEVEL=WARNING` (or a command's
-`-q`) keeps only warnings and errors; the Python API leaves handlers to the application, as libraries should,
-so there only warnings reach stderr (through logging's last-resort handler) until the application configures logging.
+A message is one line, `zeroshot: ...`, on stderr (the stream of the moment, so redirections and pytest's
+capture see it). The level is ZEROSHOT_LOG_LEVEL (default INFO); a command's `-q` keeps only warnings and
+errors; `logging.getLogger("zeroshot")` takes handlers and levels like any other logger. What a run assumed
+(an activation, a preprocessing) is a warning, so it shows at every level but ERROR: it is never silent by default.
+Results (a run's summary line, a report's table) are the commands' output on stdout, not messages.
 """
 from __future__ import annotations
 
 import logging
 import os
+import sys
+
+
+class _Stderr(logging.StreamHandler):
+    """A handler on whatever sys.stderr is when a message is written."""
+
+    def __init__(self):
+        super().__init__()
+        self.setFormatter(logging.Formatter("zeroshot: %(message)s"))
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):  # logging.StreamHandler sets it at creation; the live sys.stderr is used instead
+        pass
+
 
 log = logging.getLogger("zeroshot")
+if not any(isinstance(h, _Stderr) for h in log.handlers):
+    log.addHandler(_Stderr())
+    log.propagate = False  # one line per message, whatever the root logger (Hydra's, an application's) does
+log.setLevel(getattr(logging, os.environ.get("ZEROSHOT_LOG_LEVEL", "INFO").upper(), logging.INFO))
 
 
 def setup(quiet: bool = False) -> None:
-    """Configure the CLI's handler once: one line per message on stderr, at ZEROSHOT_LOG_LEVEL (default INFO)."""
-    level = "WARNING" if quiet else os.environ.get("ZEROSHOT_LOG_LEVEL", "INFO").upper()
-    if not any(getattr(h, "_zeroshot", False) for h in log.handlers):
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("zeroshot: %(message)s"))
-        handler._zeroshot = True
-        log.addHandler(handler)
-        log.propagate = False  # Hydra configures the root logger; one line per message, not two
-    log.setLevel(getattr(logging, level, logging.INFO))
+    """The CLI's level: -q keeps warnings and errors only."""
+    if quiet:
+        log.setLevel(logging.WARNING)

@@ -41,9 +41,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 def cache_root(cfg: DictConfig) -> Path | None:
-    if not cfg.get("cache", True):
+    if not cfg.cache:
         return None
-    return Path(cfg.get("cache_dir") or default_cache_dir())
+    return Path(cfg.cache_dir or default_cache_dir())
 
 
 def resolve_prompts(cfg: DictConfig, dataset: EvalDataset | None = None) -> PromptSet:
@@ -169,21 +169,21 @@ class Setup:
 
 def prepare(cfg: DictConfig) -> Setup:
     check_settings(cfg)
-    torch.manual_seed(cfg.get("seed", 0))
-    device = resolve_device(cfg.get("device", "auto"))
-    if cfg.get("threads"):
+    torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
-    precision = resolve_precision(cfg.get("precision"), device)
+    precision = resolve_precision(cfg.precision, device)
     # Inputs are checked first, so a bad name, template or data path fails before any download or encoding.
     check_name(cfg.model.get("checkpoint") or cfg.model.name)
     # under torchrun a download or an unpack happens once per node (local rank 0), while the others wait
-    dataset = dist.local_rank_zero_first(lambda: build_dataset(cfg.dataset, None, cfg.get("skip_bad_images", False)))
+    dataset = dist.local_rank_zero_first(lambda: build_dataset(cfg.dataset, None, cfg.skip_bad_images))
     pset = resolve_prompts(cfg, dataset)
     classnames = resolve_classnames(cfg, pset, dataset)
     dataset.check_labels(len(classnames))
     # a descriptions file is read and mapped onto the label order before the model loads: a bad key fails first
     class_sets = resolve_class_prompt_sets(cfg.prompts, classnames, pset.templates, cache_root(cfg))
-    model = dist.local_rank_zero_first(lambda: load_configured_model(cfg.model, device, precision, cfg.get("cache_dir")))
+    model = dist.local_rank_zero_first(lambda: load_configured_model(cfg.model, device, precision, cfg.cache_dir))
     dataset.transform = model.transform
     return Setup(model, dataset, pset, classnames, device, precision, cache_root(cfg), class_sets)
 
@@ -200,12 +200,12 @@ def image_features(cfg: DictConfig, s: Setup, progress: bool = True) -> Features
     """Features of the whole dataset (on rank 0; None on other ranks), through the cache unless cache=false.
 
     A dataset none of whose images could be read is an error here, for every command that extracts features."""
-    chunk_size = int(cfg.get("chunk_size", 2048))
+    chunk_size = int(cfg.chunk_size)
     cache = None
     if s.cache_root is not None:
-        cache = ImageFeatureCache(s.cache_root, feature_key(s.model, s.dataset, cfg.dataset.get("split", "test")), chunk_size)
+        cache = ImageFeatureCache(s.cache_root, feature_key(s.model, s.dataset, cfg.dataset.split), chunk_size)
     feats = dist.extract_features_sharded(s.model, s.dataset, cache, cfg.batch_size, resolve_workers(cfg.num_workers),
-                                          s.device, chunk_size, progress, cfg.get("dist_shards", "balanced"))
+                                          s.device, chunk_size, progress, cfg.dist_shards)
     if feats is not None and len(feats.labels) == 0:
         raise DatasetError(f"No readable images in dataset {cfg.dataset.name!r} ({feats.skipped} skipped as unreadable)")
     # (-1 is a multi-label image with no positive; retrieval has no classes: its labels are the images' own indices)

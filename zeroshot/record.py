@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import os
 from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
@@ -17,6 +16,7 @@ import json
 import platform
 import subprocess
 from datetime import datetime
+from zeroshot.files import atomic_write
 
 if TYPE_CHECKING:  # annotations only: the pipeline builds Setup, records only read it
     from zeroshot.pipeline import Setup
@@ -36,7 +36,7 @@ def comparability(cfg: DictConfig, n_images: int, skipped: int) -> tuple[bool, s
     bench = cfg.dataset.get("benchmark")
     if not bench:
         return False, "no published benchmark for this dataset"
-    split = cfg.dataset.get("split", "test")
+    split = cfg.dataset.split
     if split != bench.split:
         return False, f"split={split}; published numbers use split={bench.split}"
     if n_images != bench.n_images or skipped:
@@ -61,7 +61,7 @@ def run_record(cfg: DictConfig, s: Setup, n_images: int, skipped: int) -> dict:
         "checkpoint": ident.checkpoint, "checkpoint_sha256": ident.sha256, "preprocess": ident.preprocess,
         "preprocess_from": ident.preprocess_from, "assumed": ident.assumed, "model_slug": model_slug(ident),
         "dataset": cfg.dataset.name, "dataset_label": dataset_label(cfg), "dataset_fingerprint": fp["digest"],
-        "dataset_fingerprint_kind": fp["kind"], "dataset_root": fp["root"], "split": cfg.dataset.get("split", "test"),
+        "dataset_fingerprint_kind": fp["kind"], "dataset_root": fp["root"], "split": cfg.dataset.split,
         "benchmark": OmegaConf.to_container(bench, resolve=True) if bench else None,
         "comparable": comparable, "not_comparable_reason": why,
         "prompts": name, "prompts_hash": phash, "prompts_label": f"{name}#{phash[:8]}",
@@ -80,7 +80,7 @@ def model_slug(ident) -> str:
 
 
 def run_dir_base(cfg: DictConfig, s: Setup, record: dict) -> Path:
-    return Path(cfg.get("results_dir", "results")) / slug(record["dataset_label"]) / record["model_slug"] / slug(record["prompts_label"])
+    return Path(cfg.results_dir) / slug(record["dataset_label"]) / record["model_slug"] / slug(record["prompts_label"])
 
 
 def slug(text: str) -> str:
@@ -145,9 +145,8 @@ def versions() -> dict:
 
 
 def write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_jsonable) + "\n")
-    os.replace(tmp, path)
+    with atomic_write(path, "w") as f:
+        f.write(json.dumps(obj, indent=2, default=_jsonable) + "\n")
 
 
 def _jsonable(x):

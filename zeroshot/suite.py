@@ -1,8 +1,8 @@
-"""Suites: a named list of models x datasets (configs/suite/*.yaml), run as one Hydra multirun, then reported.
+"""Suites: a named list of models x datasets (configs/suite/*.yaml), run as Hydra multiruns, then reported.
 
 Every (model, dataset) pair is checked first: a dataset that is not on disk (and may not be downloaded) or a
 model name that does not resolve is listed with the reason and skipped before anything is launched. The
-runnable pairs become one Hydra multirun over a generated `pair` config group (one file per pair, each
+runnable pairs become one Hydra multirun per task (classification, retrieval) over a generated `pair` config group (one file per pair, each
 overriding /model and /dataset), so any Hydra launcher runs them unchanged: the basic one (in sequence),
 `launcher=joblib` (local processes) or `launcher=submitit_slurm` (a cluster; `pip install "zeroshot[launchers]"`).
 The report is built once the multirun returns, from the suite's results directory. A pair that fails while it
@@ -19,6 +19,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from zeroshot.paths import config_dir
 from zeroshot.errors import ConfigError, DatasetError, UserError
+from zeroshot.log import log
 
 
 CONFIGS = config_dir()
@@ -49,7 +50,7 @@ def pair_overrides(cfg: DictConfig) -> list[str]:
     # a suite never downloads a dataset unless asked (download=true): a sweep that quietly fetches tens of GB is
     # a surprise; a missing dataset is listed and skipped instead
     return [f"results_dir={suite_results(cfg)}", f"dataset.download={str(bool(cfg.get('download', False))).lower()}",
-            *cfg.suite.get("overrides", []), *cfg.get("eval_overrides", [])]
+            *cfg.suite.get("overrides", []), *cfg.eval_overrides]
 
 
 def check_pairs(cfg: DictConfig) -> tuple[list[tuple[str, str]], list[dict]]:
@@ -102,20 +103,51 @@ def write_pair_group(folder: Path, pairs: list[tuple[str, str]]) -> list[str]:
     return names
 
 
+# the Hydra task each kind of dataset's jobs run as (__main__.COMMANDS), and the config it composes
+JOB_COMMANDS = {"classification": "suite-eval", "retrieval": "suite-retrieval"}
+
+
+def task_of(dataset: str) -> str:
+    """A dataset config's task (configs/dataset/<name>.yaml `task`; classification where it says none)."""
+    import yaml
+
+    return (yaml.safe_load((CONFIGS / "dataset" / f"{dataset}.yaml").read_text()) or {}).get("task") or "classification"
+
+
 def launch(cfg: DictConfig, pairs: list[tuple[str, str]]) -> int:
-    """One multirun over the pairs, through the chosen Hydra launcher; returns its exit code."""
+    """One multirun per task over its pairs, through the chosen Hydra launcher; returns the worst exit code."""
     launcher = cfg.get("launcher") or "basic"
     if launcher not in LAUNCHERS:
         raise ConfigError(f"Unknown launcher {launcher!r}. Choose one of: {', '.join(LAUNCHERS)}")
     results = suite_results(cfg)
     pairs_dir = results / ".pairs" / time.strftime("%Y-%m-%d_%H-%M-%S")
     names = write_pair_group(pairs_dir, pairs)
-    cmd = [sys.executable, "-m", "zeroshot", "suite-eval", "-m", f"+pair={','.join(names)}",
-           f"hydra.searchpath=[file://{pairs_dir.resolve()}]", *pair_overrides(cfg)]
-    if LAUNCHERS[launcher]:
-        cmd += [f"hydra/launcher={LAUNCHERS[launcher]}", *cfg.get("launcher_overrides", [])]
-    print(f"suite {cfg.suite.name}: launching {len(pairs)} jobs ({launcher} launcher)", flush=True)
-    return subprocess.run(cmd).returncode
+    by_task: dict[str, list[str]] = {}
+    for name, (_, dataset) in zip(names, pairs):
+        by_task.setdefault(task_of(dataset), []).append(name)
+    code = 0
+    for task, group in by_task.items():
+        cmd = [sys.executable, "-m", "zeroshot", JOB_COMMANDS[task], "-m", f"+pair={','.join(group)}",
+               f"hydra.searchpath=[file://{pairs_dir.resolve()}]", *pair_overrides(cfg)]
+        if LAUNCHERS[launcher]:
+            cmd += [f"hydra/launcher={LAUNCHERS[launcher]}", *cfg.launcher_overrides]
+        log.info("suite %s: launching %d %s jobs (%s launcher)", cfg.suite.name, len(group), task, launcher)
+        code = max(code, subprocess.run(cmd).returncode)
+    return code
+
+
+def job(run, cfg: DictConfig) -> dict:
+    """A suite's job: `run(cfg)`, whose failure is written down for the report instead of ending the multirun."""
+    try:
+        return run(cfg)
+    except Exception as e:  # noqa: BLE001 - every failure of a job is a line of the report, whatever it is
+        folder = Path(cfg.results_dir) / ".failures"
+        folder.mkdir(parents=True, exist_ok=True)
+        record = {"model": cfg.model.name, "checkpoint": cfg.model.get("checkpoint"), "dataset": cfg.dataset.name,
+                  "reason": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+        (folder / f"{time.time_ns()}.json").write_text(json.dumps(record))
+        log.warning("suite job failed: %s x %s: %s", record["dataset"], record["model"], record["reason"])
+        return {"failed": record}
 
 
 def run_suite(cfg: DictConfig) -> tuple[Path, list[dict]]:
@@ -125,7 +157,7 @@ def run_suite(cfg: DictConfig) -> tuple[Path, list[dict]]:
     skipped += [{"model": m, "dataset": task, "reason": f"not implemented: {why}"}
                 for task, why in (cfg.suite.get("not_implemented") or {}).items() for m in cfg.suite.models]
     for s in skipped:
-        print(f"suite {cfg.suite.name}: skipping {s['model']} x {s['dataset']}: {s['reason']}")
+        log.info("suite %s: skipping %s x %s: %s", cfg.suite.name, s["model"], s["dataset"], s["reason"])
     results = suite_results(cfg)
     if not runnable:
         raise DatasetError(f"Suite {cfg.suite.name!r}: nothing can run. " + " | ".join(

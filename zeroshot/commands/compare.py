@@ -19,7 +19,7 @@ def compare(cfg) -> dict:
     from zeroshot.record import make_run_dir
 
     runs = load_runs(list(cfg.inputs))
-    table, notes = reproducibility(runs, float(cfg.get("tolerance", 0.001)))
+    table, notes = reproducibility(runs, float(cfg.tolerance))
     c = cfg.compare
     comp = build_comparison(table, int(c.n_boot), int(c.seed), float(c.alpha), int(c.top_k))
     if not comp.rows:

@@ -18,8 +18,6 @@ from zeroshot.features.cache import Features
 from zeroshot.metrics.classification import benchmark_metrics, classification_metrics, topk_predictions
 from zeroshot.record import make_run_dir, write_json
 from zeroshot.plots import plot_confusion, plot_per_class
-import json
-import sys
 from zeroshot.pipeline import Setup
 from zeroshot.pipeline import classifier_weights
 from zeroshot.pipeline import image_features
@@ -27,6 +25,7 @@ from zeroshot.pipeline import prompt_count
 from zeroshot.record import run_dir_base
 from zeroshot.record import run_record
 from zeroshot.pipeline import prepare
+from zeroshot import suite
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -34,7 +33,7 @@ def evaluate(cfg: DictConfig) -> dict:
     start = time.perf_counter()
     calibration_run.check_config(cfg)
     s = prepare(cfg)
-    progress = cfg.get("progress", True) and dist.is_main()
+    progress = cfg.progress and dist.is_main()
 
     weights = classifier_weights(cfg, s, progress)  # [D, C]
     feats = image_features(cfg, s, progress)
@@ -50,7 +49,7 @@ def evaluate(cfg: DictConfig) -> dict:
     targets = {k: v[feats.indices.numpy()] for k, v in s.dataset.targets().items()}
     extra = benchmark_metrics(cfg.dataset, logits, feats.labels, targets)
     m.update({k: v for k, v in extra.items() if k == "top1"})
-    metric = cfg.dataset.get("metric", "top1")
+    metric = cfg.dataset.metric
     calib, curves = calibration_run.calibrate(cfg, s.model, weights, logits, feats.labels.numpy(), targets, held)
     wall = time.perf_counter() - start
     metrics = {
@@ -129,16 +128,5 @@ def write_outputs(run_dir: Path, cfg, s: Setup, feats: Features, logits: torch.T
 
 
 def evaluate_pair(cfg: DictConfig) -> dict:
-    """The suite's job: an eval whose failure is written down for the report instead of ending the multirun."""
-    from zeroshot.commands.retrieval import run_retrieval
-
-    try:
-        return (run_retrieval if cfg.dataset.get("task") == "retrieval" else evaluate)(cfg)
-    except Exception as e:  # noqa: BLE001 - every failure of a job is a line of the report, whatever it is
-        folder = Path(cfg.results_dir) / ".failures"
-        folder.mkdir(parents=True, exist_ok=True)
-        record = {"model": cfg.model.name, "checkpoint": cfg.model.get("checkpoint"), "dataset": cfg.dataset.name,
-                  "reason": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
-        (folder / f"{time.time_ns()}.json").write_text(json.dumps(record))
-        print(f"suite job failed: {record['dataset']} x {record['model']}: {record['reason']}", file=sys.stderr)
-        return {"failed": record}
+    """A suite's classification job (`zeroshot suite-eval`): a failure is recorded for the report, not raised."""
+    return suite.job(evaluate, cfg)

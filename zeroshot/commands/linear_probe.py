@@ -74,7 +74,7 @@ def linear_probe(cfg: DictConfig) -> dict:
     start = time.perf_counter()
     train_cfg = train_split_config(cfg)  # fails before any model is loaded
     s = prepare(cfg)
-    train_ds = build_dataset(train_cfg.dataset, s.model.transform, cfg.get("skip_bad_images", False))
+    train_ds = build_dataset(train_cfg.dataset, s.model.transform, cfg.skip_bad_images)
     test = image_features(cfg, s)
     train = image_features(train_cfg, dataclasses.replace(s, dataset=train_ds))
     x_tr, y_tr = train.features.numpy(), train.labels.numpy()

@@ -25,6 +25,7 @@ from zeroshot.experiments.templates import ensemble
 from zeroshot.experiments.templates import greedy_selection
 from zeroshot.metrics.classification import holm
 from zeroshot.experiments.templates import template_features
+from zeroshot.log import log
 
 
 def run_experiments(cfg: DictConfig) -> dict:
@@ -33,11 +34,11 @@ def run_experiments(cfg: DictConfig) -> dict:
     pset: PromptSet = s.prompts
     templates = pset.templates
     if len(templates) == 1:  # nothing to ensemble, select or leave out: say so rather than print empty tables
-        print(f"zeroshot prompts: note: the pool has a single template ({templates[0]!r}), so ensembling, leave-one-out "
+        log.info(f"note: the pool has a single template ({templates[0]!r}), so ensembling, leave-one-out "
               "and greedy selection are degenerate. Give a pool, e.g. prompts=imagenet, prompts=cifar10 or "
               "prompts.templates='[...]'.")
     tcache = text_cache(s)
-    feats_img = image_features(cfg, s, cfg.get("progress", True))
+    feats_img = image_features(cfg, s, cfg.progress)
     image = F.normalize(feats_img.features, dim=-1)  # [N, D]
     labels = feats_img.labels
     n = len(labels)

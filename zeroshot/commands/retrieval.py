@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import logging
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -30,17 +29,8 @@ from zeroshot.record import make_run_dir, write_json
 from zeroshot.data.retrieval import build_retrieval_dataset, caption_lists
 from zeroshot.metrics.retrieval import retrieve
 from zeroshot.models.sources import check_name
+from zeroshot import suite
 
-log = logging.getLogger("zeroshot")
-
-
-def console() -> None:
-    """Messages on stdout, once: Hydra's quiet config installs no handler, and a summary line is not a warning."""
-    if not log.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
 
 
 def captions_hash(captions: list[list[str]]) -> str:
@@ -66,14 +56,14 @@ class RetrievalSetup(Setup):
 
 def prepare(cfg: DictConfig) -> RetrievalSetup:
     """evaluate.prepare's checks and loading, for a dataset of images and captions."""
-    torch.manual_seed(cfg.get("seed", 0))
-    device = resolve_device(cfg.get("device", "auto"))
-    if cfg.get("threads"):
+    torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
-    precision = resolve_precision(cfg.get("precision"), device)
+    precision = resolve_precision(cfg.precision, device)
     check_name(cfg.model.get("checkpoint") or cfg.model.name)
-    dataset = dist.local_rank_zero_first(lambda: build_retrieval_dataset(cfg.dataset, cfg.get("skip_bad_images", False)))
-    model = dist.local_rank_zero_first(lambda: load_configured_model(cfg.model, device, precision, cfg.get("cache_dir")))
+    dataset = dist.local_rank_zero_first(lambda: build_retrieval_dataset(cfg.dataset, cfg.skip_bad_images))
+    model = dist.local_rank_zero_first(lambda: load_configured_model(cfg.model, device, precision, cfg.cache_dir))
     dataset.transform = model.transform
     captions = caption_lists(dataset)
     pset = PromptSet("captions", [], [], f"the captions of {cfg.dataset.name}")
@@ -94,9 +84,8 @@ def encode_captions(cfg: DictConfig, s: RetrievalSetup, progress: bool) -> torch
 def run_retrieval(cfg: DictConfig) -> dict:
     """Run one retrieval evaluation and write its results directory; returns the metrics dict."""
     start = time.perf_counter()
-    console()
     s = prepare(cfg)
-    progress = cfg.get("progress", True) and dist.is_main()
+    progress = cfg.progress and dist.is_main()
     text_feats = encode_captions(cfg, s, progress)
     feats = image_features(cfg, s, progress)
     chash = captions_hash(s.captions)
@@ -133,12 +122,11 @@ def run_retrieval(cfg: DictConfig) -> dict:
         shutil.rmtree(run_dir, ignore_errors=True)  # a half-written run must not look like a result
         raise
     metrics["run_dir"] = str(run_dir)
-    log.info("%s | %s (%s, sha256 %s) | %s captions of %s images | image->text R@1 %.2f%%  text->image R@1 %.2f%%  "
-                "%s %.2f%% | %.1fs -> %s", metrics["dataset_label"], metrics["model"], metrics["architecture"],
-                metrics["checkpoint_sha256"][:12], metrics["n_captions"], metrics["n_images"],
-                100 * recalls.get("text_retrieval_recall@1", float("nan")),
-                100 * recalls.get("image_retrieval_recall@1", float("nan")), metric, 100 * metrics["main_metric"],
-                metrics["wall_seconds"], run_dir)
+    print(f"{metrics['dataset_label']} | {metrics['model']} ({metrics['architecture']}, sha256 "
+          f"{metrics['checkpoint_sha256'][:12]}) | {metrics['n_captions']} captions of {metrics['n_images']} images | "
+          f"image->text R@1 {100 * recalls['text_retrieval_recall@1']:.2f}%  "
+          f"text->image R@1 {100 * recalls['image_retrieval_recall@1']:.2f}%  {metric} {100 * metrics['main_metric']:.2f}% | "
+          f"{metrics['wall_seconds']:.1f}s -> {run_dir}")
     return metrics
 
 
@@ -164,3 +152,8 @@ def write_outputs(run_dir: Path, cfg, s: RetrievalSetup, positions: list[int], o
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "prompts"]),
                                                            resolve=True))
     write_json(run_dir / "metrics.json", metrics)  # last: its presence marks the run complete
+
+
+def retrieval_pair(cfg: DictConfig) -> dict:
+    """A suite's retrieval job (`zeroshot suite-retrieval`): a failure is recorded for the report, not raised."""
+    return suite.job(run_retrieval, cfg)

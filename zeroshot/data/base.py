@@ -132,7 +132,7 @@ def missing_data(cfg, root: Path, why: str, url: str | None = None) -> DatasetEr
     if cfg.get("download") and ("urlopen" in why or "URLError" in why or "Error downloading" in why):
         fix = (f"The download{f' of {url}' if url else ''} failed (is this machine offline?): fetch the files on a "
                "machine with internet and put them under that path, or set dataset.root=PATH to where they are.")
-    elif cfg.get("downloadable", True):
+    elif cfg.downloadable:
         fix = "Set dataset.root=PATH to where it is, or dataset.download=true to fetch it."
     else:
         fix = "Set dataset.root=PATH to where it is."

@@ -67,7 +67,7 @@ def _check_folders(cfg, folder: Path, found: list[str], expected: list[str]) -> 
 
 def _imagenet(cfg) -> tuple[Dataset, list[str] | None]:
     root = Path(cfg.root).expanduser()
-    split = {"test": "val", "val": "val", "train": "train"}.get(cfg.get("split", "test"))
+    split = {"test": "val", "val": "val", "train": "train"}.get(cfg.split)
     if split is None:
         raise DatasetError(f"Dataset 'imagenet' has no split {cfg.split!r}. Available splits: test (= val), val, train")
     if (root / "meta.bin").is_file() or (root / "ILSVRC2012_devkit_t12.tar.gz").is_file():

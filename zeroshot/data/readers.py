@@ -18,6 +18,8 @@ from zeroshot.files import read_text
 from zeroshot.prompts.sets import read_classnames
 from zeroshot.data.base import EvalDataset
 from zeroshot.data.base import missing_data
+from zeroshot.files import atomic_write
+from zeroshot.log import log
 
 
 def _idx_class(cls: type, root: Path, train: bool) -> tuple[type, Path]:
@@ -43,18 +45,9 @@ def _idx_class(cls: type, root: Path, train: bool) -> tuple[type, Path]:
             continue
         for candidate in (source / cls.__name__ / "raw" / f"{name}.gz", source / name, source / f"{name}.gz"):
             if candidate.is_file():
-                import tempfile
-
-                raw.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=raw, prefix=f".{name}.", suffix=".tmp")  # unique per process
                 opener = gzip.open if candidate.suffix == ".gz" else open
-                try:
-                    with opener(candidate, "rb") as src, os.fdopen(fd, "wb") as dst:
-                        shutil.copyfileobj(src, dst)
-                    os.replace(tmp, raw / name)
-                finally:
-                    if os.path.exists(tmp):
-                        os.unlink(tmp)
+                with opener(candidate, "rb") as src, atomic_write(raw / name) as dst:
+                    shutil.copyfileobj(src, dst)
                 break
 
     def _check_exists(self) -> bool:
@@ -65,7 +58,7 @@ def _idx_class(cls: type, root: Path, train: bool) -> tuple[type, Path]:
 
 def _torchvision(cfg) -> tuple[Dataset, list[str] | None]:
     cls = getattr(tvd, cfg.target)
-    split = cfg.get("split", "test")
+    split = cfg.split
     splits = cfg.get("splits") or {}
     if split not in splits:
         raise DatasetError(f"Dataset {cfg.name!r} has no split {split!r}. Available splits: {', '.join(splits)}")
@@ -80,7 +73,7 @@ def _torchvision(cfg) -> tuple[Dataset, list[str] | None]:
     if issubclass(cls, tvd.MNIST) and root.is_dir():
         cls, root = _idx_class(cls, root, kwargs.get("train", False))
     try:
-        ds = cls(root=str(root), download=bool(cfg.get("download", False)), **kwargs)
+        ds = cls(root=str(root), download=bool(cfg.download), **kwargs)
     except (RuntimeError, FileNotFoundError, OSError) as e:
         raise missing_data(cfg, root, f"{type(e).__name__}: {e}", getattr(cls, "url", None)) from e
     classes = getattr(ds, "classes", None) or getattr(ds, "categories", None)
@@ -131,7 +124,7 @@ def _csv(cfg) -> tuple[Dataset, list[str] | None]:
         table = pd.read_csv(io.StringIO(read_text(path, f"CSV {path}")))
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         raise DatasetError(f"CSV {path} cannot be parsed: {str(e).strip().splitlines()[0]}") from None
-    cols = [cfg.get("path_column", "path"), cfg.get("label_column", "label")]
+    cols = [cfg.path_column, cfg.label_column]
     for col in cols:
         if col not in table.columns:
             raise DatasetError(f"CSV {path} has no column {col!r}. Its columns: {', '.join(table.columns)}")
@@ -167,9 +160,9 @@ def _wds(cfg) -> tuple[Dataset, list[str] | None]:
             raise DatasetError(f"Dataset {cfg.name!r} ({cfg.get('split', 'test')} split) not found under {root}: no such "
                                f"folder. Expected layout: {cfg.get('layout') or 'CLIP_benchmark webdataset'} Set "
                                f"dataset.root=DIR to a local copy{fix}.")
-    ds = WebDataset(root, cfg.get("split", "test"), bool(cfg.get("skip_bad_images", False)))
+    ds = WebDataset(root, cfg.split, bool(cfg.skip_bad_images))
     for problem in ds.problems:
-        print(f"zeroshot: skipping: {problem}")
+        log.warning("skipping: %s", problem)
     return ds, ds.classes
 
 
@@ -201,7 +194,7 @@ def build_dataset(cfg, transform: Callable | None = None, skip_bad_images: bool 
             and not Path(root).expanduser().exists()):
         with open_dict(cfg):  # not on disk: its CLIP_benchmark webdataset, through the Hugging Face cache
             cfg.root = f"hf-hub:{cfg.hub}"
-    if kind != "wds" and cfg.get("root") and is_wds(cfg.root, cfg.get("split", "test")):
+    if kind != "wds" and cfg.get("root") and is_wds(cfg.root, cfg.split):
         kind = "wds"  # any named dataset also reads from its CLIP_benchmark webdataset
     with open_dict(cfg):
         cfg.skip_bad_images = skip_bad_images
@@ -214,13 +207,13 @@ def build_dataset(cfg, transform: Callable | None = None, skip_bad_images: bool 
         raise DatasetError(f"Dataset {cfg.name!r} under {cfg.get('root') or cfg.get('path')} has no images.")
     patterns = cfg.get("fingerprint_files") or []
     if hasattr(patterns, "keys"):  # per split
-        patterns = patterns.get(cfg.get("split", "test")) or []
+        patterns = patterns.get(cfg.split) or []
     patterns = list(patterns)
-    extra = {"split": cfg.get("split", "test")}
+    extra = {"split": cfg.split}
     root = getattr(source, "root", None) or cfg.get("root")
     if cfg.kind == "csv":  # the CSV is the annotation file; which columns are read changes the labels
         patterns.append(str(Path(cfg.path).expanduser().resolve()))
-        extra.update(path_column=cfg.get("path_column", "path"), label_column=cfg.get("label_column", "label"),
+        extra.update(path_column=cfg.path_column, label_column=cfg.label_column,
                      classnames=classes)
         root = cfg.get("root") or Path(cfg.path).expanduser().resolve().parent
     ds = EvalDataset(source, classes, cfg.name, skip_bad_images, root, patterns, extra)

@@ -13,15 +13,14 @@ image i are `dataset.source.captions[i]`, every one of them kept.
 from __future__ import annotations
 
 import json
-import logging
 import tarfile
 from pathlib import Path
 
 from zeroshot.errors import DatasetError
 from zeroshot.paths import HF_PREFIX
 from zeroshot.data.wds import IMAGE_EXTENSIONS, Sample, WebDataset, fetch_from_hub
+from zeroshot.log import log
 
-log = logging.getLogger("zeroshot")
 DATASET_TYPE = "dataset_type.txt"
 
 
@@ -147,7 +146,7 @@ def build_retrieval_dataset(cfg, skip_bad_images: bool = False):
     if cfg.get("task") != "retrieval":
         raise DatasetError(f"Dataset {cfg.name!r} is not an image-text retrieval set: `zeroshot retrieval` takes "
                            f"dataset={'|'.join(retrieval_datasets())}; classification sets run with `zeroshot eval`")
-    split, root = cfg.get("split", "test"), str(cfg.get("root") or "")
+    split, root = cfg.split, str(cfg.get("root") or "")
     json_path = Path(root).expanduser() / str(cfg.get("karpathy_json") or "")
     if (cfg.get("hub") and cfg.get("download") and not root.startswith(HF_PREFIX) and not is_wds(root, split)
             and not json_path.is_file()):

@@ -9,7 +9,6 @@ per_class_descriptions.csv/.png, description_texts.csv, description_selection.cs
 """
 from __future__ import annotations
 
-import logging
 
 import numpy as np
 import pandas as pd
@@ -20,7 +19,6 @@ from zeroshot.classifier import ClassTexts, aggregate_features, check_aggregate,
 from zeroshot.classifier import logits as score
 from zeroshot.metrics.classification import bootstrap_ci, bootstrap_indices, classification_metrics, paired_bootstrap_pvalue
 
-log = logging.getLogger("zeroshot")
 REFERENCE = "templates"  # the row every other set is tested against: the template ensemble
 
 

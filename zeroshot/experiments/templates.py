@@ -14,7 +14,7 @@ from zeroshot.classifier import encode_prompts
 def template_features(model, classnames: list[str], templates: list[str], cfg, cache) -> torch.Tensor:
     """Normalized text features [T, C, D] of every template filled with every class name."""
     prompts = [t.replace("{}", c) for t in templates for c in classnames]
-    feats = encode_prompts(model, prompts, cfg.text_batch_size, cfg.get("progress", True), cache)  # [T*C, D]
+    feats = encode_prompts(model, prompts, cfg.text_batch_size, cfg.progress, cache)  # [T*C, D]
     return feats.view(len(templates), len(classnames), -1)  # [T, C, D]
 
 

@@ -20,11 +20,12 @@ import json
 import os
 import re
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 import torch
+from zeroshot.files import atomic_write
+from zeroshot.log import log
 
 
 def model_key(model) -> dict:
@@ -40,16 +41,9 @@ def cache_key(parts: dict) -> str:
 
 
 def atomic_save(obj, path: Path) -> None:
-    """torch.save to a temp file in the same directory, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """torch.save, whole or not at all (files.atomic_write): readers never see half a file."""
+    with atomic_write(path) as f:
+        torch.save(obj, f)
 
 
 def unwritable_reason(e: BaseException) -> str:
@@ -76,7 +70,7 @@ class CacheWriter:
             return True
         except (OSError, RuntimeError) as e:
             self.writable = False
-            print(f"zeroshot: warning: the {self.what} at {self.folder} cannot be written ({unwritable_reason(e)}); "
+            log.warning(f"the {self.what} at {self.folder} cannot be written ({unwritable_reason(e)}); "
                   "this run goes on without caching it", file=sys.stderr, flush=True)
             return False
 
@@ -161,7 +155,7 @@ class ImageFeatureCache:
             and len(entry["indices"]) + int(entry["skipped"]) == stop - start
         )
         if not ok:
-            print(f"zeroshot: cache entry {path} is corrupt or from other settings; recomputing it")
+            log.warning("cache entry %s is corrupt or from other settings; recomputing it", path)
             return None
         return entry
 
@@ -173,15 +167,9 @@ class ImageFeatureCache:
             self.dir.mkdir(parents=True, exist_ok=True)
             meta = self.dir / "meta.json"
             if not meta.exists():  # several ranks may get here at once: each writes its own temp file
-                fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".meta.", suffix=".tmp")
-                try:
-                    with os.fdopen(fd, "w") as f:
-                        f.write(json.dumps({"key": self.key, "parts": self.parts, "chunk_size": self.chunk_size},
-                                           indent=1, default=str))
-                    os.replace(tmp, meta)
-                finally:
-                    if os.path.exists(tmp):
-                        os.unlink(tmp)
+                with atomic_write(meta, "w") as f:
+                    f.write(json.dumps({"key": self.key, "parts": self.parts, "chunk_size": self.chunk_size},
+                                       indent=1, default=str))
 
         self.writer.write(write)
 
@@ -231,7 +219,7 @@ class TextCache:
                     self._table.update(zip(entry["prompts"], entry["features"]))
                     self._files.append(path)
                 elif path.exists():
-                    print(f"zeroshot: text cache file {path} is corrupt or from another model; ignoring it")
+                    log.warning("text cache file %s is corrupt or from another model; ignoring it", path)
         return self._table
 
     def get(self, prompts: list[str]) -> dict[str, torch.Tensor]:

@@ -29,24 +29,6 @@ SHAPE_FIELDS = ("embed_dim", "image_resolution", "vision_layers", "vision_width"
 METADATA_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 
-def _text(width: int, heads: int) -> dict:
-    return dict(transformer_width=width, transformer_heads=heads, transformer_layers=12)
-
-
-# The nine released OpenAI architectures (QuickGELU, 64-dim heads), by OpenAI's names.
-ARCHITECTURES: dict[str, CLIPConfig] = {
-    "RN50": CLIPConfig(1024, 224, (3, 4, 6, 3), 64, None, **_text(512, 8)),
-    "RN101": CLIPConfig(512, 224, (3, 4, 23, 3), 64, None, **_text(512, 8)),
-    "RN50x4": CLIPConfig(640, 288, (4, 6, 10, 6), 80, None, **_text(640, 10)),
-    "RN50x16": CLIPConfig(768, 384, (6, 8, 18, 8), 96, None, **_text(768, 12)),
-    "RN50x64": CLIPConfig(1024, 448, (3, 15, 36, 10), 128, None, **_text(1024, 16)),
-    "ViT-B/32": CLIPConfig(512, 224, 12, 768, 32, **_text(512, 8)),
-    "ViT-B/16": CLIPConfig(512, 224, 12, 768, 16, **_text(512, 8)),
-    "ViT-L/14": CLIPConfig(768, 224, 24, 1024, 14, **_text(768, 12)),
-    "ViT-L/14@336px": CLIPConfig(768, 336, 24, 1024, 14, **_text(768, 12)),
-}
-
-
 @functools.lru_cache()
 def openclip_models() -> dict[str, dict]:
     return json.loads(OPENCLIP_MODELS.read_text())

@@ -6,7 +6,6 @@ and the preprocessing. Facts the weights do not carry are taken from the user, e
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from zeroshot.models.precision import DTYPES, PRECISIONS, convert_weights, resol
 from zeroshot.models.registry import MODELS, OPENAI_PREPROCESS, OPENAI_SHA256, Source, canonical_name
 from zeroshot.models.sources import resolve
 from zeroshot.models.transforms import Preprocess, image_transform
+from zeroshot.log import log
 
 __all__ = ["load", "load_model", "canonical_name", "MODELS", "CheckpointError",
            "default_cache_dir", "resolve_precision", "PRECISIONS"]
@@ -52,7 +52,7 @@ class Identity:
 
 
 def _note(message: str) -> None:
-    print(f"zeroshot: {message}", file=sys.stderr)
+    log.warning(message)
 
 
 def _same_arch(expected: str, actual: str) -> bool:
@@ -61,9 +61,9 @@ def _same_arch(expected: str, actual: str) -> bool:
 
     openai = canonical_name(expected)
     if openai:  # "ViT-B/32" in a model config means the ViT-B-32 architecture
-        from zeroshot.models.registry import _OPENAI
+        from zeroshot.models.registry import OPENAI_NAMES
 
-        expected = _OPENAI[openai][2]
+        expected = OPENAI_NAMES[openai]
     return key(expected) == key(actual)
 
 

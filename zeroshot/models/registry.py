@@ -1,13 +1,11 @@
-"""Where weights come from: a name or path becomes a weights file, the config that came with it, and who it is.
+"""The release table: every set of published weights zeroshot can name, and what each one is.
 
-What can be named:
-- OpenAI's nine releases ("ViT-B/32", or "ViT-B-32"), downloaded into the verified cache;
-- open_clip's pretrained tags, "ARCH/TAG" (e.g. "ViT-B-32/laion2b_s34b_b79k"), resolved through
-  zeroshot/reference/openclip_pretrained.csv (generated from open_clip's registry, with each tag's activation);
-- "hf-hub:ORG/REPO[@REVISION]", through huggingface_hub (its cache, HF_HUB_OFFLINE, HF_ENDPOINT);
-- a local file (any format checkpoint.read_file reads) or a model folder: open_clip's Hub layout
-  (open_clip_config.json + open_clip_model.safetensors / open_clip_pytorch_model.bin) or a transformers
-  save_pretrained folder (config.json + model.safetensors / pytorch_model.bin + preprocessor_config.json).
+One table, `zeroshot/reference/openclip_pretrained.csv` (generated from open_clip's registry by
+tools/make_openclip_tables.py): each ARCH/TAG with its Hub repo or URL, the activation it was trained with and
+its preprocessing. OpenAI's nine releases are its `openai` rows; the names OpenAI gave them ("ViT-B/32",
+`clip.available_models()`) are the one fact the table lacks, so they live here, and their URLs and sha256s
+come from the table (the sha256 is a path segment of each URL).
+Also here: `Source`, what is known about a set of weights once a name or path is resolved (models/sources.py).
 """
 from __future__ import annotations
 
@@ -17,38 +15,35 @@ import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
 from zeroshot.paths import REFERENCE
 
-
-_OPENAI_BASE = "https://openaipublic.azureedge.net/clip/models"
-
-
-# OpenAI's names -> (sha256, file name, open_clip architecture); the sha256 is also a path segment of the URL.
-_OPENAI = {
-    "RN50": ("afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762", "RN50.pt", "RN50"),
-    "RN101": ("8fa8567bab74a42d41c5915025a8e4538c3bdbe8804a470a72f30b0d94fab599", "RN101.pt", "RN101"),
-    "RN50x4": ("7e526bd135e493cef0776de27d5f42653e6b4c8bf9e0f653bb11773263205fdd", "RN50x4.pt", "RN50x4"),
-    "RN50x16": ("52378b407f34354e150460fe41077663dd5b39c54cd0bfd2b27167a4a06ec9aa", "RN50x16.pt", "RN50x16"),
-    "RN50x64": ("be1cfb55d75a9666199fb2206c106743da0f6468c9d327f3e0d0a543a9919d9c", "RN50x64.pt", "RN50x64"),
-    "ViT-B/32": ("40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af", "ViT-B-32.pt", "ViT-B-32"),
-    "ViT-B/16": ("5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f", "ViT-B-16.pt", "ViT-B-16"),
-    "ViT-L/14": ("b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836", "ViT-L-14.pt", "ViT-L-14"),
-    "ViT-L/14@336px": ("3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02", "ViT-L-14-336px.pt", "ViT-L-14-336"),
-}
-
-
-MODELS: dict[str, tuple[str, str]] = {name: (f"{_OPENAI_BASE}/{sha}/{file}", sha) for name, (sha, file, _) in _OPENAI.items()}
-
-
-# A file with one of these hashes is that OpenAI release, whatever it is called on disk.
-OPENAI_SHA256 = {sha: f"{arch}/openai" for _, (sha, _, arch) in _OPENAI.items()}
-
-
 PRETRAINED = REFERENCE / "openclip_pretrained.csv"
-
-
+# OpenAI's names for its releases -> the open_clip architecture whose `openai` row holds the weights
+OPENAI_NAMES = {"RN50": "RN50", "RN101": "RN101", "RN50x4": "RN50x4", "RN50x16": "RN50x16", "RN50x64": "RN50x64",
+                "ViT-B/32": "ViT-B-32", "ViT-B/16": "ViT-B-16", "ViT-L/14": "ViT-L-14", "ViT-L/14@336px": "ViT-L-14-336"}
 OPENAI_PREPROCESS = {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711],
                      "interpolation": "bicubic", "resize_mode": "shortest"}
+
+
+@functools.lru_cache()
+def pretrained_tags() -> dict[tuple[str, str], dict]:
+    with open(PRETRAINED, newline="") as f:
+        return {(r["arch"], r["tag"]): r for r in csv.DictReader(f)}
+
+
+def _openai_release(arch: str) -> tuple[str, str]:
+    """(URL, sha256) of OpenAI's weights for an architecture, from its `openai` row of the table."""
+    url = pretrained_tags()[(arch, "openai")]["url"]
+    sha = url.rstrip("/").split("/")[-2]
+    assert re.fullmatch(r"[0-9a-f]{64}", sha), f"no sha256 in OpenAI's URL for {arch}: {url}"
+    return url, sha
+
+
+# OpenAI name -> (URL, sha256)
+MODELS: dict[str, tuple[str, str]] = {name: _openai_release(arch) for name, arch in OPENAI_NAMES.items()}
+# A file with one of these hashes is that OpenAI release, whatever it is called on disk.
+OPENAI_SHA256 = {sha: f"{OPENAI_NAMES[name]}/openai" for name, (_, sha) in MODELS.items()}
 
 
 @dataclass
@@ -82,12 +77,6 @@ def canonical_name(name: str) -> str | None:
         return s.lower().replace("/", "-").replace("@", "-")
 
     return {key(n): n for n in MODELS}.get(key(name))
-
-
-@functools.lru_cache()
-def pretrained_tags() -> dict[tuple[str, str], dict]:
-    with open(PRETRAINED, newline="") as f:
-        return {(r["arch"], r["tag"]): r for r in csv.DictReader(f)}
 
 
 def _tag_key(s: str) -> str:

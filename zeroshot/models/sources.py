@@ -18,7 +18,7 @@ from zeroshot.paths import HF_PREFIX
 from zeroshot.models.registry import MODELS
 from zeroshot.models.registry import OPENAI_PREPROCESS
 from zeroshot.models.registry import Source
-from zeroshot.models.registry import _OPENAI
+from zeroshot.models.registry import OPENAI_NAMES
 from zeroshot.models.hub import _hub
 from zeroshot.models.hub import _hub_weights
 from zeroshot.models.registry import _row_preprocess
@@ -69,7 +69,7 @@ def _openai(name: str, download_root) -> Source:
     from zeroshot.files import download
 
     url, sha = MODELS[name]
-    arch = _OPENAI[name][2]
+    arch = OPENAI_NAMES[name]
     return Source("openai", f"{arch}/openai", url, weights=download(url, sha, download_root), release=f"{arch}/openai",
                   activation="quick_gelu", activation_from=f"OpenAI's {name} release",
                   preprocess=dict(OPENAI_PREPROCESS), preprocess_from=f"OpenAI's {name} release")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import logging
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -29,8 +28,8 @@ from pathlib import Path
 from zeroshot.errors import CheckpointError, PromptError
 from zeroshot.files import decode_text
 from zeroshot.paths import REFERENCE
+from zeroshot.log import log
 
-log = logging.getLogger("zeroshot")
 
 MODES = ("sentences", "descriptors")  # CuPL: each text is a prompt; DCLIP: each text goes through a pattern
 COMBINE = ("replace", "add")  # the descriptions alone, or pooled with the template prompts (CuPL's "CuPL + e")

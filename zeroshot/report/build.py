@@ -20,6 +20,7 @@ from zeroshot.report.runs import load_runs
 from zeroshot.report.tables import not_run_lines
 from zeroshot.report.runs import reproducibility
 from zeroshot.report.tables import markdown
+from zeroshot.log import log
 
 
 def build_report(cfg: DictConfig, inputs: list | None = None, not_run: list[dict] | None = None) -> dict:
@@ -39,7 +40,7 @@ def build_report(cfg: DictConfig, inputs: list | None = None, not_run: list[dict
                 raise
             return retrieval_report.retrieval_only_report(cfg, retrieval_runs, not_run)
     for w in caught:
-        print(f"warning: {w.message}")
+        log.warning("%s", w.message)
     table, notes = reproducibility(runs, float(cfg.tolerance))
     table = add_linear_probe(add_published(table, float(cfg.delta_threshold)), runs)
     out = make_run_dir(cfg.output_dir)
@@ -74,7 +75,7 @@ def build_report(cfg: DictConfig, inputs: list | None = None, not_run: list[dict
             f"<li>{html.escape(n['model'])} x {html.escape(n['dataset'])}: {html.escape(n['reason'])}</li>" for n in not_run) + "</ul>"
     (out / "report.html").write_text(html_page(table, notes, images, cfg.delta_threshold, extra_html))
     for n in notes:
-        print(f"warning: {n}")
+        log.warning("%s", n)
     summary = table[["model", "dataset_label", "prompts_label", "top1", "published", "delta", "flag"]].copy()
     summary["top1"] = (100 * summary["top1"]).round(2)
     print(summary.to_string(index=False, na_rep=""))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -18,7 +17,6 @@ from zeroshot.metrics import paired as cmp
 from zeroshot.errors import ReportError
 
 
-log = logging.getLogger("zeroshot")
 
 
 IMAGES = ["dataset_fingerprint", "split"]
@@ -185,8 +183,8 @@ def report_section(table: pd.DataFrame, cfg, out: Path) -> tuple[list[str], str,
     from zeroshot.report.compare_render import calibration_html, calibration_markdown, calibration_rows, difference_figures, html_section, markdown_lines
 
     c = cfg.get("compare") or {}
-    comp = build_comparison(table, int(c.get("n_boot", 1000)), int(c.get("seed", 0)), float(c.get("alpha", 0.05)),
-                            int(c.get("top_k", 5)))
+    comp = build_comparison(table, int(c.n_boot), int(c.seed), float(c.alpha),
+                            int(c.top_k))
     figures = difference_figures(comp, out)
     calib = calibration_rows(table)
     return (markdown_lines(comp, figures) + calibration_markdown(calib), html_section(comp) + calibration_html(calib), figures)
