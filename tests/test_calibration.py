@@ -167,7 +167,8 @@ def test_siglip_style_model_records_sigmoid(tmp_path, tiny_vit):
 
     logits = np.random.default_rng(1).normal(size=(40, 4)) * 5 - 10
     labels = np.arange(40) % 4
-    out, curves = calibrate(OmegaConf.create({"calibration": {"temperature": None}}), Sig(), None, logits, labels, {})
+    out, curves = calibrate(OmegaConf.create({"seed": 0, "calibration": {"temperature": None, "split": None, "fraction": 0.2}}),
+                             Sig(), None, logits, labels, {})
     assert out["probability"] == "sigmoid_renormalized"
     assert out["ece"] == pytest.approx(brute_ece(brute_probs(logits, "sigmoid"), labels), abs=1e-12)
     out, _ = calibrate(OmegaConf.create({}), Sig(), None, logits, labels, {"multilabel": np.zeros((40, 4))})

@@ -25,9 +25,8 @@ TEMPERATURE_CHOICES = (None, "fit")
 
 
 def settings(cfg: DictConfig) -> dict:
-    c = cfg.get("calibration") or {}
-    return {"temperature": c.temperature, "split": c.split, "fraction": float(c.fraction),
-            "seed": int(c.get("seed", cfg.seed))}
+    c = cfg.calibration
+    return {"temperature": c.temperature, "split": c.split, "fraction": float(c.fraction), "seed": int(cfg.seed)}
 
 
 def check_config(cfg: DictConfig) -> None:

@@ -49,7 +49,7 @@ def cache_root(cfg: DictConfig) -> Path | None:
 def resolve_prompts(cfg: DictConfig, dataset: EvalDataset | None = None) -> PromptSet:
     """The prompt set: a named one, a file, or (`from_dataset`) the class names and templates a webdataset ships."""
     p = cfg.prompts
-    name = p.get("name") or cfg.dataset.get("prompts", "simple")
+    name = p.name or cfg.dataset.prompts
     if name == "from_dataset" and not p.get("file"):
         templates = list(p.templates) if p.get("templates") else getattr(dataset, "shipped_templates", None)
         if not dataset or not dataset.classes or not templates:

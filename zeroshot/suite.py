@@ -50,7 +50,7 @@ def pair_overrides(cfg: DictConfig) -> list[str]:
     # a suite never downloads a dataset unless asked (download=true): a sweep that quietly fetches tens of GB is
     # a surprise; a missing dataset is listed and skipped instead
     return [f"results_dir={suite_results(cfg)}", f"dataset.download={str(bool(cfg.get('download', False))).lower()}",
-            *cfg.suite.get("overrides", []), *cfg.eval_overrides]
+            *cfg.suite.overrides, *cfg.eval_overrides]
 
 
 def check_pairs(cfg: DictConfig) -> tuple[list[tuple[str, str]], list[dict]]:

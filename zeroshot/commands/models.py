@@ -19,11 +19,11 @@ def rows() -> list[tuple[str, str, str, str]]:
     out = [(name, "quick_gelu", "zeroshot", "OpenAI (verified sha256)") for name in MODELS]
     with open(PRETRAINED, newline="") as f:
         for r in csv.DictReader(f):
-            cfg = models.get(r["arch"], {})
-            beyond = cfg.get("vision_cfg", {}).get("timm_model_name") or cfg.get("text_cfg", {}).get("hf_model_name") \
-                or "multimodal_cfg" in cfg
+            arch_cfg = models.get(r["arch"], {})
+            beyond = arch_cfg.get("vision_cfg", {}).get("timm_model_name") or arch_cfg.get("text_cfg", {}).get("hf_model_name") \
+                or "multimodal_cfg" in arch_cfg
             runner = "open_clip backend" if beyond else (
-                "zeroshot (open_clip's tokenizer)" if cfg.get("text_cfg", {}).get("hf_tokenizer_name") else "zeroshot")
+                "zeroshot (open_clip's tokenizer)" if arch_cfg.get("text_cfg", {}).get("hf_tokenizer_name") else "zeroshot")
             out.append((f"{r['arch']}/{r['tag']}", r["activation"], runner,
                         f"hf-hub:{r['hf_hub'].rstrip('/')}" if r["hf_hub"] else r["url"]))
     for path in sorted((config_dir() / "model").glob("*.yaml")):

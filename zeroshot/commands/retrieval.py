@@ -105,9 +105,9 @@ def run_retrieval(cfg: DictConfig) -> dict:
     keep = torch.tensor([int(o) in row for o in owner], dtype=torch.bool)
     text_image = torch.tensor([row[int(o)] for o in owner[keep]], dtype=torch.long)
     result = retrieve(feats.features, text_feats[keep], text_image, cfg.get("similarity_block"), s.device)
-    ks = tuple(int(k) for k in cfg.dataset.get("recall_at", (1, 5, 10)))
+    ks = tuple(int(k) for k in cfg.dataset.recall_at)
     recalls = result.recalls(ks)
-    metric = cfg.dataset.get("metric", "mean_recall@1")
+    metric = cfg.dataset.metric
     metrics = {
         "kind": "retrieval", **recalls, "metric": metric, "main_metric": recalls[metric], **record,
         "n_images": len(positions), "n_captions": int(keep.sum()), "captions_dropped": int((~keep).sum()),

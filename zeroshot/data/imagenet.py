@@ -139,7 +139,7 @@ def _objectnet(cfg) -> tuple[Dataset, list[str]]:
     if absent:
         raise missing_data(cfg, base / "images", f"{len(absent)} of the {len(folders)} mapped class folders are missing "
                        f"(e.g. {absent[:3]})")
-    ds = _ObjectNet(base / "images", folders, int(cfg.get("border_crop", 0)))
+    ds = _ObjectNet(base / "images", folders, int(cfg.border_crop))
     return ds, [folder_to_label[f].lower() for f in folders]
 
 
