@@ -1,12 +1,9 @@
-"""Zero-shot weights from class-specific prompts: every class has its own list of prompts, of any length.
+"""The text side of zero-shot classification: prompts -> normalized text features -> classifier weights [D, C].
 
-Two aggregations, both named:
-- `embedding_mean` (OpenAI's prompt ensembling, CuPL): normalize each prompt's features, average per class,
-  renormalize the average;
-- `score_mean` (DCLIP, WaffleCLIP): a class's score is the mean of its prompts' cosine similarities. For a unit
-  image feature x and unit prompt features t_j, mean_j cos(x, t_j) = x . mean_j t_j, so the weights are the
-  per-class means of the normalized features, *not* renormalized. `classifier.logits` multiplies by the logit
-  scale and adds the bias after the product, so logit_scale * mean_j cos(x, t_j) + bias comes out exactly.
+Templates x class names, L2-normalized, averaged per class and renormalized (OpenAI's prompt ensembling), or
+each class's own prompts (descriptions, WaffleCLIP) aggregated by `embedding_mean` or `score_mean`; and
+scoring with the model's own logit scale, bias and softmax or sigmoid. Unique prompts are encoded once, in
+length buckets, through the text cache.
 """
 from __future__ import annotations
 

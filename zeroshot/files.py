@@ -1,9 +1,5 @@
-"""The verified download cache, and a file's sha256 remembered across runs.
-
-Downloads go to a temp file in the cache folder and are renamed into place only once their sha256 matches
-(or its published prefix, for open_clip's release files). A cached file is re-verified before it is trusted.
-Hashing a 1.7 GB checkpoint takes seconds, so a file's sha256 is remembered per (path, size, mtime, inode):
-any change to the file means a new entry.
+"""Files, whole or not at all: the one atomic-write helper (unique temp name, renamed when complete), text files
+read with their encoding errors named, a file's sha256 remembered across runs, and the verified download cache.
 """
 from __future__ import annotations
 

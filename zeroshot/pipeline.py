@@ -1,7 +1,6 @@
-"""`evaluate(cfg) -> dict`: one zero-shot evaluation, from a composed config to a results directory.
-
-Everything that can be wrong with the inputs (names, class counts, templates, data) is checked before any
-encoding starts, and the run directory is created fresh, so a failed run never leaves a report behind.
+"""The shared pipeline every command runs on: settings checked, the dataset built and checked, prompts and class
+names resolved (ImageNet's on its shifts, class-specific prompts mapped), the model loaded (`prepare` ->
+`Setup`), image features through the cache (sharded under torchrun) and the classifier weights.
 """
 from __future__ import annotations
 
@@ -167,15 +166,29 @@ class Setup:
         return (self.class_prompts or {}).get("main")
 
 
-def prepare(cfg: DictConfig) -> Setup:
+def runtime(cfg: DictConfig) -> tuple[torch.device, str]:
+    """Settings checked, seed and threads set, device and precision chosen, and the model's name checked (nothing
+    is downloaded): what every command does before it reads any data."""
     check_settings(cfg)
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     precision = resolve_precision(cfg.precision, device)
+    check_name(cfg.model.checkpoint or cfg.model.name)
+    return device, precision
+
+
+def load_for(cfg: DictConfig, dataset: EvalDataset, device: torch.device, precision: str):
+    """The configured model (once per node under torchrun), its preprocessing set on the dataset."""
+    model = dist.local_rank_zero_first(lambda: load_configured_model(cfg.model, device, precision, cfg.cache_dir))
+    dataset.transform = model.transform
+    return model
+
+
+def prepare(cfg: DictConfig) -> Setup:
     # Inputs are checked first, so a bad name, template or data path fails before any download or encoding.
-    check_name(cfg.model.get("checkpoint") or cfg.model.name)
+    device, precision = runtime(cfg)
     # under torchrun a download or an unpack happens once per node (local rank 0), while the others wait
     dataset = dist.local_rank_zero_first(lambda: build_dataset(cfg.dataset, None, cfg.skip_bad_images))
     pset = resolve_prompts(cfg, dataset)
@@ -183,8 +196,7 @@ def prepare(cfg: DictConfig) -> Setup:
     dataset.check_labels(len(classnames))
     # a descriptions file is read and mapped onto the label order before the model loads: a bad key fails first
     class_sets = resolve_class_prompt_sets(cfg.prompts, classnames, pset.templates, cache_root(cfg))
-    model = dist.local_rank_zero_first(lambda: load_configured_model(cfg.model, device, precision, cfg.cache_dir))
-    dataset.transform = model.transform
+    model = load_for(cfg, dataset, device, precision)
     return Setup(model, dataset, pset, classnames, device, precision, cache_root(cfg), class_sets)
 
 

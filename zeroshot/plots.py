@@ -1,4 +1,5 @@
-"""Run directories and what goes in them: metrics.json, CSVs, logits and plots. Nothing is ever overwritten."""
+"""Figures of a run: the confusion matrix and per-class accuracy, on matplotlib's file-only backend (imported when drawn).
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,6 +14,14 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(fig, path: Path, dpi: int = 110) -> Path:
+    """Lay out, write and close a figure (pyplot keeps every open figure in memory until closed)."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
+    return path
 
 
 def plot_confusion(cm: np.ndarray, classnames: list[str], path: Path, title: str) -> None:

@@ -1,7 +1,5 @@
-"""`evaluate(cfg) -> dict`: one zero-shot evaluation, from a composed config to a results directory.
-
-Everything that can be wrong with the inputs (names, class counts, templates, data) is checked before any
-encoding starts, and the run directory is created fresh, so a failed run never leaves a report behind.
+"""Run records: who, what and which (the identity of the weights, the images and the prompts) for every command's
+metrics.json, whether published numbers apply, and the run directories (fresh, never overwritten).
 """
 from __future__ import annotations
 
@@ -25,7 +23,7 @@ if TYPE_CHECKING:  # annotations only: the pipeline builds Setup, records only r
 def dataset_label(cfg: DictConfig) -> str:
     """A readable name for the images: the dataset's, or for your own folder or CSV, that folder's or file's name."""
     d = cfg.dataset
-    if d.kind in ("imagefolder", "csv", "wds") or d.get("custom_root"):
+    if d.kind in ("imagefolder", "csv", "wds"):
         where = Path(str(d.get("path") or d.get("root") or "")).expanduser()
         return f"{d.name}:{where.stem if d.kind == 'csv' else where.name}"
     return d.name

@@ -1,7 +1,5 @@
-"""`evaluate(cfg) -> dict`: one zero-shot evaluation, from a composed config to a results directory.
-
-Everything that can be wrong with the inputs (names, class counts, templates, data) is checked before any
-encoding starts, and the run directory is created fresh, so a failed run never leaves a report behind.
+"""`zeroshot eval`: one zero-shot evaluation, from a composed config to a results directory (`evaluate(cfg) -> dict`),
+and a suite's classification job.
 """
 from __future__ import annotations
 

@@ -21,15 +21,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from zeroshot import distributed as dist
 from zeroshot.classifier import encode_prompts, tokenizer_for
-from zeroshot.pipeline import Setup, cache_root, image_features, load_configured_model, resolve_device, text_cache
+from zeroshot.pipeline import Setup, cache_root, image_features, text_cache
 from zeroshot.record import run_dir_base, run_record
 from zeroshot.prompts.sets import PromptSet
-from zeroshot.models.precision import resolve_precision
 from zeroshot.record import make_run_dir, write_json
 from zeroshot.data.retrieval import build_retrieval_dataset, caption_lists
 from zeroshot.metrics.retrieval import retrieve
-from zeroshot.models.sources import check_name
 from zeroshot import suite
+from zeroshot.pipeline import load_for, runtime
 
 
 
@@ -55,16 +54,10 @@ class RetrievalSetup(Setup):
 
 
 def prepare(cfg: DictConfig) -> RetrievalSetup:
-    """evaluate.prepare's checks and loading, for a dataset of images and captions."""
-    torch.manual_seed(cfg.seed)
-    device = resolve_device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
-    precision = resolve_precision(cfg.precision, device)
-    check_name(cfg.model.get("checkpoint") or cfg.model.name)
+    """The pipeline's checks and loading (pipeline.runtime, load_for), for a dataset of images and captions."""
+    device, precision = runtime(cfg)
     dataset = dist.local_rank_zero_first(lambda: build_retrieval_dataset(cfg.dataset, cfg.skip_bad_images))
-    model = dist.local_rank_zero_first(lambda: load_configured_model(cfg.model, device, precision, cfg.cache_dir))
-    dataset.transform = model.transform
+    model = load_for(cfg, dataset, device, precision)
     captions = caption_lists(dataset)
     pset = PromptSet("captions", [], [], f"the captions of {cfg.dataset.name}")
     return RetrievalSetup(model, dataset, pset, [], device, precision, cache_root(cfg), captions=captions)

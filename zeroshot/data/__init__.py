@@ -1,0 +1,2 @@
+"""Datasets, a library: readers for every on-disk layout, fingerprints, and the EvalDataset wrapper (no model code).
+"""

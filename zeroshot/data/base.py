@@ -1,9 +1,6 @@
-"""Datasets by config: torchvision's real dataset classes, image folders, CSV files, CLIP_benchmark's
-webdatasets (zeroshot/wds.py) and the ImageNet family (zeroshot/imagenet_shifts.py).
-
-`configs/dataset/*.yaml` is the registry. Every dataset comes back wrapped in `EvalDataset`, which yields
-(image, label, index), knows file paths where the source has them, and turns an unreadable image into an
-error that names the file (or skips it, counted, with skip_bad_images=true).
+"""`EvalDataset`, the one wrapper every source comes back in: (image, label, index) triples, file paths where the
+source has them, the fingerprint, label checks, and images that fail to decode reported (or skipped) by file
+and index, also from inside DataLoader workers. Also the "dataset not found" error every reader raises.
 """
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
-"""Datasets by config: torchvision's real dataset classes, image folders, CSV files, CLIP_benchmark's
-webdatasets (zeroshot/wds.py) and the ImageNet family (zeroshot/imagenet_shifts.py).
-
-`configs/dataset/*.yaml` is the registry. Every dataset comes back wrapped in `EvalDataset`, which yields
-(image, label, index), knows file paths where the source has them, and turns an unreadable image into an
-error that names the file (or skips it, counted, with skip_bad_images=true).
+"""Datasets by config: torchvision's real dataset classes, image folders, CSV files, CLIP_benchmark's webdatasets
+(data/wds.py) and the ImageNet family (data/imagenet.py). `configs/dataset/*.yaml` is the registry and
+`build_dataset` the one entry point: it checks the data before any model is loaded.
 """
 from __future__ import annotations
 

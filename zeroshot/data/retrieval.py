@@ -18,7 +18,7 @@ from pathlib import Path
 
 from zeroshot.errors import DatasetError
 from zeroshot.paths import HF_PREFIX
-from zeroshot.data.wds import IMAGE_EXTENSIONS, Sample, WebDataset, fetch_from_hub
+from zeroshot.data.wds import IMAGE_EXTENSIONS, Sample, WebDataset, fetch_from_hub, shard_count, split_folder
 from zeroshot.log import log
 
 DATASET_TYPE = "dataset_type.txt"
@@ -38,17 +38,13 @@ class CaptionWebDataset(WebDataset):
             root = fetch_from_hub(str(root), split, metadata=(DATASET_TYPE,), required=(DATASET_TYPE,))
         root = Path(root).expanduser()
         self.root, self.split = root, split
-        folder = root / split
-        if not (folder / "nshards.txt").is_file():
-            found = sorted(p.name for p in root.iterdir())[:12] if root.is_dir() else "no such folder"
-            raise DatasetError(f"{folder / 'nshards.txt'} is missing: a webdataset split holds nshards.txt and shards "
-                               f"0.tar ... N-1.tar (CLIP_benchmark's layout); found {found} in {root}")
+        folder = split_folder(root, split)
         kind = (root / DATASET_TYPE).read_text().strip().lower() if (root / DATASET_TYPE).is_file() else "classification"
         if kind != "retrieval":
             raise DatasetError(f"{root} is a {kind} webdataset ({DATASET_TYPE} says so, or is missing), not an image-caption "
                                "one: retrieval reads CLIP_benchmark's retrieval sets (wds_flickr30k, wds_mscoco_captions); "
                                "use `zeroshot eval dataset=wds` for classification sets")
-        n = int((folder / "nshards.txt").read_text().strip())
+        n = shard_count(folder / "nshards.txt")
         self.shards = [folder / f"{i}.tar" for i in range(n)]
         missing = [s.name for s in self.shards if not s.is_file()]
         if missing:

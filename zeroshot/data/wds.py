@@ -85,6 +85,16 @@ def _read_lines(path: Path) -> list[str]:
     return [line.strip() for line in read_text(path).splitlines() if line.strip()]
 
 
+def split_folder(root: Path, split: str) -> Path:
+    """`<root>/<split>`, which must hold nshards.txt (CLIP_benchmark's layout), or an error saying what is there."""
+    folder = root / split
+    if not (folder / "nshards.txt").is_file():
+        found = sorted(p.name for p in root.iterdir())[:12] if root.is_dir() else "no such folder"
+        raise DatasetError(f"{folder / 'nshards.txt'} is missing: a webdataset split holds nshards.txt and shards "
+                           f"0.tar ... N-1.tar (CLIP_benchmark's layout); found {found} in {root}")
+    return folder
+
+
 def shard_count(path: Path) -> int:
     text = read_text(path).strip()
     if not text.isdigit() or int(text) < 1:
@@ -99,11 +109,7 @@ class WebDataset:
         self.location = str(root)
         root = fetch_from_hub(str(root), split) if str(root).startswith(HF_PREFIX) else Path(root).expanduser()
         self.root, self.split = root, split
-        folder = root / split
-        if not (folder / "nshards.txt").is_file():
-            found = sorted(p.name for p in root.iterdir())[:12] if root.is_dir() else "no such folder"
-            raise DatasetError(f"{folder / 'nshards.txt'} is missing: a webdataset split holds nshards.txt and shards "
-                               f"0.tar ... N-1.tar (CLIP_benchmark's layout); found {found} in {root}")
+        folder = split_folder(root, split)
         n = shard_count(folder / "nshards.txt")
         self.shards = [folder / f"{i}.tar" for i in range(n)]
         missing = [s.name for s in self.shards if not s.is_file()]

@@ -1,0 +1,2 @@
+"""Prompt-engineering experiments on cached image features: the analyses `zeroshot prompts` runs.
+"""

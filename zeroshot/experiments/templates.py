@@ -1,8 +1,4 @@
-"""Prompt-engineering experiments on cached image features: `python -m zeroshot prompts ...`.
-
-Image features come from the feature cache (computed once per model x dataset), so each experiment costs
-only text encoding (itself cached per prompt string) plus matrix products. Every accuracy gets a bootstrap
-95% CI, and every set a paired bootstrap p-value against the baseline "a photo of a {}.".
+"""Template experiments: each template's features, OpenAI's ensemble, and greedy forward selection in closed form.
 """
 from __future__ import annotations
 

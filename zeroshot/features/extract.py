@@ -1,16 +1,5 @@
-"""Image features, extracted once and cached on disk in chunks; text features cached per prompt string.
-
-An image-feature entry lives in `<cache>/image_features/<key>/` as one file per chunk of `chunk_size` images
-(`chunk_000003.pt`), each written to a temp file and renamed. Work that covers only part of a chunk (a rank
-of a distributed run whose range ends mid-chunk, or a killed run) is kept as a piece
-(`chunk_000003.part_6200_6600.pt`); once a chunk's pieces tile it they are merged into the chunk file, so the
-cache a distributed run leaves is the one a single process would write. A run reuses every whole chunk and
-piece, and computes only what they do not cover. Every entry is validated (key, range, shapes) before use; a
-bad one is recomputed, with a line saying so.
-
-A cache that cannot be written (a full disk, a read-only folder) never fails a run: the first failure is
-reported once, naming the folder and the reason, and the run goes on uncached, leaving no partial file.
-The text cache is append-only (one file per write), so concurrent writers never drop each other's entries.
+"""Image feature extraction: cached chunks reused, the rest encoded through a DataLoader and saved as each
+segment completes (so a killed run resumes), non-finite features named by their image.
 """
 from __future__ import annotations
 

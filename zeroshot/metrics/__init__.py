@@ -1,0 +1,2 @@
+"""Metrics in numpy, each checked against brute force: classification, retrieval, calibration, paired comparison.
+"""

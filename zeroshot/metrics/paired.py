@@ -21,11 +21,11 @@ import numpy as np
 
 from zeroshot.errors import ReportError
 from zeroshot.metrics.classification import group_accuracies, label_rank, mean_average_precision
+from zeroshot.metrics.classification import BENCHMARK_METRICS
 
 # Means over images, so McNemar applies; every other metric is a function of the whole set (a fact, defined once).
-PER_IMAGE_METRICS = ("top1", "top5")
-NOT_PER_IMAGE_METRICS = ("mean_per_class_recall", "macro_f1", "worst_group_top1", "worst_group_top5",
-                         "worst_region_top1", "mean_average_precision")
+PER_IMAGE_METRICS = ("top1", "top5")  # a mean over images of a 0/1 outcome: McNemar applies
+NOT_PER_IMAGE_METRICS = ("mean_per_class_recall", *BENCHMARK_METRICS)  # whole-set metrics: a bootstrap CI only
 LEVEL = 0.95
 
 

@@ -1,13 +1,6 @@
-"""Where weights come from: a name or path becomes a weights file, the config that came with it, and who it is.
-
-What can be named:
-- OpenAI's nine releases ("ViT-B/32", or "ViT-B-32"), downloaded into the verified cache;
-- open_clip's pretrained tags, "ARCH/TAG" (e.g. "ViT-B-32/laion2b_s34b_b79k"), resolved through
-  zeroshot/reference/openclip_pretrained.csv (generated from open_clip's registry, with each tag's activation);
-- "hf-hub:ORG/REPO[@REVISION]", through huggingface_hub (its cache, HF_HUB_OFFLINE, HF_ENDPOINT);
-- a local file (any format checkpoint.read_file reads) or a model folder: open_clip's Hub layout
-  (open_clip_config.json + open_clip_model.safetensors / open_clip_pytorch_model.bin) or a transformers
-  save_pretrained folder (config.json + model.safetensors / pytorch_model.bin + preprocessor_config.json).
+"""Model folders and the Hugging Face Hub: open_clip's Hub layout and transformers' save_pretrained folders read
+into a Source, and hf-hub:ORG/REPO[@REVISION] fetched through huggingface_hub (its cache, HF_HUB_OFFLINE,
+HF_ENDPOINT), with one clear error for offline, missing and gated repos.
 """
 from __future__ import annotations
 

@@ -1,13 +1,7 @@
-"""Where weights come from: a name or path becomes a weights file, the config that came with it, and who it is.
-
-What can be named:
-- OpenAI's nine releases ("ViT-B/32", or "ViT-B-32"), downloaded into the verified cache;
-- open_clip's pretrained tags, "ARCH/TAG" (e.g. "ViT-B-32/laion2b_s34b_b79k"), resolved through
-  zeroshot/reference/openclip_pretrained.csv (generated from open_clip's registry, with each tag's activation);
-- "hf-hub:ORG/REPO[@REVISION]", through huggingface_hub (its cache, HF_HUB_OFFLINE, HF_ENDPOINT);
-- a local file (any format checkpoint.read_file reads) or a model folder: open_clip's Hub layout
-  (open_clip_config.json + open_clip_model.safetensors / open_clip_pytorch_model.bin) or a transformers
-  save_pretrained folder (config.json + model.safetensors / pytorch_model.bin + preprocessor_config.json).
+"""From a name or path to a Source (a weights file, the config that came with it, and who it is):
+OpenAI's names (the verified download cache), open_clip's ARCH/TAG releases (the release table),
+hf-hub:ORG/REPO[@REVISION], local files and model folders. `check_name` says what kind of name it is, or why
+it is none, before anything is downloaded.
 """
 from __future__ import annotations
 

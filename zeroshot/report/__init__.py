@@ -1,0 +1,2 @@
+"""Benchmark reports, built from run records only: tables, published numbers, cross-dataset views, comparisons.
+"""

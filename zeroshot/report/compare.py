@@ -1,9 +1,5 @@
-"""`zeroshot compare RUN_OR_DIR ...`, and the comparison section of `report`.
-
-Runs are collected as the report collects them (the latest of repeated runs of one row key), grouped by the
-images they hold (dataset fingerprint and split), and every two systems (weights x prompts) that share images
-are compared with comparison.py: per dataset, per pair across the suite, what changed, a rank table and the
-win/tie/loss matrix. Writes compare.csv, compare.md and one figure per pair into results/compare/<timestamp>/.
+"""Paired comparisons for `compare` and `report`: runs paired by image identity, each pair's statistics
+(metrics/paired.py), suite-level wins/ties/losses, ranks, and the calibration table.
 """
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ import pandas as pd
 
 from zeroshot.plots import pyplot
 from zeroshot.record import slug
+from zeroshot.plots import save_figure
 
 SIG, CI_MARK = "*", "°"
 CSV_COLUMNS = ["system_a", "system_b", "dataset", "split", "dataset_fingerprint", "metric", "per_image", "a", "b", "diff",
@@ -195,10 +196,7 @@ def difference_figures(comp, out: Path) -> list[Path]:
         ax.set_xlabel(f"A - B (points), {round(100 * comp.settings['level'])}% CI")
         ax.set_title(f"A = {a}\nB = {b}", fontsize=9)
         ax.legend(loc="lower right", fontsize=8)
-        fig.tight_layout()
-        paths.append(out / f"{figure_stem(a, b)}.png")
-        fig.savefig(paths[-1], dpi=100)
-        plt.close(fig)
+        paths.append(save_figure(fig, out / f"{figure_stem(a, b)}.png", dpi=100))
     return paths
 
 

@@ -1,9 +1,5 @@
-"""Benchmark reports: `python -m zeroshot report [results dirs...]`.
-
-Collects every run's metrics.json into one table (model x dataset x prompts), puts the published numbers
-beside it (with the metric each source used), flags large gaps and irreproducible repeats, and writes
-report.md, report.csv, report.html (figures inlined) and the figures. With `suite=NAME` it first runs the
-suite's evaluations whose data is present.
+"""The report's figures: the model x dataset heatmap and, per dataset, bars in the benchmark's metric beside the
+published marks.
 """
 from __future__ import annotations
 
@@ -12,6 +8,7 @@ import numpy as np
 import pandas as pd
 from zeroshot.record import slug
 from zeroshot.plots import pyplot
+from zeroshot.plots import save_figure
 
 
 def figures(table: pd.DataFrame, out: Path) -> list[Path]:
@@ -33,10 +30,7 @@ def figures(table: pd.DataFrame, out: Path) -> list[Path]:
                 ax.text(j, i, f"{v:.1f}", ha="center", va="center", color="white" if v < 60 else "black", fontsize=9)
     fig.colorbar(im, ax=ax, label="top-1 (%)")
     ax.set_title("Zero-shot top-1 (%), model x dataset")
-    fig.tight_layout()
-    paths.append(out / "heatmap_top1.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(save_figure(fig, out / "heatmap_top1.png"))
     for dataset, group in evals.groupby("dataset_label"):
         # bars in the metric the published number uses, so the two marks are comparable
         metric = group.benchmark_metric.dropna().iloc[0] if group.benchmark_metric.notna().any() else "top1"
@@ -54,8 +48,5 @@ def figures(table: pd.DataFrame, out: Path) -> list[Path]:
         ax.set_xlim(0, 100)
         ax.set_title(dataset)
         ax.legend(loc="lower right", fontsize=8)
-        fig.tight_layout()
-        paths.append(out / f"bars_{slug(dataset)}.png")
-        fig.savefig(paths[-1], dpi=110)
-        plt.close(fig)
+        paths.append(save_figure(fig, out / f"bars_{slug(dataset)}.png"))
     return paths

@@ -1,9 +1,5 @@
-"""Benchmark reports: `python -m zeroshot report [results dirs...]`.
-
-Collects every run's metrics.json into one table (model x dataset x prompts), puts the published numbers
-beside it (with the metric each source used), flags large gaps and irreproducible repeats, and writes
-report.md, report.csv, report.html (figures inlined) and the figures. With `suite=NAME` it first runs the
-suite's evaluations whose data is present.
+"""Published numbers beside a report's rows: the CLIP paper's, else open_clip's measurement of the same release, in
+the metric the benchmark uses, shown only where the run used the benchmark's split and image count.
 """
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""Benchmark reports: `python -m zeroshot report [results dirs...]`.
-
-Collects every run's metrics.json into one table (model x dataset x prompts), puts the published numbers
-beside it (with the metric each source used), flags large gaps and irreproducible repeats, and writes
-report.md, report.csv, report.html (figures inlined) and the figures. With `suite=NAME` it first runs the
-suite's evaluations whose data is present.
+"""Reading run records: every complete metrics.json under the inputs, one row per run, keyed by what the numbers
+depend on (weights sha256, dataset fingerprint and split, prompts hash); repeats that disagree are noted.
 """
 from __future__ import annotations
 
@@ -12,12 +8,13 @@ import json
 import warnings
 from pathlib import Path
 import pandas as pd
+from zeroshot.metrics.classification import BENCHMARK_METRICS, CLASSIFICATION_METRICS
 
 
 REQUIRED = ("top1", "top5", "mean_per_class_recall", "model", "dataset", "prompts")
 
 
-METRIC_COLUMNS = ["top1", "top5", "mean_per_class_recall"]
+METRIC_COLUMNS = list(CLASSIFICATION_METRICS)
 
 
 # A row is one set of weights on one set of images with one set of prompts: what the numbers depend on.
@@ -69,7 +66,7 @@ def load_runs(inputs: list[str | Path]) -> pd.DataFrame:
     return pd.DataFrame(records)
 
 
-EXTRA_METRICS = ("macro_f1", "worst_group_top1", "worst_group_top5", "worst_region_top1", "mean_average_precision")
+EXTRA_METRICS = BENCHMARK_METRICS
 
 
 def reproducibility(runs: pd.DataFrame, tolerance: float) -> tuple[pd.DataFrame, list[str]]:

@@ -1,9 +1,4 @@
-"""Benchmark reports: `python -m zeroshot report [results dirs...]`.
-
-Collects every run's metrics.json into one table (model x dataset x prompts), puts the published numbers
-beside it (with the metric each source used), flags large gaps and irreproducible repeats, and writes
-report.md, report.csv, report.html (figures inlined) and the figures. With `suite=NAME` it first runs the
-suite's evaluations whose data is present.
+"""The report's tables as markdown and HTML, from one set of formatted rows.
 """
 from __future__ import annotations
 
