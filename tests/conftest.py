@@ -167,3 +167,11 @@ def openclip_model(open_clip, model_cfg: dict, seed: int = 0):
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.float() - b.float()).abs().max() / a.float().abs().max()).item()
+
+
+def dataset_config(name: str, **overrides):
+    """A dataset's config as Hydra composes it from configs/dataset/<name>.yaml (its defaults included)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        return compose("eval", overrides=[f"dataset={name}", *(f"dataset.{k}={v}" for k, v in overrides.items())]).dataset

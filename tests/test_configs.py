@@ -4,10 +4,8 @@ and names as many classes as the dataset has; every prompts file composes on its
 models and datasets that exist. Defaults live in YAML: no `???` is left unfilled where a default is promised.
 """
 import types
-from pathlib import Path
 
 import pytest
-import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 

@@ -45,12 +45,13 @@ def test_balanced_ranges_edges():
 
 
 def _dataset(folder, n_px=32):
-    from omegaconf import OmegaConf
 
     from zeroshot.data.readers import build_dataset
     from zeroshot.models.transforms import image_transform
 
-    cfg = OmegaConf.create({"name": "imagefolder", "kind": "imagefolder", "root": str(folder)})
+    from conftest import dataset_config
+
+    cfg = dataset_config("imagefolder", root=folder)
     return build_dataset(cfg, image_transform(n_px))
 
 

@@ -61,7 +61,7 @@ class CacheWriter:
         except (OSError, RuntimeError) as e:
             self.writable = False
             log.warning(f"the {self.what} at {self.folder} cannot be written ({unwritable_reason(e)}); "
-                  "this run goes on without caching it", file=sys.stderr, flush=True)
+                  "this run goes on without caching it")
             return False
 
 
