@@ -151,9 +151,17 @@ def run_experiments(cfg: DictConfig) -> dict:
         f"{record['dataset_label']} | {record['model']} | {len(templates)} templates | ensemble top1 {100 * full['top1']:.2f}% "
         f"[{100 * full['top1_ci_low']:.1f}, {100 * full['top1_ci_high']:.1f}] | best single {100 * best['top1']:.2f}% | "
         f"greedy {len(chosen)} templates {100 * selected['top1']:.2f}% on {len(held)} held-out images | "
-        f"images encoded {summary['images_encoded']} -> {run_dir}"
+        f"{described_line(described)}images encoded {summary['images_encoded']} -> {run_dir}"
     )
     return summary
+
+
+def described_line(described: dict | None) -> str:
+    """The summary line's part for class-specific prompts: each description set and seed mean, in top-1."""
+    if not described:
+        return ""
+    rows = [r for r in [*described["rows"], *described.get("random_summary", [])] if r["kind"] in ("descriptions", "random_mean")]
+    return " | ".join(f"{r['name']} {100 * r['top1']:.2f}%" for r in rows) + " (descriptions.csv) | "
 
 
 def describe_experiments(cfg, s, image, labels, templates, tcache, run_dir, record) -> dict | None:
