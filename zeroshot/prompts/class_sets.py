@@ -99,7 +99,7 @@ def resolve_class_prompt_sets(p, classnames: list[str], templates: list[str], ca
                        {"waffle": s["waffle"], "seed": seed, "with_descriptions": with_own,
                         "source_sha256": main.record["descriptions_sha256"] if main else None},
                        {"waffle": s["waffle"], "seed": seed, "waffle_with_descriptions": with_own, "aggregate": aggregate,
-                        "descriptor_pattern": pattern})
+                        "descriptor_pattern": pattern, "combine": combine})  # the run's record: its whole protocol
             for seed in s["seeds"]}
         if main is None or with_own:
             main = random[label][s["seeds"][0]]

@@ -27,6 +27,7 @@ def build_report(cfg: DictConfig, inputs: list | None = None, not_run: list[dict
     """The report of the runs under `inputs` (default cfg.inputs); `not_run` lists pairs a suite could not run."""
     from zeroshot.report import aggregates
     from zeroshot.report import retrieval as retrieval_report
+    from zeroshot.report import waffleclip
 
     inputs, not_run = list(cfg.inputs if inputs is None else inputs), list(not_run or [])
 
@@ -58,8 +59,11 @@ def build_report(cfg: DictConfig, inputs: list | None = None, not_run: list[dict
     for name, frame in (("retrieval.csv", retrieval), ("average_38.csv", avg38)):
         if not frame.empty:
             frame.to_csv(out / name, index=False)
-    extra = (aggregates.markdown(avg35, robust) + retrieval_report.markdown(retrieval, avg38) + compare_md
-             + not_run_lines(not_run))
+    waffle = waffleclip.waffleclip_table(table)  # WaffleCLIP's published numbers beside runs of their protocols
+    if not waffle.empty:
+        waffle.to_csv(out / "waffleclip.csv", index=False)
+    extra = (aggregates.markdown(avg35, robust) + retrieval_report.markdown(retrieval, avg38) + waffleclip.markdown(waffle)
+             + compare_md + not_run_lines(not_run))
     (out / "report.md").write_text(markdown(table, notes, cfg.delta_threshold, extra))
     images = figures(table, out) + compare_figures
     if aggregates.robustness_figure(robust, out / "robustness.png"):
@@ -67,7 +71,8 @@ def build_report(cfg: DictConfig, inputs: list | None = None, not_run: list[dict
     extra_html = "".join(f"<h2>{title}</h2>{frame.to_html(index=False, na_rep='', float_format=lambda x: f'{x:.2f}')}"
                          for title, frame in (("open_clip's 35 datasets: average", avg35),
                                               ("ImageNet and its distribution shifts", robust),
-                                              ("Image-text retrieval", retrieval), ("DataComp's 38 tasks: average", avg38))
+                                              ("Image-text retrieval", retrieval), ("DataComp's 38 tasks: average", avg38),
+                                              ("WaffleCLIP's published results", waffle))
                          if not frame.empty)
     extra_html += compare_html
     if not_run:

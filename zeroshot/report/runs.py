@@ -58,7 +58,7 @@ def load_runs(inputs: list[str | Path]) -> pd.DataFrame:
                 "benchmark_metric": bench.get("metric"), "checkpoint_sha256": m.get("checkpoint_sha256") or "",
                 "precision": m.get("precision"), "device": m.get("device"), "date": m.get("timestamp") or path.parent.name,
                 "version": versions.get("zeroshot"), "git_commit": (versions.get("git_commit") or "")[:10],
-                "run_dir": str(path.parent),
+                "run_dir": str(path.parent), **class_prompt_fields(m),
             })
     if not records:
         raise ReportError(f"No runs found under {', '.join(map(str, inputs))} (no complete metrics.json). "
@@ -67,6 +67,22 @@ def load_runs(inputs: list[str | Path]) -> pd.DataFrame:
 
 
 EXTRA_METRICS = BENCHMARK_METRICS
+
+# The class-prompt protocol a run recorded (record.run_record's class_prompts), as columns `cp_<key>`; what the
+# WaffleCLIP view matches to published protocols. A key the run did not record stays None, never a default.
+CLASS_PROMPT_KEYS = ("kind", "seed", "aggregate", "descriptions_mode", "descriptor_pattern", "combine", "waffle",
+                     "waffle_with_descriptions", "descriptions_sha256", "n_prompts")
+
+
+def class_prompt_fields(m: dict) -> dict:
+    """cp_* columns: cp_kind is "templates" where the run recorded class_prompts: null (templates only), None
+    where it recorded no class_prompts at all (runs from before it was recorded); `templates` as JSON text."""
+    cp = m.get("class_prompts")
+    out = {f"cp_{k}": (cp or {}).get(k) for k in CLASS_PROMPT_KEYS}
+    if "class_prompts" in m and cp is None:
+        out["cp_kind"] = "templates"
+    out["templates"] = json.dumps(m["templates"]) if isinstance(m.get("templates"), list) else None
+    return out
 
 
 def reproducibility(runs: pd.DataFrame, tolerance: float) -> tuple[pd.DataFrame, list[str]]:
