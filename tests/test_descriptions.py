@@ -1,9 +1,7 @@
 """Class-specific prompts: published files mapped onto every dataset's label order, both aggregations against
 brute force, WaffleCLIP's random descriptors, URL sources, identity, and the experiments on tiny features."""
 import hashlib
-import http.server
 import json
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,7 @@ from zeroshot.classifier import build_classifier, logits as score
 from zeroshot.experiments.descriptions import greedy_text_selection, leave_one_text_out, run_description_experiments, write_description_outputs
 from zeroshot.errors import PromptError, UserError
 from conftest import REPO, shared_path
+from localserver import server  # noqa: F401  (the fixture)
 
 PROMPTS = REPO / "prompts"
 
@@ -334,32 +333,12 @@ def test_hash_changes_with_each_option():
 
 # ---------------------------------------------------------------- URLs and offline
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    routes: dict = {}
-
-    def do_GET(self):
-        status, body = self.routes.get(self.path, (404, b"missing"))
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture(scope="module")
-def server():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", _Handler.routes
-    httpd.shutdown()
 
 
 def test_url_source_cached_and_offline(server, tmp_path):
     base, routes = server
     body = json.dumps({"cat": ["a cat"], "dog": ["a dog", "a puppy"]}).encode()
-    routes["/cupl/pets.json"] = (200, body)
+    routes["/cupl/pets.json"] = (200, body, None)
     url = f"{base}/cupl/pets.json"
     sha = hashlib.sha256(body).hexdigest()
     d = D.read_descriptions(url, tmp_path / "cache", sha256=sha)
@@ -368,7 +347,7 @@ def test_url_source_cached_and_offline(server, tmp_path):
     assert D.read_descriptions(url, tmp_path / "cache", sha256=sha).texts == d.texts
     assert D.read_descriptions(url, tmp_path / "cache").sha256 == sha
     with pytest.raises(PromptError, match="sha256"):
-        routes["/other/pets.json"] = (200, body)
+        routes["/other/pets.json"] = (200, body, None)
         D.read_descriptions(f"{base}/other/pets.json", tmp_path / "cache", sha256="0" * 64)
     # nothing listens on port 9: no network, and nothing cached for this URL
     with pytest.raises(PromptError) as e:

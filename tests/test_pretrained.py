@@ -1,8 +1,6 @@
 """Checkpoint names, every file format, the verified download cache, and the errors users will meet."""
 import copy
 import hashlib
-import http.server
-import threading
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ from zeroshot.models.checkpoint import read_file, read_torchscript
 from zeroshot.files import download, file_sha256
 from zeroshot.models.registry import canonical_name
 from conftest import to_openai_fp16
+from localserver import server  # noqa: F401  (the fixture)
 
 
 def features(model, n_px):
@@ -194,27 +193,6 @@ def test_sha256_is_remembered_and_invalidated(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- downloads from a local server
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    routes: dict = {}
-
-    def do_GET(self):
-        status, body, length = self.routes.get(self.path, (404, b"missing", None))
-        self.send_response(status)
-        self.send_header("Content-Length", str(length if length is not None else len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture(scope="module")
-def server():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", _Handler.routes
-    httpd.shutdown()
 
 
 def _leftovers(root: Path) -> list:

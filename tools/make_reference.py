@@ -62,12 +62,17 @@ def main() -> None:
         if row[:3] not in seen:
             seen.add(row[:3])
             unique.append(row)
-    OUT.parent.mkdir(exist_ok=True)
-    with open(OUT, "w", newline="") as f:
+    write_table(OUT, unique)
+
+
+def write_table(out: Path, rows: list) -> None:
+    """A published-numbers table: one (source, release, dataset, metric, value) row per number."""
+    out.parent.mkdir(exist_ok=True)
+    with open(out, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["source", "release", "dataset", "metric", "value"])
-        w.writerows(unique)
-    print(f"{len(unique)} rows -> {OUT}")
+        w.writerows(rows)
+    print(f"{len(rows)} rows -> {out}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_reference import release  # noqa: E402
+from make_reference import release, write_table  # noqa: E402
 
 SRC = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parents[2] / "shared" / "reference")
 OUT = Path(__file__).resolve().parents[1] / "zeroshot" / "reference" / "published_retrieval.csv"
@@ -55,11 +55,7 @@ def main() -> None:
         if row[:4] not in seen:
             seen.add(row[:4])
             unique.append(row)
-    with open(OUT, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["source", "release", "dataset", "metric", "value"])
-        w.writerows(unique)
-    print(f"{len(unique)} rows -> {OUT}")
+    write_table(OUT, unique)
 
 
 if __name__ == "__main__":

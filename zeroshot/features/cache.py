@@ -9,7 +9,6 @@ import hashlib
 import json
 import os
 import re
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
