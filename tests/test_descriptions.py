@@ -542,3 +542,14 @@ def test_eval_and_prompts_on_a_descriptions_file(tmp_path, tiny_checkpoint):
     assert summary["descriptions"]["rows"] and (run / "per_class_descriptions.csv").is_file()
     assert any("pets_cupl" in str(n) for n in table.iloc[:, :3].astype(str).values.ravel())
     assert any("waffle2" in str(n) for n in table.astype(str).values.ravel())
+
+
+def test_build_classifier_offers_both_aggregations(tiny_vit):
+    """Templates x class names under either aggregation equal the class-specific path on the same prompts."""
+    names, templates = ["cat", "dog", "owl"], ["a photo of a {}.", "a {} in the wild.", "art of a {}."]
+    prompts = [[t.replace("{}", c) for t in templates] for c in names]
+    for aggregate in AGGREGATES:
+        ours = build_classifier(tiny_vit, names, templates, aggregate=aggregate)
+        assert torch.allclose(ours, build_class_classifier(tiny_vit, prompts, aggregate), atol=1e-6)
+    assert not torch.allclose(build_classifier(tiny_vit, names, templates, aggregate="score_mean"),
+                              build_classifier(tiny_vit, names, templates), atol=1e-4)

@@ -44,7 +44,7 @@ def check_choices(argv: list[str]) -> str | None:
 
     root = config_dir()
     for arg in argv:
-        if "=" not in arg or arg.startswith(("-", "+", "~")):
+        if not _is_override(arg) or arg.startswith(("+", "~")):
             continue
         key, _, value = arg.partition("=")
         group = root / key.replace(".", "/")

@@ -16,10 +16,11 @@ import dataclasses
 import numpy as np
 from omegaconf import DictConfig, open_dict
 
-from zeroshot.metrics import calibration as cal
-from zeroshot.classifier import logits as score, probability_kind
+from zeroshot.classifier import logits as score
+from zeroshot.classifier import probability_kind
 from zeroshot.errors import DatasetError
 from zeroshot.log import log
+from zeroshot.metrics import calibration as cal
 
 TEMPERATURE_CHOICES = (None, "fit")
 

@@ -8,10 +8,11 @@ length buckets, through the text cache.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
-from zeroshot.errors import PromptError
 
+from zeroshot.errors import PromptError
 
 AGGREGATES = ("embedding_mean", "score_mean")
 
@@ -136,9 +137,13 @@ def build_classifier(
     batch_size: int = 256,
     progress: bool = False,
     text_cache=None,
+    aggregate: str = "embedding_mean",
 ) -> torch.Tensor:
     """Zero-shot weights [D, C]: every template filled with each class name, prompt features L2-normalized,
-    averaged per class, and the average renormalized (OpenAI's prompt ensembling)."""
+    averaged per class, and the average renormalized (OpenAI's prompt ensembling, `embedding_mean`); or, with
+    `score_mean` (DCLIP's rule), the average left unnormalized, so that logits are the mean of the prompts'
+    cosines. Class-specific prompts: build_class_classifier."""
+    check_aggregate(aggregate)
     if not classnames:
         raise ValueError("build_classifier needs at least one class name")
     for t in templates:
@@ -147,7 +152,9 @@ def build_classifier(
     prompts = [t.replace("{}", c) for c in classnames for t in templates]
     feats = encode_prompts(model, prompts, batch_size, progress, text_cache)  # [C*T, D]
     feats = feats.view(len(classnames), len(templates), -1)  # [C, T, D]
-    weights = F.normalize(feats.mean(dim=1), dim=-1)  # [C, D]
+    weights = feats.mean(dim=1)  # [C, D]
+    if aggregate == "embedding_mean":
+        weights = F.normalize(weights, dim=-1)
     return weights.t().contiguous()  # [D, C]
 
 

@@ -3,6 +3,7 @@ read with their encoding errors named, a file's sha256 remembered across runs, a
 """
 from __future__ import annotations
 
+import codecs
 import hashlib
 import http.client
 import json
@@ -10,13 +11,12 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
-from pathlib import Path
-from zeroshot.errors import CheckpointError
-import codecs
-from zeroshot.errors import TextFileError
-from zeroshot.paths import default_cache_dir
 from contextlib import contextmanager
+from pathlib import Path
+
+from zeroshot.errors import CheckpointError, TextFileError
 from zeroshot.log import log
+from zeroshot.paths import default_cache_dir
 
 
 def sha256sum(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-
 _HERE = Path(__file__).resolve().parent
 REFERENCE = _HERE / "reference"  # facts as data: release tables, wnid subsets, published numbers
 BPE_VOCAB = _HERE / "bpe_simple_vocab_16e6.txt.gz"

@@ -7,27 +7,26 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
 import torch
 from omegaconf import DictConfig, OmegaConf
+
 from zeroshot import distributed as dist
-from zeroshot.errors import ConfigError
-from zeroshot.classifier import build_class_classifier
-from zeroshot.prompts.class_sets import resolve_class_prompt_sets
-from zeroshot.classifier import build_classifier
-from zeroshot.errors import DatasetError
+from zeroshot.classifier import build_class_classifier, build_classifier
 from zeroshot.data.base import EvalDataset
+from zeroshot.data.imagenet import IMAGENET_CLASSES, subset_positions
 from zeroshot.data.readers import build_dataset
+from zeroshot.errors import ConfigError, DatasetError, PromptError
 from zeroshot.features.cache import Features, ImageFeatureCache, TextCache, model_key
-from zeroshot.paths import default_cache_dir
+from zeroshot.log import log
 from zeroshot.models.loader import load_model
 from zeroshot.models.precision import resolve_precision
 from zeroshot.models.sources import check_name
-from zeroshot.data.imagenet import IMAGENET_CLASSES, subset_positions
-from zeroshot.log import log
-from zeroshot.errors import PromptError
+from zeroshot.models.transforms import transform_spec
+from zeroshot.paths import default_cache_dir
+from zeroshot.prompts.class_sets import resolve_class_prompt_sets
 from zeroshot.prompts.sets import PromptSet, load_prompt_set, read_classnames
 from zeroshot.settings import check_settings
-from zeroshot.models.transforms import transform_spec
 
 
 def resolve_device(name: str) -> torch.device:

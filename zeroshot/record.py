@@ -3,18 +3,19 @@ metrics.json, whether published numbers apply, and the run directories (fresh, n
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from pathlib import Path
-import numpy as np
-from omegaconf import DictConfig, OmegaConf
-from zeroshot import distributed as dist
-from zeroshot.prompts.sets import prompts_hash
 import json
 import platform
 import subprocess
 from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from zeroshot import distributed as dist
 from zeroshot.files import atomic_write
+from zeroshot.prompts.sets import prompts_hash
 
 if TYPE_CHECKING:  # annotations only: the pipeline builds Setup, records only read it
     from zeroshot.pipeline import Setup
@@ -126,10 +127,10 @@ def git_commit() -> str | None:
 
 
 def versions() -> dict:
+    from importlib.metadata import version
+
     import torch
     import torchvision
-
-    from importlib.metadata import version
 
     from zeroshot import __version__
 

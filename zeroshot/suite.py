@@ -16,11 +16,12 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
+
 from omegaconf import DictConfig, OmegaConf
-from zeroshot.paths import config_dir
+
 from zeroshot.errors import ConfigError, DatasetError, UserError
 from zeroshot.log import log
-
+from zeroshot.paths import config_dir
 
 CONFIGS = config_dir()
 

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from zeroshot.errors import ReportError
-from zeroshot.report.compare import build_comparison
 from zeroshot.log import log
+from zeroshot.report.compare import build_comparison
 
 
 def compare(cfg) -> dict:
     """The `compare` command: runs (or directories of runs) in, compare.csv / compare.md / figures out."""
-    from zeroshot.report.compare_render import difference_figures, markdown_lines, write_csv
-    from zeroshot.report.runs import load_runs, reproducibility
     from zeroshot.record import make_run_dir
+    from zeroshot.report.compare_render import (
+        difference_figures,
+        markdown_lines,
+        write_csv,
+    )
+    from zeroshot.report.runs import load_runs, reproducibility
 
     runs = load_runs(list(cfg.inputs))
     table, notes = reproducibility(runs, float(cfg.tolerance))

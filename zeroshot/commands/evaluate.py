@@ -6,24 +6,31 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
+
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from zeroshot import calibrate as calibration_run, distributed as dist
-from zeroshot.metrics.calibration import plot_reliability
+
+from zeroshot import calibrate as calibration_run
+from zeroshot import distributed as dist
+from zeroshot import suite
 from zeroshot.classifier import logits as score
 from zeroshot.features.cache import Features
-from zeroshot.metrics.classification import benchmark_metrics, classification_metrics, topk_predictions
-from zeroshot.record import make_run_dir, write_json
+from zeroshot.metrics.calibration import plot_reliability
+from zeroshot.metrics.classification import (
+    benchmark_metrics,
+    classification_metrics,
+    topk_predictions,
+)
+from zeroshot.pipeline import (
+    Setup,
+    classifier_weights,
+    image_features,
+    prepare,
+    prompt_count,
+)
 from zeroshot.plots import plot_confusion, plot_per_class
-from zeroshot.pipeline import Setup
-from zeroshot.pipeline import classifier_weights
-from zeroshot.pipeline import image_features
-from zeroshot.pipeline import prompt_count
-from zeroshot.record import run_dir_base
-from zeroshot.record import run_record
-from zeroshot.pipeline import prepare
-from zeroshot import suite
+from zeroshot.record import make_run_dir, run_dir_base, run_record, write_json
 
 
 def evaluate(cfg: DictConfig) -> dict:

@@ -18,12 +18,11 @@ from omegaconf import DictConfig, open_dict
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-from zeroshot.errors import DatasetError
 from zeroshot.data.readers import build_dataset
-from zeroshot.pipeline import image_features, prepare
-from zeroshot.record import run_dir_base, run_record
+from zeroshot.errors import DatasetError
 from zeroshot.metrics.classification import classification_metrics
-from zeroshot.record import make_run_dir, write_json
+from zeroshot.pipeline import image_features, prepare
+from zeroshot.record import make_run_dir, run_dir_base, run_record, write_json
 
 
 def _fit(x: np.ndarray, y: np.ndarray, c: float, cfg) -> LogisticRegression:

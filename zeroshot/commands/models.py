@@ -12,8 +12,8 @@ def rows() -> list[tuple[str, str, str, str]]:
     """(name to give, activation, what runs it, where the weights come from)."""
     import csv
 
-    from zeroshot.paths import config_dir
     from zeroshot.models.registry import MODELS, PRETRAINED
+    from zeroshot.paths import config_dir
 
     models = json.loads((PRETRAINED.parent / "openclip_models.json").read_text())
     out = [(name, "quick_gelu", "zeroshot", "OpenAI (verified sha256)") for name in MODELS]

@@ -8,24 +8,29 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
-from zeroshot.classifier import logits as score, probabilities_from_logits as probabilities
-from zeroshot.pipeline import image_features, prepare, text_cache
-from zeroshot.record import run_dir_base, run_record
-from zeroshot.metrics.classification import bootstrap_ci, bootstrap_indices, classification_metrics, paired_bootstrap_pvalue
+
+from zeroshot.classifier import logits as score
+from zeroshot.classifier import probabilities_from_logits as probabilities
 from zeroshot.errors import PromptError
-from zeroshot.prompts.sets import PromptSet, read_classnames, write_prompt_file
-from zeroshot.record import make_run_dir, write_json
-from zeroshot.plots import pyplot
-from zeroshot.experiments.templates import ensemble
-from zeroshot.experiments.templates import greedy_selection
-from zeroshot.metrics.classification import holm
-from zeroshot.experiments.templates import template_features
+from zeroshot.experiments.templates import ensemble, greedy_selection, template_features
 from zeroshot.log import log
+from zeroshot.metrics.classification import (
+    bootstrap_ci,
+    bootstrap_indices,
+    classification_metrics,
+    holm,
+    paired_bootstrap_pvalue,
+)
+from zeroshot.pipeline import image_features, prepare, text_cache
+from zeroshot.plots import pyplot
+from zeroshot.prompts.sets import PromptSet, read_classnames, write_prompt_file
+from zeroshot.record import make_run_dir, run_dir_base, run_record, write_json
 
 
 def run_experiments(cfg: DictConfig) -> dict:
@@ -171,7 +176,10 @@ def describe_experiments(cfg, s, image, labels, templates, tcache, run_dir, reco
     if not sets.get("descriptions") and not sets.get("random"):
         return None
     from zeroshot.classifier import AGGREGATES
-    from zeroshot.experiments.descriptions import run_description_experiments, write_description_outputs
+    from zeroshot.experiments.descriptions import (
+        run_description_experiments,
+        write_description_outputs,
+    )
 
     d = sets["descriptions"]
     first = (s.main_class_prompts or d).aggregate

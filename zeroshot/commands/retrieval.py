@@ -20,16 +20,20 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from zeroshot import distributed as dist
+from zeroshot import suite
 from zeroshot.classifier import encode_prompts, tokenizer_for
-from zeroshot.pipeline import Setup, cache_root, image_features, text_cache
-from zeroshot.record import run_dir_base, run_record
-from zeroshot.prompts.sets import PromptSet
-from zeroshot.record import make_run_dir, write_json
 from zeroshot.data.retrieval import build_retrieval_dataset, caption_lists
 from zeroshot.metrics.retrieval import retrieve
-from zeroshot import suite
-from zeroshot.pipeline import load_for, runtime
-
+from zeroshot.pipeline import (
+    Setup,
+    cache_root,
+    image_features,
+    load_for,
+    runtime,
+    text_cache,
+)
+from zeroshot.prompts.sets import PromptSet
+from zeroshot.record import make_run_dir, run_dir_base, run_record, write_json
 
 
 def captions_hash(captions: list[list[str]]) -> str:

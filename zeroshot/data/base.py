@@ -8,11 +8,13 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
-from zeroshot.errors import BadImageError, DatasetError
+
 from zeroshot.data.fingerprint import dataset_fingerprint, samples_of
+from zeroshot.errors import BadImageError, DatasetError
 
 
 class EvalDataset(Dataset):

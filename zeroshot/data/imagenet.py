@@ -20,10 +20,10 @@ from pathlib import Path
 import torchvision.datasets as tvd
 from torch.utils.data import Dataset
 
+from zeroshot.data.base import missing_data
 from zeroshot.errors import DatasetError
 from zeroshot.files import read_json
 from zeroshot.paths import REFERENCE
-from zeroshot.data.base import missing_data
 
 WNIDS = REFERENCE / "imagenet_wnids.json"
 IMAGENET_CLASSES = 1000

@@ -8,15 +8,15 @@ import hashlib
 import os
 from pathlib import Path
 from typing import Callable
+
 import torchvision.datasets as tvd
 from torch.utils.data import Dataset
+
+from zeroshot.data.base import EvalDataset, missing_data
 from zeroshot.errors import DatasetError
-from zeroshot.files import read_text
-from zeroshot.prompts.sets import read_classnames
-from zeroshot.data.base import EvalDataset
-from zeroshot.data.base import missing_data
-from zeroshot.files import atomic_write
+from zeroshot.files import atomic_write, read_text
 from zeroshot.log import log
+from zeroshot.prompts.sets import read_classnames
 
 
 def _idx_class(cls: type, root: Path, train: bool) -> tuple[type, Path]:

@@ -16,10 +16,17 @@ import json
 import tarfile
 from pathlib import Path
 
+from zeroshot.data.wds import (
+    IMAGE_EXTENSIONS,
+    Sample,
+    WebDataset,
+    fetch_from_hub,
+    shard_count,
+    split_folder,
+)
 from zeroshot.errors import DatasetError
-from zeroshot.paths import HF_PREFIX
-from zeroshot.data.wds import IMAGE_EXTENSIONS, Sample, WebDataset, fetch_from_hub, shard_count, split_folder
 from zeroshot.log import log
+from zeroshot.paths import HF_PREFIX
 
 DATASET_TYPE = "dataset_type.txt"
 

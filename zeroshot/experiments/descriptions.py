@@ -9,15 +9,24 @@ per_class_descriptions.csv/.png, description_texts.csv, description_selection.cs
 """
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from zeroshot.classifier import ClassTexts, aggregate_features, check_aggregate, encode_class_prompts
+from zeroshot.classifier import (
+    ClassTexts,
+    aggregate_features,
+    check_aggregate,
+    encode_class_prompts,
+)
 from zeroshot.classifier import logits as score
-from zeroshot.metrics.classification import bootstrap_ci, bootstrap_indices, classification_metrics, paired_bootstrap_pvalue
+from zeroshot.metrics.classification import (
+    bootstrap_ci,
+    bootstrap_indices,
+    classification_metrics,
+    paired_bootstrap_pvalue,
+)
 
 REFERENCE = "templates"  # the row every other set is tested against: the template ensemble
 

@@ -12,7 +12,9 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
 import torch
+
 from zeroshot.files import atomic_write
 from zeroshot.log import log
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+
 import torch
+
 from zeroshot.data.base import EvalDataset, check_batch, collate
 from zeroshot.errors import CheckpointError
-from zeroshot.features.cache import Features
-from zeroshot.features.cache import ImageFeatureCache
+from zeroshot.features.cache import Features, ImageFeatureCache
 
 
 def check_finite(feats: torch.Tensor, name_of, what: str) -> None:

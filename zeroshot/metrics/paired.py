@@ -20,8 +20,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from zeroshot.errors import ReportError
-from zeroshot.metrics.classification import group_accuracies, label_rank, mean_average_precision
-from zeroshot.metrics.classification import BENCHMARK_METRICS
+from zeroshot.metrics.classification import (
+    BENCHMARK_METRICS,
+    group_accuracies,
+    label_rank,
+    mean_average_precision,
+)
 
 # Means over images, so McNemar applies; every other metric is a function of the whole set (a fact, defined once).
 PER_IMAGE_METRICS = ("top1", "top5")  # a mean over images of a 0/1 outcome: McNemar applies

@@ -11,8 +11,6 @@ Every state dict comes back in OpenAI's key layout (`to_openai_layout`, `from_tr
 """
 from __future__ import annotations
 
-from zeroshot.errors import CheckpointError, MissingFileError
-
 import pickle
 import re
 import struct
@@ -22,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-
+from zeroshot.errors import CheckpointError, MissingFileError
 
 EXPECTED = ("expected an OpenAI CLIP TorchScript archive, a state dict saved by torch.save (.pt/.pth/.bin), "
             "an open_clip checkpoint, a .safetensors file, or a model folder (open_clip or transformers)")

@@ -8,14 +8,13 @@ registry by tools/make_openclip_tables.py). What neither says is assumed and rep
 """
 from __future__ import annotations
 
-from zeroshot.errors import ArchitectureError
-
 import functools
 import json
 from dataclasses import fields
 
 import torch
 
+from zeroshot.errors import ArchitectureError
 from zeroshot.models.clip import CLIP, CLIPConfig
 from zeroshot.paths import REFERENCE
 

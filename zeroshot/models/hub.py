@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from zeroshot.errors import CheckpointError, ConfigError
-from zeroshot.paths import HF_PREFIX
-from zeroshot.models.registry import OPENAI_PREPROCESS
-from zeroshot.models.registry import Source
-from zeroshot.models import registry  # through the module: its tables can be extended (tests do)
-from zeroshot.models.registry import release_of
 
+from zeroshot.errors import CheckpointError, ConfigError
+from zeroshot.models import (
+    registry,  # through the module: its tables can be extended (tests do)
+)
+from zeroshot.models.registry import OPENAI_PREPROCESS, Source, release_of
+from zeroshot.paths import HF_PREFIX
 
 OPENCLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 

@@ -11,19 +11,36 @@ from pathlib import Path
 
 import torch
 
-from zeroshot.errors import ConfigError
-from zeroshot.errors import ArchitectureError
-from zeroshot.models.config import architecture_name, base_name, build_config, empty_model, family_fields, hf_fields, load_weights
-from zeroshot.errors import CheckpointError
-from zeroshot.models.checkpoint import from_transformers, read_file, to_openai_layout
-from zeroshot.paths import default_cache_dir
+from zeroshot.errors import ArchitectureError, CheckpointError, ConfigError
 from zeroshot.files import file_sha256
+from zeroshot.log import log
+from zeroshot.models.checkpoint import from_transformers, read_file, to_openai_layout
 from zeroshot.models.clip import ACTIVATIONS
-from zeroshot.models.precision import DTYPES, PRECISIONS, convert_weights, resolve_precision
-from zeroshot.models.registry import MODELS, OPENAI_PREPROCESS, OPENAI_SHA256, Source, canonical_name
+from zeroshot.models.config import (
+    architecture_name,
+    base_name,
+    build_config,
+    empty_model,
+    family_fields,
+    hf_fields,
+    load_weights,
+)
+from zeroshot.models.precision import (
+    DTYPES,
+    PRECISIONS,
+    convert_weights,
+    resolve_precision,
+)
+from zeroshot.models.registry import (
+    MODELS,
+    OPENAI_PREPROCESS,
+    OPENAI_SHA256,
+    Source,
+    canonical_name,
+)
 from zeroshot.models.sources import resolve
 from zeroshot.models.transforms import Preprocess, image_transform
-from zeroshot.log import log
+from zeroshot.paths import default_cache_dir
 
 __all__ = ["load", "load_model", "canonical_name", "MODELS", "CheckpointError",
            "default_cache_dir", "resolve_precision", "PRECISIONS"]

@@ -7,21 +7,24 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+
 from zeroshot.errors import ConfigError, MissingFileError
+from zeroshot.models import (
+    registry,  # through the module: its tables can be extended (tests do)
+)
+from zeroshot.models.hub import _hub, _hub_weights, read_folder
+from zeroshot.models.registry import (
+    MODELS,
+    OPENAI_NAMES,
+    OPENAI_PREPROCESS,
+    Source,
+    _row_preprocess,
+    canonical_name,
+    find_tag,
+    release_of,
+    unknown_name_message,
+)
 from zeroshot.paths import HF_PREFIX
-from zeroshot.models.registry import MODELS
-from zeroshot.models.registry import OPENAI_PREPROCESS
-from zeroshot.models.registry import Source
-from zeroshot.models.registry import OPENAI_NAMES
-from zeroshot.models.hub import _hub
-from zeroshot.models.hub import _hub_weights
-from zeroshot.models.registry import _row_preprocess
-from zeroshot.models.registry import canonical_name
-from zeroshot.models.registry import find_tag
-from zeroshot.models import registry  # through the module: its tables can be extended (tests do)
-from zeroshot.models.hub import read_folder
-from zeroshot.models.registry import release_of
-from zeroshot.models.registry import unknown_name_message
 
 
 def check_name(name_or_path: str | os.PathLike) -> str:
@@ -70,8 +73,8 @@ def _openai(name: str, download_root) -> Source:
 
 
 def _tag(arch: str, tag: str, download_root) -> Source:
-    from zeroshot.models.config import openclip_models
     from zeroshot.files import download
+    from zeroshot.models.config import openclip_models
 
     row = registry.pretrained_tags()[(arch, tag)]
     if tag == "openai":

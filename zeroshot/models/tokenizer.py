@@ -14,6 +14,7 @@ from typing import Iterable
 import ftfy
 import regex
 import torch
+
 from zeroshot.paths import BPE_VOCAB
 
 VOCAB_PATH = BPE_VOCAB

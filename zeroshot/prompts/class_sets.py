@@ -14,8 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from zeroshot.classifier import check_aggregate
-from zeroshot.prompts.descriptions import class_prompts, class_prompts_hash, map_descriptions, prompts_label, read_descriptions
 from zeroshot.errors import PromptError
+from zeroshot.prompts.descriptions import (
+    class_prompts,
+    class_prompts_hash,
+    map_descriptions,
+    prompts_label,
+    read_descriptions,
+)
 from zeroshot.prompts.waffle import CONTROLS, control_texts, waffle_texts
 
 # The prompts.* keys this module reads; their defaults live in configs/prompts/dataset.yaml.

@@ -27,9 +27,8 @@ from pathlib import Path
 
 from zeroshot.errors import CheckpointError, PromptError
 from zeroshot.files import decode_text
-from zeroshot.paths import REFERENCE
 from zeroshot.log import log
-
+from zeroshot.paths import REFERENCE
 
 MODES = ("sentences", "descriptors")  # CuPL: each text is a prompt; DCLIP: each text goes through a pattern
 COMBINE = ("replace", "add")  # the descriptions alone, or pooled with the template prompts (CuPL's "CuPL + e")
@@ -75,8 +74,8 @@ def is_url(source: str) -> bool:
 def fetch_descriptions(url: str, cache_root: str | Path | None = None, sha256: str | None = None) -> Path:
     """A URL's file in the verified download cache (one folder per URL, so two files of one name never clash);
     a cached copy is used without the network."""
-    from zeroshot.paths import default_cache_dir
     from zeroshot.files import download
+    from zeroshot.paths import default_cache_dir
 
     root = (Path(cache_root) if cache_root is not None else default_cache_dir()) / "descriptions"
     folder = root / hashlib.sha256(url.encode()).hexdigest()[:16]

@@ -1,16 +1,15 @@
 """Prompt sets: class names in label order and templates with one `{}`, stored as data under prompts/."""
 from __future__ import annotations
 
-from zeroshot.errors import PromptError
-
 import json
 import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from zeroshot.paths import prompts_dir
+from zeroshot.errors import PromptError
 from zeroshot.files import read_json, read_text
+from zeroshot.paths import prompts_dir
 
 PROMPTS_DIR = prompts_dir()
 

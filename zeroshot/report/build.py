@@ -5,29 +5,25 @@ flagged, the cross-dataset views, paired comparisons and calibration; report.md,
 """
 from __future__ import annotations
 
-from zeroshot.errors import ReportError
 import html
 import warnings
+
 import pandas as pd
 from omegaconf import DictConfig
-from zeroshot.record import make_run_dir
-from zeroshot.report.published import PUBLISHED
-from zeroshot.report.published import add_linear_probe
-from zeroshot.report.published import add_published
-from zeroshot.report.plots import figures
-from zeroshot.report.tables import html_page
-from zeroshot.report.runs import load_runs
-from zeroshot.report.tables import not_run_lines
-from zeroshot.report.runs import reproducibility
-from zeroshot.report.tables import markdown
+
+from zeroshot.errors import ReportError
 from zeroshot.log import log
+from zeroshot.record import make_run_dir
+from zeroshot.report.plots import figures
+from zeroshot.report.published import PUBLISHED, add_linear_probe, add_published
+from zeroshot.report.runs import load_runs, reproducibility
+from zeroshot.report.tables import html_page, markdown, not_run_lines
 
 
 def build_report(cfg: DictConfig, inputs: list | None = None, not_run: list[dict] | None = None) -> dict:
     """The report of the runs under `inputs` (default cfg.inputs); `not_run` lists pairs a suite could not run."""
-    from zeroshot.report import aggregates
+    from zeroshot.report import aggregates, waffleclip
     from zeroshot.report import retrieval as retrieval_report
-    from zeroshot.report import waffleclip
 
     inputs, not_run = list(cfg.inputs if inputs is None else inputs), list(not_run or [])
 

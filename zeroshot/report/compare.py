@@ -7,13 +7,12 @@ import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+
 import numpy as np
 import pandas as pd
-from zeroshot.metrics import paired as cmp
+
 from zeroshot.errors import ReportError
-
-
-
+from zeroshot.metrics import paired as cmp
 
 IMAGES = ["dataset_fingerprint", "split"]
 
@@ -176,7 +175,14 @@ def wtl_matrix(suite: list[dict], systems: list[str]) -> pd.DataFrame:
 
 def report_section(table: pd.DataFrame, cfg, out: Path) -> tuple[list[str], str, list[Path]]:
     """For `report`: markdown lines, HTML and figures of the comparison (rows sharing images) and of calibration."""
-    from zeroshot.report.compare_render import calibration_html, calibration_markdown, calibration_rows, difference_figures, html_section, markdown_lines
+    from zeroshot.report.compare_render import (
+        calibration_html,
+        calibration_markdown,
+        calibration_rows,
+        difference_figures,
+        html_section,
+        markdown_lines,
+    )
 
     c = cfg.get("compare") or {}
     comp = build_comparison(table, int(c.n_boot), int(c.seed), float(c.alpha),

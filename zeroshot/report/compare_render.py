@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from zeroshot.plots import pyplot
+from zeroshot.plots import pyplot, save_figure
 from zeroshot.record import slug
-from zeroshot.plots import save_figure
 
 SIG, CI_MARK = "*", "°"
 CSV_COLUMNS = ["system_a", "system_b", "dataset", "split", "dataset_fingerprint", "metric", "per_image", "a", "b", "diff",

@@ -4,11 +4,12 @@ published marks.
 from __future__ import annotations
 
 from pathlib import Path
+
 import numpy as np
 import pandas as pd
+
+from zeroshot.plots import pyplot, save_figure
 from zeroshot.record import slug
-from zeroshot.plots import pyplot
-from zeroshot.plots import save_figure
 
 
 def figures(table: pd.DataFrame, out: Path) -> list[Path]:

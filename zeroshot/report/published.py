@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from zeroshot.paths import REFERENCE
 
+from zeroshot.paths import REFERENCE
 
 PUBLISHED = REFERENCE / "published.csv"
 

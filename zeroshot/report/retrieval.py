@@ -19,8 +19,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from zeroshot.paths import config_dir
-from zeroshot.paths import REFERENCE
+from zeroshot.paths import REFERENCE, config_dir
 from zeroshot.report.published import PUBLISHED
 
 PUBLISHED_RETRIEVAL = REFERENCE / "published_retrieval.csv"
@@ -174,8 +173,8 @@ def markdown(table: pd.DataFrame, dc38: pd.DataFrame) -> list[str]:
 
 def retrieval_only_report(cfg, runs: pd.DataFrame, not_run: list[dict]) -> dict:
     """The report when the inputs hold retrieval runs only: the retrieval table, the 38-task view, what did not run."""
-    from zeroshot.report.tables import not_run_lines
     from zeroshot.record import make_run_dir
+    from zeroshot.report.tables import not_run_lines
 
     table = retrieval_table(runs, float(cfg.delta_threshold))
     avg38 = datacomp_38(None, table)

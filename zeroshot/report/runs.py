@@ -3,13 +3,14 @@ depend on (weights sha256, dataset fingerprint and split, prompts hash); repeats
 """
 from __future__ import annotations
 
-from zeroshot.errors import ReportError
 import json
 import warnings
 from pathlib import Path
-import pandas as pd
-from zeroshot.metrics.classification import BENCHMARK_METRICS, CLASSIFICATION_METRICS
 
+import pandas as pd
+
+from zeroshot.errors import ReportError
+from zeroshot.metrics.classification import BENCHMARK_METRICS, CLASSIFICATION_METRICS
 
 REQUIRED = ("top1", "top5", "mean_per_class_recall", "model", "dataset", "prompts")
 
