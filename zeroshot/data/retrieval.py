@@ -158,7 +158,7 @@ def build_retrieval_dataset(cfg, skip_bad_images: bool = False):
     if is_wds(root, split):
         source = CaptionWebDataset(root, split, skip_bad_images)
         for problem in source.problems:
-            log.warning("zeroshot: skipping: %s", problem)
+            log.warning("skipping: %s", problem)
         patterns, base = [], source.root
     elif cfg.get("karpathy_json") and json_path.is_file():
         base = Path(root).expanduser()

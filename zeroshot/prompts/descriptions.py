@@ -220,15 +220,18 @@ def map_descriptions(texts: dict[str, list[str]], classnames: list[str], source:
             out.empty.append(i)
     out.unaddressable = sorted(i for i in shared if i not in claims)
     out.empty.sort()
+    if out.respelled:  # which class a key means was decided by spelling rules: say so (also in metrics.json)
+        log.info("%s: %d key(s) matched a class by normalised spelling or the rename table, e.g. %s", source,
+                 len(out.respelled), _listing([f"{k!r} -> {c!r}" for k, c in out.respelled[:5]]))
     if out.unaddressable:
-        log.warning("zeroshot: %s: %d class(es) share a name with another class and have no \"#<index>\" key, so they use "
+        log.warning("%s: %d class(es) share a name with another class and have no \"#<index>\" key, so they use "
                     "the templates: %s (dropped keys: %s)", source, len(out.unaddressable),
                     _listing([f"#{i} {classnames[i]}" for i in out.unaddressable]), out.dropped_keys)
     if out.ignored_keys:
-        log.warning("zeroshot: %s: ignored %d key(s) for classes this dataset lacks: %s", source,
+        log.warning("%s: ignored %d key(s) for classes this dataset lacks: %s", source,
                     len(out.ignored_keys), _listing(out.ignored_keys))
     if out.empty:
-        log.warning("zeroshot: %s: %d class(es) have no text and fall back to their name", source, len(out.empty))
+        log.warning("%s: %d class(es) have no text and fall back to their name", source, len(out.empty))
     return out
 
 
