@@ -1,4 +1,4 @@
-"""The fused and GEMM-form fast paths of zeroshot/models/clip.py against the plain forms they replace.
+"""The fused and GEMM-form fast paths of zeroshot/models/layers.py and clip.py against the plain forms they replace.
 
 Each fast path is fed fp32 here and must give the plain path's numbers to 1e-5; the paths' dispatch
 (which runs where) and the bf16 numerics are checked too. Nothing here is timed: the speed is in benchmarks/."""
@@ -6,8 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zeroshot.models import clip
-from zeroshot.models.clip import MLP, LayerNorm, attention_by_gemm, patch_embed_by_gemm
+from zeroshot.models import clip, layers
+from zeroshot.models.layers import (
+    MLP,
+    LayerNorm,
+    attention_by_gemm,
+    patch_embed_by_gemm,
+)
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-5) -> bool:
@@ -78,17 +83,17 @@ def test_layernorm_without_round_trip_matches_it_in_bf16():
 def test_fast_paths_dispatch_only_for_half_precision_on_the_cpu(monkeypatch):
     """fp32 keeps SDPA and the convolution (the exact default); bf16 on the CPU without gradients takes the GEMM forms."""
     calls = []
-    monkeypatch.setattr(clip, "attention_by_gemm", lambda *a, **k: calls.append("attn") or torch.zeros(1))
+    monkeypatch.setattr(layers, "attention_by_gemm", lambda *a, **k: calls.append("attn") or torch.zeros(1))
     monkeypatch.setattr(clip, "patch_embed_by_gemm", lambda *a, **k: calls.append("patch") or torch.zeros(1))
     q = torch.randn(1, 1, 4, 8)
     vit = clip.VisionTransformer(clip.CLIPConfig(vision_layers=1, vision_width=64, vision_head_width=32, image_resolution=64,
                                                  vision_patch_size=32))
     with torch.inference_mode():
-        clip.attention(q, q, q)
+        layers.attention(q, q, q)
         vit.patches(torch.randn(1, 3, 64, 64))
         assert calls == []
-        clip.attention(q.bfloat16(), q.bfloat16(), q.bfloat16())
+        layers.attention(q.bfloat16(), q.bfloat16(), q.bfloat16())
         vit.bfloat16().patches(torch.randn(1, 3, 64, 64).bfloat16())
         assert calls == ["attn", "patch"]
-    clip.attention(q.bfloat16(), q.bfloat16(), q.bfloat16())  # gradients on: SDPA
+    layers.attention(q.bfloat16(), q.bfloat16(), q.bfloat16())  # gradients on: SDPA
     assert calls == ["attn", "patch"]

@@ -15,7 +15,6 @@ from zeroshot.errors import ArchitectureError, CheckpointError, ConfigError
 from zeroshot.files import file_sha256
 from zeroshot.log import log
 from zeroshot.models.checkpoint import from_transformers, read_file, to_openai_layout
-from zeroshot.models.clip import ACTIVATIONS
 from zeroshot.models.config import (
     architecture_name,
     base_name,
@@ -25,6 +24,7 @@ from zeroshot.models.config import (
     hf_fields,
     load_weights,
 )
+from zeroshot.models.layers import ACTIVATIONS
 from zeroshot.models.precision import (
     DTYPES,
     PRECISIONS,

@@ -1,0 +1,219 @@
+"""The layers both towers are built from: pre-LN transformer blocks with OpenAI's parameter names, and the
+fast paths that compute the same functions with less time outside the GEMMs.
+
+Fast paths, each equal to the plain form in fp32 (tests/test_fast_paths.py):
+- `MLP` folds QuickGELU's 1.702 into the GEMMs' epilogues and runs the activation in one in-place pass;
+- `LayerNorm` takes a bf16/fp16 input with fp32 weights on the CPU directly (fp32 inside, no dtype copies);
+- in bf16/fp16 on the CPU, `attention` runs as two batched GEMMs around a softmax and the patch embedding as one
+  GEMM (`patch_embed_by_gemm`), both faster there than SDPA's flash kernel and oneDNN's convolution.
+Under autograd every layer takes its plain form.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm that always normalizes in fp32, so fp16/bf16 models keep OpenAI's numerics.
+
+    On the CPU, `F.layer_norm` takes a bf16/fp16 input with fp32 weights and computes in fp32 inside,
+    rounding once on the way out: the same numbers as the fp32 round trip (one output in 40,000 differs by an
+    ulp) without the two dtype copies, which cost 3x the normalization itself. Elsewhere the round trip stays.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == self.weight.dtype or (x.device.type == "cpu" and self.weight.dtype == torch.float32):
+            return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        w = None if self.weight is None else self.weight.float()
+        b = None if self.bias is None else self.bias.float()
+        return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps).to(x.dtype)
+
+
+class QuickGELU(nn.Module):
+    """The sigmoid approximation of GELU that OpenAI's CLIP was trained with; exact GELU would change the features.
+
+    This is the plain form, used under autograd; without it `MLP` runs the same function in one pass."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+ACTIVATIONS = {"quick_gelu": QuickGELU, "gelu": nn.GELU, "gelu_tanh": partial(nn.GELU, approximate="tanh")}
+
+
+class LayerScale(nn.Module):
+    """Per-channel scale of a residual branch (open_clip's ls_1/ls_2); kept fp32 and cast to the input's dtype."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.ones(width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma.to(x.dtype)
+
+
+def half_on_cpu(x: torch.Tensor) -> bool:
+    """Whether `x` takes the CPU's half-precision fast paths: bf16/fp16 on the CPU, with no gradient to keep."""
+    return x.device.type == "cpu" and x.dtype != torch.float32 and not torch.is_grad_enabled()
+
+
+def attention_by_gemm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
+                      causal: bool = False) -> torch.Tensor:
+    """SDPA's function as two batched GEMMs around a softmax (fp32 inside): q [N, H, Lq, d], k, v [N, H, L, d].
+
+    `mask` [.., Lq, L] is True where a query may attend; `causal` lets query i see keys 0..i."""
+    scores = torch.matmul(q, k.transpose(-1, -2)).mul_(q.shape[-1] ** -0.5)  # [N, H, Lq, L]
+    if causal:
+        mask = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril_()  # [Lq, L]
+    if mask is not None:
+        scores.masked_fill_(~mask, float("-inf"))
+    return torch.matmul(torch.softmax(scores, dim=-1), v)  # [N, H, Lq, d]
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
+              causal: bool = False) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v. On the CPU in bf16/fp16, for the 50-257 tokens of CLIP's towers, the GEMM form
+    runs 1.7-2x faster than SDPA's flash kernel, which is tuned for long sequences (benchmarks/README.md);
+    everywhere else, fp32 included, SDPA."""
+    if half_on_cpu(q):
+        return attention_by_gemm(q, k, v, mask, causal)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with nn.MultiheadAttention's parameter names (in_proj_weight, out_proj)."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.in_proj_weight = nn.Parameter(nn.init.xavier_uniform_(torch.empty(3 * width, width)))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * width))
+        self.out_proj = nn.Linear(width, width)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        n, l, d = x.shape
+        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)  # [N, L, 3D]
+        qkv = qkv.view(n, l, 3, self.heads, d // self.heads)  # [N, L, 3, H, D/H]
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x [N, H, L, D/H]
+        x = attention(q, k, v, causal=causal)  # [N, H, L, D/H]
+        x = x.transpose(1, 2).reshape(n, l, d)  # [N, L, D]
+        return self.out_proj(x)
+
+    def attend_from(self, x: torch.Tensor, query: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        """Attention output at one position per sequence (`query` [N]); keys and values from all of `x`.
+
+        The last block only has to produce the feature that is read out (CLS or end-of-text), so it
+        projects one query per sequence instead of L. Same numbers, a fraction of the block's work.
+        """
+        n, l, d = x.shape
+        h = self.heads
+        rows = torch.arange(n, device=x.device)
+        w, b = self.in_proj_weight, self.in_proj_bias
+        q = F.linear(x[rows, query], w[:d], b[:d]).view(n, h, 1, d // h)  # [N, H, 1, D/H]
+        kv = F.linear(x, w[d:], b[d:]).view(n, l, 2, h, d // h)  # [N, L, 2, H, D/H]
+        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # 2 x [N, H, L, D/H]
+        mask = None
+        if causal:  # the query at position p sees keys 0..p
+            mask = (torch.arange(l, device=x.device)[None, :] <= query[:, None]).view(n, 1, 1, l)  # [N, 1, 1, L]
+        x = attention(q, k, v, mask)  # [N, H, 1, D/H]
+        return self.out_proj(x.reshape(n, d))  # [N, D]
+
+
+class MLP(nn.Module):
+    """c_fc, activation, c_proj (OpenAI's names), with the activation in one pass when no gradient is needed.
+
+    QuickGELU is x * sigmoid(1.702 x) = silu(1.702 x) / 1.702. The GEMMs apply the two scale factors in their
+    epilogue for free (addmm's alpha and beta), so what is left between them is one in-place silu over the
+    [N*L, 4D] activation instead of three passes; GELU runs in place. Same function, float-rounding apart.
+    """
+
+    def __init__(self, width: int, hidden: int, activation: str):
+        super().__init__()
+        self.c_fc = nn.Linear(width, hidden)
+        self.gelu = ACTIVATIONS[activation]()
+        self.c_proj = nn.Linear(hidden, width)
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and (x.requires_grad or self.c_fc.weight.requires_grad):
+            return self.c_proj(self.gelu(self.c_fc(x)))  # the plain form, which autograd can follow
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])  # [N*L, D]
+        fc, proj = self.c_fc, self.c_proj
+        if self.activation == "quick_gelu":
+            h = torch.addmm(fc.bias, x, fc.weight.t(), beta=1.702, alpha=1.702)  # 1.702 * c_fc(x): [N*L, hidden]
+            F.silu(h, inplace=True)  # 1.702 * QuickGELU(c_fc(x))
+            x = torch.addmm(proj.bias, h, proj.weight.t(), alpha=1 / 1.702)  # [N*L, D]
+        else:
+            h = torch.ops.aten.gelu_(F.linear(x, fc.weight, fc.bias), approximate=self.gelu.approximate)
+            x = F.linear(h, proj.weight, proj.bias)
+        return x.view(*shape[:-1], -1)  # [..., D]
+
+
+@dataclass
+class BlockSpec:
+    """What one tower's transformer blocks are made of; built from the CLIPConfig for that tower."""
+
+    width: int
+    layers: int
+    heads: int
+    mlp_ratio: float
+    activation: str
+    ln_eps: float
+    layer_scale: bool
+    causal: bool = False
+
+
+class ResidualAttentionBlock(nn.Module):
+    def __init__(self, s: BlockSpec):
+        super().__init__()
+        self.attn = Attention(s.width, s.heads)
+        self.ln_1 = LayerNorm(s.width, eps=s.ln_eps)
+        hidden = round(s.width * s.mlp_ratio)  # open_clip's ratios (4.9231 for 8192 / 1664) round to the width
+        self.mlp = MLP(s.width, hidden, s.activation)
+        self.ln_2 = LayerNorm(s.width, eps=s.ln_eps)
+        self.ls_1 = LayerScale(s.width) if s.layer_scale else nn.Identity()
+        self.ls_2 = LayerScale(s.width) if s.layer_scale else nn.Identity()
+
+    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        x = x + self.ls_1(self.attn(self.ln_1(x), causal=causal))
+        return x + self.ls_2(self.mlp(self.ln_2(x)))
+
+    def forward_at(self, x: torch.Tensor, query: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        """The block's output at one position per sequence: [N, L, D] -> [N, D]."""
+        y = x[torch.arange(x.shape[0], device=x.device), query]  # [N, D]
+        y = y + self.ls_1(self.attn.attend_from(self.ln_1(x), query, causal))
+        return y + self.ls_2(self.mlp(self.ln_2(y)))
+
+
+class Transformer(nn.Module):
+    """A stack of pre-LN blocks over batch-first input [N, L, D]; `causal` masks future positions (text)."""
+
+    def __init__(self, s: BlockSpec):
+        super().__init__()
+        self.width, self.layers, self.causal = s.width, s.layers, s.causal
+        self.resblocks = nn.Sequential(*[ResidualAttentionBlock(s) for _ in range(s.layers)])
+
+    def forward(self, x: torch.Tensor, readout: torch.Tensor | None = None) -> torch.Tensor:
+        """[N, L, D] -> [N, L, D]; or, given `readout` positions [N], only those outputs: [N, D]."""
+        blocks = list(self.resblocks)
+        last = blocks.pop() if readout is not None else None
+        for block in blocks:
+            x = block(x, causal=self.causal)
+        return x if last is None else last.forward_at(x, readout, causal=self.causal)
+
+
+def patch_embed_by_gemm(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """conv2d(x, weight, stride=p) for a [width, 3, p, p] kernel, as one GEMM: [N, 3, R, R] -> [N, (R/p)^2, width]."""
+    n, c, r, _ = x.shape
+    p = weight.shape[-1]
+    g = r // p
+    x = x.reshape(n, c, g, p, g, p).permute(0, 2, 4, 1, 3, 5)  # [N, grid, grid, 3, p, p]
+    x = x.reshape(n, g * g, c * p * p)  # [N, grid*grid, 3*p*p] (the one copy)
+    return F.linear(x, weight.reshape(weight.shape[0], -1))  # [N, grid*grid, width]
