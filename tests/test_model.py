@@ -206,7 +206,7 @@ def test_bf16_full_architectures(name):
     """The full architectures in bf16, through the CPU's fast paths (GEMM attention and patch embedding, the fused
     MLP, LayerNorm without round trips) where bf16 runs on the CPU: cosine to fp32 >= 0.999, images and text.
     Where bf16 is not native (no CUDA, no AVX512-BF16/AMX) torch emulates it, ~100x slower: a few images still
-    check the numerics, and ViT-L/14 (80 GFLOP an image) waits for a machine with native bf16."""
+    check the numerics, and ViT-L/14 (155 GFLOP an image) waits for a machine with native bf16."""
     from zeroshot.models.precision import native_cpu_precision
 
     if name == "ViT-L/14" and not (torch.cuda.is_available() or native_cpu_precision("bf16")):
