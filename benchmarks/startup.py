@@ -1,12 +1,15 @@
-"""Issue 13: the fixed cost of a command. --help, a repeat prompt experiment on cached features, and reading
-OpenAI's archive without TorchScript."""
+"""Issues 13 and 22: the fixed cost of a command. --help, a repeat prompt experiment on cached features (and
+where its time goes: imports by package from `-X importtime`, a cProfile of the command), and reading OpenAI's
+archive without TorchScript."""
 from __future__ import annotations
 
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -43,7 +46,59 @@ def bench_startup(args):
         again = wall([*cmd, 'prompts.templates=["a photo of the {}.","a low resolution photo of a {}."]'], reps)
         row("start", "repeat prompt experiment, 200 cached images, ViT-B/32", again, None, "-", "s", None,
             f"target < 3 s; the first run (encoding the images) took {first:.1f} s")
+        quiet = wall([*cmd, "figures=false", 'prompts.templates=["a photo of the {}.","a low resolution photo of a {}."]'], reps)
+        row("start", "the same, figures=false (no matplotlib)", quiet, None, "-", "s", None, "templates.png, selection.png not drawn")
+        profile_repeat(cmd, tmp, again)
         bench_archive(tmp)
+
+
+IMPORT_GROUPS = ("torch", "torchvision", "hydra", "omegaconf", "pandas", "matplotlib", "zeroshot")
+
+
+def import_times(stderr: str) -> dict[str, float]:
+    """Seconds of `-X importtime` per top-level package (imports made at the top of the tree: a package's
+    cumulative time holds what it imports), the rest pooled as "other"; "total" is their sum."""
+    out: dict[str, float] = defaultdict(float)
+    for line in stderr.splitlines():
+        m = re.match(r"import time:\s+\d+ \|\s+(\d+) \| (\S.*)$", line)
+        if m:  # depth 0: no indentation before the name
+            root = m.group(2).split(".")[0]
+            out[root if root in IMPORT_GROUPS else "other"] += int(m.group(1)) / 1e6
+    out["total"] = sum(out.values())
+    return out
+
+
+def profile_repeat(cmd: list[str], tmp: Path, wall_s: float, top: int = 25) -> None:
+    """Where a repeat run's time goes: its imports by package, and a cProfile of the whole command (another new
+    pair of templates each time, so the text encoding of new prompts is in it, as in the timed runs' first)."""
+    import pstats
+
+    def fresh(i: int) -> list[str]:
+        return [*cmd, f'prompts.templates=["a sketch of the {{}}. ({i})","a photo of my {{}}. ({i})"]']
+
+    r = subprocess.run([cmd[0], "-X", "importtime", *fresh(1)[1:]], capture_output=True, text=True, cwd=REPO)
+    if r.returncode:
+        raise RuntimeError(r.stderr[-2000:])
+    t = import_times(r.stderr)
+    parts = ", ".join(f"{k} {t[k]:.2f} s" if t.get(k) else f"{k} absent" for k in (*IMPORT_GROUPS, "other"))
+    print(f"start   repeat run's imports (-X importtime, top-level by package; total {t['total']:.2f} s of the "
+          f"{wall_s:.2f} s median wall): {parts}", flush=True)
+    for k in ("torch", "torchvision", "hydra", "pandas", "matplotlib"):
+        row("start", f"repeat run: import {k}", t.get(k, 0.0), None, "-", "s", None,
+            "absent" if not t.get(k) else "-X importtime, cumulative")
+    stats = tmp / "repeat.prof"
+    r = subprocess.run([cmd[0], "-m", "cProfile", "-o", str(stats), *fresh(2)[1:]], capture_output=True, text=True, cwd=REPO)
+    if r.returncode:
+        raise RuntimeError(r.stderr[-2000:])
+    st = pstats.Stats(str(stats))
+    entries = [(v[3], v[1], k) for k, v in st.stats.items()]  # (cumulative s, calls, (file, line, function))
+    wanted = re.compile(r"zeroshot/|hydra/(main|_internal/hydra)\.py|matplotlib/pyplot\.py|pandas/__init__|"
+                        r"torch/__init__|torch/serialization\.py|omegaconf/omegaconf\.py")
+    shown = [e for e in sorted(entries, reverse=True) if wanted.search(e[2][0])][:top]
+    print(f"start   cProfile of the repeat run ({st.total_tt:.2f} s under the profiler), top {top} cumulative:")
+    for cum, calls, (file, line, fn) in shown:
+        where = file.split("site-packages/")[-1] if "site-packages/" in file else file[file.rfind("zeroshot/"):]
+        print(f"          {cum:6.2f} s  {calls:>6}  {where}:{line}({fn})", flush=True)
 
 
 def bench_archive(tmp: Path):

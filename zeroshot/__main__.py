@@ -237,8 +237,20 @@ def console() -> None:
     if "LOCAL_RANK" in os.environ:  # under torchrun: let its error handler report a crashing rank
         from torch.distributed.elastic.multiprocessing.errors import record
 
-        sys.exit(record(main)())
-    sys.exit(main())
+        code = record(main)()
+    else:
+        code = main()
+    _exit_quickly()
+    sys.exit(code)
+
+
+def _exit_quickly() -> None:
+    """The process ends next: the objects alive now are left out of the garbage collector's passes over the heap
+    during interpreter shutdown (gc.freeze), which with torch, pandas and matplotlib loaded take 0.6 s. Memory goes
+    back to the system with the process; objects are still released, and atexit handlers run, as ever."""
+    import gc
+
+    gc.freeze()
 
 
 if __name__ == "__main__":

@@ -27,6 +27,30 @@ def sha256sum(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def package_version(name: str) -> str:
+    """An installed package's `__version__`, without importing it where it ships a `version.py` (torchvision's
+    import costs a second, and a run on cached features needs only its version). importlib.metadata is no
+    substitute: it drops the local tag that `__version__` carries (0.29.1 for 0.29.1+cu130)."""
+    import sys
+
+    if name in sys.modules:
+        return sys.modules[name].__version__
+    import ast
+    import importlib
+    import importlib.util
+
+    spec = importlib.util.find_spec(name)
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / "version.py"
+        if not path.is_file():
+            continue
+        for node in ast.parse(path.read_text()).body:
+            if (isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__version__" for t in node.targets)
+                    and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)):
+                return node.value.value
+    return importlib.import_module(name).__version__
+
+
 def _stat_key(path: Path) -> dict:
     st = path.stat()
     return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}

@@ -14,7 +14,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from zeroshot import distributed as dist
-from zeroshot.files import atomic_write
+from zeroshot.files import atomic_write, package_version
 from zeroshot.prompts.sets import prompts_hash
 
 if TYPE_CHECKING:  # annotations only: the pipeline builds Setup, records only read it
@@ -130,7 +130,6 @@ def versions() -> dict:
     from importlib.metadata import version
 
     import torch
-    import torchvision
 
     from zeroshot import __version__
 
@@ -139,7 +138,7 @@ def versions() -> dict:
         "git_commit": git_commit(),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        "torchvision": package_version("torchvision"),
         "numpy": np.__version__,
         "pillow": version("pillow"),
     }

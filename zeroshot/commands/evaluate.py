@@ -124,10 +124,11 @@ def write_outputs(run_dir: Path, cfg, s: Setup, feats: Features, logits: torch.T
     np.savez_compressed(run_dir / "logits.npz", logits=logits.numpy(), labels=feats.labels.numpy(), indices=idx,
                         **{k: v for k, v in (targets or {}).items() if k in ("metadata", "multilabel")})
     title = f"{metrics['dataset_label']} | {metrics['model']} | {metrics['prompts_label']}"
-    if curves:
-        plot_reliability(curves, run_dir / "reliability_diagram.png", f"{title} ({metrics['probability']})")
-    plot_confusion(m["confusion_matrix"], names, run_dir / "confusion_matrix.png", title)
-    plot_per_class(m["per_class_accuracy"], names, run_dir / "per_class_accuracy.png", title)
+    if cfg.figures:
+        if curves:
+            plot_reliability(curves, run_dir / "reliability_diagram.png", f"{title} ({metrics['probability']})")
+        plot_confusion(m["confusion_matrix"], names, run_dir / "confusion_matrix.png", title)
+        plot_per_class(m["per_class_accuracy"], names, run_dir / "per_class_accuracy.png", title)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     write_json(run_dir / "metrics.json", metrics)  # last: its presence marks the run complete
 

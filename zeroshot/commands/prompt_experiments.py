@@ -189,13 +189,11 @@ def describe_experiments(cfg, s, image, labels, templates, tcache, run_dir, reco
         aggregate=[first, *(a for a in AGGREGATES if a != first)], bootstrap=int(cfg.bootstrap), seed=int(cfg.seed),
         select_fraction=float(cfg.select_fraction), batch_size=cfg.text_batch_size, text_cache=tcache,
         progress=cfg.progress)
-    write_description_outputs(run_dir, result, f"{record['dataset_label']} | {record['model']}")
+    write_description_outputs(run_dir, result, f"{record['dataset_label']} | {record['model']}", bool(cfg.figures))
     return {k: result[k] for k in ("rows", "random_summary", "heldout") if k in result} | {"mapping": sets.get("mapping")}
 
 
 def write_outputs(run_dir, cfg, s, record, rows, full, curve, selected, methods, variants, baseline, chosen) -> None:
-    plt = pyplot()
-
     table = pd.DataFrame(rows).sort_values("top1", ascending=False)
     table.to_csv(run_dir / "templates.csv", index=False)
     pd.DataFrame(curve).to_csv(run_dir / "selection.csv", index=False)
@@ -204,7 +202,13 @@ def write_outputs(run_dir, cfg, s, record, rows, full, curve, selected, methods,
         f"{s.prompts.name}_greedy", chosen, s.classnames,
         f"greedy selection on {record['dataset_label']} ({cfg.dataset.get('split', 'test')} split) with {record['model']} "
         f"({run_dir}); evaluating it on the images it was selected on is optimistic"))
+    if cfg.figures:
+        write_figures(run_dir, record, table, full, curve, selected)
 
+
+def write_figures(run_dir, record, table, full, curve, selected) -> None:
+    """templates.png (each template alone, with its CI, against the ensemble) and selection.png (the greedy curve)."""
+    plt = pyplot()
     n = len(table)
     fig, ax = plt.subplots(figsize=(9, max(3, 0.28 * n + 1)))
     y = np.arange(n)

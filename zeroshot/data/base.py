@@ -4,6 +4,7 @@ and index, also from inside DataLoader workers. Also the "dataset not found" err
 """
 from __future__ import annotations
 
+import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,6 +125,11 @@ def check_batch(batch):
     if isinstance(batch, BadSample):
         raise BadImageError(batch.message)
     return batch
+
+
+def class_dirs(folder: Path) -> list[str]:
+    """The subfolders of a class-per-folder dataset, sorted by name."""
+    return sorted(e.name for e in os.scandir(folder) if e.is_dir())
 
 
 def missing_data(cfg, root: Path, why: str, url: str | None = None) -> DatasetError:

@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from pathlib import Path
 
-import torchvision.datasets as tvd
 from torch.utils.data import Dataset
 
-from zeroshot.data.base import missing_data
+from zeroshot.data.base import class_dirs, missing_data
 from zeroshot.errors import DatasetError
 from zeroshot.files import read_json
 from zeroshot.paths import REFERENCE
@@ -53,10 +51,6 @@ def _folder(cfg, candidates: list[str]) -> Path:
                    "holds the class folders")
 
 
-def _class_dirs(folder: Path) -> list[str]:
-    return sorted(e.name for e in os.scandir(folder) if e.is_dir())
-
-
 def _check_folders(cfg, folder: Path, found: list[str], expected: list[str]) -> None:
     if found != sorted(expected):
         missing, extra = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
@@ -71,6 +65,8 @@ def _imagenet(cfg) -> tuple[Dataset, list[str] | None]:
     if split is None:
         raise DatasetError(f"Dataset 'imagenet' has no split {cfg.split!r}. Available splits: test (= val), val, train")
     if (root / "meta.bin").is_file() or (root / "ILSVRC2012_devkit_t12.tar.gz").is_file():
+        import torchvision.datasets as tvd
+
         try:
             return tvd.ImageNet(str(root), split=split), None
         except (RuntimeError, FileNotFoundError) as e:
@@ -82,45 +78,19 @@ def _wnid_folders(cfg, candidates: list[str] | None = None) -> tuple[Dataset, No
     """Class folders named by wnid: ImageNet's 1000, or a subset's 200 (`subset: imagenet_a`)."""
     folder = _folder(cfg, candidates or list(cfg.get("folders") or [""]))
     expected = wnid_lists()[cfg.get("subset") or "imagenet"]
-    _check_folders(cfg, folder, _class_dirs(folder), expected)
+    _check_folders(cfg, folder, class_dirs(folder), expected)
+    import torchvision.datasets as tvd
+
     return tvd.ImageFolder(str(folder)), None  # sorted wnids: label k is the subset's k-th class
 
 
-class _NumberedFolders(tvd.ImageFolder):
-    """ImageNet-V2: the folder named k holds class k (ImageFolder alone would sort the names as strings)."""
-
-    def find_classes(self, directory):
-        names = _class_dirs(Path(directory))
-        return names, {n: int(n) for n in names}
-
-
 def _imagenetv2(cfg) -> tuple[Dataset, None]:
+    from zeroshot.data.imagenet_folders import NumberedFolders
+
     folder = _folder(cfg, list(cfg.get("folders") or [""]))
-    found = _class_dirs(folder)
+    found = class_dirs(folder)
     _check_folders(cfg, folder, sorted(found, key=str), [str(k) for k in range(int(cfg.num_classes))])
-    return _NumberedFolders(str(folder)), None
-
-
-class _ObjectNet(tvd.ImageFolder):
-    """ObjectNet's 113 ImageNet-overlapping classes; images lose `border` pixels on each side."""
-
-    def __init__(self, images: Path, folders: list[str], border: int):
-        self.keep, self.border = folders, border
-        super().__init__(str(images))
-
-    def find_classes(self, directory):
-        return self.keep, {f: i for i, f in enumerate(self.keep)}
-
-    def make_dataset(self, directory, class_to_idx, extensions=None, is_valid_file=None, allow_empty=False):
-        return tvd.folder.make_dataset(directory, class_to_idx, tvd.folder.IMG_EXTENSIONS, None, allow_empty=True)
-
-    def __getitem__(self, index):
-        image, label = super().__getitem__(index)
-        b = self.border
-        if b:
-            w, h = image.size
-            image = image.crop((b, b, w - b, h - b))
-        return image, label
+    return NumberedFolders(str(folder)), None
 
 
 def _objectnet(cfg) -> tuple[Dataset, list[str]]:
@@ -134,12 +104,14 @@ def _objectnet(cfg) -> tuple[Dataset, list[str]]:
     folder_to_label = read_json(needed[0])
     overlapping = read_json(needed[1])  # ObjectNet label -> "imagenet name; imagenet name"
     folders = sorted(f for f, label in folder_to_label.items() if label in overlapping)
-    present = set(_class_dirs(base / "images"))
+    present = set(class_dirs(base / "images"))
     absent = [f for f in folders if f not in present]
     if absent:
         raise missing_data(cfg, base / "images", f"{len(absent)} of the {len(folders)} mapped class folders are missing "
                        f"(e.g. {absent[:3]})")
-    ds = _ObjectNet(base / "images", folders, int(cfg.border_crop))
+    from zeroshot.data.imagenet_folders import ObjectNetFolders
+
+    ds = ObjectNetFolders(base / "images", folders, int(cfg.border_crop))
     return ds, [folder_to_label[f].lower() for f in folders]
 
 

@@ -9,7 +9,6 @@ import os
 from pathlib import Path
 from typing import Callable
 
-import torchvision.datasets as tvd
 from torch.utils.data import Dataset
 
 from zeroshot.data.base import EvalDataset, missing_data
@@ -54,6 +53,8 @@ def _idx_class(cls: type, root: Path, train: bool) -> tuple[type, Path]:
 
 
 def _torchvision(cfg) -> tuple[Dataset, list[str] | None]:
+    import torchvision.datasets as tvd
+
     cls = getattr(tvd, cfg.target)
     split = cfg.split
     splits = cfg.get("splits") or {}
@@ -81,6 +82,8 @@ def _imagefolder(cfg, root: Path | None = None) -> tuple[Dataset, list[str]]:
     root = Path(root or cfg.root).expanduser()
     if not root.is_dir():
         raise missing_data(cfg, root, "no such directory")
+    import torchvision.datasets as tvd
+
     try:
         ds = tvd.ImageFolder(str(root))
     except (FileNotFoundError, RuntimeError) as e:
@@ -88,12 +91,17 @@ def _imagefolder(cfg, root: Path | None = None) -> tuple[Dataset, list[str]]:
     return ds, list(ds.classes)
 
 
+def default_loader(path: str):
+    """torchvision's image loader (PIL, RGB), imported when the first image is read: listing a CSV needs no torchvision."""
+    from torchvision.datasets.folder import default_loader as load
+
+    return load(path)
+
+
 class CSVDataset(Dataset):
     """(PIL image, label) from a list of paths, with torchvision's image loader."""
 
     def __init__(self, paths: list[str], labels: list[int], csv: Path | None = None):
-        from torchvision.datasets.folder import default_loader
-
         self.samples = list(zip(paths, labels))
         self.loader = default_loader
         self.csv = csv

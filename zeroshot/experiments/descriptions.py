@@ -239,9 +239,9 @@ def run_description_experiments(model, image: torch.Tensor, labels: torch.Tensor
             "aggregates": aggregates, "bootstrap": int(bootstrap), "seed": int(seed)}
 
 
-def write_description_outputs(run_dir, result: dict, title: str = "") -> None:
-    """descriptions.csv (every set, the seed means, the held-out selection), per_class_descriptions.csv/.png,
-    description_texts.csv (leave-one-text-out), description_selection.csv."""
+def write_description_outputs(run_dir, result: dict, title: str = "", figures: bool = True) -> None:
+    """descriptions.csv (every set, the seed means, the held-out selection), per_class_descriptions.csv/.png
+    (the figure unless figures=False), description_texts.csv (leave-one-text-out), description_selection.csv."""
     from pathlib import Path
 
     from zeroshot.plots import pyplot
@@ -251,7 +251,7 @@ def write_description_outputs(run_dir, result: dict, title: str = "") -> None:
     result["per_class"].to_csv(run_dir / "per_class_descriptions.csv", index=False)
     result["texts"].to_csv(run_dir / "description_texts.csv", index=False)
     result["selection"].to_csv(run_dir / "description_selection.csv", index=False)
-    if result["per_class"].empty:
+    if result["per_class"].empty or not figures:
         return
     table = result["per_class"]
     table = table[table.set == table.set.iloc[0]].dropna(subset=["delta"]).sort_values("delta")

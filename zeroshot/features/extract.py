@@ -56,6 +56,8 @@ def compute(model, dataset: EvalDataset, positions: list[int], batch_size: int, 
     wait = spent = 0.0
     if not batches:
         return out, wait, spent
+    if hasattr(dataset.transform, "materialize"):  # a transform built on first use: built once here, not in each worker
+        dataset.transform.materialize()
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, collate_fn=collate,
                         pin_memory=torch.device(device).type == "cuda", persistent_workers=False)
     pending: list = []

@@ -4,7 +4,8 @@ Formats:
 - OpenAI's TorchScript archives (fp16 conv/linear weights, plus `input_resolution`, `context_length`,
   `vocab_size`). Read without TorchScript: the zip's pickle is opened by a restricted unpickler that builds
   tensors and plain containers only, and module objects become attribute records.
-- plain state dicts (`.pt`, `.pth`, `.bin`), read with `torch.load(weights_only=True)`;
+- plain state dicts (`.pt`, `.pth`, `.bin`), read with `torch.load(weights_only=True)`, memory-mapped when
+  torch.save's zip format allows it (the tensors are the file's pages, read as they are touched, not copied in);
 - open_clip training checkpoints (`{"state_dict": {"module.visual...": ...}, "epoch": ...}`);
 - `.safetensors` files.
 Every state dict comes back in OpenAI's key layout (`to_openai_layout`, `from_transformers`).
@@ -126,8 +127,8 @@ def _sniff(path: Path) -> str | None:
 
 
 def _torch_load(path: Path):
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+    try:  # torch's legacy (pre-1.6, non-zip) format cannot be mapped: it is read
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as e:
         # torch suggests retrying with weights_only=False; that would run the file's code, so we never do
         found = re.search(r"GLOBAL ([\w.]+)", str(e))

@@ -235,17 +235,40 @@ def build_model(state_dict: dict[str, torch.Tensor], told: dict | None = None) -
     return load_weights(empty_model(config), state_dict)
 
 
+class _NoRandomInit(torch.overrides.TorchFunctionMode):
+    """Random initialization skipped: random factories give uninitialized memory (torch.empty, whose pages are
+    never touched), random initializers leave a tensor as it is; the rest runs as ever (small fills and products)."""
+
+    FACTORIES = {torch.randn, torch.rand}
+    INITIALIZERS = {torch.Tensor.normal_, torch.Tensor.uniform_, torch.nn.init.normal_, torch.nn.init.uniform_,
+                    torch.nn.init.trunc_normal_, torch.nn.init.xavier_uniform_, torch.nn.init.xavier_normal_,
+                    torch.nn.init.kaiming_uniform_, torch.nn.init.kaiming_normal_}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if func in self.INITIALIZERS:  # nn.init's functions pass the tensor by keyword
+            return args[0] if args else kwargs["tensor"]
+        if func in self.FACTORIES:
+            kwargs.pop("generator", None)
+            return torch.empty(*args, **kwargs)
+        return func(*args, **kwargs)
+
+
 def empty_model(config: CLIPConfig) -> CLIP:
-    """A CLIP with no storage (meta device): its random initialization would only be overwritten, and for a
-    ViT-B/32 it costs about a second."""
-    with torch.device("meta"):
-        return CLIP(config)
+    """A CLIP whose tensors hold no values yet, for load_weights to replace every one of them: its random
+    initialization would only be overwritten, and for a ViT-B/32 it costs about a second. (Not the meta device:
+    torch's meta kernels for the products and normals in CLIP's constructor import torch._dynamo, 1.3 s.)"""
+    with _NoRandomInit():
+        model = CLIP(config)
+    model._uninitialized = True
+    return model
 
 
 def load_weights(model: CLIP, state_dict: dict[str, torch.Tensor], where: str = "the checkpoint") -> CLIP:
     """load_state_dict(strict=True) in fp32, with an error that names the first tensor that does not fit.
 
-    A model on the meta device takes the tensors themselves (assign=True): no second copy of the weights."""
+    An empty_model (or one on the meta device) takes the tensors themselves (assign=True): no second copy of the
+    weights; strict loading leaves none of its own uninitialized tensors behind."""
     sd = {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items() if k not in METADATA_KEYS}
     expected = model.state_dict()
     for key in expected:
@@ -264,8 +287,8 @@ def load_weights(model: CLIP, state_dict: dict[str, torch.Tensor], where: str = 
     if extra:
         raise ArchitectureError(f"{where} has {len(extra)} tensor(s) this architecture does not use, first {extra[0]!r}; "
                                 "the config does not match these weights")
-    meta = any(t.is_meta for t in expected.values())
-    model.load_state_dict(sd, strict=True, assign=meta)
-    if meta and not model.config.is_vit:  # assigned tensors keep their own layout; the ResNet runs channels_last
+    assign = model.__dict__.pop("_uninitialized", False) or any(t.is_meta for t in expected.values())
+    model.load_state_dict(sd, strict=True, assign=assign)
+    if assign and not model.config.is_vit:  # assigned tensors keep their own layout; the ResNet runs channels_last
         model.visual.to(memory_format=torch.channels_last)
     return model.eval()

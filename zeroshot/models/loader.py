@@ -39,7 +39,7 @@ from zeroshot.models.registry import (
     canonical_name,
 )
 from zeroshot.models.sources import resolve
-from zeroshot.models.transforms import Preprocess, image_transform
+from zeroshot.models.transforms import LazyTransform, Preprocess, image_transform
 from zeroshot.paths import default_cache_dir
 
 __all__ = ["load", "load_model", "canonical_name", "MODELS", "CheckpointError",
@@ -168,7 +168,8 @@ def load_model(
         _note(f"{src.label}: assumed {a}")
     model.identity = Identity(src.label, src.release, arch, act, act_from, src.kind, src.location, src.revision,
                               str(src.weights), sha, "zeroshot", spec.as_dict(), spec_from, assumed)
-    model.preprocess_spec, model.transform = spec, image_transform(spec)
+    # built when the first image is decoded: a run on cached image features needs no torchvision
+    model.preprocess_spec, model.transform = spec, LazyTransform(spec, image_transform, download_root)
     model.tokenize = _tokenizer(src, config)
     model.precision = precision
     model.requires_grad_(False).to(device=device)
@@ -177,10 +178,17 @@ def load_model(
     return model.eval()
 
 
+def _all_finite(t: torch.Tensor) -> bool:
+    """No NaN or inf in t. A sum is NaN or inf when any term is, so a finite sum (one fast reduction, 15x quicker
+    than isfinite's mask) answers for the whole tensor; a non-finite sum may be an overflow, so the mask decides."""
+    total = t.sum(dtype=torch.float32 if t.element_size() < 4 else t.dtype)
+    return bool(torch.isfinite(total)) or bool(torch.isfinite(t).all())
+
+
 def _check_finite_weights(sd: dict[str, torch.Tensor], src: Source) -> None:
     """A checkpoint with NaN or inf weights gives NaN features and a metrics.json of nonsense: name the tensor."""
     for name, t in sd.items():
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        if t.is_floating_point() and not _all_finite(t):
             bad = int((~torch.isfinite(t)).sum())
             raise CheckpointError(f"{src.weights}: tensor {name!r} holds {bad} non-finite (NaN or inf) values of "
                                   f"{t.numel()}: the checkpoint is broken (a diverged run, or a damaged file)")
@@ -269,4 +277,6 @@ def load(name_or_path: str | Path, device: str | torch.device | None = None, pre
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model = load_model(name_or_path, device, precision, download_root, activation, backend=backend)
+    if isinstance(model.transform, LazyTransform):  # as clip.load: the transform itself (torchvision's Compose)
+        model.transform = model.transform.materialize()
     return model, model.transform

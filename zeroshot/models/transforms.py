@@ -4,21 +4,32 @@ OpenAI's CLIP uses bicubic resize of the shorter side, center crop, RGB, and its
 checkpoints can say otherwise (mean/std, interpolation, and resize mode: `shortest` + center crop,
 `squash` to a square, or `longest` + pad). Every step is an object with a descriptive repr, because the
 feature cache keys on `repr(transform)`: the transform that actually runs, not a hand-written summary.
+
+torchvision (a second to import) is imported only when a transform is built: a model's transform is a
+`LazyTransform`, built when the first image is decoded, and the repr the cache keys on is remembered (per
+settings, this file and torchvision's version) so that a run on cached features builds none.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
-from torchvision import transforms as T
 
 from zeroshot.errors import ConfigError
+from zeroshot.files import atomic_write, package_version
 from zeroshot.models.registry import OPENAI_PREPROCESS
+from zeroshot.paths import default_cache_dir
+
+if TYPE_CHECKING:
+    from torchvision import transforms as T
 
 MEAN, STD = tuple(OPENAI_PREPROCESS["mean"]), tuple(OPENAI_PREPROCESS["std"])
-INTERPOLATIONS = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR,
-                  "nearest": T.InterpolationMode.NEAREST, "lanczos": T.InterpolationMode.LANCZOS}
+INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "lanczos")  # torchvision's InterpolationMode, by value
 RESIZE_MODES = ("shortest", "squash", "longest")
 
 
@@ -91,9 +102,11 @@ class ResizeLongest:
         self.size, self.interpolation = size, interpolation
 
     def __call__(self, image: Image.Image) -> Image.Image:
+        from torchvision.transforms import functional as TF
+
         w, h = image.size
         scale = self.size / max(w, h)
-        return T.functional.resize(image, [max(1, round(h * scale)), max(1, round(w * scale))], self.interpolation)
+        return TF.resize(image, [max(1, round(h * scale)), max(1, round(w * scale))], self.interpolation)
 
     def __repr__(self) -> str:
         return f"ResizeLongest(size={self.size}, interpolation={self.interpolation.value})"
@@ -106,9 +119,11 @@ class PadToSquare:
         self.size = size
 
     def __call__(self, image: Image.Image) -> Image.Image:
+        from torchvision.transforms import functional as TF
+
         w, h = image.size
         left, top = (self.size - w) // 2, (self.size - h) // 2
-        return T.functional.pad(image, [left, top, self.size - w - left, self.size - h - top], fill=0)
+        return TF.pad(image, [left, top, self.size - w - left, self.size - h - top], fill=0)
 
     def __repr__(self) -> str:
         return f"PadToSquare(size={self.size}, fill=0)"
@@ -116,8 +131,10 @@ class PadToSquare:
 
 def image_transform(spec: Preprocess | int = 224) -> T.Compose:
     """The exact order matters for parity: resize and crop in the image's own mode, then convert to RGB."""
+    from torchvision import transforms as T
+
     p = spec if isinstance(spec, Preprocess) else Preprocess(size=int(spec))
-    mode = INTERPOLATIONS[p.interpolation]
+    mode = T.InterpolationMode(p.interpolation)
     resize = {
         "shortest": [T.Resize(p.size, interpolation=mode), T.CenterCrop(p.size)],
         "squash": [T.Resize((p.size, p.size), interpolation=mode)],
@@ -126,9 +143,72 @@ def image_transform(spec: Preprocess | int = 224) -> T.Compose:
     return T.Compose([To8Bit(), *resize, ToRGB(), T.ToTensor(), T.Normalize(p.mean, p.std)])
 
 
+class LazyTransform:
+    """`build(spec)` (image_transform), built on first use: a callable with the built transform's repr, and its
+    attributes (`.transforms`). A run whose image features are all cached decodes no image, so it builds none."""
+
+    def __init__(self, spec: Preprocess, build=None, cache_root: str | Path | None = None):
+        self.spec, self.build, self.cache_root = spec, build or image_transform, cache_root
+        self._built = None
+
+    def materialize(self):
+        """The built transform (torchvision's Compose for image_transform)."""
+        if self._built is None:
+            self._built = self.build(self.spec)
+        return self._built
+
+    @property
+    def is_built(self) -> bool:
+        return self._built is not None
+
+    def __call__(self, image):
+        return self.materialize()(image)
+
+    def __repr__(self) -> str:
+        return repr(self.materialize())
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):  # not built yet (or being unpickled): no delegation
+            raise AttributeError(name)
+        return getattr(self.materialize(), name)
+
+
+def _repr_record(t: LazyTransform) -> Path | None:
+    """Where the repr of image_transform(t.spec) is remembered: one small file per settings, this file's code and
+    torchvision's version (what the repr depends on). Other builders are not remembered: they are built."""
+    if t.build is not image_transform:
+        return None
+    parts = {"spec": t.spec.as_dict(), "code": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
+             "torchvision": package_version("torchvision")}
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+    return Path(t.cache_root or default_cache_dir()) / "transforms" / f"{digest}.json"
+
+
+def transform_repr(transform) -> str:
+    """repr(transform); for a LazyTransform not yet built, read from where it was remembered when one was."""
+    record = _repr_record(transform) if isinstance(transform, LazyTransform) else None
+    saved = None
+    if record is not None:
+        try:
+            entry = json.loads(record.read_text())
+            if entry.get("spec") == transform.spec.as_dict() and isinstance(entry.get("repr"), str):
+                saved = entry["repr"]
+        except (OSError, ValueError, AttributeError):
+            pass
+        if saved is not None and not transform.is_built:
+            return saved
+    text = repr(transform)
+    if record is not None and saved != text:
+        try:
+            with atomic_write(record, "w") as f:
+                json.dump({"spec": transform.spec.as_dict(), "repr": text}, f)
+        except OSError:  # an unwritable cache only means the transform is built again next time
+            pass
+    return text
+
+
 def transform_spec(transform) -> dict:
     """What the feature cache keys on: the transform that runs, and the libraries that decode and resize."""
     import PIL
-    import torchvision
 
-    return {"transform": repr(transform), "pillow": PIL.__version__, "torchvision": torchvision.__version__}
+    return {"transform": transform_repr(transform), "pillow": PIL.__version__, "torchvision": package_version("torchvision")}
