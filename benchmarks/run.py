@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
+import balance  # noqa: E402
 import precision  # noqa: E402
 import provenance  # noqa: E402
 import scale  # noqa: E402
@@ -32,7 +33,8 @@ from common import ROWS  # noqa: E402
 
 SECTIONS = {"image": speed.bench_image, "text": speed.bench_text, "eval": speed.bench_eval, "memory": speed.bench_memory,
             "cache": speed.bench_cache, "fingerprint": provenance.bench_fingerprint, "zoo": zoo.bench_zoo,
-            "bf16": precision.bench_bf16, "startup": startup.bench_startup, "shards": scale.bench_shards}
+            "bf16": precision.bench_bf16, "startup": startup.bench_startup, "shards": scale.bench_shards,
+            "balance": balance.bench_balance}
 
 
 def cpu_flags() -> str:

@@ -62,7 +62,7 @@ def test_pieces_from_three_ranks_merge_into_single_process_chunks(tmp_path, tiny
     shared = ImageFeatureCache(tmp_path / "three", {"k": 1}, chunk_size=10)
     entries = []
     for share in assign(list(range(27)), 3, 4, 10):  # what each of three ranks computes and writes
-        out, _, _ = compute(tiny_vit, ds, share, 4, 0, "cpu", shared, 10)
+        out, _ = compute(tiny_vit, ds, share, 4, 0, "cpu", shared, 10)
         entries += out
     assert any(".part_" in p.name for p in shared.dir.iterdir())  # ranges ended mid-chunk
     shared.merge(entries, 27)

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as tdist
 
 from zeroshot.errors import ConfigError
-from zeroshot.features.cache import Features
+from zeroshot.features.cache import Features, ImageStep
 from zeroshot.features.extract import compute, covered, extract_features, load_cached
 
 
@@ -126,10 +126,11 @@ def build_classifier_sharded(build: Callable[[list[str]], torch.Tensor], classna
 
 
 def extract_features_sharded(model, dataset, cache, batch_size: int, num_workers: int, device, chunk_size: int,
-                             progress: bool = False, mode: str = "balanced") -> Features | None:
+                             progress: bool = False, mode: str = "balanced", worker_priority: str = "normal") -> Features | None:
     """All of the dataset's features on rank 0 (None on the other ranks), each image encoded exactly once."""
     if not initialized():
-        return extract_features(model, dataset, batch_size, num_workers, device, cache, None, progress, chunk_size)
+        return extract_features(model, dataset, batch_size, num_workers, device, cache, None, progress, chunk_size,
+                                worker_priority)
     n, dim = len(dataset), model.embed_dim
     if cache and is_main():
         cache.write_meta()
@@ -138,20 +139,20 @@ def extract_features_sharded(model, dataset, cache, batch_size: int, num_workers
     have = {p for (a, b) in found for p in range(a, b)}
     todo = [p for p in range(n) if p not in have]
     mine = assign(todo, world_size(), batch_size, chunk_size, mode)[rank()]
-    fresh, wait, spent = compute(model, dataset, mine, batch_size, num_workers, device, cache, chunk_size, n,
-                                 n - len(todo), progress and is_main())
+    fresh, step = compute(model, dataset, mine, batch_size, num_workers, device, cache, chunk_size, n,
+                          n - len(todo), progress and is_main(), worker_priority)
     gathered: list | None = [None] * world_size() if is_main() else None
-    tdist.gather_object((fresh, wait, spent), gathered, dst=0)
+    tdist.gather_object((fresh, step), gathered, dst=0)
     if not is_main():
         return None
-    entries = [e for part, _, _ in gathered for e in part]
+    entries = [e for part, _ in gathered for e in part]
     cached = load_cached(cache, found, set(range(n)), dim) if cache else []
     done = {p for e in cached + entries for p in range(e["start"], e["stop"])}
     missing = [p for p in range(n) if p not in done]  # a cached entry found corrupt on reading: recompute it here
     if missing:
-        extra, _, _ = compute(model, dataset, missing, batch_size, num_workers, device, cache, chunk_size)
+        extra, _ = compute(model, dataset, missing, batch_size, num_workers, device, cache, chunk_size,
+                           worker_priority=worker_priority)
         entries += extra
     if cache:
         cache.merge(cached + entries, n)
-    return Features.join(cached + entries, dim, from_cache=len(have), data_wait_s=max(g[1] for g in gathered),
-                         compute_s=max(g[2] for g in gathered))
+    return Features.join(cached + entries, dim, from_cache=len(have), step=ImageStep.combine([g[1] for g in gathered]))

@@ -4,7 +4,6 @@ names resolved (ImageNet's on its shifts, class-specific prompts mapped), the mo
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from zeroshot import distributed as dist
 from zeroshot.classifier import build_class_classifier, build_classifier
-from zeroshot.data.base import EvalDataset
+from zeroshot.data.base import EvalDataset, available_cores
 from zeroshot.data.imagenet import IMAGENET_CLASSES, subset_positions
 from zeroshot.data.readers import build_dataset
 from zeroshot.errors import ConfigError, DatasetError, PromptError
@@ -199,12 +198,24 @@ def prepare(cfg: DictConfig) -> Setup:
     return Setup(model, dataset, pset, classnames, device, precision, cache_root(cfg), class_sets)
 
 
-def resolve_workers(value) -> int:
-    """`auto`: one worker per core but one, up to 8. Decoding CIFAR-sized JPEGs is light next to encode_image,
-    so on a small CPU machine one worker keeps the model fed without taking cores from it."""
-    if value in (None, "auto"):
-        return max(1, min(8, (os.cpu_count() or 2) - 1))
-    return int(value)
+def loader_policy(cfg: DictConfig, device: torch.device) -> tuple[int, str]:
+    """(DataLoader workers, their priority): how the cores are split between decoding and the model.
+
+    On the CPU (`worker_priority: auto` -> idle) the model keeps all its threads and one decoding worker per core
+    (up to 8) runs at idle priority: a worker takes a core only while the model leaves it idle (waiting for a
+    batch, or in its serial parts), so decoding and encoding share the cores without preempting each other.
+    Measured on 2 cores with bf16 ViT-B/32 on full-size JPEGs (benchmarks/README.md, "Loader and model balance"),
+    this reached 93-99% of what the two costs allow, where cores - 1 workers at normal priority, preempting the
+    model's threads, reached 87-94%; on 32x32 and 224x224 images (decoding under 2% of the cost) both are at the
+    bound within the machine's noise.
+    On a GPU the cores only decode and feed it: cores - 1 workers (up to 8) at normal priority."""
+    priority = cfg.worker_priority
+    if priority == "auto":
+        priority = "idle" if device.type == "cpu" else "normal"
+    if cfg.num_workers not in (None, "auto"):
+        return int(cfg.num_workers), priority
+    cores = available_cores()
+    return (min(8, cores) if priority == "idle" else max(1, min(8, cores - 1))), priority
 
 
 def image_features(cfg: DictConfig, s: Setup, progress: bool = True) -> Features | None:
@@ -215,8 +226,9 @@ def image_features(cfg: DictConfig, s: Setup, progress: bool = True) -> Features
     cache = None
     if s.cache_root is not None:
         cache = ImageFeatureCache(s.cache_root, feature_key(s.model, s.dataset, cfg.dataset.split), chunk_size)
-    feats = dist.extract_features_sharded(s.model, s.dataset, cache, cfg.batch_size, resolve_workers(cfg.num_workers),
-                                          s.device, chunk_size, progress, cfg.dist_shards)
+    workers, priority = loader_policy(cfg, s.device)
+    feats = dist.extract_features_sharded(s.model, s.dataset, cache, cfg.batch_size, workers, s.device, chunk_size,
+                                          progress, cfg.dist_shards, priority)
     if feats is not None and len(feats.labels) == 0:
         raise DatasetError(f"No readable images in dataset {cfg.dataset.name!r} ({feats.skipped} skipped as unreadable)")
     # (-1 is a multi-label image with no positive; retrieval has no classes: its labels are the images' own indices)

@@ -30,6 +30,7 @@ RANGES: dict[str, tuple] = {
 }
 CHOICES: dict[str, tuple] = {
     "dist_shards": ("balanced", "chunks"),
+    "worker_priority": ("auto", "idle", "normal"),
 }
 
 

@@ -73,6 +73,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "images_from_cache": feats.from_cache,
         "image_encode_seconds": feats.compute_s,
         "data_wait_seconds": feats.data_wait_s,
+        **feats.step.metrics(),
         "wall_seconds": wall,
         "timestamp": run_dir.name,
     }

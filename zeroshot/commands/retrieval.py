@@ -111,6 +111,7 @@ def run_retrieval(cfg: DictConfig) -> dict:
         "captions_per_image": [int(x) for x in np.unique([len(c) for c in s.captions])],
         "skipped_images": feats.skipped, "images_from_cache": feats.from_cache,
         "image_encode_seconds": feats.compute_s, "data_wait_seconds": feats.data_wait_s,
+        **feats.step.metrics(),
         "wall_seconds": time.perf_counter() - start, "timestamp": run_dir.name,
     }
     try:

@@ -1,14 +1,17 @@
 """`EvalDataset`, the one wrapper every source comes back in: (image, label, index) triples, file paths where the
 source has them, the fingerprint, label checks, and images that fail to decode reported (or skipped) by file
-and index, also from inside DataLoader workers. Also the "dataset not found" error every reader raises.
+and index, also from inside DataLoader workers. The loader's side: each sample's decode cost in CPU time
+(`TimedSamples`), batches that carry it (`collate` -> `Batch`), and decoding workers at idle priority
+(`idle_priority`). Also the "dataset not found" error every reader raises.
 """
 from __future__ import annotations
 
 import os
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 from PIL import Image
@@ -104,23 +107,52 @@ class BadSample:
     message: str
 
 
-def collate(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    """Stack the readable samples; also return how many in this batch were skipped as unreadable.
+class TimedSamples(Dataset):
+    """The dataset as the DataLoader reads it: each sample with the CPU time its read, decode and transform took,
+    in the thread that did them (`time.thread_time`, so time the worker spends preempted does not count)."""
 
-    An unreadable image that is not to be skipped is raised here, in the main process when workers are used
-    (collate runs in the worker, but the BadSample travels as data and `check_batch` raises it)."""
-    bad = [b for b in batch if isinstance(b, BadSample)]
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        start = time.thread_time()
+        sample = self.dataset[index]
+        return sample, time.thread_time() - start
+
+
+class Batch(NamedTuple):
+    images: torch.Tensor  # [B, 3, H, W], the readable samples
+    labels: torch.Tensor
+    indices: torch.Tensor
+    skipped: int  # unreadable samples skipped (skip_bad_images=true)
+    decode_cpu_s: float  # summed CPU seconds of reading, decoding and transforming the batch's samples
+    samples: int  # how many samples that time covers (readable or not)
+    scheduler: str  # the scheduling of the process that decoded it (`scheduling`)
+
+
+def collate(batch: list) -> Batch | BadSample:
+    """Stack the readable samples of (sample, CPU seconds) pairs (`TimedSamples`); also say how many were skipped
+    as unreadable, what decoding them cost and how the decoding process was scheduled.
+
+    An unreadable image that is not to be skipped is raised in the main process when workers are used: collate
+    runs in the worker, but the BadSample travels as data and `check_batch` raises it."""
+    samples = [s for s, _ in batch]
+    bad = [b for b in samples if isinstance(b, BadSample)]
     if bad:
         return bad[0]
-    good = [b for b in batch if b is not None]
-    skipped = len(batch) - len(good)
+    good = [b for b in samples if b is not None]
+    skipped, cost, where = len(batch) - len(good), float(sum(t for _, t in batch)), scheduling()
     if not good:
-        return torch.empty(0), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), skipped
+        return Batch(torch.empty(0), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), skipped, cost,
+                     len(batch), where)
     images, labels, indices = zip(*good)
-    return torch.stack(images), torch.tensor(labels), torch.tensor(indices), skipped
+    return Batch(torch.stack(images), torch.tensor(labels), torch.tensor(indices), skipped, cost, len(batch), where)
 
 
-def check_batch(batch):
+def check_batch(batch) -> Batch:
     """A collated batch, or the BadImageError its first unreadable image calls for."""
     if isinstance(batch, BadSample):
         raise BadImageError(batch.message)
@@ -130,6 +162,45 @@ def check_batch(batch):
 def class_dirs(folder: Path) -> list[str]:
     """The subfolders of a class-per-folder dataset, sorted by name."""
     return sorted(e.name for e in os.scandir(folder) if e.is_dir())
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity: taskset, a container's cpuset), else os.cpu_count()."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def idle_priority(worker_id: int = 0) -> None:
+    """DataLoader `worker_init_fn`: this worker runs only on cores nothing else wants (Linux SCHED_IDLE; elsewhere
+    nice 19). The model's threads then keep every core they use, and decoding fills the time they leave idle,
+    rather than one preempting the other mid-batch."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        try:
+            os.nice(19)
+        except OSError:
+            pass
+
+
+def scheduling() -> str:
+    """How the process running this is scheduled: "main process" outside a DataLoader worker, else "idle"
+    (SCHED_IDLE), "normal" (SCHED_OTHER, nice 0), or the policy's name with its nice value."""
+    from torch.utils.data import get_worker_info
+
+    if get_worker_info() is None:
+        return "main process"
+    try:
+        policy, nice = os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0)
+    except (AttributeError, OSError):
+        return "unknown"
+    if policy == getattr(os, "SCHED_IDLE", None):
+        return "idle"
+    names = {getattr(os, k): k.removeprefix("SCHED_").lower() for k in ("SCHED_OTHER", "SCHED_BATCH") if hasattr(os, k)}
+    name = names.get(policy, f"policy {policy}")
+    return "normal" if name == "other" and nice == 0 else f"{name}, nice {nice}"
 
 
 def missing_data(cfg, root: Path, why: str, url: str | None = None) -> DatasetError:

@@ -10,7 +10,7 @@ import json
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -74,22 +74,71 @@ def _load(path: Path):
 
 
 @dataclass
+class ImageStep:
+    """How the images this run encoded went through the DataLoader and the model: the times and costs behind
+    metrics.json's image-step keys (`metrics`). All zero when every image came from the cache."""
+
+    wait_s: float = 0.0  # the model waiting for the DataLoader
+    encode_s: float = 0.0  # encode_image (and copies)
+    decode_cpu_s: float = 0.0  # CPU time of reading, decoding and transforming, summed over samples
+    decoded: int = 0  # samples that time covers (readable or not)
+    encoded: int = 0  # images through encode_image
+    threads: int = 0  # the model's intra-op threads (torch.get_num_threads)
+    workers: int = 0  # DataLoader workers (0: decoded in the main process)
+    scheduler: str = ""  # how the decoding processes were scheduled, as they reported it (data.base.scheduling)
+    cores: int = 0  # the cores the process could run on
+
+    @staticmethod
+    def combine(parts: list["ImageStep"]) -> "ImageStep":
+        """Several ranks' steps as one: decode costs summed, waits and encode times of the slowest rank."""
+        parts = [p for p in parts if p.decoded or p.encoded] or parts[:1]
+        if not parts:
+            return ImageStep()
+        return ImageStep(max(p.wait_s for p in parts), max(p.encode_s for p in parts),
+                         sum(p.decode_cpu_s for p in parts), sum(p.decoded for p in parts), sum(p.encoded for p in parts),
+                         max(p.threads for p in parts), max(p.workers for p in parts),
+                         ", ".join(sorted({p.scheduler for p in parts if p.scheduler})), max(p.cores for p in parts))
+
+    def metrics(self) -> dict:
+        """metrics.json's image-step keys (README, "Loader and model balance"); the costs are None without images.
+
+        decode and model costs are core-milliseconds per image; the bound is what the cores allow if they did
+        nothing else: cores / (decode + model core-seconds per image); the share is the achieved rate over it."""
+        decode = 1000 * self.decode_cpu_s / self.decoded if self.decoded else None
+        model = 1000 * self.encode_s * self.threads / self.encoded if self.encoded else None
+        bound = 1000 * self.cores / (decode + model) if decode is not None and model is not None and decode + model > 0 else None
+        step = self.wait_s + self.encode_s
+        rate = self.encoded / step if self.encoded and step > 0 else None
+        return {"decode_core_ms_per_image": decode, "model_core_ms_per_image": model, "model_threads": self.threads,
+                "decode_workers": self.workers, "decode_scheduler": self.scheduler or None, "cores": self.cores,
+                "image_step_bound_images_per_s": bound, "image_step_images_per_s": rate,
+                "image_step_share_of_bound": rate / bound if rate is not None and bound else None}
+
+
+@dataclass
 class Features:
     features: torch.Tensor  # [N, D] fp32, not normalized
     labels: torch.Tensor  # [N]
     indices: torch.Tensor  # [N] dataset positions, ascending
     skipped: int = 0  # unreadable images skipped (skip_bad_images=true)
     from_cache: int = 0  # how many images came from the cache rather than the model
-    data_wait_s: float = 0.0  # time the model sat waiting for the DataLoader
-    compute_s: float = 0.0  # time spent in encode_image (and copies)
+    step: ImageStep = field(default_factory=ImageStep)  # how the rest went through the loader and the model
+
+    @property
+    def data_wait_s(self) -> float:  # time the model sat waiting for the DataLoader
+        return self.step.wait_s
+
+    @property
+    def compute_s(self) -> float:  # time spent in encode_image (and copies)
+        return self.step.encode_s
 
     @staticmethod
-    def join(entries: list[dict], dim: int, **timings) -> "Features":
+    def join(entries: list[dict], dim: int, from_cache: int = 0, step: ImageStep | None = None) -> "Features":
         entries = sorted(entries, key=lambda e: e["start"])
         cat = (lambda k, dtype: torch.cat([e[k] for e in entries]) if entries else torch.empty(0, dtype=dtype))
         return Features(features=torch.cat([e["features"] for e in entries]) if entries else torch.empty(0, dim),
                         labels=cat("labels", torch.long), indices=cat("indices", torch.long),
-                        skipped=sum(int(e["skipped"]) for e in entries), **timings)
+                        skipped=sum(int(e["skipped"]) for e in entries), from_cache=from_cache, step=step or ImageStep())
 
 
 _PIECE = re.compile(r"chunk_(\d{6})(?:\.part_(\d+)_(\d+))?\.pt$")

@@ -8,9 +8,16 @@ from pathlib import Path
 
 import torch
 
-from zeroshot.data.base import EvalDataset, check_batch, collate
+from zeroshot.data.base import (
+    EvalDataset,
+    TimedSamples,
+    available_cores,
+    check_batch,
+    collate,
+    idle_priority,
+)
 from zeroshot.errors import CheckpointError
-from zeroshot.features.cache import Features, ImageFeatureCache
+from zeroshot.features.cache import Features, ImageFeatureCache, ImageStep
 
 
 def check_finite(feats: torch.Tensor, name_of, what: str) -> None:
@@ -40,8 +47,10 @@ def covered(cache: ImageFeatureCache | None, n_images: int) -> dict[tuple[int, i
 
 def compute(model, dataset: EvalDataset, positions: list[int], batch_size: int, num_workers: int, device,
             cache: ImageFeatureCache | None, chunk_size: int, progress_total: int = 0, progress_done: int = 0,
-            progress: bool = False) -> tuple[list[dict], float, float]:
-    """encode_image over `positions`, saving each segment to the cache as soon as its last batch is in."""
+            progress: bool = False, worker_priority: str = "normal") -> tuple[list[dict], ImageStep]:
+    """encode_image over `positions`, saving each segment to the cache as soon as its last batch is in; also how
+    the step went (waits, encode time, each sample's decode cost). `worker_priority="idle"`: the decoding
+    workers run only on cores the model leaves idle (data.base.idle_priority)."""
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
@@ -53,28 +62,34 @@ def compute(model, dataset: EvalDataset, positions: list[int], batch_size: int, 
             batches.append(list(range(i, min(i + batch_size, b))))
             owner.append(s)
     out: list[dict] = []
-    wait = spent = 0.0
+    step = ImageStep(threads=torch.get_num_threads(), workers=num_workers, cores=available_cores())
     if not batches:
-        return out, wait, spent
+        return out, step
     if hasattr(dataset.transform, "materialize"):  # a transform built on first use: built once here, not in each worker
         dataset.transform.materialize()
-    loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, collate_fn=collate,
-                        pin_memory=torch.device(device).type == "cuda", persistent_workers=False)
+    loader = DataLoader(TimedSamples(dataset), batch_sampler=batches, num_workers=num_workers, collate_fn=collate,
+                        pin_memory=torch.device(device).type == "cuda", persistent_workers=False,
+                        worker_init_fn=idle_priority if num_workers and worker_priority == "idle" else None)
+    schedulers: set[str] = set()
     pending: list = []
     bar = tqdm(total=progress_total or len(positions), initial=progress_done, desc="images", unit="img", disable=not progress)
     with torch.inference_mode(), bar:
         batches_in = iter(loader)
         for b in range(len(batches)):
             tick = time.perf_counter()
-            images, labels, indices, skipped = check_batch(next(batches_in))
+            images, labels, indices, skipped, decode_s, samples, scheduler = check_batch(next(batches_in))
             tock = time.perf_counter()
-            wait += tock - tick
+            step.wait_s += tock - tick
+            step.decode_cpu_s += decode_s
+            step.decoded += samples
+            step.encoded += len(images)
+            schedulers.add(scheduler)
             if len(images):
                 feats = model.encode_image(images.to(device, non_blocking=True)).float().cpu()
                 check_finite(feats, lambda row: dataset.describe(int(indices[row])), "image")
             else:
                 feats = torch.empty(0, dim)
-            spent += time.perf_counter() - tock
+            step.encode_s += time.perf_counter() - tock
             pending.append((feats, labels, indices, skipped))
             bar.update(len(images) + skipped)
             if b + 1 == len(batches) or owner[b + 1] != owner[b]:
@@ -86,7 +101,8 @@ def compute(model, dataset: EvalDataset, positions: list[int], batch_size: int, 
                 if cache:
                     cache.save(entry, n_images)
                 out.append(entry)
-    return out, wait, spent
+    step.scheduler = ", ".join(sorted(schedulers))
+    return out, step
 
 
 def load_cached(cache: ImageFeatureCache, found: dict[tuple[int, int], Path], wanted: set[int], dim: int) -> list[dict]:
@@ -112,9 +128,10 @@ def extract_features(
     positions: list[int] | None = None,
     progress: bool = False,
     chunk_size: int = 2048,
+    worker_priority: str = "normal",
 ) -> Features:
     """encode_image over the dataset (or the given positions), in one process: cached entries are reused,
-    the rest computed, saved, and merged into whole chunks."""
+    the rest computed, saved, and merged into whole chunks. `worker_priority`: see `compute`."""
     n = len(dataset)
     positions = list(range(n)) if positions is None else sorted(positions)
     dim = model.embed_dim
@@ -123,13 +140,13 @@ def extract_features(
     cached = load_cached(cache, covered(cache, n), set(positions), dim) if cache else []
     have = {p for e in cached for p in range(e["start"], e["stop"])}
     todo = [p for p in positions if p not in have]
-    fresh, wait, spent = compute(model, dataset, todo, batch_size, num_workers, device, cache, chunk_size,
-                                 len(positions), len(positions) - len(todo), progress)
+    fresh, step = compute(model, dataset, todo, batch_size, num_workers, device, cache, chunk_size,
+                          len(positions), len(positions) - len(todo), progress, worker_priority)
     if cache:
         cache.merge(cached + fresh, n)
-    feats = Features.join(cached + fresh, dim, from_cache=len(positions) - len(todo), data_wait_s=wait, compute_s=spent)
+    feats = Features.join(cached + fresh, dim, from_cache=len(positions) - len(todo), step=step)
     keep = torch.isin(feats.indices, torch.tensor(positions, dtype=torch.long)) if positions != list(range(n)) else None
     if keep is not None and not bool(keep.all()):  # cached entries may hold more than asked for
         feats = Features(feats.features[keep], feats.labels[keep], feats.indices[keep], feats.skipped, feats.from_cache,
-                         feats.data_wait_s, feats.compute_s)
+                         feats.step)
     return feats
