@@ -34,7 +34,7 @@ def test_extraction_uses_pinned_memory_and_non_blocking_copies(tmp_path, tiny_vi
     from omegaconf import OmegaConf
 
     from datagen import write_imagefolder
-    from zeroshot.features import cache as features
+    from zeroshot.features import extract as features
     from zeroshot.data.readers import build_dataset
     from zeroshot.models.transforms import image_transform
 
