@@ -111,8 +111,9 @@ def read_overrides(command: str, argv: list[str]) -> list[str]:
 
 
 def compose_problem(config_name: str, overrides: list[str]) -> str | None:
-    """Compose the config once before running, so that a misspelt key or group is one line with 'did you mean'
-    (Hydra's own message is seven lines with a pointer to HYDRA_FULL_ERROR). Sweeps are left to the multirun."""
+    """What is wrong with the config these overrides compose, as one line with 'did you mean' for a misspelt key
+    (Hydra's own message is seven lines with a pointer to HYDRA_FULL_ERROR), or None if it composes. Sweeps are
+    left out: each of their jobs composes in the multirun."""
     import difflib
     import re
 
@@ -180,8 +181,6 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         return _fail(command, str(e))
     problem = check_choices(argv)
-    if not problem and not any(a in ("-h", "--help", "--hydra-help", "--info", "-i") for a in argv):
-        problem = compose_problem(config_name, argv)
     if problem:
         return _fail(command, problem)
     if command not in DATA_PARALLEL and int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -204,13 +203,18 @@ def main(argv: list[str] | None = None) -> int:
         if missing:  # before any heavy import: a forgotten value fails at once
             raise SystemExit(_required(command, missing[0]))
 
+        from zeroshot import drawing
+
+        if "figures" in cfg and cfg.figures and os.environ.get("RANK", "0") == "0":  # only rank 0 writes the run
+            drawing.start()  # first: the helper imports matplotlib while this process imports torch and the task
+
         from zeroshot import distributed as dist
         from zeroshot.errors import USER_ERRORS
         from zeroshot.settings import check_settings
 
         module, func = target.split(":")
-        task = getattr(importlib.import_module(module), func)
         try:
+            task = getattr(importlib.import_module(module), func)
             check_settings(cfg)
             device = dist.init_from_env(cfg.dist_timeout_s) if command in DATA_PARALLEL else None
             if device is not None:
@@ -225,10 +229,23 @@ def main(argv: list[str] | None = None) -> int:
             rank = f"[rank {dist.rank()}] " if dist.initialized() else ""
             raise SystemExit(_fail(command, f"{rank}{e}"))
         finally:
+            drawing.stop()
             dist.shutdown()
 
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
     sys.argv = [f"zeroshot {command}", *argv]
-    app()
+    # Hydra then raises what it cannot compose instead of printing it over several lines; the config is composed
+    # again only then, to say what is wrong in one line (a dry compose before every run cost 0.17 s)
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        app()
+    except (HydraException, OmegaConfBaseException):
+        problem = None if os.environ.get("ZEROSHOT_DEBUG") else compose_problem(config_name, argv)
+        if problem is None:  # the config composes: the error is a bug, with its traceback
+            raise
+        return _fail(command, problem)
     return 0
 
 

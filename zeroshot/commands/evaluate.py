@@ -13,10 +13,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from zeroshot import calibrate as calibration_run
 from zeroshot import distributed as dist
-from zeroshot import suite
+from zeroshot import drawing, suite
 from zeroshot.classifier import logits as score
 from zeroshot.features.cache import Features
-from zeroshot.metrics.calibration import plot_reliability
+from zeroshot.metrics.calibration import plot_reliability, reliability_curve
 from zeroshot.metrics.classification import (
     benchmark_metrics,
     classification_metrics,
@@ -125,12 +125,14 @@ def write_outputs(run_dir: Path, cfg, s: Setup, feats: Features, logits: torch.T
     np.savez_compressed(run_dir / "logits.npz", logits=logits.numpy(), labels=feats.labels.numpy(), indices=idx,
                         **{k: v for k, v in (targets or {}).items() if k in ("metadata", "multilabel")})
     title = f"{metrics['dataset_label']} | {metrics['model']} | {metrics['prompts_label']}"
-    if cfg.figures:
+    if cfg.figures:  # drawn in the helper process where one runs (zeroshot.drawing)
         if curves:
-            plot_reliability(curves, run_dir / "reliability_diagram.png", f"{title} ({metrics['probability']})")
-        plot_confusion(m["confusion_matrix"], names, run_dir / "confusion_matrix.png", title)
-        plot_per_class(m["per_class_accuracy"], names, run_dir / "per_class_accuracy.png", title)
+            drawing.draw(plot_reliability, [reliability_curve(*c) for c in curves], run_dir / "reliability_diagram.png",
+                         f"{title} ({metrics['probability']})")
+        drawing.draw(plot_confusion, np.asarray(m["confusion_matrix"]), list(names), run_dir / "confusion_matrix.png", title)
+        drawing.draw(plot_per_class, np.asarray(m["per_class_accuracy"]), list(names), run_dir / "per_class_accuracy.png", title)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    drawing.finish()
     write_json(run_dir / "metrics.json", metrics)  # last: its presence marks the run complete
 
 

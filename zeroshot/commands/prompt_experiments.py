@@ -15,9 +15,11 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
+from zeroshot import drawing
 from zeroshot.classifier import logits as score
 from zeroshot.classifier import probabilities_from_logits as probabilities
 from zeroshot.errors import PromptError
+from zeroshot.experiments.figures import plot_selection, plot_templates
 from zeroshot.experiments.templates import ensemble, greedy_selection, template_features
 from zeroshot.log import log
 from zeroshot.metrics.classification import (
@@ -28,7 +30,6 @@ from zeroshot.metrics.classification import (
     paired_bootstrap_pvalue,
 )
 from zeroshot.pipeline import image_features, prepare, text_cache
-from zeroshot.plots import pyplot
 from zeroshot.prompts.sets import PromptSet, read_classnames, write_prompt_file
 from zeroshot.record import make_run_dir, run_dir_base, run_record, write_json
 
@@ -150,6 +151,7 @@ def run_experiments(cfg: DictConfig) -> dict:
     described = describe_experiments(cfg, s, image, labels, templates, tcache, run_dir, record)
     if described is not None:
         summary["descriptions"] = described
+    drawing.finish()  # the figures, before the file that marks the run complete
     write_json(run_dir / "summary.json", summary)
     best = max(rows, key=lambda r: r["top1"])
     print(
@@ -195,6 +197,11 @@ def describe_experiments(cfg, s, image, labels, templates, tcache, run_dir, reco
 
 def write_outputs(run_dir, cfg, s, record, rows, full, curve, selected, methods, variants, baseline, chosen) -> None:
     table = pd.DataFrame(rows).sort_values("top1", ascending=False)
+    if cfg.figures:  # first: they are drawn in the helper process while the tables are written here
+        title = f"{record['dataset_label']} | {record['model']}"
+        drawing.draw(plot_templates, run_dir / "templates.png", list(table.name), list(table.top1),
+                     list(table.top1_ci_low), list(table.top1_ci_high), plain(full), title)
+        drawing.draw(plot_selection, run_dir / "selection.png", plain(curve), float(selected[2]["top1"]), title)
     table.to_csv(run_dir / "templates.csv", index=False)
     pd.DataFrame(curve).to_csv(run_dir / "selection.csv", index=False)
     pd.DataFrame([full, *selected, baseline, *methods, *variants]).to_csv(run_dir / "sets.csv", index=False)
@@ -202,38 +209,16 @@ def write_outputs(run_dir, cfg, s, record, rows, full, curve, selected, methods,
         f"{s.prompts.name}_greedy", chosen, s.classnames,
         f"greedy selection on {record['dataset_label']} ({cfg.dataset.get('split', 'test')} split) with {record['model']} "
         f"({run_dir}); evaluating it on the images it was selected on is optimistic"))
-    if cfg.figures:
-        write_figures(run_dir, record, table, full, curve, selected)
 
 
-def write_figures(run_dir, record, table, full, curve, selected) -> None:
-    """templates.png (each template alone, with its CI, against the ensemble) and selection.png (the greedy curve)."""
-    plt = pyplot()
-    n = len(table)
-    fig, ax = plt.subplots(figsize=(9, max(3, 0.28 * n + 1)))
-    y = np.arange(n)
-    err = [100 * (table.top1 - table.top1_ci_low), 100 * (table.top1_ci_high - table.top1)]
-    ax.barh(y, 100 * table.top1, xerr=err, color="tab:blue", ecolor="gray", capsize=2)
-    ax.set_yticks(y, [t if len(t) < 50 else t[:48] + "…" for t in table.name], fontsize=7 if n > 30 else 9)
-    ax.invert_yaxis()
-    ax.axvline(100 * full["top1"], color="tab:red", ls="--", label=f"ensemble {100 * full['top1']:.1f}%")
-    ax.axvspan(100 * full["top1_ci_low"], 100 * full["top1_ci_high"], color="tab:red", alpha=0.1)
-    ax.set_xlabel("top-1 accuracy (%), 95% bootstrap CI")
-    ax.set_title(f"Templates alone | {record['dataset_label']} | {record['model']}")
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(run_dir / "templates.png", dpi=110)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    steps = [c["step"] for c in curve]
-    ax.plot(steps, [100 * c["select_top1"] for c in curve], "o-", label="selection half")
-    ax.plot(steps, [100 * c["heldout_top1"] for c in curve], "s-", label="held-out half")
-    ax.axhline(100 * selected[2]["top1"], color="tab:red", ls="--", label="full ensemble (held-out images)")
-    ax.set_xlabel("templates selected")
-    ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_title(f"Greedy template selection | {record['dataset_label']} | {record['model']}")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(run_dir / "selection.png", dpi=110)
-    plt.close(fig)
+def plain(value):
+    """Numbers as Python floats and ints (a figure's data goes to the helper process, which has no torch)."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

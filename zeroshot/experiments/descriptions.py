@@ -244,7 +244,8 @@ def write_description_outputs(run_dir, result: dict, title: str = "", figures: b
     (the figure unless figures=False), description_texts.csv (leave-one-text-out), description_selection.csv."""
     from pathlib import Path
 
-    from zeroshot.plots import pyplot
+    from zeroshot import drawing
+    from zeroshot.experiments.figures import plot_description_deltas
 
     run_dir = Path(run_dir)
     pd.DataFrame([*result["rows"], *result["random_summary"], *result["heldout"]]).to_csv(run_dir / "descriptions.csv", index=False)
@@ -257,14 +258,6 @@ def write_description_outputs(run_dir, result: dict, title: str = "", figures: b
     table = table[table.set == table.set.iloc[0]].dropna(subset=["delta"]).sort_values("delta")
     if len(table) > 60:  # the 30 classes that lose most and the 30 that gain most
         table = pd.concat([table.head(30), table.tail(30)])
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, max(3, 0.22 * len(table) + 1)))
-    y = np.arange(len(table))
-    ax.barh(y, 100 * table.delta, color=np.where(table.delta >= 0, "tab:green", "tab:red"))
-    ax.set_yticks(y, [c if len(c) < 40 else c[:38] + "…" for c in table["class"]], fontsize=7 if len(table) > 30 else 9)
-    ax.axvline(0, color="black", lw=0.8)
-    ax.set_xlabel("per-class accuracy change vs the template ensemble (points)")
-    ax.set_title(f"{table.set.iloc[0]} vs templates{' | ' + title if title else ''}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(run_dir / "per_class_descriptions.png", dpi=110)
-    plt.close(fig)
+    name = str(table.set.iloc[0])
+    drawing.draw(plot_description_deltas, run_dir / "per_class_descriptions.png", [str(c) for c in table["class"]],
+                 [float(d) for d in table.delta], f"{name} vs templates{' | ' + title if title else ''}")

@@ -116,21 +116,26 @@ def held_out_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.n
     return np.sort(perm[:n_fit]), np.sort(perm[n_fit:])
 
 
-def plot_reliability(curves: list[tuple[str, np.ndarray, np.ndarray]], path: Path, title: str) -> Path:
-    """Accuracy against confidence per bin, one curve per (label, probs, labels), with the diagonal and ECE."""
+def reliability_curve(label: str, probs: np.ndarray, labels: np.ndarray) -> tuple[str, dict, float]:
+    """What a reliability diagram draws of one set of probabilities: its label, its bins and its ECE (a few
+    numbers, where the probabilities are N x C: the figure is drawn in another process)."""
+    return label, reliability_bins(probs, labels), ece(probs, labels)
+
+
+def plot_reliability(curves: list[tuple[str, dict, float]], path: Path, title: str) -> Path:
+    """Accuracy against confidence per bin, one curve per `reliability_curve`, with the diagonal and ECE."""
     from zeroshot.plots import pyplot
 
     plt = pyplot()
     fig, (ax, hist) = plt.subplots(2, 1, figsize=(5.5, 6.5), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
     ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=1, label="perfect calibration")
     width = 1 / N_BINS
-    for i, (label, probs, labels) in enumerate(curves):
-        b = reliability_bins(probs, labels)
+    for i, (label, b, error) in enumerate(curves):
         used = b["count"] > 0
         centres = (b["edges"][:-1] + width / 2)[used]
         offset = (i - (len(curves) - 1) / 2) * width / max(len(curves), 1)
         ax.bar(centres + offset, b["accuracy"][used], width=width / max(len(curves), 1), alpha=0.7,
-               label=f"{label}: ECE {100 * ece(probs, labels):.2f}%")
+               label=f"{label}: ECE {100 * error:.2f}%")
         ax.plot(b["confidence"][used], b["accuracy"][used], marker="o", ms=3, lw=1)
         hist.bar(centres + offset, b["count"][used], width=width / max(len(curves), 1), alpha=0.7)
     ax.set_xlim(0, 1)

@@ -1,0 +1,63 @@
+"""The figures of `zeroshot prompts`: templates alone against the ensemble, the greedy selection curve, and the
+per-class change a description set makes. numpy and matplotlib only, with plain data in: they are drawn in the
+helper process (zeroshot.drawing), which never imports torch."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from zeroshot.plots import pyplot, save_figure
+
+
+def _short(text: str, n: int) -> str:
+    return text if len(text) < n else text[:n - 2] + "…"
+
+
+def plot_templates(path: Path, names: list[str], top1: list[float], low: list[float], high: list[float],
+                   ensemble: dict, title: str) -> Path:
+    """Each template alone (top-1 with its bootstrap CI, in the order given) against the ensemble's top-1 and CI."""
+    plt = pyplot()
+    n = len(names)
+    top1, low, high = (100 * np.asarray(v, dtype=float) for v in (top1, low, high))
+    fig, ax = plt.subplots(figsize=(9, max(3, 0.28 * n + 1)))
+    y = np.arange(n)
+    ax.barh(y, top1, xerr=[top1 - low, high - top1], color="tab:blue", ecolor="gray", capsize=2)
+    ax.set_yticks(y, [_short(t, 50) for t in names], fontsize=7 if n > 30 else 9)
+    ax.invert_yaxis()
+    ax.axvline(100 * ensemble["top1"], color="tab:red", ls="--", label=f"ensemble {100 * ensemble['top1']:.1f}%")
+    ax.axvspan(100 * ensemble["top1_ci_low"], 100 * ensemble["top1_ci_high"], color="tab:red", alpha=0.1)
+    ax.set_xlabel("top-1 accuracy (%), 95% bootstrap CI")
+    ax.set_title(f"Templates alone | {title}")
+    ax.legend(loc="lower right")
+    return save_figure(fig, path)
+
+
+def plot_selection(path: Path, curve: list[dict], full_heldout_top1: float, title: str) -> Path:
+    """Greedy forward selection: top-1 on the selection half and on the held-out half after each step."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    steps = [c["step"] for c in curve]
+    ax.plot(steps, [100 * c["select_top1"] for c in curve], "o-", label="selection half")
+    ax.plot(steps, [100 * c["heldout_top1"] for c in curve], "s-", label="held-out half")
+    ax.axhline(100 * full_heldout_top1, color="tab:red", ls="--", label="full ensemble (held-out images)")
+    ax.set_xlabel("templates selected")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(f"Greedy template selection | {title}")
+    ax.legend()
+    return save_figure(fig, path)
+
+
+def plot_description_deltas(path: Path, classes: list[str], deltas: list[float], title: str) -> Path:
+    """Per-class accuracy change of a description set against the template ensemble, in the order given."""
+    plt = pyplot()
+    deltas = 100 * np.asarray(deltas, dtype=float)
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(8, max(3, 0.22 * n + 1)))
+    y = np.arange(n)
+    ax.barh(y, deltas, color=np.where(deltas >= 0, "tab:green", "tab:red"))
+    ax.set_yticks(y, [_short(c, 40) for c in classes], fontsize=7 if n > 30 else 9)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_xlabel("per-class accuracy change vs the template ensemble (points)")
+    ax.set_title(title, fontsize=9)
+    return save_figure(fig, path)
