@@ -7,6 +7,7 @@ import pytest
 
 from zeroshot import drawing
 from zeroshot.experiments.figures import plot_description_deltas, plot_selection, plot_templates
+from zeroshot.metrics.calibration import plot_reliability, reliability_curve
 from zeroshot.plots import plot_confusion
 
 
@@ -19,6 +20,8 @@ def figures(out, tag):
                                                          {"step": 2, "select_top1": 0.6, "heldout_top1": 0.5}], 0.5, "t")
     yield plot_description_deltas, (out / f"deltas{tag}.png", ["cat", "dog", "bird"], [-0.1, 0.0, 0.2], "cupl vs templates")
     yield plot_confusion, (np.array([[3, 1], [0, 4]]), ["cat", "dog"], out / f"confusion{tag}.png", "t")
+    probs = np.random.default_rng(0).dirichlet(np.ones(3), size=40)
+    yield plot_reliability, ([reliability_curve("model's own", probs, np.arange(40) % 3)], out / f"reliability{tag}.png", "t")
 
 
 @pytest.fixture
@@ -39,7 +42,7 @@ def test_the_helper_draws_the_same_figures_without_torch(tmp_path, helper):
     assert not drawing.started()
     for figure, args in figures(tmp_path, "_here"):
         drawing.draw(figure, *args)  # no helper: drawn in this process, at once
-    for name in ("templates", "selection", "deltas", "confusion"):
+    for name in ("templates", "selection", "deltas", "confusion", "reliability"):
         here, there = (tmp_path / f"{name}_here.png").read_bytes(), (tmp_path / f"{name}_helper.png").read_bytes()
         assert there == here, name
 

@@ -19,26 +19,28 @@ ALLOWED = {
     "data": BASE | {"prompts"},  # class-names files (prompts.sets); never the models, see below
     "metrics": BASE | {"plots"},
     "plots": BASE,
+    "drawing": BASE | {"plots"},  # the helper process that draws figures
     "prompts": BASE | {"models", "classifier"},
     "classifier": BASE | {"models", "features"},
     "features": BASE | {"data"},
     "distributed": BASE | {"features"},
-    "experiments": BASE | {"classifier", "metrics", "plots"},
+    "experiments": BASE | {"classifier", "metrics", "plots", "drawing"},
     "record": BASE | {"zeroshot", "distributed", "features", "prompts", "pipeline"},
     "pipeline": BASE | {"models", "data", "features", "prompts", "classifier", "distributed"},
     "calibrate": BASE | {"pipeline", "classifier", "data", "distributed", "metrics"},
     "suite": BASE | {"data", "models"},
     "report": BASE | {"metrics", "plots", "record"},  # reads run records; never launches a run
     "commands": BASE | {"models", "data", "features", "prompts", "experiments", "metrics", "report", "classifier",
-                        "distributed", "pipeline", "record", "plots", "calibrate", "suite"},
-    "__main__": BASE | {"commands", "distributed"},
+                        "distributed", "pipeline", "record", "plots", "drawing", "calibrate", "suite"},
+    "__main__": BASE | {"commands", "distributed", "drawing"},
     "zeroshot": set(),  # __init__: the public API, imported lazily by name
     **{m: set() for m in BASE},
 }
 ALLOWED["files"] = {"errors", "log", "paths"}
 ALLOWED["log"] = set()
 ALLOWED["settings"] = {"errors"}
-BANNED_EXTERNAL = {"models": {"hydra", "omegaconf", "pandas"}}
+BANNED_EXTERNAL = {"models": {"hydra", "omegaconf", "pandas"},
+                   "plots": {"torch"}, "drawing": {"torch"}}  # figures are drawn in a helper process without torch
 
 
 def module_name(path: Path) -> str:

@@ -205,7 +205,13 @@ def main(argv: list[str] | None = None) -> int:
 
         from zeroshot import drawing
 
-        if "figures" in cfg and cfg.figures and os.environ.get("RANK", "0") == "0":  # only rank 0 writes the run
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        # one run, rank 0 (the rank that writes it); a multirun's jobs may run in a launcher's worker processes,
+        # which cannot be relied on to start processes of their own, so they draw in-process
+        if ("figures" in cfg and cfg.figures and os.environ.get("RANK", "0") == "0"
+                and HydraConfig.get().mode == RunMode.RUN):
             drawing.start()  # first: the helper imports matplotlib while this process imports torch and the task
 
         from zeroshot import distributed as dist
