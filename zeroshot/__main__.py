@@ -203,10 +203,10 @@ def main(argv: list[str] | None = None) -> int:
         if missing:  # before any heavy import: a forgotten value fails at once
             raise SystemExit(_required(command, missing[0]))
 
-        from zeroshot import drawing
-
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
+
+        from zeroshot import drawing
 
         # one run, rank 0 (the rank that writes it); a multirun's jobs may run in a launcher's worker processes,
         # which cannot be relied on to start processes of their own, so they draw in-process
