@@ -6,18 +6,21 @@ import numpy as np
 import pytest
 
 from zeroshot import drawing
-from zeroshot.experiments.figures import plot_description_deltas, plot_selection, plot_templates
+from zeroshot.experiments.figures import (
+    plot_description_deltas,
+    plot_selection,
+    plot_templates,
+)
 from zeroshot.metrics.calibration import plot_reliability, reliability_curve
 from zeroshot.plots import plot_confusion
 
 
 def figures(out, tag):
     """Every figure of `zeroshot prompts` and one of `eval`, written under out with tag in their names."""
-    ensemble = {"top1": 0.5, "top1_ci_low": 0.4, "top1_ci_high": 0.6}
+    ensemble = [0.5, 0.4, 0.6]  # top-1, CI low, CI high
     yield plot_templates, (out / f"templates{tag}.png", ["a {}.", "a photo of a {}."], [0.4, 0.55], [0.3, 0.45],
                            [0.5, 0.65], ensemble, "cifar10 | ViT-B-32")
-    yield plot_selection, (out / f"selection{tag}.png", [{"step": 1, "select_top1": 0.5, "heldout_top1": 0.45},
-                                                         {"step": 2, "select_top1": 0.6, "heldout_top1": 0.5}], 0.5, "t")
+    yield plot_selection, (out / f"selection{tag}.png", [1, 2], [0.5, 0.6], [0.45, 0.5], 0.5, "t")
     yield plot_description_deltas, (out / f"deltas{tag}.png", ["cat", "dog", "bird"], [-0.1, 0.0, 0.2], "cupl vs templates")
     yield plot_confusion, (np.array([[3, 1], [0, 4]]), ["cat", "dog"], out / f"confusion{tag}.png", "t")
     probs = np.random.default_rng(0).dirichlet(np.ones(3), size=40)

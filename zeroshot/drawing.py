@@ -53,12 +53,14 @@ def draw(figure: Callable, *args, **kwargs) -> None:
     if _helper is None:
         figure(*args, **kwargs)
         return
-    def absolute(a):  # the helper keeps the cwd it started in
-        return a.resolve() if isinstance(a, Path) else a
-
-    args = tuple(absolute(a) for a in args)
-    kwargs = {k: absolute(v) for k, v in kwargs.items()}
+    args = tuple(_absolute(a) for a in args)
+    kwargs = {k: _absolute(v) for k, v in kwargs.items()}
     _pending.append(_helper.submit(figure, *args, **kwargs))
+
+
+def _absolute(arg):
+    """A path as the helper must see it: it keeps the cwd it started in."""
+    return arg.resolve() if isinstance(arg, Path) else arg
 
 
 def finish() -> None:

@@ -50,9 +50,7 @@ def plot_confusion(cm: np.ndarray, classnames: list[str], path: Path, title: str
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_per_class(acc: np.ndarray, classnames: list[str], path: Path, title: str) -> None:
@@ -71,6 +69,4 @@ def plot_per_class(acc: np.ndarray, classnames: list[str], path: Path, title: st
         ax.set_xlabel("classes, sorted by accuracy")
         ax.set_ylabel("accuracy (%)")
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -199,9 +199,16 @@ def write_outputs(run_dir, cfg, s, record, rows, full, curve, selected, methods,
     table = pd.DataFrame(rows).sort_values("top1", ascending=False)
     if cfg.figures:  # first: they are drawn in the helper process while the tables are written here
         title = f"{record['dataset_label']} | {record['model']}"
-        drawing.draw(plot_templates, run_dir / "templates.png", list(table.name), list(table.top1),
-                     list(table.top1_ci_low), list(table.top1_ci_high), plain(full), title)
-        drawing.draw(plot_selection, run_dir / "selection.png", plain(curve), float(selected[2]["top1"]), title)
+
+        def numbers(values) -> list[float]:  # plain floats: no tensor may reach the helper process
+            return [float(v) for v in values]
+
+        drawing.draw(plot_templates, run_dir / "templates.png", list(table.name), numbers(table.top1),
+                     numbers(table.top1_ci_low), numbers(table.top1_ci_high),
+                     numbers([full["top1"], full["top1_ci_low"], full["top1_ci_high"]]), title)
+        drawing.draw(plot_selection, run_dir / "selection.png", [int(c["step"]) for c in curve],
+                     numbers(c["select_top1"] for c in curve), numbers(c["heldout_top1"] for c in curve),
+                     float(selected[2]["top1"]), title)
     table.to_csv(run_dir / "templates.csv", index=False)
     pd.DataFrame(curve).to_csv(run_dir / "selection.csv", index=False)
     pd.DataFrame([full, *selected, baseline, *methods, *variants]).to_csv(run_dir / "sets.csv", index=False)
@@ -210,15 +217,3 @@ def write_outputs(run_dir, cfg, s, record, rows, full, curve, selected, methods,
         f"greedy selection on {record['dataset_label']} ({cfg.dataset.get('split', 'test')} split) with {record['model']} "
         f"({run_dir}); evaluating it on the images it was selected on is optimistic"))
 
-
-def plain(value):
-    """Numbers as Python floats and ints (a figure's data goes to the helper process, which has no torch)."""
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value

@@ -15,8 +15,9 @@ def _short(text: str, n: int) -> str:
 
 
 def plot_templates(path: Path, names: list[str], top1: list[float], low: list[float], high: list[float],
-                   ensemble: dict, title: str) -> Path:
-    """Each template alone (top-1 with its bootstrap CI, in the order given) against the ensemble's top-1 and CI."""
+                   ensemble: list[float], title: str) -> Path:
+    """Each template alone (top-1 with its bootstrap CI, in the order given) against the ensemble's
+    [top-1, CI low, CI high]."""
     plt = pyplot()
     n = len(names)
     top1, low, high = (100 * np.asarray(v, dtype=float) for v in (top1, low, high))
@@ -25,21 +26,22 @@ def plot_templates(path: Path, names: list[str], top1: list[float], low: list[fl
     ax.barh(y, top1, xerr=[top1 - low, high - top1], color="tab:blue", ecolor="gray", capsize=2)
     ax.set_yticks(y, [_short(t, 50) for t in names], fontsize=7 if n > 30 else 9)
     ax.invert_yaxis()
-    ax.axvline(100 * ensemble["top1"], color="tab:red", ls="--", label=f"ensemble {100 * ensemble['top1']:.1f}%")
-    ax.axvspan(100 * ensemble["top1_ci_low"], 100 * ensemble["top1_ci_high"], color="tab:red", alpha=0.1)
+    mean, mean_low, mean_high = ensemble
+    ax.axvline(100 * mean, color="tab:red", ls="--", label=f"ensemble {100 * mean:.1f}%")
+    ax.axvspan(100 * mean_low, 100 * mean_high, color="tab:red", alpha=0.1)
     ax.set_xlabel("top-1 accuracy (%), 95% bootstrap CI")
     ax.set_title(f"Templates alone | {title}")
     ax.legend(loc="lower right")
     return save_figure(fig, path)
 
 
-def plot_selection(path: Path, curve: list[dict], full_heldout_top1: float, title: str) -> Path:
+def plot_selection(path: Path, steps: list[int], select_top1: list[float], heldout_top1: list[float],
+                   full_heldout_top1: float, title: str) -> Path:
     """Greedy forward selection: top-1 on the selection half and on the held-out half after each step."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
-    steps = [c["step"] for c in curve]
-    ax.plot(steps, [100 * c["select_top1"] for c in curve], "o-", label="selection half")
-    ax.plot(steps, [100 * c["heldout_top1"] for c in curve], "s-", label="held-out half")
+    ax.plot(steps, [100 * v for v in select_top1], "o-", label="selection half")
+    ax.plot(steps, [100 * v for v in heldout_top1], "s-", label="held-out half")
     ax.axhline(100 * full_heldout_top1, color="tab:red", ls="--", label="full ensemble (held-out images)")
     ax.set_xlabel("templates selected")
     ax.set_ylabel("top-1 accuracy (%)")

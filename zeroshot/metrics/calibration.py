@@ -52,7 +52,11 @@ def reliability_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = N_BINS
 
 def ece(probs: np.ndarray, labels: np.ndarray, n_bins: int = N_BINS) -> float:
     """Expected calibration error: sum over bins of |bin|/N x |accuracy - mean confidence|, top label."""
-    b = reliability_bins(probs, labels, n_bins)
+    return ece_of_bins(reliability_bins(probs, labels, n_bins))
+
+
+def ece_of_bins(b: dict) -> float:
+    """ECE from `reliability_bins`' output."""
     used = b["count"] > 0
     return float(np.sum(b["count"][used] / b["count"].sum() * np.abs(b["accuracy"][used] - b["confidence"][used])))
 
@@ -119,12 +123,13 @@ def held_out_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.n
 def reliability_curve(label: str, probs: np.ndarray, labels: np.ndarray) -> tuple[str, dict, float]:
     """What a reliability diagram draws of one set of probabilities: its label, its bins and its ECE (a few
     numbers, where the probabilities are N x C: the figure is drawn in another process)."""
-    return label, reliability_bins(probs, labels), ece(probs, labels)
+    bins = reliability_bins(probs, labels)
+    return label, bins, ece_of_bins(bins)
 
 
 def plot_reliability(curves: list[tuple[str, dict, float]], path: Path, title: str) -> Path:
     """Accuracy against confidence per bin, one curve per `reliability_curve`, with the diagonal and ECE."""
-    from zeroshot.plots import pyplot
+    from zeroshot.plots import pyplot, save_figure
 
     plt = pyplot()
     fig, (ax, hist) = plt.subplots(2, 1, figsize=(5.5, 6.5), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
@@ -145,7 +150,4 @@ def plot_reliability(curves: list[tuple[str, dict, float]], path: Path, title: s
     ax.legend(loc="upper left", fontsize=8)
     hist.set_xlabel(f"top-label confidence ({N_BINS} equal-width bins)")
     hist.set_ylabel("images")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
