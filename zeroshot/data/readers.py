@@ -171,7 +171,15 @@ def _wds(cfg) -> tuple[Dataset, list[str] | None]:
     return ds, ds.classes
 
 
-_KINDS = {"torchvision": _torchvision, "imagefolder": _imagefolder, "csv": _csv, "wds": _wds}
+def _hf(cfg) -> tuple[Dataset, list[str] | None]:
+    from zeroshot.data.hf import HFDataset
+
+    classnames = read_classnames(cfg.classnames) if cfg.get("classnames") else None
+    ds = HFDataset(cfg.root, cfg.split, cfg.image_column, cfg.label_column, classnames)
+    return ds, ds.classes
+
+
+_KINDS = {"torchvision": _torchvision, "imagefolder": _imagefolder, "csv": _csv, "wds": _wds, "hf": _hf}
 
 
 def build_dataset(cfg, transform: Callable | None = None, skip_bad_images: bool = False) -> EvalDataset:
@@ -199,7 +207,7 @@ def build_dataset(cfg, transform: Callable | None = None, skip_bad_images: bool 
             and not Path(root).expanduser().exists()):
         with open_dict(cfg):  # not on disk: its CLIP_benchmark webdataset, through the Hugging Face cache
             cfg.root = f"hf-hub:{cfg.hub}"
-    if kind != "wds" and cfg.get("root") and is_wds(cfg.root, cfg.split):
+    if kind not in ("wds", "hf") and cfg.get("root") and is_wds(cfg.root, cfg.split):
         kind = "wds"  # any named dataset also reads from its CLIP_benchmark webdataset
     with open_dict(cfg):
         cfg.skip_bad_images = skip_bad_images
@@ -221,6 +229,11 @@ def build_dataset(cfg, transform: Callable | None = None, skip_bad_images: bool 
         extra.update(path_column=cfg.path_column, label_column=cfg.label_column,
                      classnames=classes)
         root = cfg.get("root") or Path(cfg.path).expanduser().resolve().parent
+    if cfg.kind == "hf":  # the files' content hashes, and which columns (and names) make the labels
+        import glob
+
+        patterns += [glob.escape(source.relative(i)) for i in range(len(source.files))]
+        extra.update(image_column=cfg.image_column, label_column=cfg.label_column, classnames=classes)
     ds = EvalDataset(source, classes, cfg.name, skip_bad_images, root, patterns, extra)
     ds.transform = transform
     # a webdataset ships its class names (fixing its label order) and templates; other sources ship none
