@@ -297,14 +297,26 @@ def fetch_from_hub(spec: str, split: str) -> Path:
     incomplete = getattr(errors, "IncompleteSnapshotError", errors.LocalEntryNotFoundError)
     try:
         folder = Path(snapshot_download(repo, repo_type="dataset", revision=revision or None, allow_patterns=patterns))
-    except (errors.LocalEntryNotFoundError, incomplete) as e:
+    except (errors.LocalEntryNotFoundError, incomplete):
         raise DatasetError(f"{spec}: the {split} split is not in the Hugging Face cache and the Hub cannot be reached "
-                           f"(offline or HF_HUB_OFFLINE=1; {str(e).splitlines()[0][:120]}). {offline}") from None
+                           f"(offline, or HF_HUB_OFFLINE=1). {offline}") from None
     except (errors.RepositoryNotFoundError, errors.RevisionNotFoundError) as e:
         raise DatasetError(f"{spec}: the Hub has no dataset repository {repo!r}{f' at {revision!r}' if revision else ''} "
                            f"({type(e).__name__})") from None
-    if not any(folder.rglob("*.parquet")):
-        raise DatasetError(f"{spec} has no Parquet files for split {split!r} (files named {split}-*.parquet or in a "
-                           f"{split}/ folder): set dataset.split=NAME; a repo stored in another format has Parquet "
-                           f"copies at revision refs/convert/parquet (dataset.root={spec.split('@')[0]}@refs/convert/parquet)")
+    if not any(split_of(p.relative_to(folder), split) for p in folder.rglob("*.parquet")):
+        raise DatasetError(f"{spec} has no Parquet files for split {split!r} (named {split}-*.parquet or in a {split}/ "
+                           f"folder){hub_splits(repo, revision)}: set dataset.split=NAME. A repo stored in another format "
+                           f"has Parquet copies at {spec.split('@')[0]}@refs/convert/parquet")
     return folder
+
+
+def hub_splits(repo: str, revision: str) -> str:
+    """", its splits: ..." from the repo's file list, when the Hub answers (for a message)."""
+    from huggingface_hub import HfApi
+
+    try:
+        names = HfApi().list_repo_files(repo, repo_type="dataset", revision=revision or None)
+    except Exception:  # noqa: BLE001 - only a message's detail: offline, or any Hub error
+        return ""
+    found = [Path(n) for n in names if n.endswith(".parquet")]
+    return f"; its Parquet splits: {', '.join(split_names(found))}" if found else "; it holds no Parquet files"

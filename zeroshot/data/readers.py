@@ -172,6 +172,10 @@ def _wds(cfg) -> tuple[Dataset, list[str] | None]:
 
 
 def _hf(cfg) -> tuple[Dataset, list[str] | None]:
+    import importlib.util
+
+    if importlib.util.find_spec("pyarrow") is None:
+        raise DatasetError('dataset=hf reads Parquet and Arrow files with pyarrow: pip install "zeroshot[hf]"')
     from zeroshot.data.hf import HFDataset
 
     classnames = read_classnames(cfg.classnames) if cfg.get("classnames") else None
