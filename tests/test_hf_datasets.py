@@ -204,3 +204,36 @@ def test_the_hub_copy_through_a_local_hub(tmp_path, tiny_checkpoint, pets):
 def test_hf_config_declares_its_keys():
     d = OmegaConf.to_container(dataset_cfg(root="x"))
     assert {"image_column", "label_column", "classnames", "split"} <= set(d) and d["image_column"] == "image"
+
+
+def test_a_named_dataset_from_its_hub_parquet_copy(tmp_path, tiny_checkpoint, monkeypatch):
+    """dataset=cifar10 dataset.root=hf-hub:uoft-cs/cifar10: read as its Parquet copy (columns img, label, from the
+    config's `hf` entry), with CIFAR-10's own prompts, and not comparable to published numbers with 10 images."""
+    import datasets
+
+    from zeroshot.data import hf
+
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    rng = np.random.default_rng(1)
+    jpegs = []
+    for _ in names:
+        out = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(out, "JPEG")
+        jpegs.append({"bytes": out.getvalue(), "path": None})
+    features = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(names=names)})
+    copy = tmp_path / "uoft-cs--cifar10"
+    datasets.Dataset.from_dict({"img": jpegs, "label": list(range(10))}, features=features).to_parquet(
+        str(copy / "plain_text" / "test-00000-of-00001.parquet"))
+    asked = []
+    monkeypatch.setattr(hf, "fetch_from_hub", lambda spec, split: asked.append((spec, split)) or copy)
+    m = evaluate(cfg(tmp_path, tiny_checkpoint, "dataset=cifar10", "dataset.root=hf-hub:uoft-cs/cifar10"))
+    assert asked == [("hf-hub:uoft-cs/cifar10", "test")]
+    assert m["dataset"] == "cifar10" and m["prompts"] == "cifar10" and m["n_images"] == 10 and m["n_classes"] == 10
+    assert not m["comparable"] and "10 of 10,000" in m["not_comparable_reason"]
+    with pytest.raises(DatasetError, match=r"no column 'fine_label'\. Its columns: img, label"):
+        build_dataset(compose_dataset("cifar100", "dataset.root=hf-hub:uoft-cs/cifar100"))
+
+
+def compose_dataset(name, *overrides):
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        return compose("eval", overrides=[f"dataset={name}", *overrides]).dataset
