@@ -17,9 +17,9 @@ CONFIGS = str(REPO / "configs")
 IDENTITY = ("model", "checkpoint_sha256", "dataset_fingerprint", "split", "prompts_hash")
 
 
-def cfg(tmp_path, checkpoint, *overrides):
+def cfg(tmp_path, checkpoint, *overrides, config="eval"):
     with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        return compose("eval", overrides=[f"model.checkpoint={checkpoint}", f"results_dir={tmp_path / 'results'}",
+        return compose(config, overrides=[f"model.checkpoint={checkpoint}", f"results_dir={tmp_path / 'results'}",
                                           f"cache_dir={tmp_path / 'cache'}", "num_workers=0", "progress=false",
                                           "batch_size=4", "dataset=imagefolder", f"dataset.root={tmp_path / 'pets'}",
                                           *overrides])
@@ -31,8 +31,12 @@ def pets(tmp_path):
 
 
 def numbers(m: dict) -> dict:
-    return {k: float(v) for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-            and k not in trackers.IDENTITY}
+    """What a tracker must hold of a record: its top-level numbers, and calibration's as calibration/<key>."""
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    out = {k: float(v) for k, v in m.items() if number(v) and k not in trackers.IDENTITY}
+    return out | {f"calibration/{k}": float(v) for k, v in (m.get("calibration") or {}).items() if number(v)}
 
 
 def record(run: dict) -> dict:
@@ -102,6 +106,14 @@ def test_csv_and_a_failing_tracker(tmp_path, tiny_checkpoint, pets, caplog):
     folder = tmp_path / "results" / "trackers" / "csv" / Path(run["run_dir"]).relative_to(tmp_path / "results")
     row = next(csv.DictReader((folder / "metrics.csv").open()))
     assert float(row["top1"]) == record(run)["top1"] and "checkpoint_sha256" in (folder / "hparams.yaml").read_text()
+    # a prompt experiment logs its summary.json: the numbers one dict down too
+    from zeroshot.commands.prompt_experiments import run_experiments
+
+    summary = run_experiments(cfg(tmp_path, tiny_checkpoint, "logger=csv", "figures=false", "bootstrap=20",
+                                  'prompts.templates=["a {}.","the {}."]', config="experiment"))
+    folder = tmp_path / "results" / "trackers" / "csv" / Path(summary["run_dir"]).relative_to(tmp_path / "results")
+    row = next(csv.DictReader((folder / "metrics.csv").open()))
+    assert float(row["ensemble/top1"]) == summary["ensemble"]["top1"]
     # a store that cannot be made (its folder is a file): one warning, the run stands
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")

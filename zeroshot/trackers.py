@@ -23,7 +23,8 @@ PACKAGES = {"mlflow": ("mlflow", "mlflow"), "tensorboard": ("tensorboard", "tens
 IDENTITY = ("kind", "model", "model_release", "architecture", "backend", "checkpoint_sha256", "dataset", "dataset_label",
             "dataset_fingerprint", "dataset_fingerprint_kind", "split", "prompts", "prompts_hash", "prompts_label",
             "precision", "device", "comparable", "timestamp")
-FILES = ("metrics.json", "config.yaml", "per_class.csv", "*.png")  # what each tracker keeps of the run directory
+FILES = ("config.yaml", "per_class.csv", "*.png")  # what each tracker keeps of the run directory, beside its record
+NOT_METRICS = ("preprocess", "versions", "benchmark", "class_prompts")  # records' dicts of settings, not results
 
 
 @dataclass
@@ -56,26 +57,37 @@ def check(cfg) -> None:
                               "(or drop logger=... to keep results in results/ only)")
 
 
-def read_run(cfg, run_dir: Path) -> RunLog:
-    """The run record (metrics.json) as parameters and metrics, and the files worth keeping."""
-    record = json.loads((run_dir / "metrics.json").read_text())
+def numbers(record: dict) -> dict[str, float]:
+    """A record's numbers: top-level ones, and those one dict down as "dict/key" (calibration/ece, ensemble/top1)."""
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    out = {k: float(v) for k, v in record.items() if number(v) and k not in IDENTITY}
+    for k, v in record.items():
+        if isinstance(v, dict) and k not in NOT_METRICS:
+            out.update({f"{k}/{sub}": float(x) for sub, x in v.items() if number(x)})
+    return out
+
+
+def read_run(cfg, run_dir: Path, record_file: str = "metrics.json") -> RunLog:
+    """The run record (metrics.json; a prompt experiment's summary.json) as parameters and metrics, and the files."""
+    record = json.loads((run_dir / record_file).read_text())
     params = {k: str(record[k]) for k in IDENTITY if record.get(k) is not None}
-    metrics = {k: float(v) for k, v in record.items()
-               if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in IDENTITY}
+    metrics = numbers(record)
     try:
         name = run_dir.resolve().relative_to(Path(cfg.results_dir).resolve()).as_posix()
     except ValueError:
         name = run_dir.name
-    files = sorted({p for pattern in FILES for p in run_dir.glob(pattern) if p.is_file()})
+    files = sorted({p for pattern in (record_file, *FILES) for p in run_dir.glob(pattern) if p.is_file()})
     return RunLog(name, run_dir, params, metrics, files)
 
 
-def log_run(cfg, run_dir: str | Path) -> None:
+def log_run(cfg, run_dir: str | Path, record_file: str = "metrics.json") -> None:
     """Log a complete run to each configured tracker; a tracker that fails is a warning, never the run's failure."""
     chosen = loggers(cfg)
     if not chosen:
         return
-    run = read_run(cfg, Path(run_dir))
+    run = read_run(cfg, Path(run_dir), record_file)
     for name, settings in chosen.items():
         try:
             where = TRACKERS[name](run, settings)
@@ -151,8 +163,8 @@ def to_tensorboard(run: RunLog, settings) -> str:
             if path.suffix == ".png":
                 with Image.open(path) as image:
                     writer.add_image(path.stem, np.asarray(image.convert("RGB")), 0, dataformats="HWC")
-            elif path.name == "metrics.json":
-                writer.add_text("metrics.json", "```\n" + path.read_text() + "\n```", 0)
+            elif path.suffix == ".json":  # the record
+                writer.add_text(path.name, "```\n" + path.read_text() + "\n```", 0)
     return str(folder)
 
 
@@ -169,7 +181,9 @@ def to_wandb(run: RunLog, settings) -> str:
         wrun.summary.update(run.metrics)
         for path in run.files:
             wrun.save(str(path), base_path=str(run.run_dir), policy="now")
-        return f"{wrun.dir} ({wrun.settings.mode})"
+        where = f"{Path(wrun.dir).parent} ({wrun.settings.mode})"
+    wandb.teardown()  # waits for W&B's service process to write the run out (finish alone may return before it has)
+    return where
 
 
 def to_csv(run: RunLog, settings) -> str:
