@@ -2,6 +2,9 @@
 identity, metrics equal to metrics.json and its files; a tracker that fails only warns; results/ never changes."""
 import json
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,30 +46,38 @@ def record(run: dict) -> dict:
     return json.loads((Path(run["run_dir"]) / "metrics.json").read_text())
 
 
-def test_mlflow_runs_read_back_with_search_runs(tmp_path, tiny_checkpoint, pets):
+def test_mlflow_multirun_reads_back_with_search_runs(tmp_path, tiny_checkpoint, pets):
+    """`zeroshot eval -m prompts=simple,classname logger=mlflow`: each job its own MLflow run, in one experiment."""
     import mlflow
 
     from zeroshot.report.runs import load_runs
 
-    a = evaluate(cfg(tmp_path, tiny_checkpoint, "logger=mlflow"))  # figures on: they are artifacts
-    b = evaluate(cfg(tmp_path, tiny_checkpoint, "logger=mlflow", "prompts=classname", "figures=false"))
-    store = tmp_path / "results" / "trackers" / "mlflow.db"
-    assert store.is_file()
-    mlflow.set_tracking_uri(f"sqlite:///{store}")
-    runs = mlflow.search_runs(experiment_names=["zeroshot"], order_by=["attributes.start_time ASC"])
-    assert len(runs) == 2 and set(runs["status"]) == {"FINISHED"}  # each job its own run, under one experiment
-    for row, run in zip(runs.to_dict("records"), (a, b)):
-        m = record(run)
+    results = tmp_path / "results"
+    r = subprocess.run([sys.executable, "-m", "zeroshot", "eval", "-m", "prompts=simple,classname", "logger=mlflow",
+                        f"model.checkpoint={tiny_checkpoint}", "dataset=imagefolder", f"dataset.root={pets}",
+                        f"results_dir={results}", f"cache_dir={tmp_path / 'cache'}", "num_workers=0", "progress=false"],
+                       capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    records = {json.loads(p.read_text())["prompts"]: p.parent for p in results.rglob("metrics.json")
+               if "trackers" not in p.parts}
+    assert sorted(records) == ["classname", "simple"]
+    mlflow.set_tracking_uri(f"sqlite:///{results / 'trackers' / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["zeroshot"])
+    assert len(runs) == 2 and set(runs["status"]) == {"FINISHED"}
+    for row in runs.to_dict("records"):
+        run_dir = records[row["params.prompts"]]
+        m = json.loads((run_dir / "metrics.json").read_text())
         for key in IDENTITY:
             assert row[f"params.{key}"] == str(m[key]) and row[f"tags.zeroshot.{key}"] == str(m[key])
         logged = {k.removeprefix("metrics."): v for k, v in row.items() if k.startswith("metrics.") and v == v}
         assert logged == numbers(m) and logged["top1"] == m["top1"]
-        assert row["tags.mlflow.runName"] == Path(run["run_dir"]).relative_to(tmp_path / "results").as_posix()
-    files = {f.path for f in mlflow.MlflowClient().list_artifacts(runs["run_id"][0])}
-    assert {"metrics.json", "config.yaml", "per_class.csv", "confusion_matrix.png", "per_class_accuracy.png"} <= files
-    copy = mlflow.artifacts.download_artifacts(run_id=runs["run_id"][0], artifact_path="metrics.json", dst_path=str(tmp_path / "dl"))
-    assert json.loads(Path(copy).read_text()) == record(a)
-    assert len(load_runs([tmp_path / "results"])) == 2  # the store's copies of metrics.json are not runs
+        assert row["tags.mlflow.runName"] == run_dir.relative_to(results).as_posix()
+        files = {f.path for f in mlflow.MlflowClient().list_artifacts(row["run_id"])}
+        assert {"metrics.json", "config.yaml", "per_class.csv", "confusion_matrix.png", "per_class_accuracy.png"} <= files
+        copy = mlflow.artifacts.download_artifacts(run_id=row["run_id"], artifact_path="metrics.json",
+                                                   dst_path=str(tmp_path / row["run_id"]))
+        assert json.loads(Path(copy).read_text()) == m
+    assert len(load_runs([results])) == 2  # the store's copies of metrics.json are not runs
 
 
 def test_tensorboard_event_files_parse(tmp_path, tiny_checkpoint, pets):
