@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,15 +116,11 @@ def to_mlflow(run: RunLog, settings) -> str:
     import mlflow
     from mlflow.entities import Metric, Param, RunTag
 
+    # a server that is down: a few retries (MLflow's default backs off for minutes), unless the user set them
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
     uri = _local_uri(str(settings.tracking_uri))
     client = mlflow.MlflowClient(uri)
-    experiment = client.get_experiment_by_name(settings.experiment_name)
-    if experiment is not None:
-        experiment_id = experiment.experiment_id
-    else:  # a local store keeps its files beside it; a server keeps them where it is configured to
-        local = uri.startswith("sqlite:") and settings.artifact_location
-        artifacts = Path(str(settings.artifact_location)).expanduser().resolve().as_uri() if local else None
-        experiment_id = client.create_experiment(settings.experiment_name, artifact_location=artifacts)
+    experiment_id = mlflow_experiment(client, settings, uri)
     tags = {f"zeroshot.{k}": v for k, v in run.params.items()} | {"zeroshot.run_dir": str(run.run_dir.resolve())}
     tags |= {str(k): str(v) for k, v in (settings.tags or {}).items()}
     created = client.create_run(experiment_id, run_name=settings.run_name or run.name, tags=tags)
@@ -138,6 +135,24 @@ def to_mlflow(run: RunLog, settings) -> str:
         raise
     client.set_terminated(run_id)
     return f"{uri} (experiment {settings.experiment_name!r}, run {run_id})"
+
+
+def mlflow_experiment(client, settings, uri: str) -> str:
+    """The experiment's id, made on first use; a local store keeps its files beside it, a server where it is set to."""
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(settings.experiment_name)
+    if experiment is not None:
+        return experiment.experiment_id
+    local = uri.startswith("sqlite:") and settings.artifact_location
+    artifacts = Path(str(settings.artifact_location)).expanduser().resolve().as_uri() if local else None
+    try:
+        return client.create_experiment(settings.experiment_name, artifact_location=artifacts)
+    except MlflowException:  # a parallel job of the same multirun made it first
+        experiment = client.get_experiment_by_name(settings.experiment_name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
 
 
 def mlflow_name(key: str) -> str:

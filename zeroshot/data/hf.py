@@ -51,6 +51,7 @@ class HFDataset:
         self.location, self.split = str(root), split
         folder = fetch_from_hub(str(root), split) if str(root).startswith(HF_PREFIX) else Path(root).expanduser()
         self.root, self.files, self.format = split_files(folder, split)
+        self.names = [self.relative(i) for i in range(len(self.files))]  # for messages and predictions.csv
         self.image_column, self.label_column = image_column, label_column
         features = self._check_columns()
         names = classlabel_names(features.get(label_column))
@@ -70,7 +71,7 @@ class HFDataset:
 
     def name_of(self, index: int) -> str:
         file = self.chunks[bisect.bisect_right(self.starts, index) - 1].file
-        return f"{self.relative(file)}#{index - self.file_starts[file]}"
+        return f"{self.names[file]}#{index - self.file_starts[file]}"
 
     def row_of(self, index: int) -> str:
         return f"row {self.name_of(index)} (column {self.label_column!r})"
@@ -94,9 +95,8 @@ class HFDataset:
                 raise DatasetError(f"{self.location} ({self.relative(0)}) has no column {column!r}. Its columns: "
                                    f"{', '.join(schema.names)}. Set dataset.image_column / dataset.label_column to them")
         kind = schema.field(self.image_column).type
-        if not (_is_binary(kind) or (hasattr(kind, "get_field_index") and kind.get_field_index("bytes") >= 0)):
-            images = [f.name for f in schema if _is_binary(f.type) or (hasattr(f.type, "get_field_index")
-                                                                       and f.type.get_field_index("bytes") >= 0)]
+        if not holds_images(kind):
+            images = [f.name for f in schema if holds_images(f.type)]
             raise DatasetError(f"column {self.image_column!r} of {self.location} holds {kind}, not images; its image "
                                f"columns: {', '.join(images) or 'none'} (dataset.image_column=NAME)")
         return features_of(schema, self.root)
@@ -176,9 +176,12 @@ def decode(data: bytes | None, path: str | None, root: Path, where: str):
     return image.convert("RGB")
 
 
-def _is_binary(kind) -> bool:
+def holds_images(kind) -> bool:
+    """An Arrow type that can hold encoded images: binary, or the Image feature's struct<bytes, path>."""
     import pyarrow as pa
 
+    if pa.types.is_struct(kind):
+        return kind.get_field_index("bytes") >= 0 and holds_images(kind.field("bytes").type)
     return pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
 
 
