@@ -141,6 +141,21 @@ def test_csv_and_a_failing_tracker(tmp_path, tiny_checkpoint, pets, caplog):
     assert (Path(ok["run_dir"]) / "metrics.json").is_file()
 
 
+def test_wandb_without_credentials_warns_and_never_prompts(tmp_path, tiny_checkpoint, pets, monkeypatch, caplog):
+    for key in ("WANDB_MODE", "WANDB_API_KEY"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.netrc, no W&B settings
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "home" / ".config" / "wandb"))
+    logging.getLogger("zeroshot").addHandler(caplog.handler)
+    try:
+        run = evaluate(cfg(tmp_path, tiny_checkpoint, "logger=wandb", "figures=false"))
+    finally:
+        logging.getLogger("zeroshot").removeHandler(caplog.handler)
+    warned = [r.getMessage() for r in caplog.records if "logger=wandb" in r.getMessage()]
+    assert len(warned) == 1 and "no W&B credentials" in warned[0] and (Path(run["run_dir"]) / "metrics.json").is_file()
+    assert trackers.mlflow_name("text_retrieval_recall@5") == "text_retrieval_recall_at_5"
+
+
 def test_a_tracker_not_installed_names_its_extra(tmp_path, tiny_checkpoint, pets, monkeypatch):
     monkeypatch.setitem(trackers.PACKAGES, "wandb", ("zeroshot_no_such_package", "wandb"))
     with pytest.raises(ConfigError, match=r'pip install "zeroshot\[wandb\]"'):

@@ -187,18 +187,25 @@ def to_wandb(run: RunLog, settings) -> str:
     """A W&B run in `project` (WANDB_MODE=offline keeps it on disk for `wandb sync`): config, summary, files."""
     import wandb
 
-    save_dir = Path(str(settings.save_dir)).expanduser().resolve()
-    save_dir.mkdir(parents=True, exist_ok=True)
-    with wandb.init(project=settings.project, entity=settings.entity, group=settings.group, mode=settings.mode,
-                    dir=str(save_dir), name=run.name, config=run.params, tags=list(settings.tags or []),
-                    reinit="create_new", settings=wandb.Settings(console="off")) as wrun:
-        wrun.log({**run.metrics, **{p.stem: wandb.Image(str(p)) for p in run.files if p.suffix == ".png"}})
-        wrun.summary.update(run.metrics)
-        for path in run.files:
-            wrun.save(str(path), base_path=str(run.run_dir), policy="now")
-        where = f"{Path(wrun.dir).parent} ({wrun.settings.mode})"
-    wandb.teardown()  # waits for W&B's service process to write the run out (finish alone may return before it has)
-    return where
+    try:
+        online = (settings.mode or os.environ.get("WANDB_MODE") or "online") in ("online", "run")
+        if online and not wandb.login(prompt=False, verify=False):  # never an interactive prompt at the end of a run
+            raise RuntimeError("no W&B credentials: set WANDB_API_KEY or run `wandb login`; WANDB_MODE=offline keeps "
+                               "runs on disk for `wandb sync`")
+        save_dir = Path(str(settings.save_dir)).expanduser().resolve()
+        save_dir.mkdir(parents=True, exist_ok=True)
+        with wandb.init(project=settings.project, entity=settings.entity, group=settings.group, mode=settings.mode,
+                        dir=str(save_dir), name=run.name, config=run.params, tags=list(settings.tags or []),
+                        reinit="create_new", settings=wandb.Settings(console="off")) as wrun:
+            wrun.log({**run.metrics, **{p.stem: wandb.Image(str(p)) for p in run.files if p.suffix == ".png"}})
+            wrun.summary.update(run.metrics)
+            for path in run.files:
+                wrun.save(str(path), base_path=str(run.run_dir), policy="now")
+            return f"{Path(wrun.dir).parent} ({wrun.settings.mode})"
+    finally:
+        # waits for W&B's service process to write the run out (finish alone may return before it has), and
+        # forgets the settings it read from the environment, so the next run of a multirun reads them afresh
+        wandb.teardown()
 
 
 def to_csv(run: RunLog, settings) -> str:
