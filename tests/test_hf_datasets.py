@@ -145,6 +145,12 @@ def test_bad_columns_and_missing_class_names_say_what_to_pass(tmp_path, tiny_che
     with pytest.raises(DatasetError, match=r"holds class names as text.*pass dataset.classnames=FILE"):
         build_dataset(dataset_cfg(root=tmp_path / "text"))
     assert build_dataset(dataset_cfg(root=tmp_path / "text", classnames=names)).source.labels == [1]
+    # shards that name their classes in another order would mix two label orders: refused
+    mixed = write_parquet(hf_dataset(pets[0]), tmp_path / "mixed", shards=1)
+    other = hf_dataset(pets[0]).cast_column("label", datasets.ClassLabel(names=["dog", "cat", "fox"]))
+    other.to_parquet(str(mixed / "data" / "test-00001-of-00002.parquet"))
+    with pytest.raises(DatasetError, match=r"name the classes of 'label' differently"):
+        build_dataset(dataset_cfg(root=mixed))
 
 
 HUB_SCRIPT = r"""

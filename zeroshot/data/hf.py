@@ -53,14 +53,13 @@ class HFDataset:
         self.root, self.files, self.format = split_files(folder, split)
         self.names = [self.relative(i) for i in range(len(self.files))]  # for messages and predictions.csv
         self.image_column, self.label_column = image_column, label_column
-        features = self._check_columns()
-        names = classlabel_names(features.get(label_column))
+        names = self._check_columns()
         self.chunks, raw = self._index()
         self.starts = [c.start for c in self.chunks]
         self.file_starts = {c.file: c.start for c in reversed(self.chunks)}  # each file's first row
         self.labels, self.classes = number_labels(raw, names, classnames, self)
         self._open: dict[int, object] = {}
-        self._cached: tuple[int, object] | None = None
+        self._cached: tuple[Chunk, object] | None = None
         self._pid: int | None = None
 
     def __len__(self) -> int:
@@ -87,19 +86,31 @@ class HFDataset:
         with pa.memory_map(str(self.files[file])) as source:
             return pa.ipc.open_stream(source).schema
 
-    def _check_columns(self) -> dict:
-        """The features (from the schema's metadata, or dataset_info.json), after checking both columns exist."""
-        schema = self._schema(0)
-        for column in (self.image_column, self.label_column):
-            if column not in schema.names:
-                raise DatasetError(f"{self.location} ({self.relative(0)}) has no column {column!r}. Its columns: "
-                                   f"{', '.join(schema.names)}. Set dataset.image_column / dataset.label_column to them")
-        kind = schema.field(self.image_column).type
-        if not holds_images(kind):
-            images = [f.name for f in schema if holds_images(f.type)]
-            raise DatasetError(f"column {self.image_column!r} of {self.location} holds {kind}, not images; its image "
-                               f"columns: {', '.join(images) or 'none'} (dataset.image_column=NAME)")
-        return features_of(schema, self.root)
+    def _check_columns(self) -> list[str] | None:
+        """Every file has both columns, of image and label types, and the same ClassLabel names (returned, or None)."""
+        import pyarrow as pa
+
+        found = {}
+        for i in range(len(self.files)):
+            schema = self._schema(i)
+            for column in (self.image_column, self.label_column):
+                if column not in schema.names:
+                    raise DatasetError(f"{self.location} ({self.names[i]}) has no column {column!r}. Its columns: "
+                                       f"{', '.join(schema.names)}. Set dataset.image_column / dataset.label_column to them")
+            kind, label = schema.field(self.image_column).type, schema.field(self.label_column).type
+            if not holds_images(kind):
+                images = [f.name for f in schema if holds_images(f.type)]
+                raise DatasetError(f"column {self.image_column!r} of {self.location} holds {kind}, not images; its image "
+                                   f"columns: {', '.join(images) or 'none'} (dataset.image_column=NAME)")
+            if not (pa.types.is_integer(label) or pa.types.is_string(label) or pa.types.is_large_string(label)):
+                raise DatasetError(f"column {self.label_column!r} of {self.location} holds {label}, not class ids or "
+                                   "names (dataset.label_column=NAME)")
+            found[i] = classlabel_names(features_of(schema, self.root).get(self.label_column))
+        if len({json.dumps(n) for n in found.values()}) > 1:  # shards with other label orders: labels would mix
+            (a, x), (b, y) = next((p, q) for p, q in zip(found.items(), list(found.items())[1:]) if p[1] != q[1])
+            raise DatasetError(f"{self.names[a]} and {self.names[b]} of {self.location} name the classes of "
+                               f"{self.label_column!r} differently ({x and x[:5]} vs {y and y[:5]}): another dataset's files?")
+        return found[0]
 
     def _batches(self, file: int):
         """An Arrow file's record batches, memory-mapped (zero copy: the pages are read as rows are used)."""
