@@ -107,6 +107,8 @@ def test_the_index_is_row_groups_and_the_fingerprint_follows_content_and_columns
     src = ds.source
     assert [c.rows for c in src.chunks] == [2, 2, 1, 2, 2]  # 5 + 4 rows in row groups of 2, per shard
     assert src.classes == CLASSES and src.labels == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    image, label = src[6]  # the second shard's second row: only its row group's image column is read
+    assert label == 2 and image.mode == "RGB" and len(src._cached[1]) == 2 and list(src._open) == [1]
     fp = ds.fingerprint()
     assert sorted(fp["files"]) == ["data/test-00000-of-00002.parquet", "data/test-00001-of-00002.parquet"]
     # the same bytes elsewhere are the same dataset; another label column, or changed content, is another

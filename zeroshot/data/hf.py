@@ -151,6 +151,7 @@ class HFDataset:
         if self._cached is not None and self._cached[0] == chunk:
             return self._cached[1]
         if chunk.file not in self._open:
+            self._open.clear()  # one file open at a time: a split of thousands of shards stays within the fd limit
             self._open[chunk.file] = pq.ParquetFile(self.files[chunk.file]) if self.format == "parquet" \
                 else self._batches(chunk.file)
         handle = self._open[chunk.file]
