@@ -1,10 +1,12 @@
-"""A Hugging Face Hub on 127.0.0.1 for tests: HEAD/GET <repo>/resolve/<revision>/<file>, as huggingface_hub asks.
+"""A Hugging Face Hub on 127.0.0.1 for tests: HEAD/GET <repo>/resolve/<revision>/<file>, as huggingface_hub asks,
+and the two listings snapshot_download reads: /api/<type>s/<repo>/revision/<rev> and /api/<type>s/<repo>/tree/<rev>.
 
 Point HF_ENDPOINT at it. Repos are dicts of file name -> bytes in `Hub.repos`; a missing repo or file answers
 404 with the X-Error-Code the real Hub sends, so huggingface_hub raises its own errors.
 """
 import hashlib
 import http.server
+import json
 import threading
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -12,6 +14,8 @@ class Hub(http.server.BaseHTTPRequestHandler):
     repos = {}
     def _route(self, body):
         parts = self.path.split("?")[0].strip("/").split("/")
+        if len(parts) >= 6 and parts[0] == "api" and parts[4] in ("revision", "tree"):
+            return self._listing(parts, body)
         prefix = ""
         if parts and parts[0] == "datasets":  # dataset repos live under /datasets/; keyed here as "datasets/org/name"
             prefix, parts = "datasets/", parts[1:]
@@ -31,6 +35,20 @@ class Hub(http.server.BaseHTTPRequestHandler):
             if body: self.wfile.write(data)
             return
         self._err(404, "RepoNotFound", body)
+    def _listing(self, parts, body):
+        repo = ("datasets/" if parts[1] == "datasets" else "") + "/".join(parts[2:4])
+        files = self.repos.get(repo)
+        if files is None:
+            return self._err(404, "RepoNotFound", body)
+        if parts[4] == "revision":
+            payload = {"id": "/".join(parts[2:4]), "sha": COMMIT, "siblings": [{"rfilename": n} for n in sorted(files)]}
+        else:
+            payload = [{"type": "file", "path": n, "size": len(d), "oid": hashlib.sha1(d).hexdigest()}
+                       for n, d in sorted(files.items())]
+        data = json.dumps(payload).encode()
+        self.send_response(200); self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data))); self.end_headers()
+        if body: self.wfile.write(data)
     def _err(self, code, kind, body):
         msg = b'{"error": "not found"}'
         self.send_response(code); self.send_header("X-Error-Code", kind); self.send_header("Content-Length", str(len(msg))); self.end_headers()

@@ -52,7 +52,7 @@ def test_every_dataset_config_and_its_prompts(composer, dataset):
     for key in ("name", "kind", "split", "metric", "download", "downloadable"):
         assert key in d, f"dataset {dataset} lacks {key}"
     assert d.name == dataset
-    if d.get("task") == "retrieval" or d.prompts in ("from_dataset", None) or d.kind in ("imagefolder", "csv"):
+    if d.get("task") == "retrieval" or d.prompts in ("from_dataset", None) or d.kind in ("imagefolder", "csv", "hf"):
         return  # captions, or class names that come with the data
     own = [f"class {i}" for i in range(d.num_classes)] if d.kind == "objectnet" else None  # ObjectNet names its own
     fake = types.SimpleNamespace(classes=own, shipped_templates=None)

@@ -29,9 +29,10 @@ ALLOWED = {
     "pipeline": BASE | {"models", "data", "features", "prompts", "classifier", "distributed"},
     "calibrate": BASE | {"pipeline", "classifier", "data", "distributed", "metrics"},
     "suite": BASE | {"data", "models"},
+    "trackers": BASE,  # logs a finished run's record to MLflow, TensorBoard, W&B or CSV (logger=...)
     "report": BASE | {"metrics", "plots", "record"},  # reads run records; never launches a run
     "commands": BASE | {"models", "data", "features", "prompts", "experiments", "metrics", "report", "classifier",
-                        "distributed", "pipeline", "record", "plots", "drawing", "calibrate", "suite"},
+                        "distributed", "pipeline", "record", "plots", "drawing", "calibrate", "suite", "trackers"},
     "__main__": BASE | {"commands", "distributed", "drawing"},
     "zeroshot": set(),  # __init__: the public API, imported lazily by name
     **{m: set() for m in BASE},

@@ -13,6 +13,7 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 REFERENCE = _HERE / "reference"  # facts as data: release tables, wnid subsets, published numbers
 BPE_VOCAB = _HERE / "bpe_simple_vocab_16e6.txt.gz"
+TRACKERS_DIR = "trackers"  # <results_dir>/trackers/: the loggers' stores (configs/logger), never read as runs
 HF_PREFIX = "hf-hub:"  # hf-hub:ORG/REPO[@REVISION] names a Hub repo, for weights and for webdatasets
 
 

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from zeroshot import calibrate as calibration_run
 from zeroshot import distributed as dist
-from zeroshot import drawing, suite
+from zeroshot import drawing, suite, trackers
 from zeroshot.classifier import logits as score
 from zeroshot.features.cache import Features
 from zeroshot.metrics.calibration import plot_reliability, reliability_curve
@@ -37,6 +37,7 @@ def evaluate(cfg: DictConfig) -> dict:
     """Run one zero-shot evaluation and write its results directory; returns the metrics dict."""
     start = time.perf_counter()
     calibration_run.check_config(cfg)
+    trackers.check(cfg)
     s = prepare(cfg)
     progress = cfg.progress and dist.is_main()
 
@@ -91,6 +92,7 @@ def evaluate(cfg: DictConfig) -> dict:
         f"{main_note} | "
         f"{len(feats.labels)} images in {wall:.1f}s -> {run_dir}"
     )
+    trackers.log_run(cfg, run_dir)  # the run is complete: a tracker that fails now only warns
     return metrics
 
 

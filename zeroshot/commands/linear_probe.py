@@ -18,6 +18,7 @@ from omegaconf import DictConfig, open_dict
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
+from zeroshot import trackers
 from zeroshot.data.readers import build_dataset
 from zeroshot.errors import DatasetError
 from zeroshot.metrics.classification import classification_metrics
@@ -72,6 +73,7 @@ def train_split_config(cfg: DictConfig) -> DictConfig:
 def linear_probe(cfg: DictConfig) -> dict:
     start = time.perf_counter()
     train_cfg = train_split_config(cfg)  # fails before any model is loaded
+    trackers.check(cfg)
     s = prepare(cfg)
     train_ds = build_dataset(train_cfg.dataset, s.model.transform, cfg.skip_bad_images)
     test = image_features(cfg, s)
@@ -115,4 +117,5 @@ def linear_probe(cfg: DictConfig) -> dict:
     label = f"{shots}-shot over {len(runs)} seeds" if shots else f"C={metrics['C']:g}"
     print(f"{record['dataset_label']} | {record['model']} | linear probe ({label}) | top1 {100 * metrics['top1']:.2f}% "
           f"top5 {100 * metrics['top5']:.2f}% | {len(y_tr)} train / {len(y_te)} test images -> {run_dir}")
+    trackers.log_run(cfg, run_dir)  # the run is complete: a tracker that fails now only warns
     return {**metrics, "run_dir": str(run_dir)}

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from zeroshot import drawing
+from zeroshot import drawing, trackers
 from zeroshot.classifier import logits as score
 from zeroshot.classifier import probabilities_from_logits as probabilities
 from zeroshot.errors import PromptError
@@ -36,6 +36,7 @@ from zeroshot.record import make_run_dir, run_dir_base, run_record, write_json
 
 def run_experiments(cfg: DictConfig) -> dict:
     start = time.perf_counter()
+    trackers.check(cfg)
     s = prepare(cfg)
     pset: PromptSet = s.prompts
     templates = pset.templates
@@ -160,6 +161,7 @@ def run_experiments(cfg: DictConfig) -> dict:
         f"greedy {len(chosen)} templates {100 * selected['top1']:.2f}% on {len(held)} held-out images | "
         f"{described_line(described)}images encoded {summary['images_encoded']} -> {run_dir}"
     )
+    trackers.log_run(cfg, run_dir, "summary.json")  # the run is complete: a tracker that fails now only warns
     return summary
 
 

@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from zeroshot import distributed as dist
-from zeroshot import suite
+from zeroshot import suite, trackers
 from zeroshot.classifier import encode_prompts, tokenizer_for
 from zeroshot.data.retrieval import build_retrieval_dataset, caption_lists
 from zeroshot.metrics.retrieval import retrieve
@@ -81,6 +81,7 @@ def encode_captions(cfg: DictConfig, s: RetrievalSetup, progress: bool) -> torch
 def run_retrieval(cfg: DictConfig) -> dict:
     """Run one retrieval evaluation and write its results directory; returns the metrics dict."""
     start = time.perf_counter()
+    trackers.check(cfg)
     s = prepare(cfg)
     progress = cfg.progress and dist.is_main()
     text_feats = encode_captions(cfg, s, progress)
@@ -125,6 +126,7 @@ def run_retrieval(cfg: DictConfig) -> dict:
           f"image->text R@1 {100 * recalls['text_retrieval_recall@1']:.2f}%  "
           f"text->image R@1 {100 * recalls['image_retrieval_recall@1']:.2f}%  {metric} {100 * metrics['main_metric']:.2f}% | "
           f"{metrics['wall_seconds']:.1f}s -> {run_dir}")
+    trackers.log_run(cfg, run_dir)  # the run is complete: a tracker that fails now only warns
     return metrics
 
 

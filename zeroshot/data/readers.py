@@ -171,7 +171,21 @@ def _wds(cfg) -> tuple[Dataset, list[str] | None]:
     return ds, ds.classes
 
 
-_KINDS = {"torchvision": _torchvision, "imagefolder": _imagefolder, "csv": _csv, "wds": _wds}
+def _hf(cfg) -> tuple[Dataset, list[str] | None]:
+    """dataset=hf, or a named dataset from its Hugging Face Parquet copy (the columns its `hf` entry names)."""
+    import importlib.util
+
+    if importlib.util.find_spec("pyarrow") is None:
+        raise DatasetError('dataset=hf reads Parquet and Arrow files with pyarrow: pip install "zeroshot[hf]"')
+    from zeroshot.data.hf import HFDataset
+
+    classnames = read_classnames(cfg.classnames) if cfg.get("classnames") else None
+    columns = cfg if cfg.kind == "hf" else cfg.hf
+    ds = HFDataset(cfg.root, cfg.split, columns.image_column, columns.label_column, classnames)
+    return ds, ds.classes
+
+
+_KINDS = {"torchvision": _torchvision, "imagefolder": _imagefolder, "csv": _csv, "wds": _wds, "hf": _hf}
 
 
 def build_dataset(cfg, transform: Callable | None = None, skip_bad_images: bool = False) -> EvalDataset:
@@ -199,15 +213,18 @@ def build_dataset(cfg, transform: Callable | None = None, skip_bad_images: bool 
             and not Path(root).expanduser().exists()):
         with open_dict(cfg):  # not on disk: its CLIP_benchmark webdataset, through the Hugging Face cache
             cfg.root = f"hf-hub:{cfg.hub}"
-    if kind != "wds" and cfg.get("root") and is_wds(cfg.root, cfg.split):
+    if kind != "hf" and cfg.get("hf") and root.startswith("hf-hub:") and root[7:].split("@")[0] == cfg.hf.repo:
+        kind = "hf"  # a named dataset from its Hugging Face Parquet copy (its `hf` entry)
+    if kind not in ("wds", "hf") and cfg.get("root") and is_wds(cfg.root, cfg.split):
         kind = "wds"  # any named dataset also reads from its CLIP_benchmark webdataset
     with open_dict(cfg):
         cfg.skip_bad_images = skip_bad_images
     source, classes = kinds[kind](cfg)
     expected = cfg.get("num_classes")
-    if kind == "wds" and cfg.kind != "wds" and expected and classes and len(classes) != expected:
-        raise DatasetError(f"{cfg.root} holds {len(classes)} classes (classnames.txt) but dataset {cfg.name!r} has "
-                           f"{expected}: it is another dataset's webdataset")
+    if kind in ("wds", "hf") and cfg.kind != kind and expected and classes and len(classes) != expected:
+        where = "classnames.txt" if kind == "wds" else "its ClassLabel"
+        raise DatasetError(f"{cfg.root} holds {len(classes)} classes ({where}) but dataset {cfg.name!r} has "
+                           f"{expected}: it is another dataset's copy")
     if len(source) == 0:
         raise DatasetError(f"Dataset {cfg.name!r} under {cfg.get('root') or cfg.get('path')} has no images.")
     patterns = cfg.get("fingerprint_files") or []
@@ -221,6 +238,12 @@ def build_dataset(cfg, transform: Callable | None = None, skip_bad_images: bool 
         extra.update(path_column=cfg.path_column, label_column=cfg.label_column,
                      classnames=classes)
         root = cfg.get("root") or Path(cfg.path).expanduser().resolve().parent
+    if kind == "hf":  # the files' content hashes, and which columns (and names) make the labels
+        import glob
+
+        columns = cfg if cfg.kind == "hf" else cfg.hf
+        patterns = [glob.escape(source.relative(i)) for i in range(len(source.files))]
+        extra.update(image_column=columns.image_column, label_column=columns.label_column, classnames=classes)
     ds = EvalDataset(source, classes, cfg.name, skip_bad_images, root, patterns, extra)
     ds.transform = transform
     # a webdataset ships its class names (fixing its label order) and templates; other sources ship none

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from zeroshot.paths import REFERENCE, config_dir
+from zeroshot.paths import REFERENCE, TRACKERS_DIR, config_dir
 from zeroshot.report.published import PUBLISHED
 
 PUBLISHED_RETRIEVAL = REFERENCE / "published_retrieval.csv"
@@ -32,6 +32,8 @@ def load_retrieval_runs(inputs) -> pd.DataFrame:
     records = []
     for root in map(Path, inputs):
         for path in sorted(root.rglob("metrics.json")) if root.exists() else []:
+            if TRACKERS_DIR in path.relative_to(root).parts[:-1]:  # a tracker's copy of a run (logger=...)
+                continue
             try:
                 m = json.loads(path.read_text())
             except (ValueError, OSError):

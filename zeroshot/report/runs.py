@@ -11,6 +11,7 @@ import pandas as pd
 
 from zeroshot.errors import ReportError
 from zeroshot.metrics.classification import BENCHMARK_METRICS, CLASSIFICATION_METRICS
+from zeroshot.paths import TRACKERS_DIR
 
 REQUIRED = ("top1", "top5", "mean_per_class_recall", "model", "dataset", "prompts")
 
@@ -29,6 +30,8 @@ def load_runs(inputs: list[str | Path]) -> pd.DataFrame:
         if not root.exists():
             raise ReportError(f"Results directory {root} does not exist. Pass directories that hold runs (default: results/)")
         for path in sorted(root.rglob("metrics.json")):
+            if TRACKERS_DIR in path.relative_to(root).parts[:-1]:  # a tracker's copy of a run (logger=...), not a run
+                continue
             try:
                 m = json.loads(path.read_text())
                 kind = m.get("kind", "eval")
