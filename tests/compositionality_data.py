@@ -138,3 +138,19 @@ def write_user_jsonl(root: Path, seed: int = 4) -> Path:
              {"images": ["img/1.png", "img/2.png"], "captions": ["of one", "of two"], "group": "a"}]
     (root / "mine.jsonl").write_text("\n".join(json.dumps(r) for r in lines) + "\n")
     return root / "mine.jsonl"
+
+
+def write_winoground_repo(root: Path, rows: list[dict]) -> Path:
+    """The Hub repo's own files: data/examples.jsonl and data/images.zip (the images read from the zip in place)."""
+    import zipfile
+
+    staging = write_winoground_jsonl(root / "staging", rows)
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    (staging / "examples.jsonl").rename(root / "data" / "examples.jsonl")
+    with zipfile.ZipFile(root / "data" / "images.zip", "w") as z:
+        for png in sorted((staging / "images").iterdir()):
+            z.write(png, f"images/{png.name}")
+    import shutil
+
+    shutil.rmtree(staging)
+    return root

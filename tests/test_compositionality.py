@@ -20,6 +20,7 @@ from compositionality_data import (
     write_user_jsonl,
     write_winoground_jsonl,
     write_winoground_parquet,
+    write_winoground_repo,
 )
 from zeroshot.commands.compositionality import run_compositionality
 from zeroshot.errors import DatasetError
@@ -154,6 +155,8 @@ def test_winoground_parquet_and_jsonl_equal_brute_force_and_clip_benchmark(tmp_p
                                   f"dataset.root={write_winoground_parquet(tmp_path / 'wg_parquet', rows)}"))
     b = run_compositionality(ccfg(tmp_path, tiny_checkpoint, "dataset=winoground",
                                   f"dataset.root={write_winoground_jsonl(tmp_path / 'wg_jsonl', rows)}"))
+    c = run_compositionality(ccfg(tmp_path, tiny_checkpoint, "dataset=winoground",
+                                  f"dataset.root={write_winoground_repo(tmp_path / 'wg_repo', rows)}", "num_workers=2"))
     direct = Direct(tiny_checkpoint)
     text, image, group = [], [], []
     for r in rows:  # the paper's definitions
@@ -163,7 +166,7 @@ def test_winoground_parquet_and_jsonl_equal_brute_force_and_clip_benchmark(tmp_p
         t = s[0, 0] > s[1, 0] and s[1, 1] > s[0, 1]
         v = s[0, 0] > s[0, 1] and s[1, 1] > s[1, 0]
         text.append(t), image.append(v), group.append(t and v)
-    for m in (a, b):
+    for m in (a, b, c):
         assert m["text_score"] == pytest.approx(np.mean(text)) and m["image_score"] == pytest.approx(np.mean(image))
         assert m["group_score"] == pytest.approx(np.mean(group)) and m["main_metric"] == m["group_score"]
         assert m["n_instances"] == 6 and m["n_images"] == 12 and set(m["per_group"]) == {"Object", "Relation", "Both"}
@@ -181,7 +184,7 @@ def test_winoground_from_the_hub_cache_and_the_gated_message(tmp_path, tiny_chec
     import huggingface_hub
     from huggingface_hub import errors
 
-    snapshot = write_winoground_parquet(tmp_path / "snapshot", winoground_rows(n=3))
+    snapshot = write_winoground_repo(tmp_path / "snapshot", winoground_rows(n=3))
     calls = []
 
     def fake(repo, **kw):

@@ -7,8 +7,8 @@ Layouts (docs/compositionality.md has them in full):
 - SugarCrepe (RAIVNLab/sugar-crepe data/): `<subset>.json` = {id: {"filename", "caption", "negative_caption"}}
   for the seven subsets, images in COCO `val2017/`.
 - Winoground (facebook/winoground, gated): the Hub's parquet files (`image_0`, `image_1` as {bytes, path},
-  `caption_0`, `caption_1`, `id`, `tag`, `secondary_tag`, `num_main_preds`, `collapsed_tag`), or the original
-  `examples.jsonl` beside an `images/` folder (`<image_0>.png`).
+  `caption_0`, `caption_1`, `id`, `tag`, `secondary_tag`, `num_main_preds`, `collapsed_tag`), or the repo's
+  own `data/examples.jsonl` with `data/images.zip` (read in place) or an `images/` folder (`<image_0>.png`).
 - ARO (mertyg/vision-language-models-are-bows): `visual_genome_relation.json` / `visual_genome_attribution.json`,
   lists of {"image_path", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "true_caption", "false_caption",
   "relation_name" | "attributes"}, images under `images/`, each scored on its box's crop; COCO-Order and
@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,9 +58,12 @@ class ImageList(Dataset):
         self.samples: list[tuple[str, int]] = []
         self._boxes: dict[int, tuple[float, float, float, float]] = {}
         self._bytes: dict[int, bytes] = {}
+        self._members: dict[int, tuple[str, str]] = {}  # index -> (zip file, member): Winoground's images.zip, read in place
+        self._zips: dict[str, zipfile.ZipFile] = {}
+        self._pid: int | None = None
         self._index: dict[tuple, int] = {}
 
-    def add(self, path: str, box: tuple | None = None, data: bytes | None = None) -> int:
+    def add(self, path: str, box: tuple | None = None, data: bytes | None = None, member: tuple[str, str] | None = None) -> int:
         """The index of this image (path and crop), added the first time it is seen."""
         key = (path, box)
         if key not in self._index:
@@ -69,7 +74,24 @@ class ImageList(Dataset):
                 self._boxes[i] = box
             if data is not None:
                 self._bytes[i] = data
+            if member is not None:
+                self._members[i] = member
         return self._index[key]
+
+    def packed(self, index: int) -> bool:
+        return index in self._bytes or index in self._members
+
+    def _member(self, index: int) -> io.BytesIO:
+        """A zip member's bytes; each process (DataLoader worker) opens the zip files for itself."""
+        if self._pid != os.getpid():
+            self._zips, self._pid = {}, os.getpid()
+        archive, name = self._members[index]
+        if archive not in self._zips:
+            self._zips[archive] = zipfile.ZipFile(archive)
+        return io.BytesIO(self._zips[archive].read(name))
+
+    def __getstate__(self):
+        return {**self.__dict__, "_zips": {}, "_pid": None}
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -78,7 +100,7 @@ class ImageList(Dataset):
         from PIL import Image
 
         path, _ = self.samples[index]
-        source = io.BytesIO(self._bytes[index]) if index in self._bytes else path
+        source = io.BytesIO(self._bytes[index]) if index in self._bytes else self._member(index) if index in self._members else path
         with Image.open(source) as im:
             image = im.convert("RGB")
         box = self._boxes.get(index)
@@ -115,7 +137,7 @@ def check_images(images: ImageList, what: str, fix: str) -> None:
     """Every image the annotations name must be on disk: counted and the first named, before anything is encoded."""
     from pathlib import Path as P
 
-    absent = [p for i, (p, _) in enumerate(images.samples) if i not in images._bytes and not P(p).is_file()]
+    absent = [p for i, (p, _) in enumerate(images.samples) if not images.packed(i) and not P(p).is_file()]
     if absent:
         raise DatasetError(f"{len(absent)} of the {len(images)} images {what} names are not there (first: {absent[0]}). {fix}")
 
@@ -187,6 +209,12 @@ def read_winoground(root: Path) -> tuple[ImageList, list[Instance], list[str]]:
     rows, kind, files = winoground_rows(root)
     images, instances = ImageList(root), []
     folder = next((p for p in (root / "images", root / "data" / "images") if p.is_dir()), root / "images")
+    archive = next((p for p in (root / "data" / "images.zip", root / "images.zip") if p.is_file()), None)
+    members = {}
+    if kind == "jsonl" and not folder.is_dir() and archive is not None:  # the Hub's data/images.zip, read in place
+        with zipfile.ZipFile(archive) as z:
+            members = {Path(n).name: n for n in z.namelist() if not n.endswith("/")}
+        files.append(archive.relative_to(root).as_posix())
     for r in rows:
         where = f"Winoground {r['_file'] or 'examples.jsonl'} row {r['_row']}"
         missing = [f for f in WINOGROUND_FIELDS if r.get(f) is None]
@@ -200,11 +228,16 @@ def read_winoground(root: Path) -> tuple[ImageList, list[Instance], list[str]]:
                 if not data:
                     raise DatasetError(f"{where}: {col} holds no image bytes")
                 pair.append(images.add(f"{root / r['_file']}#{r['_row']}/{col}", data=data))
+            elif members:
+                name = members.get(f"{value}.png")
+                if name is None:
+                    raise DatasetError(f"{where}: {col} names {value}.png, which {archive} does not hold")
+                pair.append(images.add(f"{archive}#{name}", member=(str(archive), name)))
             else:
                 pair.append(images.add(str(folder / f"{value}.png")))
         captions = [check_text(r["caption_0"], where, "caption_0"), check_text(r["caption_1"], where, "caption_1")]
         instances.append(Instance(f"winoground/{r['id']}", pair, captions, [0, 1], str(r.get("collapsed_tag") or "")))
-    check_images(images, "Winoground's examples.jsonl", f"Unzip its images.zip into {folder}")
+    check_images(images, "Winoground's examples.jsonl", f"Put them in {folder}, or data/images.zip beside examples.jsonl")
     return images, instances, files
 
 
@@ -216,7 +249,7 @@ def hub_snapshot(repo: str, download: bool) -> Path:
              "(`hf auth login`, or HF_TOKEN=...), then run with dataset.download=true; or set dataset.root=DIR to a local copy")
     try:
         return Path(snapshot_download(repo, repo_type="dataset", local_files_only=not download,
-                                      allow_patterns=["*.parquet", "*.jsonl", "*.md"]))
+                                      allow_patterns=["data/*", "*.parquet", "*.md"]))
     except errors.GatedRepoError:
         raise DatasetError(terms) from None
     except errors.LocalEntryNotFoundError:
