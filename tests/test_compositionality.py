@@ -309,3 +309,48 @@ def test_the_command_line_runs_it_and_names_a_missing_image(tmp_path, tiny_check
     bad = subprocess.run(common, capture_output=True, text=True, cwd=repo, timeout=300)
     assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
     assert bad.stderr.startswith("zeroshot compositionality: error:") and "are not there" in bad.stderr
+
+
+# ------------------------------------------------------------------------ report and compare
+
+
+@pytest.fixture
+def tiny_rn_checkpoint(tmp_path, tiny_rn):
+    from conftest import save_openai_archive
+
+    return save_openai_archive(tiny_rn, tmp_path / "tiny-rn.pt")
+
+
+def test_report_table_and_compare_pair_per_instance(tmp_path, tiny_checkpoint, tiny_rn_checkpoint, monkeypatch):
+    from zeroshot.commands.compare import compare
+    from zeroshot.metrics.paired import mcnemar_exact
+    from zeroshot.report import compositionality as view
+    from zeroshot.report.build import build_report
+
+    rows = winoground_rows(n=8)
+    root = write_winoground_parquet(tmp_path / "wg", rows)
+    a = run_compositionality(ccfg(tmp_path, tiny_checkpoint, "dataset=winoground", f"dataset.root={root}"))
+    b = run_compositionality(ccfg(tmp_path, tiny_rn_checkpoint, "dataset=winoground", f"dataset.root={root}"))
+    results = tmp_path / "results"
+    # a published number shows only for a known release on the full set: these runs are neither
+    fake = tmp_path / "published.csv"
+    fake.write_text("source,release,dataset,metric,value\ntest,ViT-B-32/openai,winoground,group_score,8.0\n")
+    monkeypatch.setattr(view, "PUBLISHED_COMPOSITIONALITY", fake)
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        rcfg = compose("report", overrides=[f"inputs=[{results}]", f"output_dir={tmp_path / 'reports'}"])
+        ccfg_ = compose("compare", overrides=[f"inputs=[{results}]", f"output_dir={tmp_path / 'compare'}", "compare.n_boot=200"])
+    out = build_report(rcfg)
+    assert {r["model"] for r in out["compositionality"]} == {a["model"], b["model"]}
+    assert all(r["published_note"] == "weights are not a published release" for r in out["compositionality"])
+    md = (Path(out["report_dir"]) / "report.md").read_text()
+    assert "## Compositionality (image-caption selection)" in md and "## Compositionality: paired per instance" in md
+    got = compare(ccfg_)
+    (row,) = got["compositionality"]
+    za, zb = (np.load(Path(m["run_dir"]) / "outcomes.npz") for m in (a, b))
+    ra, rb = za["group"] > 0.5, zb["group"] > 0.5  # both runs list the instances in the same order here
+    if row["model_a"] != a["model"]:
+        ra, rb = rb, ra
+    assert row["outcome"] == "group" and row["n_instances"] == 8
+    assert (row["only_a"], row["only_b"]) == (int(np.sum(ra & ~rb)), int(np.sum(~ra & rb)))
+    assert row["mcnemar_p"] == mcnemar_exact(row["only_a"], row["only_b"]) and row["diff"] == pytest.approx(ra.mean() - rb.mean())
+    assert (Path(got["compare_dir"]) / "compare_compositionality.csv").is_file()
