@@ -163,7 +163,7 @@ def summary_line(m: dict) -> str:
     parts += [f"{name} {100 * v:.2f}%" for name, v in (m.get("group_means") or {}).items()]
     return (f"{m['dataset_label']} | {m['model']} ({m['architecture']}, sha256 {m['checkpoint_sha256'][:12]}) | "
             f"{m['n_instances']} instances, {m['n_images']} images | {' '.join(parts)} | {m['metric']} "
-            f"{100 * m['main_metric']:.2f}% | {m['wall_seconds']:.1f}s -> {m['timestamp']}")
+            f"{100 * m['main_metric']:.2f}% | {m['wall_seconds']:.1f}s -> {m['run_dir']}")
 
 
 def write_outputs(run_dir: Path, cfg, s: SelectionSetup, kept: list[Instance], out: cm.Outcomes, metrics: dict) -> None:

@@ -352,7 +352,7 @@ def build_selection_dataset(cfg, skip_bad_images: bool = False):
                                              list(cfg.subsets))
         files = [f"{cfg.annotations or '.'}/{s}.json" for s in cfg.subsets]
     elif kind == "winoground":
-        if str(cfg.root).startswith(HF_PREFIX) or (cfg.get("hub") and not root.is_dir() and cfg.download):
+        if str(cfg.root).startswith(HF_PREFIX) or (cfg.get("hub") and not root.is_dir()):  # the Hub's cache, or the Hub
             root = hub_snapshot(str(cfg.root).removeprefix(HF_PREFIX) if str(cfg.root).startswith(HF_PREFIX) else cfg.hub,
                                 bool(cfg.download))
         images, instances, files = read_winoground(root)
