@@ -18,10 +18,11 @@ COMMANDS = {
     "linear-probe": ("linear_probe", "zeroshot.commands.linear_probe:linear_probe"),
     "retrieval": ("retrieval", "zeroshot.commands.retrieval:run_retrieval"),
     "compositionality": ("compositionality", "zeroshot.commands.compositionality:run_compositionality"),
-    # a suite's jobs (see suite.py), one per task; not for direct use
+    # a suite's jobs (see suite.py), one per task; not for direct use. They compose eval.yaml: a task config's own
+    # `override dataset:` default would win over the pair's `override /dataset`, and every job would run one dataset
     "suite-eval": ("eval", "zeroshot.commands.evaluate:evaluate_pair"),
-    "suite-retrieval": ("retrieval", "zeroshot.commands.retrieval:retrieval_pair"),
-    "suite-compositionality": ("compositionality", "zeroshot.commands.compositionality:compositionality_pair"),
+    "suite-retrieval": ("eval", "zeroshot.commands.retrieval:retrieval_pair"),
+    "suite-compositionality": ("eval", "zeroshot.commands.compositionality:compositionality_pair"),
 }
 DATA_PARALLEL = ("eval", "suite-eval", "retrieval", "suite-retrieval", "compositionality", "suite-compositionality")  # the commands that run data-parallel under torchrun
 USAGE = ("usage: zeroshot {" + ",".join([*[c for c in COMMANDS if not c.startswith("suite-")], "models"]) + "} [overrides...]   "
