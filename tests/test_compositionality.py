@@ -290,6 +290,17 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, tiny_checkpoint):
           "dataset=caption_selection", f"dataset.path={mine}")
     fails(r"not an image-caption selection set.*sugar_crepe", "dataset=cifar10")
     assert not results.exists() or not list(results.rglob("metrics.json"))
+    from zeroshot.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"dataset.ties='last' is not a choice: strict, first"):
+        run_compositionality(ccfg(tmp_path, tiny_checkpoint, f"dataset.path={mine}", "dataset=caption_selection",
+                                  "dataset.ties=last"))
+    # an unreadable image with skip_bad_images=true: its instances leave, counted, and the run is not comparable
+    write_user_jsonl(tmp_path / "mine")
+    (tmp_path / "mine" / "img" / "2.png").write_bytes(b"not a png")
+    m = run_compositionality(ccfg(tmp_path, tiny_checkpoint, "dataset=caption_selection", f"dataset.path={mine}",
+                                  "skip_bad_images=true"))
+    assert m["instances_dropped"] == 1 and m["n_instances"] == 2 and m["skipped_images"] == 1 and not m["comparable"]
 
 
 def test_the_command_line_runs_it_and_names_a_missing_image(tmp_path, tiny_checkpoint):

@@ -116,8 +116,8 @@ class ImageList(Dataset):
 def read_json(path: Path, what: str):
     """A JSON annotation file, or one line naming it and what is wrong (missing, not UTF-8, not JSON)."""
     if not path.is_file():
-        raise DatasetError(f"{what} {path} is not there: {'download it' if what else 'give the right path'} "
-                           "(docs/compositionality.md lists each set's layout), or set dataset.root=DIR")
+        raise DatasetError(f"{what} {path} is not there: set dataset.root=DIR to the folder that holds it "
+                           "(docs/compositionality.md lists each set's files and where to get them)")
     try:
         return json.loads(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as e:
@@ -135,9 +135,7 @@ def check_text(value, where: str, name: str) -> str:
 
 def check_images(images: ImageList, what: str, fix: str) -> None:
     """Every image the annotations name must be on disk: counted and the first named, before anything is encoded."""
-    from pathlib import Path as P
-
-    absent = [p for i, (p, _) in enumerate(images.samples) if not images.packed(i) and not P(p).is_file()]
+    absent = [p for i, (p, _) in enumerate(images.samples) if not images.packed(i) and not Path(p).is_file()]
     if absent:
         raise DatasetError(f"{len(absent)} of the {len(images)} images {what} names are not there (first: {absent[0]}). {fix}")
 
