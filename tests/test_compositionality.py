@@ -177,7 +177,13 @@ def test_winoground_parquet_and_jsonl_equal_brute_force_and_clip_benchmark(tmp_p
     loader = torch.utils.data.DataLoader(_Pairs(rows, direct.preprocess), batch_size=4, collate_fn=image_captions_collate_fn)
     ref = evaluate(direct.model, loader, direct.tokenize, "cpu", amp=False)
     assert (a["text_score"], a["image_score"], a["group_score"]) == pytest.approx((ref["text_acc"], ref["image_acc"], ref["acc"]))
-    assert a["dataset_fingerprint"] != b["dataset_fingerprint"] and a["instances_hash"] != b["instances_hash"]  # paths differ
+    # the same instances from another layout: another fingerprint (other files) and instances hash (other image names)
+    assert a["dataset_fingerprint"] != b["dataset_fingerprint"] and a["instances_hash"] != b["instances_hash"]
+    import shutil
+
+    shutil.copytree(tmp_path / "wg_jsonl", tmp_path / "elsewhere")  # a copy of the same files: the same row
+    d = run_compositionality(ccfg(tmp_path, tiny_checkpoint, "dataset=winoground", f"dataset.root={tmp_path / 'elsewhere'}"))
+    assert d["instances_hash"] == b["instances_hash"] and d["text_score"] == b["text_score"]
 
 
 def test_winoground_from_the_hub_cache_and_the_gated_message(tmp_path, tiny_checkpoint, monkeypatch):

@@ -33,7 +33,7 @@ def compare(cfg) -> dict:
     if not comp.rows and not sel_rows:
         raise ReportError(f"Nothing to compare under {', '.join(map(str, cfg.inputs))}: no two runs with different weights "
                           "or prompts hold the same images (dataset fingerprint and split). "
-                          + ((comp.notes + sel_notes)[0] if comp.notes + sel_notes else "Give runs of one dataset by two models or prompt sets"))
+                          + next(iter(comp.notes + sel_notes), "Give runs of one dataset by two models or prompt sets"))
     out = make_run_dir(cfg.output_dir)
     figures = []
     if comp.rows:
@@ -43,8 +43,8 @@ def compare(cfg) -> dict:
         import pandas as pd
 
         pd.DataFrame(sel_rows).to_csv(out / "compare_compositionality.csv", index=False)
-    (out / "compare.md").write_text("\n".join(["# zeroshot paired comparison", "", *(markdown_lines(comp, figures) if comp.rows else []),
-                                               *selection.paired_markdown(sel_rows)]))
+    lines = markdown_lines(comp, figures) if comp.rows else []
+    (out / "compare.md").write_text("\n".join(["# zeroshot paired comparison", "", *lines, *selection.paired_markdown(sel_rows)]))
     for row in sel_rows:
         print(f"{row['dataset']}: {row['model_a']} vs {row['model_b']}: {100 * row['diff']:+.2f} points ({row['outcome']}), "
               f"McNemar p {row['mcnemar_p']:.3g} over {row['n_instances']} instances")

@@ -53,8 +53,12 @@ def prepare(cfg: DictConfig) -> SelectionSetup:
 
 
 def instances_hash(s: SelectionSetup) -> str:
-    """sha256 of every instance: its key, images (path and crop), candidate captions and right answers, in order."""
-    paths = s.dataset.paths
+    """sha256 of every instance: its key, images (path relative to the dataset's root, and crop), candidate captions
+    and right answers, in order. A copy of the set elsewhere has the same hash."""
+    import os
+
+    root = str(s.dataset.root)
+    paths = [os.path.relpath(p, root) for p in s.dataset.paths]
     rows = [[i.key, [[paths[j], s.dataset.source.box(j)] for j in i.images], i.captions, i.answers] for i in s.instances]
     return hashlib.sha256(json.dumps({"instances": rows}).encode()).hexdigest()
 
