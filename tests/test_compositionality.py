@@ -295,6 +295,10 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, tiny_checkpoint):
     fails(r"mine.jsonl, line 1 has 1 caption\(s\): an instance needs the right caption and at least one wrong",
           "dataset=caption_selection", f"dataset.path={mine}")
     fails(r"not an image-caption selection set.*sugar_crepe", "dataset=cifar10")
+    from zeroshot.commands.evaluate import evaluate
+
+    with pytest.raises(DatasetError, match=r"image-caption selection set.*`zeroshot compositionality dataset=sugar_crepe`"):
+        evaluate(ccfg(tmp_path, tiny_checkpoint, f"dataset.root={root}"))
     assert not results.exists() or not list(results.rglob("metrics.json"))
     from zeroshot.errors import ConfigError
 
