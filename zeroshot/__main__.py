@@ -1,4 +1,4 @@
-"""`zeroshot {eval,retrieval,prompts,report,compare,linear-probe,models} [hydra overrides]` (or `python -m zeroshot ...`).
+"""`zeroshot {eval,retrieval,compositionality,prompts,report,compare,linear-probe,models} [hydra overrides]` (or `python -m zeroshot ...`).
 
 Hydra has no subcommands, so the first argument picks the config (configs/<command>.yaml) and the task
 function, and the rest of argv goes to Hydra unchanged (-m, --help, overrides all work). Task modules are
@@ -17,11 +17,14 @@ COMMANDS = {
     "compare": ("compare", "zeroshot.commands.compare:compare"),
     "linear-probe": ("linear_probe", "zeroshot.commands.linear_probe:linear_probe"),
     "retrieval": ("retrieval", "zeroshot.commands.retrieval:run_retrieval"),
-    # a suite's jobs (see suite.py), one per task; not for direct use
+    "compositionality": ("compositionality", "zeroshot.commands.compositionality:run_compositionality"),
+    # a suite's jobs (see suite.py), one per task; not for direct use. They compose eval.yaml: a task config's own
+    # `override dataset:` default would win over the pair's `override /dataset`, and every job would run one dataset
     "suite-eval": ("eval", "zeroshot.commands.evaluate:evaluate_pair"),
-    "suite-retrieval": ("retrieval", "zeroshot.commands.retrieval:retrieval_pair"),
+    "suite-retrieval": ("eval", "zeroshot.commands.retrieval:retrieval_pair"),
+    "suite-compositionality": ("eval", "zeroshot.commands.compositionality:compositionality_pair"),
 }
-DATA_PARALLEL = ("eval", "suite-eval", "retrieval", "suite-retrieval")  # the commands that run data-parallel under torchrun
+DATA_PARALLEL = ("eval", "suite-eval", "retrieval", "suite-retrieval", "compositionality", "suite-compositionality")  # the commands that run data-parallel under torchrun
 USAGE = ("usage: zeroshot {" + ",".join([*[c for c in COMMANDS if not c.startswith("suite-")], "models"]) + "} [overrides...]   "
          "(add --help for a command's options; `zeroshot models` lists what model.name accepts)")
 

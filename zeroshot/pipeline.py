@@ -4,6 +4,7 @@ names resolved (ImageNet's on its shifts, class-specific prompts mapped), the mo
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from zeroshot import distributed as dist
-from zeroshot.classifier import build_class_classifier, build_classifier
+from zeroshot.classifier import build_class_classifier, build_classifier, tokenizer_for
 from zeroshot.data.base import EvalDataset, available_cores
 from zeroshot.data.imagenet import IMAGENET_CLASSES, subset_positions
 from zeroshot.data.readers import build_dataset
@@ -237,6 +238,17 @@ def image_features(cfg: DictConfig, s: Setup, progress: bool = True) -> Features
         raise DatasetError(f"{s.dataset.describe(int(feats.indices[row]))} has label {int(feats.labels[row])}, outside the "
                            f"{len(s.classnames)} classes of dataset {cfg.dataset.name!r}: fix the label or the class names")
     return feats
+
+
+def caption_tokenizer(model):
+    """The model's tokenizer, cutting over-long captions at the context length (end-of-text kept), as
+    CLIP_benchmark's and DataComp's open_clip tokenizers do. A reference library's tokenizer already cuts."""
+    from zeroshot.models.tokenizer import tokenize
+
+    tok = tokenizer_for(model)
+    if isinstance(tok, functools.partial) and tok.func is tokenize:
+        return functools.partial(tok, truncate=True)
+    return tok
 
 
 def text_cache(s: Setup) -> TextCache | None:

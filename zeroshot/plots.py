@@ -70,3 +70,21 @@ def plot_per_class(acc: np.ndarray, classnames: list[str], path: Path, title: st
         ax.set_ylabel("accuracy (%)")
     ax.set_title(title)
     save_figure(fig, path)
+
+
+def plot_selection(names: list[str], series: dict[str, list[float]], path: Path, title: str) -> None:
+    """Image-caption selection accuracies (%) per subset or group: one bar per name and series (text, image, group)."""
+    plt = pyplot()
+    n, k = len(names), max(1, len(series))
+    fig, ax = plt.subplots(figsize=(8, min(max(2.5, n * k * 0.18 + 1), 30)))
+    height = 0.8 / k
+    for j, (label, values) in enumerate(series.items()):
+        ax.barh(np.arange(n) + j * height, np.asarray(values, dtype=float) * 100, height=height, label=label)
+    ax.set_yticks(np.arange(n) + 0.4 - height / 2, names, fontsize=8 if n <= 40 else 5)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("accuracy (%)")
+    if k > 1:
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(title)
+    save_figure(fig, path)

@@ -24,9 +24,9 @@ if TYPE_CHECKING:  # annotations only: the pipeline builds Setup, records only r
 def dataset_label(cfg: DictConfig) -> str:
     """A readable name for the images: the dataset's, or for your own folder or CSV, that folder's or file's name."""
     d = cfg.dataset
-    if d.kind in ("imagefolder", "csv", "wds", "hf"):
+    if d.kind in ("imagefolder", "csv", "wds", "hf", "selection_jsonl"):
         where = Path(str(d.get("path") or d.get("root") or "")).expanduser()
-        return f"{d.name}:{where.stem if d.kind == 'csv' else where.name}"
+        return f"{d.name}:{where.stem if d.kind in ('csv', 'selection_jsonl') else where.name}"
     return d.name
 
 

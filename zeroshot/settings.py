@@ -31,6 +31,7 @@ RANGES: dict[str, tuple] = {
 CHOICES: dict[str, tuple] = {
     "dist_shards": ("balanced", "chunks"),
     "worker_priority": ("auto", "idle", "normal"),
+    "dataset.ties": ("strict", "first"),  # image-caption selection: how a tie counts (metrics/compositionality.py)
 }
 
 

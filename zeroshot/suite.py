@@ -78,6 +78,10 @@ def check_pairs(cfg: DictConfig) -> tuple[list[tuple[str, str]], list[dict]]:
                             from zeroshot.data.retrieval import build_retrieval_dataset
 
                             build_retrieval_dataset(c.dataset)
+                        elif c.dataset.get("task") == "compositionality":
+                            from zeroshot.data.compositionality import build_selection_dataset
+
+                            build_selection_dataset(c.dataset)
                         else:
                             build_dataset(c.dataset)
                         data_problem[dataset] = None
@@ -105,7 +109,7 @@ def write_pair_group(folder: Path, pairs: list[tuple[str, str]]) -> list[str]:
 
 
 # the Hydra task each kind of dataset's jobs run as (__main__.COMMANDS), and the config it composes
-JOB_COMMANDS = {"classification": "suite-eval", "retrieval": "suite-retrieval"}
+JOB_COMMANDS = {"classification": "suite-eval", "retrieval": "suite-retrieval", "compositionality": "suite-compositionality"}
 
 
 def task_of(dataset: str) -> str:

@@ -15,25 +15,46 @@ def compare(cfg) -> dict:
         markdown_lines,
         write_csv,
     )
+    from zeroshot.report import compositionality as selection
+    from zeroshot.report.compare import Comparison
     from zeroshot.report.runs import load_runs, reproducibility
 
-    runs = load_runs(list(cfg.inputs))
-    table, notes = reproducibility(runs, float(cfg.tolerance))
     c = cfg.compare
-    comp = build_comparison(table, int(c.n_boot), int(c.seed), float(c.alpha), int(c.top_k))
-    if not comp.rows:
+    # compositionality runs pair per instance (report/compositionality.py), beside classification's per image
+    sel_rows, sel_notes = selection.paired_rows(selection.compositionality_table(
+        selection.load_compositionality_runs(list(cfg.inputs)), float("inf")), int(c.n_boot), int(c.seed))
+    try:
+        table, notes = reproducibility(load_runs(list(cfg.inputs)), float(cfg.tolerance))
+        comp = build_comparison(table, int(c.n_boot), int(c.seed), float(c.alpha), int(c.top_k))
+    except ReportError:
+        if not sel_rows:
+            raise
+        comp, notes = Comparison(), []
+    if not comp.rows and not sel_rows:
         raise ReportError(f"Nothing to compare under {', '.join(map(str, cfg.inputs))}: no two runs with different weights "
                           "or prompts hold the same images (dataset fingerprint and split). "
-                          + (comp.notes[0] if comp.notes else "Give runs of one dataset by two models or prompt sets"))
+                          + next(iter(comp.notes + sel_notes), "Give runs of one dataset by two models or prompt sets"))
     out = make_run_dir(cfg.output_dir)
-    write_csv(comp, out / "compare.csv")
-    figures = difference_figures(comp, out)
-    (out / "compare.md").write_text("\n".join(["# zeroshot paired comparison", "", *markdown_lines(comp, figures)]))
-    for n in notes + comp.notes:
+    figures = []
+    if comp.rows:
+        write_csv(comp, out / "compare.csv")
+        figures = difference_figures(comp, out)
+    if sel_rows:
+        import pandas as pd
+
+        pd.DataFrame(sel_rows).to_csv(out / "compare_compositionality.csv", index=False)
+    lines = markdown_lines(comp, figures) if comp.rows else []
+    (out / "compare.md").write_text("\n".join(["# zeroshot paired comparison", "", *lines, *selection.paired_markdown(sel_rows)]))
+    for row in sel_rows:
+        print(f"{row['dataset']}: {row['model_a']} vs {row['model_b']}: {100 * row['diff']:+.2f} points ({row['outcome']}), "
+              f"McNemar p {row['mcnemar_p']:.3g} over {row['n_instances']} instances")
+    for n in notes + comp.notes + sel_notes:
         log.warning(n)
     for s in comp.suite:
         print(f"{s['system_a']} vs {s['system_b']}: {s['wins']} wins, {s['ties']} ties, {s['losses']} losses over "
               f"{s['n_datasets']} datasets; mean difference {100 * s['mean_diff']:+.2f} points "
               f"[{100 * s['ci_low']:+.2f}, {100 * s['ci_high']:+.2f}]")
-    print("%d comparisons over %d pairs -> %s/compare.md, compare.csv" % (len(comp.rows), len(comp.suite), out))
-    return {"compare_dir": str(out), "rows": len(comp.rows), "pairs": len(comp.suite), "notes": comp.notes}
+    print("%d comparisons over %d pairs, %d compositionality pairs -> %s/compare.md" % (len(comp.rows), len(comp.suite),
+                                                                                        len(sel_rows), out))
+    return {"compare_dir": str(out), "rows": len(comp.rows), "pairs": len(comp.suite), "notes": comp.notes + sel_notes,
+            "compositionality": sel_rows}

@@ -7,7 +7,6 @@ metrics.json records everything a classification run does, with the caption set 
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import shutil
@@ -21,12 +20,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from zeroshot import distributed as dist
 from zeroshot import suite, trackers
-from zeroshot.classifier import encode_prompts, tokenizer_for
+from zeroshot.classifier import encode_prompts
 from zeroshot.data.retrieval import build_retrieval_dataset, caption_lists
 from zeroshot.metrics.retrieval import retrieve
 from zeroshot.pipeline import (
     Setup,
     cache_root,
+    caption_tokenizer,
     image_features,
     load_for,
     runtime,
@@ -39,17 +39,6 @@ from zeroshot.record import make_run_dir, run_dir_base, run_record, write_json
 def captions_hash(captions: list[list[str]]) -> str:
     """sha256 of every image's captions, in order: which caption belongs to which image is part of the protocol."""
     return hashlib.sha256(json.dumps({"captions": captions}).encode()).hexdigest()
-
-
-def caption_tokenizer(model):
-    """The model's tokenizer, cutting over-long captions at the context length (end-of-text kept), as
-    CLIP_benchmark's and DataComp's open_clip tokenizers do. A reference library's tokenizer already cuts."""
-    from zeroshot.models.tokenizer import tokenize
-
-    tok = tokenizer_for(model)
-    if isinstance(tok, functools.partial) and tok.func is tokenize:
-        return functools.partial(tok, truncate=True)
-    return tok
 
 
 @dataclass

@@ -205,6 +205,9 @@ def build_dataset(cfg, transform: Callable | None = None, skip_bad_images: bool 
 
         raise DatasetError(f"Dataset {cfg.name!r} is an image-text retrieval set, not a classification one: run "
                            f"`zeroshot retrieval dataset={cfg.name}` (retrieval sets: {', '.join(retrieval_datasets())})")
+    if cfg.get("task") == "compositionality":  # images with candidate captions: data/compositionality.py reads them
+        raise DatasetError(f"Dataset {cfg.name!r} is an image-caption selection set, not a classification one: run "
+                           f"`zeroshot compositionality dataset={cfg.name}`")
     if cfg.kind not in kinds:
         raise DatasetError(f"Dataset {cfg.name!r} has unknown kind {cfg.kind!r}. Kinds: {', '.join(kinds)}")
     kind = cfg.kind

@@ -23,6 +23,7 @@ from zeroshot.report.tables import html_page, markdown, not_run_lines
 def build_report(cfg: DictConfig, inputs: list | None = None, not_run: list[dict] | None = None) -> dict:
     """The report of the runs under `inputs` (default cfg.inputs); `not_run` lists pairs a suite could not run."""
     from zeroshot.report import aggregates, waffleclip
+    from zeroshot.report import compositionality as compositionality_report
     from zeroshot.report import retrieval as retrieval_report
 
     inputs, not_run = list(cfg.inputs if inputs is None else inputs), list(not_run or [])
@@ -30,12 +31,14 @@ def build_report(cfg: DictConfig, inputs: list | None = None, not_run: list[dict
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         retrieval_runs = retrieval_report.load_retrieval_runs(inputs)
+        selection = compositionality_report.compositionality_table(
+            compositionality_report.load_compositionality_runs(inputs), float(cfg.delta_threshold))
         try:
             runs = load_runs(inputs)
         except ReportError:
-            if retrieval_runs.empty:
+            if retrieval_runs.empty and selection.empty:
                 raise
-            return retrieval_report.retrieval_only_report(cfg, retrieval_runs, not_run)
+            return retrieval_report.retrieval_only_report(cfg, retrieval_runs, not_run, selection)
     for w in caught:
         log.warning("%s", w.message)
     table, notes = reproducibility(runs, float(cfg.tolerance))
@@ -56,10 +59,11 @@ def build_report(cfg: DictConfig, inputs: list | None = None, not_run: list[dict
         if not frame.empty:
             frame.to_csv(out / name, index=False)
     waffle = waffleclip.waffleclip_table(table)  # WaffleCLIP's published numbers beside runs of their protocols
-    if not waffle.empty:
-        waffle.to_csv(out / "waffleclip.csv", index=False)
+    for name, frame in (("waffleclip.csv", waffle), ("compositionality.csv", selection)):
+        if not frame.empty:
+            frame.to_csv(out / name, index=False)
     extra = (aggregates.markdown(avg35, robust) + retrieval_report.markdown(retrieval, avg38) + waffleclip.markdown(waffle)
-             + compare_md + not_run_lines(not_run))
+             + compositionality_report.report_lines(selection, cfg) + compare_md + not_run_lines(not_run))
     (out / "report.md").write_text(markdown(table, notes, cfg.delta_threshold, extra))
     images = figures(table, out) + compare_figures
     if aggregates.robustness_figure(robust, out / "robustness.png"):
@@ -68,7 +72,8 @@ def build_report(cfg: DictConfig, inputs: list | None = None, not_run: list[dict
                          for title, frame in (("open_clip's 35 datasets: average", avg35),
                                               ("ImageNet and its distribution shifts", robust),
                                               ("Image-text retrieval", retrieval), ("DataComp's 38 tasks: average", avg38),
-                                              ("WaffleCLIP's published results", waffle))
+                                              ("WaffleCLIP's published results", waffle),
+                                              ("Compositionality (image-caption selection)", selection))
                          if not frame.empty)
     extra_html += compare_html
     if not_run:
@@ -83,4 +88,5 @@ def build_report(cfg: DictConfig, inputs: list | None = None, not_run: list[dict
     print(f"{len(table)} rows from {len(runs)} runs ({len(caught)} files skipped) -> {out}/report.md, report.html, report.csv")
     return {"report_dir": str(out), "rows": len(table), "skipped": len(caught), "notes": notes, "not_run": not_run,
             "average_35": avg35.to_dict("records"), "robustness": robust.to_dict("records"),
-            "retrieval": retrieval.to_dict("records"), "average_38": avg38.to_dict("records")}
+            "retrieval": retrieval.to_dict("records"), "average_38": avg38.to_dict("records"),
+            "compositionality": selection.to_dict("records")}

@@ -173,23 +173,30 @@ def markdown(table: pd.DataFrame, dc38: pd.DataFrame) -> list[str]:
     return lines
 
 
-def retrieval_only_report(cfg, runs: pd.DataFrame, not_run: list[dict]) -> dict:
-    """The report when the inputs hold retrieval runs only: the retrieval table, the 38-task view, what did not run."""
+def retrieval_only_report(cfg, runs: pd.DataFrame, not_run: list[dict], selection: pd.DataFrame | None = None) -> dict:
+    """The report when the inputs hold no classification runs: the retrieval table, the 38-task view, the
+    compositionality table (report.compositionality), what did not run."""
     from zeroshot.record import make_run_dir
+    from zeroshot.report import compositionality
     from zeroshot.report.tables import not_run_lines
 
     table = retrieval_table(runs, float(cfg.delta_threshold))
-    avg38 = datacomp_38(None, table)
+    avg38 = datacomp_38(None, table) if not table.empty else pd.DataFrame()
+    selection = pd.DataFrame() if selection is None else selection
     out = make_run_dir(cfg.output_dir)
-    for name, frame in (("retrieval.csv", table), ("average_38.csv", avg38)):
+    for name, frame in (("retrieval.csv", table), ("average_38.csv", avg38), ("compositionality.csv", selection)):
         if not frame.empty:
             frame.to_csv(out / name, index=False)
-    lines = ["# zeroshot benchmark report", "", *markdown(table, avg38), *not_run_lines(not_run)]
+    lines = ["# zeroshot benchmark report", "", *markdown(table, avg38), *compositionality.report_lines(selection, cfg),
+             *not_run_lines(not_run)]
     (out / "report.md").write_text("\n".join(lines))
     body = "".join(f"<h2>{title}</h2>{frame.to_html(index=False, na_rep='', float_format=lambda x: f'{x:.4g}')}"
-                   for title, frame in (("Image-text retrieval", table), ("DataComp's 38 tasks: average", avg38)) if not frame.empty)
+                   for title, frame in (("Image-text retrieval", table), ("DataComp's 38 tasks: average", avg38),
+                                        ("Compositionality (image-caption selection)", selection)) if not frame.empty)
     (out / "report.html").write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>zeroshot report</title></head>"
                                      f"<body><h1>zeroshot benchmark report</h1>{body}</body></html>")
-    print(f"{len(table)} retrieval rows from {len(runs)} runs -> {out}/report.md, report.html")
+    print(f"{len(table)} retrieval rows from {len(runs)} runs, {len(selection)} compositionality rows -> "
+          f"{out}/report.md, report.html")
     return {"report_dir": str(out), "rows": 0, "skipped": 0, "notes": [], "not_run": not_run, "average_35": [],
-            "robustness": [], "retrieval": table.to_dict("records"), "average_38": avg38.to_dict("records")}
+            "robustness": [], "retrieval": table.to_dict("records"), "average_38": avg38.to_dict("records"),
+            "compositionality": selection.to_dict("records")}

@@ -35,7 +35,7 @@ def load_runs(inputs: list[str | Path]) -> pd.DataFrame:
             try:
                 m = json.loads(path.read_text())
                 kind = m.get("kind", "eval")
-                if kind == "retrieval":  # read by retrieval_report, into its own table
+                if kind in ("retrieval", "compositionality"):  # read by their own report views, into their own tables
                     continue
                 needed = ("top1", "model", "dataset") if kind == "linear_probe" else REQUIRED
                 missing = [k for k in needed if k not in m]
