@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from zeroshot.errors import ReportError
-from zeroshot.log import log
+from zeroshot.log import log, plural
 from zeroshot.report.compare import build_comparison
 
 
@@ -33,7 +33,7 @@ def compare(cfg) -> dict:
         log.warning(n)
     for s in comp.suite:
         print(f"{s['system_a']} vs {s['system_b']}: {s['wins']} wins, {s['ties']} ties, {s['losses']} losses over "
-              f"{s['n_datasets']} datasets; mean difference {100 * s['mean_diff']:+.2f} points "
+              f"{plural(s['n_datasets'], 'dataset')}; mean difference {100 * s['mean_diff']:+.2f} points "
               f"[{100 * s['ci_low']:+.2f}, {100 * s['ci_high']:+.2f}]")
-    print("%d comparisons over %d pairs -> %s/compare.md, compare.csv" % (len(comp.rows), len(comp.suite), out))
+    print(f"{plural(len(comp.rows), 'comparison')} over {plural(len(comp.suite), 'pair')} -> {out}/compare.md, compare.csv")
     return {"compare_dir": str(out), "rows": len(comp.rows), "pairs": len(comp.suite), "notes": comp.notes}

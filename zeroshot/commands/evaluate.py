@@ -89,7 +89,7 @@ def evaluate(cfg: DictConfig) -> dict:
         f"prompts {metrics['prompts_label']} ({prompt_count(s)}) | "
         f"top1 {100 * m['top1']:.2f}%  top5 {100 * m['top5']:.2f}%  mean per-class recall {100 * m['mean_per_class_recall']:.2f}%"
         f"{main_note} | "
-        f"{len(feats.labels)} images in {wall:.1f}s -> {run_dir}"
+        f"{len(feats.labels)} images, {feats.from_cache} from cache, in {wall:.1f}s -> {run_dir}"
     )
     return metrics
 

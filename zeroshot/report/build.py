@@ -12,7 +12,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from zeroshot.errors import ReportError
-from zeroshot.log import log
+from zeroshot.log import log, plural
 from zeroshot.record import make_run_dir
 from zeroshot.report.plots import figures
 from zeroshot.report.published import PUBLISHED, add_linear_probe, add_published
@@ -80,7 +80,8 @@ def build_report(cfg: DictConfig, inputs: list | None = None, not_run: list[dict
     summary = table[["model", "dataset_label", "prompts_label", "top1", "published", "delta", "flag"]].copy()
     summary["top1"] = (100 * summary["top1"]).round(2)
     print(summary.to_string(index=False, na_rep=""))
-    print(f"{len(table)} rows from {len(runs)} runs ({len(caught)} files skipped) -> {out}/report.md, report.html, report.csv")
+    print(f"{plural(len(table), 'row')} from {plural(len(runs), 'run')} ({plural(len(caught), 'file')} skipped) -> "
+          f"{out}/report.md, report.html, report.csv")
     return {"report_dir": str(out), "rows": len(table), "skipped": len(caught), "notes": notes, "not_run": not_run,
             "average_35": avg35.to_dict("records"), "robustness": robust.to_dict("records"),
             "retrieval": retrieval.to_dict("records"), "average_38": avg38.to_dict("records")}

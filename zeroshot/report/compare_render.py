@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from zeroshot.log import plural
 from zeroshot.plots import pyplot, save_figure
 from zeroshot.record import slug
 
@@ -54,7 +55,7 @@ def pairs(comp) -> list[tuple[str, str]]:
 
 def write_csv(comp, path: Path) -> None:
     rows = [{k: v for k, v in r.items() if k != "boot"} for r in comp.rows]
-    rows += [{**s, "dataset": f"(mean over {s['n_datasets']} datasets)", "diff": s["mean_diff"], "n_boot": comp.settings["n_boot"],
+    rows += [{**s, "dataset": f"(mean over {plural(s['n_datasets'], 'dataset')})", "diff": s["mean_diff"], "n_boot": comp.settings["n_boot"],
               "seed": comp.settings["seed"]} for s in comp.suite]
     frame = pd.DataFrame(rows)
     for col in ("n_images", "both_right", "only_a", "only_b", "both_wrong", "wins", "ties", "losses", "n_datasets"):
