@@ -189,4 +189,7 @@ def report_section(table: pd.DataFrame, cfg, out: Path) -> tuple[list[str], str,
                             int(c.top_k))
     figures = difference_figures(comp, out)
     calib = calibration_rows(table)
-    return (markdown_lines(comp, figures) + calibration_markdown(calib), html_section(comp) + calibration_html(calib), figures)
+    from zeroshot.report.tables import folded
+
+    page = folded("Paired comparisons", html_section(comp)) + folded("Calibration", calibration_html(calib))
+    return markdown_lines(comp, figures) + calibration_markdown(calib), page, figures
