@@ -20,6 +20,7 @@ ALLOWED = {
     "metrics": BASE | {"plots"},
     "plots": BASE,
     "drawing": BASE | {"plots"},  # the helper process that draws figures
+    "gallery": BASE | {"metrics"},  # error galleries: thumbnails and HTML from a run's own images
     "prompts": BASE | {"models", "classifier"},
     "classifier": BASE | {"models", "features"},
     "features": BASE | {"data"},
@@ -29,9 +30,9 @@ ALLOWED = {
     "pipeline": BASE | {"models", "data", "features", "prompts", "classifier", "distributed"},
     "calibrate": BASE | {"pipeline", "classifier", "data", "distributed", "metrics"},
     "suite": BASE | {"data", "models"},
-    "report": BASE | {"metrics", "plots", "record"},  # reads run records; never launches a run
+    "report": BASE | {"metrics", "plots", "record", "gallery"},  # reads run records; never launches a run
     "commands": BASE | {"models", "data", "features", "prompts", "experiments", "metrics", "report", "classifier",
-                        "distributed", "pipeline", "record", "plots", "drawing", "calibrate", "suite"},
+                        "distributed", "pipeline", "record", "plots", "drawing", "calibrate", "suite", "gallery"},
     "__main__": BASE | {"commands", "distributed", "drawing"},
     "zeroshot": set(),  # __init__: the public API, imported lazily by name
     **{m: set() for m in BASE},
@@ -40,7 +41,7 @@ ALLOWED["files"] = {"errors", "log", "paths"}
 ALLOWED["log"] = set()
 ALLOWED["settings"] = {"errors"}
 BANNED_EXTERNAL = {"models": {"hydra", "omegaconf", "pandas"},
-                   "plots": {"torch"}, "drawing": {"torch"}}  # figures are drawn in a helper process without torch
+                   "plots": {"torch"}, "drawing": {"torch"}, "gallery": {"torch", "matplotlib"}}  # figures are drawn in a helper process without torch
 
 
 def module_name(path: Path) -> str:

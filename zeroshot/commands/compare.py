@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from zeroshot.errors import ReportError
 from zeroshot.log import log, plural
-from zeroshot.report.compare import build_comparison
+from zeroshot.report.compare import build_comparison, load_run
 
 
 def compare(cfg) -> dict:
     """The `compare` command: runs (or directories of runs) in, compare.csv / compare.md / figures out."""
     from zeroshot.record import make_run_dir
+    from zeroshot.report.compare_gallery import write_compare_gallery
     from zeroshot.report.compare_render import (
         difference_figures,
         markdown_lines,
@@ -28,7 +29,9 @@ def compare(cfg) -> dict:
     out = make_run_dir(cfg.output_dir)
     write_csv(comp, out / "compare.csv")
     figures = difference_figures(comp, out)
-    (out / "compare.md").write_text("\n".join(["# zeroshot paired comparison", "", *markdown_lines(comp, figures)]))
+    gallery = write_compare_gallery(comp, out, load_run)
+    link = [f"Images one system got right and the other wrong: [compare_gallery.html]({gallery.name})", ""] if gallery else []
+    (out / "compare.md").write_text("\n".join(["# zeroshot paired comparison", "", *link, *markdown_lines(comp, figures)]))
     for n in notes + comp.notes:
         log.warning(n)
     for s in comp.suite:

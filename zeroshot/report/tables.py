@@ -71,8 +71,8 @@ def markdown(table: pd.DataFrame, notes: list[str], threshold: float, extra: lis
 # the window (many datasets or columns) scrolls inside its own box, never the page.
 STYLE = ("body{font-family:system-ui,sans-serif;margin:1.5em auto;padding:0 1.5em;max-width:1300px;color:#222}"
          "table{border-collapse:collapse;margin:0.5em 0 1em;font-size:14px}"
-         "th,td{border:1px solid #ccc;padding:4px 8px;text-align:right;overflow-wrap:anywhere}th{background:#f0f0f0}"
-         "td.text,th.text{text-align:left}.best{font-weight:bold}.flag{color:#b00;font-weight:bold}"
+         "th,td{border:1px solid #ccc;padding:4px 8px;text-align:right;overflow-wrap:break-word}th{background:#f0f0f0}"
+         "td.text,th.text{text-align:left;overflow-wrap:anywhere}#main td:not(.text){white-space:nowrap}.best{font-weight:bold}.flag{color:#b00;font-weight:bold}"
          "tr.sig td{background:#fff3cd}.legend,.notes{font-size:13px;color:#444}"
          ".scroll{max-width:100%;overflow-x:auto}details{margin:0.8em 0}summary{cursor:pointer;font-size:1.2em;font-weight:bold}"
          "img{max-width:100%;border:1px solid #ddd;margin:0.5em 0}sup{color:#555}")
