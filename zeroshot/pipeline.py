@@ -62,6 +62,7 @@ def resolve_prompts(cfg: DictConfig, dataset: EvalDataset | None = None) -> Prom
         file=p.get("file"),
         templates=list(p.templates) if p.get("templates") else None,
         template_set=p.get("template_set"),
+        templates_from=p.get("templates_from"),
     )
 
 
