@@ -220,3 +220,35 @@ def test_report_and_galleries_in_headless_chromium(tmp_path, tiny_checkpoint, ca
             assert len(hrefs) == 2 and all(Path(h.removeprefix("file://")).is_file() for h in hrefs)
         finally:
             browser.close()
+
+
+# ---------------------------------------------------------------------- messages
+
+def test_a_failed_download_leaves_no_empty_folder_and_says_what_works_offline(tmp_path, monkeypatch):
+    import urllib.error
+
+    import torchvision.datasets as tvd
+
+    from zeroshot.data.readers import build_dataset
+    from zeroshot.errors import DatasetError
+
+    class Offline:
+        url = "https://example.invalid/cifar-10-python.tar.gz"
+
+        def __init__(self, root, download=False, **kwargs):
+            Path(root, "cifar-10-batches-py").mkdir(parents=True)  # as torchvision does before it downloads
+            raise RuntimeError(str(urllib.error.URLError("Name or service not known")))
+
+    monkeypatch.setattr(tvd, "CIFAR10", Offline)
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        cfg = compose("eval", overrides=["dataset=cifar10", f"data_dir={tmp_path / 'data'}", "dataset.download=true"])
+    with pytest.raises(DatasetError) as e:
+        build_dataset(cfg.dataset)
+    assert not (tmp_path / "data").exists()
+    message = str(e.value)
+    assert message.startswith("Dataset 'cifar10' (test split) was not found under") and "\n" not in message
+    sentences = re.split(r"(?<=\.) (?=[A-Z])", message)
+    assert all(s.endswith(".") for s in sentences)
+    assert "dataset=imagefolder dataset.root=/path/to/images" in message  # what works offline
+    assert "online, dataset.root=hf-hub:" in message  # the Hub is not offered as an offline fix
+    assert sentences[-1].startswith("Fetch the files on a machine with internet")
