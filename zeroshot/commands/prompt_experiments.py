@@ -21,7 +21,7 @@ from zeroshot.classifier import probabilities_from_logits as probabilities
 from zeroshot.errors import PromptError
 from zeroshot.experiments.figures import plot_selection, plot_templates
 from zeroshot.experiments.templates import ensemble, greedy_selection, template_features
-from zeroshot.log import log
+from zeroshot.log import log, plural
 from zeroshot.metrics.classification import (
     bootstrap_ci,
     bootstrap_indices,
@@ -156,9 +156,9 @@ def run_experiments(cfg: DictConfig) -> dict:
     write_json(run_dir / "summary.json", summary)
     best = max(rows, key=lambda r: r["top1"])
     print(
-        f"{record['dataset_label']} | {record['model']} | {len(templates)} templates | ensemble top1 {100 * full['top1']:.2f}% "
+        f"{record['dataset_label']} | {record['model']} | {plural(len(templates), 'template')} | ensemble top1 {100 * full['top1']:.2f}% "
         f"[{100 * full['top1_ci_low']:.1f}, {100 * full['top1_ci_high']:.1f}] | best single {100 * best['top1']:.2f}% | "
-        f"greedy {len(chosen)} templates {100 * selected['top1']:.2f}% on {len(held)} held-out images | "
+        f"greedy {plural(len(chosen), 'template')} {100 * selected['top1']:.2f}% on {len(held)} held-out images | "
         f"{described_line(described)}images encoded {summary['images_encoded']} -> {run_dir}"
     )
     return summary

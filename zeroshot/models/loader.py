@@ -222,7 +222,7 @@ def _tokenizer(src: Source, config):
 # how to say what was assumed, in the caller's terms: settings on the command line, or zeroshot.load's arguments
 HINTS = {
     "cli": {"activation": "pass model.activation=gelu", "preprocess": "override with model.preprocess.* "
-            "(e.g. model.preprocess.mean='[0.5,0.5,0.5]')"},
+            "(e.g. model.preprocess.resize_mode=squash)"},
     "python": {"activation": "pass zeroshot.load(..., activation='gelu')", "preprocess": "override with "
                "zeroshot.load(..., preprocess={'mean': [...], 'std': [...], 'resize_mode': ...})"},
 }
