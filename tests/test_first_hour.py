@@ -173,6 +173,8 @@ def _page_facts(page, url: str, width: int) -> dict:
     return page.evaluate("""() => ({
         scroll: document.documentElement.scrollWidth, inner: window.innerWidth,
         firstTable: document.querySelector('table') && document.querySelector('table').id,
+        mainFits: !document.querySelector('#main') ||
+            document.querySelector('#main').parentElement.scrollWidth <= document.querySelector('#main').parentElement.clientWidth,
         images: [...document.images].map(i => [i.getAttribute('src').slice(0, 60), i.naturalWidth]),
     })""")
 
@@ -210,7 +212,7 @@ def test_report_and_galleries_in_headless_chromium(tmp_path, tiny_checkpoint, ca
                     assert facts["scroll"] <= facts["inner"] == width, (path.name, width, facts["scroll"])
                     assert all(w > 0 for _, w in facts["images"]), (path.name, facts["images"])
                     if path.name == "report.html":
-                        assert facts["firstTable"] == "main"
+                        assert facts["firstTable"] == "main" and facts["mainFits"]  # not even scrolling in its box
                     else:
                         assert len(facts["images"]) > 0
                     tab.screenshot(path=str(tmp_path / f"{path.stem}-{width}.png"))

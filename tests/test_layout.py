@@ -33,7 +33,7 @@ ALLOWED = {
     "report": BASE | {"metrics", "plots", "record", "gallery"},  # reads run records; never launches a run
     "commands": BASE | {"models", "data", "features", "prompts", "experiments", "metrics", "report", "classifier",
                         "distributed", "pipeline", "record", "plots", "drawing", "calibrate", "suite", "gallery"},
-    "__main__": BASE | {"commands", "distributed", "drawing"},
+    "__main__": BASE | {"commands", "distributed", "drawing", "zeroshot"},  # zeroshot: __version__ for --version
     "zeroshot": set(),  # __init__: the public API, imported lazily by name
     **{m: set() for m in BASE},
 }

@@ -72,13 +72,21 @@ def markdown(table: pd.DataFrame, notes: list[str], threshold: float, extra: lis
 STYLE = ("body{font-family:system-ui,sans-serif;margin:1.5em auto;padding:0 1.5em;max-width:1300px;color:#222}"
          "table{border-collapse:collapse;margin:0.5em 0 1em;font-size:14px}"
          "th,td{border:1px solid #ccc;padding:4px 8px;text-align:right;overflow-wrap:break-word}th{background:#f0f0f0}"
-         "td.text,th.text{text-align:left;overflow-wrap:anywhere}#main td:not(.text){white-space:nowrap}.best{font-weight:bold}.flag{color:#b00;font-weight:bold}"
+         "td.text,th.text{text-align:left;overflow-wrap:anywhere}#main td:not(.text):not(.pub){white-space:nowrap}.best{font-weight:bold}.flag{color:#b00;font-weight:bold}"
          "tr.sig td{background:#fff3cd}.legend,.notes{font-size:13px;color:#444}"
          ".scroll{max-width:100%;overflow-x:auto}details{margin:0.8em 0}summary{cursor:pointer;font-size:1.2em;font-weight:bold}"
          "img{max-width:100%;border:1px solid #ddd;margin:0.5em 0}sup{color:#555}")
 MAIN_HEADERS = ["dataset", "model", "prompts", "top-1", "top-5", "mean per-class recall", "linear probe", "published",
                 "delta", "errors"]
 DETAIL_HEADERS = ["dataset", "model", "prompts", "architecture", "sha256", "version", "precision", "device", "date", "runs"]
+
+
+def breakable(text: str) -> str:
+    """Escaped text that may break after / _ # : (model names, prompt labels), before breaking inside a word."""
+    out = html.escape(str(text))
+    for ch in "/_#:":
+        out = out.replace(ch, ch + "<wbr>")
+    return out
 
 
 def _gallery_link(run_dir, out: Path | None) -> str:
@@ -106,11 +114,12 @@ def main_table(table: pd.DataFrame, out: Path | None) -> tuple[str, list[str]]:
                 n = notes.index(published) + 1
                 published = f"<span title='{html.escape(published, quote=True)}'>n/a<sup>{n}</sup></span>"
             else:
-                published = html.escape(published)
-            tds = [f"<td class=text>{html.escape(str(dataset)) if i == 0 else ''}</td>",
-                   f"<td class=text>{html.escape(c['model'])}</td>", f"<td class=text>{html.escape(c['prompts'])}</td>",
+                value, _, source = published.partition(" ")
+                published = f"{html.escape(value)} <small>{html.escape(source)}</small>"
+            tds = [f"<td class=text>{breakable(dataset) if i == 0 else ''}</td>",
+                   f"<td class=text>{breakable(c['model'])}</td>", f"<td class=text>{breakable(c['prompts'])}</td>",
                    f"<td{' class=best' if is_best else ''}>{c['top-1']}</td>", f"<td>{c['top-5']}</td>",
-                   f"<td>{c['mean per-class recall']}</td>", f"<td>{c['linear probe']}</td>", f"<td>{published}</td>",
+                   f"<td>{c['mean per-class recall']}</td>", f"<td>{c['linear probe']}</td>", f"<td class=pub>{published}</td>",
                    f"<td{' class=flag' if flagged else ''}>{c['delta']}</td>",
                    f"<td>{_gallery_link(run_dirs.get((c['model'], dataset, c['prompts'])), out)}</td>"]
             body.append("<tr>" + "".join(tds) + "</tr>")
@@ -156,9 +165,32 @@ def html_page(md_table: pd.DataFrame, notes: list[str], images: list[Path], thre
     return "\n".join(parts)
 
 
+LONG_CELL = 60  # characters: a longer cell (a list of missing datasets) becomes a numbered note below its table
+
+
 def frame_html(frame: pd.DataFrame, digits: int = 2) -> str:
-    """A summary table that may be wide: it scrolls in its own box."""
-    return "<div class=scroll>" + frame.to_html(index=False, na_rep="", float_format=lambda x: f"{x:.{digits}f}") + "</div>"
+    """A summary table: numbers right-aligned, text left; a long text cell is a numbered note under the table (and
+    the cell's tooltip), so no column is wider than its short cells; a table wider than the window scrolls in its box."""
+    notes: list[str] = []
+
+    def cell(v) -> str:
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            return "<td></td>"
+        if isinstance(v, (float, np.floating)):
+            return f"<td>{v:.{digits}f}</td>"
+        if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+            return f"<td>{v}</td>"
+        text = str(v)
+        if len(text) <= LONG_CELL:
+            return f"<td class=text>{html.escape(text)}</td>"
+        notes.append(text)
+        return f"<td class=text><span title='{html.escape(text, quote=True)}'>see note {len(notes)}</span></td>"
+
+    # headers break after their underscores (published_same_datasets), not in the middle of a word
+    head = "".join(f"<th>{html.escape(str(c)).replace('_', '_<wbr>')}</th>" for c in frame.columns)
+    body = "".join("<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in frame.itertuples(index=False))
+    foot = ("<ol class=notes>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ol>") if notes else ""
+    return f"<div class=scroll><table><tr>{head}</tr>{body}</table></div>{foot}"
 
 
 def not_run_lines(not_run: list[dict]) -> list[str]:
