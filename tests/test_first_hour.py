@@ -156,7 +156,7 @@ def test_run_gallery_thumbnails_are_bounded_and_degrade_to_text(tmp_path, tiny_c
     gone = tmp_path / "gone" / "run"
     gone.mkdir(parents=True)
     view = RunView(names, z["labels"], z["logits"], z["indices"], preds.path.tolist())
-    settings = types.SimpleNamespace(per_class=2, confusions=10, per_confusion=6, size=96)
+    settings = types.SimpleNamespace(per_class=2, max_images=2000, confusions=10, per_confusion=6, size=96)
     write_run_gallery(gone, view, lambda row: None, settings, "gone")
     text = (gone / "gallery.html").read_text()
     assert text.count("image not available") == page.count("<img") and "<img" not in text

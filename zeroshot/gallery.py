@@ -151,11 +151,19 @@ class RunView:
         return probabilities(self.logits[rows], self.kind)
 
 
+def per_class_bound(labels: np.ndarray, top1: np.ndarray, settings) -> int:
+    """Images per class: `per_class`, lowered so that all the classes with mistakes together show at most
+    `max_images` (ImageNet's 1,000 classes: 2 each by default), but never below 1."""
+    classes = len(np.unique(labels[(labels != top1) & (labels >= 0)]))
+    return max(1, min(int(settings.per_class), int(settings.max_images) // max(classes, 1)))
+
+
 def write_run_gallery(run_dir: Path, view: RunView, image_of: Callable[[int], object], settings, title: str) -> Path:
     """gallery.html and gallery/<index>.jpg for one run; `image_of(row)` gives the row's image (PIL) or None."""
     top1 = view.logits.argmax(axis=1)
     confidence = view.logits.max(axis=1)  # order only: the same order as the top probability within a run
-    top, by_class = select_errors(view.labels, top1, confidence, int(settings.per_class), int(settings.confusions),
+    per_class = per_class_bound(view.labels, top1, settings)
+    top, by_class = select_errors(view.labels, top1, confidence, per_class, int(settings.confusions),
                                   int(settings.per_confusion))
     rows = [r for *_, rs in top for r in rs] + [r for _, rs in by_class.values() for r in rs]
     items = shown(rows, view.labels, view.probs, view.indices, view.paths)
@@ -169,7 +177,7 @@ def write_run_gallery(run_dir: Path, view: RunView, image_of: Callable[[int], ob
     n_wrong = int(((view.labels != top1) & (view.labels >= 0)).sum())
     sections = [confusion_section(top, items, src, view.names), class_section(by_class, items, src, view.names)]
     intro = (f"{n_wrong:,} of {len(view.labels):,} images wrong (top-1). Most confident mistakes first; at most "
-             f"{settings.per_confusion} images per confusion and {settings.per_class} per class. Each image lists its "
+             f"{settings.per_confusion} images per confusion and {per_class} per class. Each image lists its "
              "top-5 classes with the run's probabilities; the true class is in green.")
     out = run_dir / "gallery.html"
     with atomic_write(out, "w") as f:
