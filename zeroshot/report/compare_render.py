@@ -198,8 +198,8 @@ def difference_figures(comp, out: Path) -> list[Path]:
         ax.set_yticks(y, labels)
         ax.set_xlabel(f"A - B (points), {round(100 * comp.settings['level'])}% CI")
         ax.set_title(f"A = {a}\nB = {b}", fontsize=9)
-        # below the axes, where it can cover no interval
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.28 if len(labels) < 4 else -0.12), ncol=3, fontsize=8,
+        # below the axes and their label (about 0.6 in under the axes, whatever their height), where it covers nothing
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.6 / (0.4 * len(labels) + 1.0)), ncol=3, fontsize=8,
                   frameon=False)
         paths.append(save_figure(fig, out / f"{figure_stem(a, b)}.png", dpi=100))
     return paths
