@@ -126,7 +126,13 @@ def figure_html(item: Shown, names: list[str], src: str | None, extra: str = "")
     top = "".join(f"<li{' class=true' if c == item.label else ''}>{esc(names[c])} {100 * s:.1f}%</li>"
                   for c, s in zip(item.top5, item.scores))
     return (f"<figure title='{esc(what, quote=True)}'>{picture}<div>true: <span class='true'>{esc(names[item.label])}</span>"
-            f"</div>{extra}<ol>{top}</ol><div class='path'>{esc(what[:80])}</div></figure>")
+            f"</div>{extra}<ol>{top}</ol><div class='path'>{esc(short_name(item))}</div></figure>")
+
+
+def short_name(item: Shown) -> str:
+    """The caption's name: the index and the path's last two parts (the full path is the figure's tooltip)."""
+    tail = "/".join(item.path.replace("\\", "/").split("/")[-2:]) if item.path else ""
+    return f"#{item.index} {tail}".strip()
 
 
 def page(title: str, intro: str, sections: list[str]) -> str:
