@@ -449,6 +449,11 @@ def test_experiments_end_to_end(tiny_vit, tiny_setup, tmp_path):
               "description_selection.csv"):
         assert (tmp_path / f).stat().st_size > 0, f
     assert len(pd.read_csv(tmp_path / "description_texts.csv")) == sum(len(t) for t in own) + sum(len(t) + len(templates) for t in own)
+    text = (tmp_path / "descriptions.csv").read_text()
+    written = pd.read_csv(tmp_path / "descriptions.csv", dtype=str, keep_default_na=False)
+    for col in ("n_prompts", "seed", "n_images"):  # counts as integers (300, not 300.0), also beside rows without them
+        if col in written:
+            assert all(v == "" or v.lstrip("-").isdigit() for v in written[col]), (col, text[:500])
 
 
 # ---------------------------------------------------------------- from the prompts.* settings

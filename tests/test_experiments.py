@@ -136,6 +136,10 @@ def test_ensemble_row_equals_eval_top1(tmp_path, folder, tiny_checkpoint):
         assert (run / name).stat().st_size > 0, name
     table = pd.read_csv(run / "templates.csv")
     assert len(table) == 4 and table["top1_ci_low"].le(table["top1"]).all() and table["p_vs_baseline"].between(0, 1).all()
+    n = summary["ensemble"]["n_images"]  # leave-one-out changes are whole images: no float residue where nothing changed
+    assert ((table["loo_delta"] * n).round(6) % 1 == 0).all()
+    same = (table["loo_top1"] * n).round().astype(int) == round(summary["ensemble"]["top1"] * n)
+    assert (table.loc[same, "loo_delta"] == 0).all()  # exactly 0, not 4.97e-10
     best = json.loads((run / "best_prompts.json").read_text())
     assert best["templates"] == summary["selected_templates"] and len(best["classnames"]) == 4
 

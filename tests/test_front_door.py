@@ -115,6 +115,29 @@ def test_readme_python_recipe_runs_on_siglip(tmp_path, monkeypatch):
     assert not torch.allclose(probs.sum(), torch.tensor(1.0))  # a sigmoid: not a distribution over the classes
 
 
+# pages other issues add to docs/; linked from the index before they land
+PEER_PAGES = {"trust.md", "compositionality.md", "multilingual.md", "label_free_prompting.md", "hf_datasets_and_trackers.md"}
+
+
+def test_readme_fits_a_screen_and_its_links_resolve():
+    readme = (REPO / "README.md").read_text()
+    lines = readme.splitlines()
+    assert len(lines) <= 150
+    first_screen = "\n".join(lines[:50])
+    assert ("zeroshot eval dataset=imagefolder dataset.root=/path/to/images model.checkpoint=/path/to/ViT-B-32.pt"
+            in first_screen)
+    assert 'pip install -e ".[test]" && python -m pytest -q' in readme  # .ci/run runs exactly this
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    for page in pages:
+        text = page.read_text()
+        assert "../shared" not in text, page  # a path only this repository's developers have
+        for target in re.findall(r"\]\(([^)#:]+\.md)(?:#[^)]*)?\)", text):
+            linked = (page.parent / target).resolve()
+            assert linked.is_file() or linked.name in PEER_PAGES, (page.name, target)
+    for topic in ("evaluation", "models", "datasets", "prompts", "retrieval", "reports", "caches", "speed", "architecture"):
+        assert f"docs/{topic}.md" in readme, topic
+
+
 def test_preprocess_size_as_open_clip_writes_it(open_clip, tmp_path):
     folder = _tiny_openclip_folder(open_clip, tmp_path)
     config = folder / "open_clip_config.json"

@@ -20,6 +20,7 @@ ALLOWED = {
     "metrics": BASE | {"plots"},
     "plots": BASE,
     "drawing": BASE | {"plots"},  # the helper process that draws figures
+    "gallery": BASE | {"metrics"},  # error galleries: thumbnails and HTML from a run's own images
     "prompts": BASE | {"models", "classifier"},
     "classifier": BASE | {"models", "features"},
     "features": BASE | {"data"},
@@ -30,10 +31,11 @@ ALLOWED = {
     "calibrate": BASE | {"pipeline", "classifier", "data", "distributed", "metrics"},
     "suite": BASE | {"data", "models"},
     "trackers": BASE,  # logs a finished run's record to MLflow, TensorBoard, W&B or CSV (logger=...)
-    "report": BASE | {"metrics", "plots", "record"},  # reads run records; never launches a run
+    "report": BASE | {"metrics", "plots", "record", "gallery"},  # reads run records; never launches a run
     "commands": BASE | {"models", "data", "features", "prompts", "experiments", "metrics", "report", "classifier",
-                        "distributed", "pipeline", "record", "plots", "drawing", "calibrate", "suite", "trackers"},
-    "__main__": BASE | {"commands", "distributed", "drawing"},
+                        "distributed", "pipeline", "record", "plots", "drawing", "calibrate", "suite", "gallery",
+                        "trackers"},
+    "__main__": BASE | {"commands", "distributed", "drawing", "zeroshot"},  # zeroshot: __version__ for --version
     "zeroshot": set(),  # __init__: the public API, imported lazily by name
     **{m: set() for m in BASE},
 }
@@ -41,7 +43,7 @@ ALLOWED["files"] = {"errors", "log", "paths"}
 ALLOWED["log"] = set()
 ALLOWED["settings"] = {"errors"}
 BANNED_EXTERNAL = {"models": {"hydra", "omegaconf", "pandas"},
-                   "plots": {"torch"}, "drawing": {"torch"}}  # figures are drawn in a helper process without torch
+                   "plots": {"torch"}, "drawing": {"torch"}, "gallery": {"torch", "matplotlib"}}  # figures are drawn in a helper process without torch
 
 
 def module_name(path: Path) -> str:

@@ -1,4 +1,5 @@
-"""`zeroshot {eval,retrieval,compositionality,prompts,report,compare,linear-probe,models} [hydra overrides]` (or `python -m zeroshot ...`).
+"""`zeroshot {eval,retrieval,compositionality,prompts,report,compare,linear-probe,models} [hydra overrides]` (or `python -m zeroshot ...`);
+`zeroshot --help` lists the commands, `zeroshot --version` prints the version and commit.
 
 Hydra has no subcommands, so the first argument picks the config (configs/<command>.yaml) and the task
 function, and the rest of argv goes to Hydra unchanged (-m, --help, overrides all work). Task modules are
@@ -27,6 +28,34 @@ COMMANDS = {
 DATA_PARALLEL = ("eval", "suite-eval", "retrieval", "suite-retrieval", "compositionality", "suite-compositionality")  # the commands that run data-parallel under torchrun
 USAGE = ("usage: zeroshot {" + ",".join([*[c for c in COMMANDS if not c.startswith("suite-")], "models"]) + "} [overrides...]   "
          "(add --help for a command's options; `zeroshot models` lists what model.name accepts)")
+# one sentence per command, for `zeroshot --help`
+SUMMARIES = {
+    "eval": "Evaluate a model on a dataset (zero-shot classification) and write a run directory with its error gallery.",
+    "prompts": "Compare templates, prompt ensembles and class-specific prompts on cached image features.",
+    "report": "Build a benchmark report (HTML, Markdown, CSV) from runs, beside the published numbers.",
+    "compare": "Test whether one system beats another on the same images, and show the images only one got right.",
+    "linear-probe": "Fit the CLIP paper's logistic-regression probe on cached image features.",
+    "retrieval": "Evaluate image-text retrieval (Flickr30k, MSCOCO) and write a run directory.",
+    "compositionality": "Score image-caption selection (SugarCrepe, Winoground, ARO): does the model know how words combine?",
+    "models": "List every model name zeroshot accepts (optionally filtered by a word).",
+}
+EXAMPLE = "zeroshot eval dataset=imagefolder dataset.root=/path/to/images model.checkpoint=/path/to/ViT-B-32.pt"
+
+
+def help_text() -> str:
+    width = max(map(len, SUMMARIES))
+    lines = [USAGE, "", "commands:", *[f"  {c:<{width}}  {s}" for c, s in SUMMARIES.items()], "",
+             f"e.g. {EXAMPLE}", "`zeroshot COMMAND --help` lists a command's settings; `zeroshot --version` the version."]
+    return "\n".join(lines)
+
+
+def version_text() -> str:
+    """The version and, from a checkout or a package built from one, the commit."""
+    from zeroshot import __version__
+    from zeroshot.paths import git_commit
+
+    commit = git_commit()
+    return f"zeroshot {__version__}" + (f" (commit {commit})" if commit else "")
 
 
 def _fail(command: str, message: str) -> int:
@@ -163,10 +192,16 @@ def main(argv: list[str] | None = None) -> int:
         from zeroshot.commands.models import print_models
 
         return print_models(argv[1:])
+    if argv and argv[0] in ("-h", "--help"):
+        print(help_text())
+        return 0
+    if argv and argv[0] in ("-V", "--version"):
+        print(version_text())
+        return 0
     if not argv or argv[0] not in COMMANDS:
         given = f"unknown command {argv[0]!r}. " if argv and not argv[0].startswith("-") else ""
-        print(f"{given}{USAGE}", file=sys.stderr)
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
+        print(f"{given}{help_text()}", file=sys.stderr)
+        return 2
     command = argv.pop(0)
     config_name, target = COMMANDS[command]
     if command in ("report", "compare"):  # bare paths are the results directories (or runs) to collect

@@ -40,3 +40,8 @@ def setup(quiet: bool = False) -> None:
     """The CLI's level: -q keeps warnings and errors only."""
     if quiet:
         log.setLevel(logging.WARNING)
+
+
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """`1 template`, `2 templates` (`words` where the plural is not word + "s")."""
+    return f"{n:,} {word if n == 1 else words or word + 's'}"

@@ -34,3 +34,24 @@ def default_cache_dir() -> Path:
     """Downloads, feature caches and sha256 records: $ZEROSHOT_CACHE, else ~/.cache/zeroshot."""
     return Path(os.environ.get("ZEROSHOT_CACHE") or Path.home() / ".cache" / "zeroshot")
 
+
+
+BUILD_COMMIT = _HERE / "_commit.txt"  # written by setup.py's build step: the commit a wheel or install was built from
+
+
+def git_commit() -> str | None:
+    """The commit this code is: the checkout's HEAD where zeroshot runs from a git checkout (an editable install),
+    else the one recorded when the package was built (`pip install .`, a wheel), else None (an sdist's build)."""
+    import subprocess
+
+    root = _HERE.parent
+    if (root / ".git").exists() and (root / "pyproject.toml").is_file():  # this checkout, not a repo around site-packages
+        try:
+            out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+            if out.returncode == 0 and out.stdout.strip():
+                return out.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    if BUILD_COMMIT.is_file():
+        return BUILD_COMMIT.read_text().strip() or None
+    return None

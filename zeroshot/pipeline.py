@@ -18,7 +18,7 @@ from zeroshot.data.imagenet import IMAGENET_CLASSES, subset_positions
 from zeroshot.data.readers import build_dataset
 from zeroshot.errors import ConfigError, DatasetError, PromptError
 from zeroshot.features.cache import Features, ImageFeatureCache, TextCache, model_key
-from zeroshot.log import log
+from zeroshot.log import log, plural
 from zeroshot.models.loader import load_model
 from zeroshot.models.precision import resolve_precision
 from zeroshot.models.sources import check_name
@@ -63,6 +63,7 @@ def resolve_prompts(cfg: DictConfig, dataset: EvalDataset | None = None) -> Prom
         file=p.get("file"),
         templates=list(p.templates) if p.get("templates") else None,
         template_set=p.get("template_set"),
+        templates_from=p.get("templates_from"),
     )
 
 
@@ -258,8 +259,8 @@ def text_cache(s: Setup) -> TextCache | None:
 def prompt_count(s: Setup) -> str:
     main = s.main_class_prompts
     if main is None:
-        return f"{len(s.prompts.templates)} templates"
-    return f"{sum(map(len, main.prompts))} class-specific prompts, {main.aggregate}"
+        return plural(len(s.prompts.templates), "template")
+    return f"{plural(sum(map(len, main.prompts)), 'class-specific prompt')}, {main.aggregate}"
 
 
 def classifier_weights(cfg: DictConfig, s: Setup, progress: bool) -> torch.Tensor:

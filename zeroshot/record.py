@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import platform
-import subprocess
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from zeroshot import distributed as dist
 from zeroshot.files import atomic_write, package_version
+from zeroshot.paths import git_commit
 from zeroshot.prompts.sets import prompts_hash
 
 if TYPE_CHECKING:  # annotations only: the pipeline builds Setup, records only read it
@@ -115,15 +115,6 @@ def make_run_dir(base: str | Path) -> Path:
         raise UserError(f"the results folder {base} cannot be written ({unwritable_reason(e)}): set results_dir=DIR "
                         "to a folder you can write") from None
     raise RuntimeError(f"Could not create a fresh run directory under {base}")
-
-
-def git_commit() -> str | None:
-    root = Path(__file__).resolve().parents[1]  # the checkout, when zeroshot runs from one
-    try:
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
 
 
 def versions() -> dict:

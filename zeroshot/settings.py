@@ -27,6 +27,11 @@ RANGES: dict[str, tuple] = {
     "probe.val_fraction": ("float", (0, OPEN), (1, OPEN), (), "0.2"),
     "probe.max_iter": ("int", 1, None, (), "1000"),
     "probe.shots": ("int", 1, None, (None,), "16"),
+    "gallery.per_class": ("int", 0, None, (), "8"),
+    "gallery.max_images": ("int", 1, None, (), "2000"),
+    "gallery.confusions": ("int", 0, None, (), "10"),
+    "gallery.per_confusion": ("int", 0, None, (), "6"),
+    "gallery.size": ("int", 16, 512, (), "112"),
 }
 CHOICES: dict[str, tuple] = {
     "dist_shards": ("balanced", "chunks"),

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from zeroshot.errors import ReportError
-from zeroshot.log import log
-from zeroshot.report.compare import build_comparison
+from zeroshot.log import log, plural
+from zeroshot.report.compare import build_comparison, load_run
 
 
 def compare(cfg) -> dict:
     """The `compare` command: runs (or directories of runs) in, compare.csv / compare.md / figures out."""
     from zeroshot.record import make_run_dir
+    from zeroshot.report.compare_gallery import write_compare_gallery
     from zeroshot.report.compare_render import (
         difference_figures,
         markdown_lines,
@@ -35,16 +36,19 @@ def compare(cfg) -> dict:
                           "or prompts hold the same images (dataset fingerprint and split). "
                           + next(iter(comp.notes + sel_notes), "Give runs of one dataset by two models or prompt sets"))
     out = make_run_dir(cfg.output_dir)
-    figures = []
+    figures, link = [], []
     if comp.rows:
         write_csv(comp, out / "compare.csv")
         figures = difference_figures(comp, out)
+        gallery = write_compare_gallery(comp, out, load_run)
+        link = [f"Images one system got right and the other wrong: [compare_gallery.html]({gallery.name})", ""] if gallery else []
     if sel_rows:
         import pandas as pd
 
         pd.DataFrame(sel_rows).to_csv(out / "compare_compositionality.csv", index=False)
     lines = markdown_lines(comp, figures) if comp.rows else []
-    (out / "compare.md").write_text("\n".join(["# zeroshot paired comparison", "", *lines, *selection.paired_markdown(sel_rows)]))
+    (out / "compare.md").write_text("\n".join(["# zeroshot paired comparison", "", *link, *lines,
+                                               *selection.paired_markdown(sel_rows)]))
     for row in sel_rows:
         print(f"{row['dataset']}: {row['model_a']} vs {row['model_b']}: {100 * row['diff']:+.2f} points ({row['outcome']}), "
               f"McNemar p {row['mcnemar_p']:.3g} over {row['n_instances']} instances")
@@ -52,9 +56,9 @@ def compare(cfg) -> dict:
         log.warning(n)
     for s in comp.suite:
         print(f"{s['system_a']} vs {s['system_b']}: {s['wins']} wins, {s['ties']} ties, {s['losses']} losses over "
-              f"{s['n_datasets']} datasets; mean difference {100 * s['mean_diff']:+.2f} points "
+              f"{plural(s['n_datasets'], 'dataset')}; mean difference {100 * s['mean_diff']:+.2f} points "
               f"[{100 * s['ci_low']:+.2f}, {100 * s['ci_high']:+.2f}]")
-    print("%d comparisons over %d pairs, %d compositionality pairs -> %s/compare.md" % (len(comp.rows), len(comp.suite),
-                                                                                        len(sel_rows), out))
+    print(f"{plural(len(comp.rows), 'comparison')} over {plural(len(comp.suite), 'pair')}, "
+          f"{plural(len(sel_rows), 'compositionality pair')} -> {out}/compare.md")
     return {"compare_dir": str(out), "rows": len(comp.rows), "pairs": len(comp.suite), "notes": comp.notes + sel_notes,
             "compositionality": sel_rows}

@@ -90,7 +90,7 @@ def evaluate(cfg: DictConfig) -> dict:
         f"prompts {metrics['prompts_label']} ({prompt_count(s)}) | "
         f"top1 {100 * m['top1']:.2f}%  top5 {100 * m['top5']:.2f}%  mean per-class recall {100 * m['mean_per_class_recall']:.2f}%"
         f"{main_note} | "
-        f"{len(feats.labels)} images in {wall:.1f}s -> {run_dir}"
+        f"{len(feats.labels)} images, {feats.from_cache} from cache, in {wall:.1f}s -> {run_dir}"
     )
     trackers.log_run(cfg, run_dir)  # the run is complete: a tracker that fails now only warns
     return metrics
@@ -133,9 +133,31 @@ def write_outputs(run_dir: Path, cfg, s: Setup, feats: Features, logits: torch.T
                          f"{title} ({metrics['probability']})")
         drawing.draw(plot_confusion, np.asarray(m["confusion_matrix"]), list(names), run_dir / "confusion_matrix.png", title)
         drawing.draw(plot_per_class, np.asarray(m["per_class_accuracy"]), list(names), run_dir / "per_class_accuracy.png", title)
+    if cfg.gallery.enabled and "multilabel" not in (targets or {}):  # one true class per image: one way to be wrong
+        write_gallery(run_dir, s, feats, logits, metrics, cfg.gallery)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     drawing.finish()
     write_json(run_dir / "metrics.json", metrics)  # last: its presence marks the run complete
+
+
+def write_gallery(run_dir: Path, s: Setup, feats: Features, logits: torch.Tensor, metrics: dict, settings) -> None:
+    """The error gallery, its thumbnails read through the dataset's own reader (files, CIFAR batches, shards)."""
+    from zeroshot.data.base import DECODE_ERRORS
+    from zeroshot.gallery import RunView, write_run_gallery
+
+    idx = feats.indices.numpy()
+    kind = "sigmoid" if metrics.get("probability") == "sigmoid_renormalized" else "softmax"
+    view = RunView(list(s.classnames), feats.labels.numpy(), logits.numpy(), idx,
+                   [s.dataset.paths[i] for i in idx] if s.dataset.paths else None, kind)
+
+    def image_of(row: int):
+        try:
+            return s.dataset.source[int(idx[row])][0]
+        except DECODE_ERRORS:  # gone or unreadable since it was encoded: the gallery shows text
+            return None
+
+    title = f"{metrics['dataset_label']} | {metrics['model']} | {metrics['prompts_label']}"
+    write_run_gallery(run_dir, view, image_of, settings, title)
 
 
 def evaluate_pair(cfg: DictConfig) -> dict:

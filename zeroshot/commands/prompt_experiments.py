@@ -21,7 +21,7 @@ from zeroshot.classifier import probabilities_from_logits as probabilities
 from zeroshot.errors import PromptError
 from zeroshot.experiments.figures import plot_selection, plot_templates
 from zeroshot.experiments.templates import ensemble, greedy_selection, template_features
-from zeroshot.log import log
+from zeroshot.log import log, plural
 from zeroshot.metrics.classification import (
     bootstrap_ci,
     bootstrap_indices,
@@ -94,8 +94,9 @@ def run_experiments(cfg: DictConfig) -> dict:
         r = row(template, logits_t, "template")
         if len(templates) > 1:
             keep = [i for i in range(len(templates)) if i != t]
-            loo = (image @ ensemble(tfeats[keep]).t()).argmax(1).eq(labels).float().mean().item()
-            r["loo_top1"], r["loo_delta"] = loo, loo - full["top1"]  # < 0: removing it hurts
+            # counted in images, so that no change is exactly 0 (not a float32-vs-float64 residue like 4.97e-10)
+            n, hits = len(labels), int((image @ ensemble(tfeats[keep]).t()).argmax(1).eq(labels).sum().item())
+            r["loo_top1"], r["loo_delta"] = hits / n, (hits - round(full["top1"] * n)) / n  # < 0: removing it hurts
         rows.append(r)
     # many templates are each tested against the baseline: Holm-adjusted p-values beside the raw ones
     for r, adjusted in zip(rows, holm([r["p_vs_baseline"] for r in rows])):
@@ -156,9 +157,9 @@ def run_experiments(cfg: DictConfig) -> dict:
     write_json(run_dir / "summary.json", summary)
     best = max(rows, key=lambda r: r["top1"])
     print(
-        f"{record['dataset_label']} | {record['model']} | {len(templates)} templates | ensemble top1 {100 * full['top1']:.2f}% "
+        f"{record['dataset_label']} | {record['model']} | {plural(len(templates), 'template')} | ensemble top1 {100 * full['top1']:.2f}% "
         f"[{100 * full['top1_ci_low']:.1f}, {100 * full['top1_ci_high']:.1f}] | best single {100 * best['top1']:.2f}% | "
-        f"greedy {len(chosen)} templates {100 * selected['top1']:.2f}% on {len(held)} held-out images | "
+        f"greedy {plural(len(chosen), 'template')} {100 * selected['top1']:.2f}% on {len(held)} held-out images | "
         f"{described_line(described)}images encoded {summary['images_encoded']} -> {run_dir}"
     )
     trackers.log_run(cfg, run_dir, "summary.json")  # the run is complete: a tracker that fails now only warns

@@ -203,18 +203,26 @@ def scheduling() -> str:
     return "normal" if name == "other" and nice == 0 else f"{name}, nice {nice}"
 
 
+def sentence(text: str) -> str:
+    """`text` as a sentence: a capital first letter and one full stop at the end."""
+    text = " ".join(str(text).split()).rstrip(".")
+    return text[:1].upper() + text[1:] + "." if text else ""
+
+
 def missing_data(cfg, root: Path, why: str, url: str | None = None) -> DatasetError:
+    """Sentences: what is missing and why, the layout expected, what works offline, and last what to do."""
     layout = cfg.get("layout") or "see torchvision's documentation of this dataset"
+    offline = ("To evaluate images you already have, offline: dataset=imagefolder dataset.root=/path/to/images "
+               "(one folder per class).")
+    if cfg.get("hub"):
+        offline += (f" Its CLIP_benchmark webdataset works too, from a local copy (dataset.root=DIR) or, online, "
+                    f"dataset.root=hf-hub:{cfg.hub}.")
     if cfg.get("download") and ("urlopen" in why or "URLError" in why or "Error downloading" in why):
-        fix = (f"The download{f' of {url}' if url else ''} failed (is this machine offline?): fetch the files on a "
+        fix = (f"The download{f' of {url}' if url else ''} failed (is this machine offline?). Fetch the files on a "
                "machine with internet and put them under that path, or set dataset.root=PATH to where they are.")
     elif cfg.downloadable:
         fix = "Set dataset.root=PATH to where it is, or dataset.download=true to fetch it."
     else:
         fix = "Set dataset.root=PATH to where it is."
-    if cfg.get("hub"):
-        fix += f" Its CLIP_benchmark webdataset also works: dataset.root=hf-hub:{cfg.hub} (or a local copy of it)."
-    return DatasetError(
-        f"Dataset {cfg.name!r} ({cfg.get('split', 'test')} split) not found under {root}: {why}\n"
-        f"Expected layout: {layout}\n{fix}"
-    )
+    return DatasetError(f"Dataset {cfg.name!r} ({cfg.get('split', 'test')} split) was not found under {root}: "
+                        f"{' '.join(str(why).split()).rstrip('.')}. Expected layout: {sentence(layout)} {offline} {fix}")

@@ -11,7 +11,7 @@ from typing import Callable
 
 from torch.utils.data import Dataset
 
-from zeroshot.data.base import EvalDataset, missing_data
+from zeroshot.data.base import EvalDataset, missing_data, sentence
 from zeroshot.errors import DatasetError
 from zeroshot.files import atomic_write, read_text
 from zeroshot.log import log
@@ -70,12 +70,36 @@ def _torchvision(cfg) -> tuple[Dataset, list[str] | None]:
     root = Path(cfg.root).expanduser()
     if issubclass(cls, tvd.MNIST) and root.is_dir():
         cls, root = _idx_class(cls, root, kwargs.get("train", False))
+    created = _first_missing(root)  # a failed download must not leave empty folders behind
     try:
         ds = cls(root=str(root), download=bool(cfg.download), **kwargs)
     except (RuntimeError, FileNotFoundError, OSError) as e:
+        if created is not None:
+            _remove_empty(created)
         raise missing_data(cfg, root, f"{type(e).__name__}: {e}", getattr(cls, "url", None)) from e
     classes = getattr(ds, "classes", None) or getattr(ds, "categories", None)
     return ds, list(classes) if classes else None
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of `path` that does not exist yet (what a download would create), or None."""
+    path = path.absolute()
+    if path.exists():
+        return None
+    while not path.parent.exists():
+        path = path.parent
+    return path
+
+
+def _remove_empty(top: Path) -> None:
+    """Remove `top` and the folders under it that are empty (bottom up); anything with a file in it stays."""
+    if not top.is_dir():
+        return
+    for folder in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True) + [top]:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty: a partial download, kept for the user to see
+            pass
 
 
 def _imagefolder(cfg, root: Path | None = None) -> tuple[Dataset, list[str]]:
@@ -161,10 +185,11 @@ def _wds(cfg) -> tuple[Dataset, list[str] | None]:
         if cfg.get("hub") and cfg.get("download"):
             root = f"hf-hub:{cfg.hub}"
         else:
-            fix = f" or dataset.root=hf-hub:{cfg.hub} (or dataset.download=true) to fetch it" if cfg.get("hub") else ""
-            raise DatasetError(f"Dataset {cfg.name!r} ({cfg.get('split', 'test')} split) not found under {root}: no such "
-                               f"folder. Expected layout: {cfg.get('layout') or 'CLIP_benchmark webdataset'} Set "
-                               f"dataset.root=DIR to a local copy{fix}.")
+            fix = (f" or, with a network, dataset.root=hf-hub:{cfg.hub} (or dataset.download=true) to fetch it"
+                   if cfg.get("hub") else "")
+            raise DatasetError(f"Dataset {cfg.name!r} ({cfg.get('split', 'test')} split) was not found under {root}: no "
+                               f"such folder. Expected layout: {sentence(cfg.get('layout') or 'a CLIP_benchmark webdataset')} "
+                               f"Set dataset.root=DIR to a local copy{fix}.")
     ds = WebDataset(root, cfg.split, bool(cfg.skip_bad_images))
     for problem in ds.problems:
         log.warning("skipping: %s", problem)

@@ -248,7 +248,11 @@ def write_description_outputs(run_dir, result: dict, title: str = "", figures: b
     from zeroshot.experiments.figures import plot_description_deltas
 
     run_dir = Path(run_dir)
-    pd.DataFrame([*result["rows"], *result["random_summary"], *result["heldout"]]).to_csv(run_dir / "descriptions.csv", index=False)
+    table = pd.DataFrame([*result["rows"], *result["random_summary"], *result["heldout"]])
+    for col in ("n_prompts", "seed", "n_seeds", "n_images"):  # counts stay integers beside the rows that lack them
+        if col in table:
+            table[col] = table[col].astype("Int64")
+    table.to_csv(run_dir / "descriptions.csv", index=False)
     result["per_class"].to_csv(run_dir / "per_class_descriptions.csv", index=False)
     result["texts"].to_csv(run_dir / "description_texts.csv", index=False)
     result["selection"].to_csv(run_dir / "description_selection.csv", index=False)

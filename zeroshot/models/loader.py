@@ -14,7 +14,7 @@ import torch
 from zeroshot.errors import ArchitectureError, CheckpointError, ConfigError
 from zeroshot.files import file_sha256
 from zeroshot.log import log
-from zeroshot.models.checkpoint import from_transformers, read_file, to_openai_layout
+from zeroshot.models.checkpoint import from_transformers, is_torchscript, read_file, to_openai_layout
 from zeroshot.models.config import (
     architecture_name,
     base_name,
@@ -118,11 +118,13 @@ def load_model(
     expect_arch: str | None = None,
     preprocess: dict | None = None,
     backend: str | None = None,
+    hints: str = "cli",
 ):
     """Load a model and record its identity (`model.identity`) and preprocessing (`model.preprocess_spec`).
 
     `activation` decides what a bare state dict cannot say (quick_gelu, gelu, gelu_tanh). `expect_arch`, from an
     explicit model config, must match what the weights are. `preprocess` overrides the checkpoint's settings.
+    `hints`: whether what is assumed names the command line's settings ("cli") or zeroshot.load's ("python").
     """
     from zeroshot.models.backends import NeedsBackend, load_backend
 
@@ -154,7 +156,7 @@ def load_model(
         config, assumed = build_config(sd, told)
     except ArchitectureError as e:
         raise CheckpointError(f"{src.weights} is not a CLIP model this loader understands ({e}).") from None
-    act, act_from = _activation(activation, src, told, sha, assumed)
+    act, act_from = _activation(activation, src, told, sha, assumed, hints)
     config.activation = act
     arch = architecture_name(config)
     _check_arch(expect_arch, arch, src)
@@ -163,7 +165,7 @@ def load_model(
     except ArchitectureError as e:
         raise CheckpointError(str(e)) from None
 
-    spec, spec_from = _preprocess(src, config.image_resolution, preprocess, assumed)
+    spec, spec_from = _preprocess(src, config.image_resolution, preprocess, assumed, hints)
     for a in assumed:
         _note(f"{src.label}: assumed {a}")
     model.identity = Identity(src.label, src.release, arch, act, act_from, src.kind, src.location, src.revision,
@@ -217,7 +219,17 @@ def _tokenizer(src: Source, config):
     return partial(tokenize, context_length=config.context_length)
 
 
-def _activation(given: str | None, src: Source, told: dict | None, sha: str, assumed: list[str]) -> tuple[str, str]:
+# how to say what was assumed, in the caller's terms: settings on the command line, or zeroshot.load's arguments
+HINTS = {
+    "cli": {"activation": "pass model.activation=gelu", "preprocess": "override with model.preprocess.* "
+            "(e.g. model.preprocess.resize_mode=squash)"},
+    "python": {"activation": "pass zeroshot.load(..., activation='gelu')", "preprocess": "override with "
+               "zeroshot.load(..., preprocess={'mean': [...], 'std': [...], 'resize_mode': ...})"},
+}
+
+
+def _activation(given: str | None, src: Source, told: dict | None, sha: str, assumed: list[str],
+                hints: str = "cli") -> tuple[str, str]:
     """The activation and where it came from: the user, the release, the config, or an assumption (printed)."""
     known, known_from = src.activation, src.activation_from
     if known is None and told is not None:
@@ -230,9 +242,10 @@ def _activation(given: str | None, src: Source, told: dict | None, sha: str, ass
         return given, "given (model.activation)"
     if known is not None:
         return known, known_from
-    assumed.append("activation quick_gelu (OpenAI's): a bare state dict does not say which activation it was trained "
-                   "with; if it was trained with open_clip's default GELU, pass model.activation=gelu "
-                   "(or zeroshot.load(..., activation='gelu'))")
+    what = ("a TorchScript archive that is not one of OpenAI's releases" if is_torchscript(Path(src.weights))
+            else "a bare state dict")
+    assumed.append(f"activation quick_gelu (OpenAI's): {what} does not say which activation it was trained with; "
+                   f"if it was trained with open_clip's default GELU, {HINTS[hints]['activation']}")
     return "quick_gelu", "assumed"
 
 
@@ -243,14 +256,15 @@ def _check_arch(expected: str | None, actual: str, src: Source) -> None:
             "only model.checkpoint=PATH (the checkpoint says what it is), or pick the model config that matches it")
 
 
-def _preprocess(src: Source, resolution: int, override: dict | None, assumed: list[str]) -> tuple[Preprocess, str]:
+def _preprocess(src: Source, resolution: int, override: dict | None, assumed: list[str],
+                hints: str = "cli") -> tuple[Preprocess, str]:
     settings = dict(src.preprocess)
     origin = src.preprocess_from
     if not settings:
         settings = dict(OPENAI_PREPROCESS)
         if src.kind in ("file", "openclip_folder", "transformers_folder") and not (override and {"mean", "std"} <= set(override)):
             assumed.append("OpenAI's preprocessing (bicubic, shortest side + center crop, OpenAI's mean/std): "
-                           "the weights carry no preprocessing config; override with model.preprocess.*")
+                           f"the weights carry no preprocessing config; {HINTS[hints]['preprocess']}")
         origin = origin or "OpenAI's default"
     settings.setdefault("size", resolution)
     if override:
@@ -260,7 +274,8 @@ def _preprocess(src: Source, resolution: int, override: dict | None, assumed: li
 
 
 def load(name_or_path: str | Path, device: str | torch.device | None = None, precision: str | None = None,
-         download_root: str | Path | None = None, activation: str | None = None, backend: str | None = None):
+         download_root: str | Path | None = None, activation: str | None = None, backend: str | None = None,
+         preprocess: dict | None = None):
     """Load a model and its preprocessing, like `clip.load`: every name `eval` runs, through whatever runs it.
 
     `name_or_path`: one of `available_models()` (OpenAI's names, with dash spellings such as "ViT-B-32" too, and
@@ -269,6 +284,7 @@ def load(name_or_path: str | Path, device: str | torch.device | None = None, pre
     save_pretrained folder). Models beyond the CLIP family (SigLIP, EVA, ...) run through their reference library.
     `device`: CUDA when it is there, else the CPU (as clip.load). `precision`: fp32 on the CPU; fp16 (as clip.load)
     on CUDA, or bf16. `activation`: for a bare state dict that is not a known release (quick_gelu, gelu, gelu_tanh).
+    `preprocess`: overrides of the checkpoint's preprocessing (size, mean, std, interpolation, resize_mode).
 
     Returns (model, preprocess): `preprocess` is the transform `eval` applies (PIL image -> [3, H, W] tensor).
     Score with `zeroshot.logits` / `zeroshot.probabilities`, which apply the model's own scale, bias and softmax
@@ -276,7 +292,8 @@ def load(name_or_path: str | Path, device: str | torch.device | None = None, pre
     """
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = load_model(name_or_path, device, precision, download_root, activation, backend=backend)
+    model = load_model(name_or_path, device, precision, download_root, activation, preprocess=preprocess,
+                       backend=backend, hints="python")
     if isinstance(model.transform, LazyTransform):  # as clip.load: the transform itself (torchvision's Compose)
         model.transform = model.transform.materialize()
     return model, model.transform

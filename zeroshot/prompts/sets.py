@@ -94,9 +94,11 @@ def load_prompt_set(
     file: str | Path | None = None,
     templates: list[str] | None = None,
     template_set: str | None = None,
+    templates_from: str | None = None,
 ) -> PromptSet:
     """A named set from prompts/, or a file; `templates` replaces the templates; `template_set` picks a
-    named subset the file offers (imagenet: openai_80, simple_7)."""
+    named subset the file offers (imagenet: openai_80, simple_7); `templates_from` takes another published
+    set's templates (its class names are not used: the class names stay this set's, or the dataset's)."""
     if file:
         pset = read_prompt_file(file)
     else:
@@ -106,13 +108,33 @@ def load_prompt_set(
         if template_set:
             sets = json.loads((PROMPTS_DIR / f"{name}.json").read_text()).get("template_sets", {})
             if template_set not in sets:
-                raise PromptError(f"Prompt set {name!r} has no template set {template_set!r}. Available: {', '.join(sets) or 'none'}")
+                raise PromptError(f"Prompt set {name!r} has no template set {template_set!r}. {template_set_help(template_set)}")
             pset.templates = check_templates(sets[template_set], f"{name}:{template_set}")
             pset.name = f"{name}_{template_set}"
+    if templates_from:
+        if templates_from not in available_prompt_sets():
+            raise PromptError(f"prompts.templates_from={templates_from!r} names no prompt set. Prompt sets with templates: "
+                              f"{', '.join(s for s in available_prompt_sets() if _templates_of(s))}.")
+        pset.templates = check_templates(_templates_of(templates_from), f"{templates_from}'s templates")
+        pset.name = f"{templates_from}_templates"
     if templates:
         pset.templates = check_templates(list(templates), "prompts.templates")
         pset.name = f"{pset.name}_custom"
     return pset
+
+
+def _templates_of(name: str) -> list[str]:
+    return list(json.loads((PROMPTS_DIR / f"{name}.json").read_text()).get("templates") or [])
+
+
+def template_set_help(asked: str) -> str:
+    """Which sets offer named template subsets, and how to take a whole published set's templates instead."""
+    offered = {s: list(json.loads((PROMPTS_DIR / f"{s}.json").read_text()).get("template_sets", {}))
+               for s in available_prompt_sets()}
+    lines = "; ".join(f"{s}: {', '.join(t)}" for s, t in offered.items() if t) or "none"
+    hint = (f" To use the {asked} prompt set's templates with your own class names, pass prompts.templates_from={asked} "
+            "instead." if asked in offered and _templates_of(asked) else "")
+    return f"Named template sets are offered by {lines}.{hint}"
 
 
 def write_prompt_file(path: str | Path, pset: PromptSet) -> None:

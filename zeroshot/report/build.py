@@ -12,12 +12,12 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from zeroshot.errors import ReportError
-from zeroshot.log import log
+from zeroshot.log import log, plural
 from zeroshot.record import make_run_dir
 from zeroshot.report.plots import figures
 from zeroshot.report.published import PUBLISHED, add_linear_probe, add_published
 from zeroshot.report.runs import load_runs, reproducibility
-from zeroshot.report.tables import html_page, markdown, not_run_lines
+from zeroshot.report.tables import frame_html, html_page, markdown, not_run_lines
 
 
 def build_report(cfg: DictConfig, inputs: list | None = None, not_run: list[dict] | None = None) -> dict:
@@ -68,24 +68,23 @@ def build_report(cfg: DictConfig, inputs: list | None = None, not_run: list[dict
     images = figures(table, out) + compare_figures
     if aggregates.robustness_figure(robust, out / "robustness.png"):
         images.append(out / "robustness.png")
-    extra_html = "".join(f"<h2>{title}</h2>{frame.to_html(index=False, na_rep='', float_format=lambda x: f'{x:.2f}')}"
-                         for title, frame in (("open_clip's 35 datasets: average", avg35),
+    summaries = "".join(f"<h2>{title}</h2>{frame_html(frame)}" for title, frame in (("open_clip's 35 datasets: average", avg35),
                                               ("ImageNet and its distribution shifts", robust),
                                               ("Image-text retrieval", retrieval), ("DataComp's 38 tasks: average", avg38),
                                               ("WaffleCLIP's published results", waffle),
                                               ("Compositionality (image-caption selection)", selection))
-                         if not frame.empty)
-    extra_html += compare_html
+                        if not frame.empty)
     if not_run:
-        extra_html += "<h2>Not run</h2><ul>" + "".join(
+        summaries += "<h2>Not run</h2><ul>" + "".join(
             f"<li>{html.escape(n['model'])} x {html.escape(n['dataset'])}: {html.escape(n['reason'])}</li>" for n in not_run) + "</ul>"
-    (out / "report.html").write_text(html_page(table, notes, images, cfg.delta_threshold, extra_html))
+    (out / "report.html").write_text(html_page(table, notes, images, cfg.delta_threshold, summaries, compare_html, out))
     for n in notes:
         log.warning("%s", n)
     summary = table[["model", "dataset_label", "prompts_label", "top1", "published", "delta", "flag"]].copy()
     summary["top1"] = (100 * summary["top1"]).round(2)
     print(summary.to_string(index=False, na_rep=""))
-    print(f"{len(table)} rows from {len(runs)} runs ({len(caught)} files skipped) -> {out}/report.md, report.html, report.csv")
+    print(f"{plural(len(table), 'row')} from {plural(len(runs), 'run')} ({plural(len(caught), 'file')} skipped) -> "
+          f"{out}/report.md, report.html, report.csv")
     return {"report_dir": str(out), "rows": len(table), "skipped": len(caught), "notes": notes, "not_run": not_run,
             "average_35": avg35.to_dict("records"), "robustness": robust.to_dict("records"),
             "retrieval": retrieval.to_dict("records"), "average_38": avg38.to_dict("records"),

@@ -189,4 +189,10 @@ def report_section(table: pd.DataFrame, cfg, out: Path) -> tuple[list[str], str,
                             int(c.top_k))
     figures = difference_figures(comp, out)
     calib = calibration_rows(table)
-    return (markdown_lines(comp, figures) + calibration_markdown(calib), html_section(comp) + calibration_html(calib), figures)
+    from zeroshot.report.compare_gallery import write_compare_gallery
+    from zeroshot.report.tables import folded
+
+    gallery = write_compare_gallery(comp, out, load_run)
+    link = (f"<p><a href='{gallery.name}'>The images one system got right and the other wrong</a></p>" if gallery else "")
+    page = folded("Paired comparisons", link + html_section(comp)) + folded("Calibration", calibration_html(calib))
+    return markdown_lines(comp, figures) + calibration_markdown(calib), page, figures

@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from zeroshot.log import plural
 from zeroshot.plots import pyplot, save_figure
 from zeroshot.record import slug
+from zeroshot.report.tables import frame_html
 
 SIG, CI_MARK = "*", "°"
 CSV_COLUMNS = ["system_a", "system_b", "dataset", "split", "dataset_fingerprint", "metric", "per_image", "a", "b", "diff",
@@ -54,7 +56,7 @@ def pairs(comp) -> list[tuple[str, str]]:
 
 def write_csv(comp, path: Path) -> None:
     rows = [{k: v for k, v in r.items() if k != "boot"} for r in comp.rows]
-    rows += [{**s, "dataset": f"(mean over {s['n_datasets']} datasets)", "diff": s["mean_diff"], "n_boot": comp.settings["n_boot"],
+    rows += [{**s, "dataset": f"(mean over {plural(s['n_datasets'], 'dataset')})", "diff": s["mean_diff"], "n_boot": comp.settings["n_boot"],
               "seed": comp.settings["seed"]} for s in comp.suite]
     frame = pd.DataFrame(rows)
     for col in ("n_images", "both_right", "only_a", "only_b", "both_wrong", "wins", "ties", "losses", "n_datasets"):
@@ -124,11 +126,11 @@ def markdown_lines(comp, figures: list[Path] = ()) -> list[str]:
 
 
 def html_table(headers, rows, classes=None) -> str:
-    out = ["<table><tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in headers) + "</tr>"]
+    out = ["<div class=scroll><table><tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in headers) + "</tr>"]
     for i, r in enumerate(rows):
         cls = (classes or {}).get(i, "")
         out.append(f"<tr{f' class={cls!r}' if cls else ''}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>")
-    return "".join(out) + "</table>"
+    return "".join(out) + "</table></div>"
 
 
 def html_section(comp) -> str:
@@ -157,8 +159,9 @@ def html_section(comp) -> str:
                                                 [[x["true"], x["predicted"], x["count_a"], x["count_b"]] for x in c[what]]))
                 parts.append("</details>")
     parts.append("<h2>Suite: model x dataset</h2><p>The dataset's main metric (%), its rank there (1 = best), mean rank.</p>")
-    parts.append(comp.ranks.to_html(index=False, na_rep="", float_format=lambda x: f"{x:.2f}"))
-    parts.append("<h2>Wins / ties / losses</h2><p>Row against column, over the datasets both ran.</p>" + comp.wtl.to_html())
+    parts.append(frame_html(comp.ranks))
+    parts.append("<h2>Wins / ties / losses</h2><p>Row against column, over the datasets both ran.</p><div class=scroll>"
+                 + comp.wtl.to_html() + "</div>")
     if comp.notes:
         parts.append("<p>Not compared:</p><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in comp.notes) + "</ul>")
     return "\n".join(parts)
@@ -175,14 +178,15 @@ def difference_figures(comp, out: Path) -> list[Path]:
     for a, b in pairs(comp):
         rows = sorted([r for r in comp.rows if (r["system_a"], r["system_b"]) == (a, b) and "mcnemar_p" in r],
                       key=lambda r: r["diff"])
-        suite = [s for s in comp.suite if (s["system_a"], s["system_b"]) == (a, b)]
+        # a mean over one dataset is that dataset again: drawn only over two or more
+        suite = [s for s in comp.suite if (s["system_a"], s["system_b"]) == (a, b) and s["n_datasets"] > 1]
         labels = [r["dataset"] for r in rows] + ([f"mean of {suite[0]['n_datasets']}"] if suite else [])
         diff = [r["diff"] for r in rows] + [s["mean_diff"] for s in suite]
         low = [r["ci_low"] for r in rows] + [s["ci_low"] for s in suite]
         high = [r["ci_high"] for r in rows] + [s["ci_high"] for s in suite]
         sig = np.array([r["verdict"] != "tie" for r in rows] + [False] * len(suite))
         d, lo, hi = 100 * np.array(diff), 100 * np.array(low), 100 * np.array(high)
-        fig, ax = plt.subplots(figsize=(7, 0.4 * len(labels) + 1.6))
+        fig, ax = plt.subplots(figsize=(7, 0.4 * len(labels) + 2.2))
         y = np.arange(len(labels))
         per = y < len(rows)
         ax.errorbar(d, y, xerr=[d - lo, hi - d], fmt="none", ecolor="0.4", capsize=3)
@@ -194,7 +198,9 @@ def difference_figures(comp, out: Path) -> list[Path]:
         ax.set_yticks(y, labels)
         ax.set_xlabel(f"A - B (points), {round(100 * comp.settings['level'])}% CI")
         ax.set_title(f"A = {a}\nB = {b}", fontsize=9)
-        ax.legend(loc="lower right", fontsize=8)
+        # below the axes and their label (about 0.6 in under the axes, whatever their height), where it covers nothing
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.6 / (0.4 * len(labels) + 1.0)), ncol=3, fontsize=8,
+                  frameon=False)
         paths.append(save_figure(fig, out / f"{figure_stem(a, b)}.png", dpi=100))
     return paths
 
@@ -232,7 +238,7 @@ def calibration_html(rows: list[dict]) -> str:
         return ""
     frame = pd.DataFrame([{k: np.nan if v is None else v for k, v in r.items() if k != "diagram"} for r in rows])
     parts = ["<h2>Calibration</h2>", f"<p>{html.escape(CALIBRATION_INTRO)}</p>",
-             frame.to_html(index=False, na_rep="", float_format=lambda x: f"{x:.3f}"), "<div class='diagrams'>"]
+             frame_html(frame, 3), "<div class='diagrams'>"]
     for r in rows:
         if r["diagram"].exists():
             data = base64.b64encode(r["diagram"].read_bytes()).decode()
