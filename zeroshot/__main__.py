@@ -36,7 +36,7 @@ SUMMARIES = {
     "compare": "Test whether one system beats another on the same images, and show the images only one got right.",
     "linear-probe": "Fit the CLIP paper's logistic-regression probe on cached image features.",
     "retrieval": "Evaluate image-text retrieval (Flickr30k, MSCOCO) and write a run directory.",
-    "compositionality": "Score image-caption selection (SugarCrepe, Winoground, ARO): does the model know how words combine?",
+    "compositionality": "Score image-caption selection (SugarCrepe, Winoground, ARO): how words combine, not only which occur.",
     "models": "List every model name zeroshot accepts (optionally filtered by a word).",
 }
 EXAMPLE = "zeroshot eval dataset=imagefolder dataset.root=/path/to/images model.checkpoint=/path/to/ViT-B-32.pt"
