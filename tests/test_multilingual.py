@@ -1,0 +1,182 @@
+"""Multilingual zero-shot: ImageNet's names and templates per language against CLIP_benchmark's, element by
+element (its ar/cn/it/jp files and its babel_imagenet subset with remapped labels), a French run scoring exactly
+the images of Babel-ImageNet's 799 French classes (its file served from ../shared on 127.0.0.1, pinned), and
+the errors a bad language gets."""
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+from zeroshot.errors import PromptError
+from zeroshot.prompts import languages as L
+from conftest import REPO, shared_path
+from localserver import server  # noqa: F401  (the fixture)
+
+CONFIGS = str(REPO / "configs")
+CB_LANGS = {"ar": "ar", "zh": "cn", "it": "it", "ja": "jp"}  # ours -> CLIP_benchmark's file code
+
+
+def multilingual(name: str) -> Path:
+    return shared_path("reference", "multilingual", name)
+
+
+def cfg(tmp_path, checkpoint, *overrides):
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        return compose("eval", overrides=[f"model.checkpoint={checkpoint}", f"results_dir={tmp_path / 'results'}",
+                                          f"cache_dir={tmp_path / 'cache'}", "num_workers=0", "progress=false",
+                                          "batch_size=128", "figures=false", *overrides])
+
+
+def prompts_cfg(**keys):
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        return compose("eval", overrides=["dataset=imagenet", *(f"prompts.{k}={v}" for k, v in keys.items())]).prompts
+
+
+@pytest.fixture(scope="module")
+def imagenet_root(tmp_path_factory):
+    """torchvision's ImageNet layout (meta.bin + val/<wnid>/), one 8x8 image per class."""
+    from zeroshot.data.imagenet import wnid_lists
+
+    root = tmp_path_factory.mktemp("imagenet")
+    wnids = wnid_lists()["imagenet"]
+    torch.save(({w: (f"class {i}",) for i, w in enumerate(wnids)}, []), root / "meta.bin")
+    for i, w in enumerate(wnids):
+        (root / "val" / w).mkdir(parents=True)
+        Image.new("RGB", (8, 8), (i % 256, (7 * i) % 256, 90)).save(root / "val" / w / f"ILSVRC2012_val_{i:08d}.JPEG",
+                                                                     format="PNG")
+    return root
+
+
+# ---------------------------------------------------------------- names and templates, element by element
+
+@pytest.mark.parametrize("ours,theirs", sorted(CB_LANGS.items()))
+def test_clip_benchmark_translations_as_clip_benchmark_builds_them(ours, theirs):
+    import clip_benchmark.datasets as cbd
+
+    got = L.clip_benchmark_prompts(ours)
+    cb_folder = Path(cbd.__file__).parent
+    for folder in (cb_folder, multilingual("").parent / "multilingual"):
+        if not (folder / f"{theirs}_classnames.json").is_file():
+            continue  # ../shared absent: the installed package's copy still checks
+        names = json.loads((folder / f"{theirs}_classnames.json").read_text())["imagenet1k"]
+        templates = json.loads((folder / f"{theirs}_zeroshot_classification_templates.json").read_text())["imagenet1k"]
+        assert len(got.names) == len(names) == 1000 and got.positions == list(range(1000))
+        for i, (a, b) in enumerate(zip(got.names, names)):
+            assert a == b, (i, a, b)
+        assert len(got.templates) == len(templates)
+        for a, b in zip(got.templates, templates):
+            assert a == b.replace("{c}", "{}")  # verbatim, duplicates kept (cn and it repeat some)
+
+
+def test_babel_names_and_templates_as_clip_benchmark_builds_them():
+    names_file, templates_file = multilingual("babel_imagenet.json"), multilingual("nllb_dist13b_prompts.json")
+    if not names_file.is_file():
+        pytest.skip("../shared/reference/multilingual is absent")
+    babel, nllb = json.loads(names_file.read_text()), json.loads(templates_file.read_text())
+    assert set(L.facts()["babel"]["name_languages"]) == {k.lower() for k in babel}
+    assert set(L.facts()["babel"]["template_languages"]) == {k.lower() for k in nllb}
+    for code, (idxs, names) in babel.items():
+        if code not in nllb:
+            with pytest.raises(PromptError, match="NLLB templates do not"):
+                L.babel_prompts(code.lower(), str(names_file), str(templates_file), None)
+            continue
+        got = L.babel_prompts(code.lower(), str(names_file), str(templates_file), None)
+        assert got.positions == idxs and got.names == names, code
+        # CLIP_benchmark: templates = [t.replace('{}', '{c}') ...], filled with .replace('{c}', name)
+        assert [t.replace("{}", "{c}") for t in got.templates] == [t.replace("{}", "{c}") for t in nllb[code]]
+        assert got.templates == nllb[code]  # verbatim: spacing and repeats
+    fr = L.babel_prompts("fr", str(names_file), str(templates_file), None)
+    assert len(fr.positions) == 799
+
+
+def test_babel_subset_and_labels_as_clip_benchmark(imagenet_root):
+    """Our dataset cut to French's 799 classes: the same images, in the same order, with the same remapped labels
+    as CLIP_benchmark's BabelImageNet on the same folder."""
+    names_file = multilingual("babel_imagenet.json")
+    if not names_file.is_file():
+        pytest.skip("../shared/reference/multilingual is absent")
+    from clip_benchmark.datasets.babel_imagenet import BabelImageNet
+
+    from zeroshot.data.readers import build_dataset
+    from zeroshot.data.subsets import keep_classes
+
+    idxs = json.loads(names_file.read_text())["FR"][0]
+    theirs = BabelImageNet(str(imagenet_root), idxs=idxs, split="val")
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        dcfg = compose("eval", overrides=["dataset=imagenet", f"dataset.root={imagenet_root}"]).dataset
+    full = build_dataset(dcfg)
+    ours = keep_classes(full, idxs, "test")
+    assert ours.n_images_left_out == 201
+    their_labels = [idxs.index(y) for _, y in theirs.samples]  # BabelImageNet.__getitem__'s remapping
+    assert their_labels == theirs.targets
+    assert [p for p, _ in ours.dataset.source.samples] == [p for p, _ in theirs.samples]
+    assert ours.dataset.listed_labels() == their_labels
+    assert ours.dataset.fingerprint()["digest"] != full.fingerprint()["digest"]
+
+
+# ---------------------------------------------------------------- a French run on 799 classes
+
+def test_french_run_scores_exactly_the_799_classes(tmp_path, imagenet_root, tiny_checkpoint, server, capfd):
+    names_file = multilingual("babel_imagenet.json")
+    if not names_file.is_file():
+        pytest.skip("../shared/reference/multilingual is absent")
+    from zeroshot.commands.evaluate import evaluate
+    from zeroshot.data.imagenet import wnid_lists
+
+    base, routes = server
+    routes["/mirror/babel_imagenet.json"] = (200, names_file.read_bytes(), None)
+    fr_idx, fr_names = json.loads(names_file.read_text())["FR"]
+    m = evaluate(cfg(tmp_path, tiny_checkpoint, "dataset=imagenet", f"dataset.root={imagenet_root}",
+                     "prompts.language=fr", f"prompts.babel_names={base}/mirror/babel_imagenet.json",
+                     "prompts.templates=['une photo de {}.']"))
+    assert m["n_images"] == 799 and m["n_classes"] == 799
+    assert m["language"] == "fr" and m["language_detail"]["language_source"] == "babel"
+    assert m["language_detail"]["n_images_left_out"] == 201 and m["language_detail"]["n_classes_left_out"] == 201
+    assert m["language_detail"]["names_sha256"] == L.facts()["babel"]["names_sha256"]
+    assert m["prompts"].startswith("imagenet") and "fr-babel" in m["prompts_label"]
+    err = capfd.readouterr().err
+    assert "model tiny-vit.pt: its text tower reads English only" in err  # named
+    assert "201 images of the other 201 classes left out" in err
+    wnids = wnid_lists()["imagenet"]
+    expected = {wnids[i]: name for i, name in zip(fr_idx, fr_names)}
+    preds = pd.read_csv(Path(m["run_dir"]) / "predictions.csv")
+    assert sorted(Path(p).parent.name for p in preds.path) == sorted(expected)
+    for path, label, name in zip(preds.path, preds.label, preds.label_name):
+        wnid = Path(path).parent.name
+        assert name == expected[wnid] and label == fr_idx.index(wnids.index(wnid))
+
+
+def test_english_default_unchanged():
+    assert L.language_prompts(prompts_cfg()) is None
+    assert L.language_prompts(prompts_cfg(language="en")) is None
+
+
+# ---------------------------------------------------------------- bad input
+
+def test_unknown_language_lists_the_available_ones():
+    with pytest.raises(PromptError, match=r"Unknown prompts.language='xx'.*Available: .*\bfr\b.*babel: "):
+        L.language_prompts(prompts_cfg(language="xx"))
+
+
+def test_source_without_the_language_says_which_sources_cover_which():
+    with pytest.raises(PromptError, match=r"clip_benchmark has no ImageNet class names in that language.*"
+                                          r"Source\(s\) with 'fr': babel.*clip_benchmark: ar, it, ja, zh"):
+        L.language_prompts(prompts_cfg(language="fr", language_source="clip_benchmark"))
+    with pytest.raises(PromptError, match="language_source='google' is not one of"):
+        L.language_prompts(prompts_cfg(language="fr", language_source="google"))
+
+
+def test_offline_first_fetch_names_the_url_and_the_local_copy(tmp_path):
+    p = prompts_cfg(language="de", babel_names="http://127.0.0.1:9/babel_imagenet.json")
+    with pytest.raises(PromptError, match=r"Could not fetch Babel-ImageNet's babel_imagenet.json from "
+                                          r"http://127.0.0.1:9/babel_imagenet.json .*prompts.babel_names=/path/to/babel_imagenet.json"):
+        L.language_prompts(p, tmp_path / "cache")
+
+
+def test_cn_and_jp_are_zh_and_ja():
+    assert L.language_prompts(prompts_cfg(language="cn")).language == "zh"
+    assert L.language_prompts(prompts_cfg(language="jp")).names == L.clip_benchmark_prompts("ja").names
