@@ -180,3 +180,76 @@ def test_offline_first_fetch_names_the_url_and_the_local_copy(tmp_path):
 def test_cn_and_jp_are_zh_and_ja():
     assert L.language_prompts(prompts_cfg(language="cn")).language == "zh"
     assert L.language_prompts(prompts_cfg(language="jp")).names == L.clip_benchmark_prompts("ja").names
+
+
+# ---------------------------------------------------------------- multilingual retrieval
+
+XM_CAPTIONS = {  # three scripts: Latin, Cyrillic, Han
+    "de": ["ein Flugzeug am Himmel", "ein rotes Auto", "ein kleiner Vogel", "eine Katze schläft", "ein Hirsch im Wald",
+           "ein Hund rennt", "ein grüner Frosch", "ein Pferd auf der Weide", "ein Schiff im Hafen", "ein großer Lastwagen"],
+    "ru": ["самолёт в небе", "красная машина", "маленькая птица", "кошка спит", "олень в лесу", "собака бежит",
+           "зелёная лягушка", "лошадь на лугу", "корабль в порту", "большой грузовик"],
+    "zh": ["天空中的飞机", "一辆红色的汽车", "一只小鸟", "一只睡觉的猫", "森林里的鹿", "一只奔跑的狗", "一只绿色的青蛙",
+           "草地上的马", "港口里的船", "一辆大卡车"],
+}
+
+
+@pytest.fixture(scope="module")
+def xm3600_root(tmp_path_factory):
+    """Google's Crossmodal-3600 layout (xm3600/captions.jsonl + xm3600/images/<key>.jpg), CIFAR-10 test JPEGs."""
+    cifar = shared_path("data", "cifar10-test")
+    root = tmp_path_factory.mktemp("xm3600")
+    (root / "xm3600" / "images").mkdir(parents=True)
+    lines = []
+    for i, cls in enumerate(sorted(p.name for p in cifar.iterdir())):
+        key = f"{i:016x}"
+        (root / "xm3600" / "images" / f"{key}.jpg").write_bytes((cifar / cls / "0000.jpg").read_bytes())
+        item = {"image/key": key, **{lang: {"caption": [caps[i], f"second {caps[i]}"]} for lang, caps in XM_CAPTIONS.items()}}
+        lines.append(json.dumps(item, ensure_ascii=False))
+    (root / "xm3600" / "captions.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+@pytest.mark.parametrize("language", sorted(XM_CAPTIONS))
+def test_crossmodal3600_equals_clip_benchmark_per_language(tmp_path, xm3600_root, tiny_checkpoint, language):
+    """`zeroshot retrieval dataset=crossmodal3600 dataset.language=L` against CLIP_benchmark's annotation file,
+    dataset, collate and zeroshot_retrieval.evaluate on the same weights."""
+    from clip_benchmark.datasets import crossmodal3600 as cm
+    from clip_benchmark.datasets.builder import get_dataset_collate_fn
+    from clip_benchmark.metrics import zeroshot_retrieval
+
+    import zeroshot
+    from zeroshot.commands.retrieval import run_retrieval
+
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        c = compose("retrieval", overrides=[f"model.checkpoint={tiny_checkpoint}", f"results_dir={tmp_path / 'r'}",
+                                            f"cache_dir={tmp_path / 'cache'}", "num_workers=0", "progress=false",
+                                            "dataset=crossmodal3600", f"dataset.root={xm3600_root}",
+                                            f"dataset.language={language}", "figures=false"])
+    ours = run_retrieval(c)
+    assert ours["language"] == language and ours["n_images"] == 10 and ours["n_captions"] == 10
+    assert ours["prompts_label"].startswith(f"captions-{language}#")
+
+    cb_root = tmp_path / "cb"
+    (cb_root).mkdir()
+    (cb_root / "xm3600").symlink_to(xm3600_root / "xm3600")
+    cm.create_annotation_file(str(cb_root), language)  # finds the images and captions: no download
+    model, preprocess = zeroshot.load(str(tiny_checkpoint), device="cpu")
+    ds = cm.Crossmodal3600(str(cb_root), str(cb_root / cm.OUTPUT_FILENAME_TEMPLATE.format(language)), transform=preprocess)
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, collate_fn=get_dataset_collate_fn("crossmodal3600"))
+    theirs = zeroshot_retrieval.evaluate(model, loader, zeroshot.get_tokenizer(model), "cpu", amp=False,
+                                         recall_k_list=[1, 5, 10])
+    for k in (1, 5, 10):
+        for side in ("image_retrieval", "text_retrieval"):
+            assert ours[f"{side}_recall@{k}"] == pytest.approx(theirs[f"{side}_recall@{k}"], abs=1e-6)  # theirs: float32, (side, k)
+
+
+def test_crossmodal3600_unknown_language_lists_the_available_ones(tmp_path, xm3600_root, tiny_checkpoint):
+    from zeroshot.commands.retrieval import run_retrieval
+    from zeroshot.errors import DatasetError
+
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        c = compose("retrieval", overrides=[f"model.checkpoint={tiny_checkpoint}", "dataset=crossmodal3600",
+                                            f"dataset.root={xm3600_root}", "dataset.language=xx"])
+    with pytest.raises(DatasetError, match=r"Unknown dataset.language='xx' for crossmodal3600. Available: ar, bn, .*, zh"):
+        run_retrieval(c)

@@ -66,6 +66,6 @@ def apply_language_to_model(model, language: str | None) -> None:
         return
     if language != "en" and not is_multilingual(model):
         label = getattr(getattr(model, "identity", None), "label", None) or getattr(model, "architecture", type(model).__name__)
-        log.warning("model %s: its text tower reads English only (nothing marks it multilingual), and the prompts are "
+        log.warning("model %s: its text tower reads English only (nothing marks it multilingual), and the text is "
                     "in %r: expect scores near chance. Multilingual towers: open_clip's xlm-roberta-*, nllb-clip-*, "
                     "*SigLIP-i18n*, *SigLIP2*", label, language)
