@@ -253,3 +253,125 @@ def test_crossmodal3600_unknown_language_lists_the_available_ones(tmp_path, xm36
                                             f"dataset.root={xm3600_root}", "dataset.language=xx"])
     with pytest.raises(DatasetError, match=r"Unknown dataset.language='xx' for crossmodal3600. Available: ar, bn, .*, zh"):
         run_retrieval(c)
+
+
+# ---------------------------------------------------------------- multilingual open_clip models, built here
+
+FLORES = ["eng_Latn", "fra_Latn", "deu_Latn", "rus_Cyrl", "zho_Hant", "ita_Latn"]
+CORPUS = [c for caps in XM_CAPTIONS.values() for c in caps] + ["une photo de {}", "a photo of a {}", "tanche", "poisson rouge"]
+
+
+def _local_tokenizer(kind: str):
+    """A small BPE trained here on CORPUS (no download), wrapped as NLLB's or as a plain fast tokenizer (XLM-R)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer, tok.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
+    specials = ["<s>", "<pad>", "</s>", "<unk>", *(FLORES if kind == "nllb" else []), "<mask>"]
+    tok.train_from_iterator(CORPUS * 3, trainers.BpeTrainer(vocab_size=400, special_tokens=specials))
+    common = dict(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+                  mask_token="<mask>")
+    if kind == "nllb":
+        from transformers import NllbTokenizerFast
+
+        return NllbTokenizerFast(src_lang="eng_Latn", additional_special_tokens=FLORES, **common)
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(**common)
+
+
+def _multilingual_openclip_folder(open_clip, root: Path, kind: str) -> Path:
+    """open_clip's Hub layout for a tiny NLLB-CLIP (M2M100 encoder, cls pooler) or XLM-R CLIP (mean pooler), random
+    weights, its text tower's HF config and the local tokenizer in the folder (open_clip reads local-dir: so)."""
+    from transformers import M2M100Config, XLMRobertaConfig
+
+    from conftest import save_openclip_folder
+
+    hf = root / f"{kind}-text-config"
+    tokenizer = _local_tokenizer(kind)
+    size = dict(vocab_size=len(tokenizer), max_position_embeddings=40, pad_token_id=1, bos_token_id=0, eos_token_id=2)
+    if kind == "nllb":
+        M2M100Config(d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
+                     encoder_ffn_dim=64, decoder_ffn_dim=64, **size).save_pretrained(hf)
+        text = {"hf_proj_type": "linear", "hf_pooler_type": "cls_pooler"}
+    else:
+        XLMRobertaConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, **size).save_pretrained(hf)
+        text = {"hf_pooler_type": "mean_pooler"}
+    text = {"hf_model_name": str(hf), "hf_tokenizer_name": str(hf), "context_length": 24, **text}
+    cfg = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 8}, "text_cfg": text}
+    torch.manual_seed(0)
+    model = open_clip.CustomTextCLIP(embed_dim=32, vision_cfg=cfg["vision_cfg"], text_cfg={**text, "hf_model_pretrained": False})
+    folder = save_openclip_folder(model.eval(), cfg, root / ("nllb-clip-tiny" if kind == "nllb" else "xlm-roberta-tiny"))
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def nllb_folder(open_clip, tmp_path_factory):
+    return _multilingual_openclip_folder(open_clip, tmp_path_factory.mktemp("nllb"), "nllb")
+
+
+@pytest.fixture(scope="module")
+def xlmr_folder(open_clip, tmp_path_factory):
+    return _multilingual_openclip_folder(open_clip, tmp_path_factory.mktemp("xlmr"), "xlmr")
+
+
+def test_nllb_language_code_reaches_its_tokenizer(nllb_folder):
+    import zeroshot
+    from zeroshot.models.languages import apply_language_to_model
+
+    model, _ = zeroshot.load(str(nllb_folder), device="cpu")
+    tok = zeroshot.get_tokenizer(model)
+    ids = tok.built().tokenizer.convert_tokens_to_ids
+    assert int(tok(["une photo"])[0, 0]) == ids("eng_Latn")  # the tokenizer's default
+    for language, code in (("fr", "fra_Latn"), ("de", "deu_Latn"), ("cn", "zho_Hant")):
+        apply_language_to_model(model, language)
+        assert model.text_language == code and int(tok(["une photo"])[0, 0]) == ids(code)  # and it stays set
+
+
+@pytest.mark.parametrize("language", ["de", "ru"])
+def test_nllb_clip_retrieval_in_two_languages_equals_clip_benchmark(tmp_path, nllb_folder, xm3600_root, language):
+    from clip_benchmark.datasets import crossmodal3600 as cm
+    from clip_benchmark.datasets.builder import get_dataset_collate_fn
+    from clip_benchmark.metrics import zeroshot_retrieval
+
+    import zeroshot
+    from zeroshot.commands.retrieval import run_retrieval
+    from zeroshot.models.languages import apply_language_to_model
+
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        c = compose("retrieval", overrides=[f"model.checkpoint={nllb_folder}", f"results_dir={tmp_path / 'r'}",
+                                            f"cache_dir={tmp_path / 'cache'}", "num_workers=0", "progress=false",
+                                            "dataset=crossmodal3600", f"dataset.root={xm3600_root}",
+                                            f"dataset.language={language}", "figures=false"])
+    ours = run_retrieval(c)
+    code = {"de": "deu_Latn", "ru": "rus_Cyrl"}[language]
+    assert ours["language"] == language and ours["text_language"] == code and ours["backend"] == "open_clip"
+
+    (tmp_path / "cb").mkdir()
+    (tmp_path / "cb" / "xm3600").symlink_to(xm3600_root / "xm3600")
+    cm.create_annotation_file(str(tmp_path / "cb"), language)
+    model, preprocess = zeroshot.load(str(nllb_folder), device="cpu")
+    apply_language_to_model(model, language)
+    ds = cm.Crossmodal3600(str(tmp_path / "cb"), str(tmp_path / "cb" / cm.OUTPUT_FILENAME_TEMPLATE.format(language)),
+                           transform=preprocess)
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, collate_fn=get_dataset_collate_fn("crossmodal3600"))
+    theirs = zeroshot_retrieval.evaluate(model, loader, zeroshot.get_tokenizer(model), "cpu", amp=False, recall_k_list=[1, 5])
+    for key in ("image_retrieval_recall@1", "text_retrieval_recall@1", "image_retrieval_recall@5", "text_retrieval_recall@5"):
+        assert ours[key] == pytest.approx(theirs[key], abs=1e-6), key
+
+
+def test_xlmr_clip_imagenet_in_two_languages(tmp_path, xlmr_folder, imagenet_root, capfd):
+    """An XLM-R open_clip model, random weights, a tokenizer built here: ImageNet in Italian (CLIP_benchmark's
+    1000 names) and in French (Babel-ImageNet's 799, a local copy), no English-only warning."""
+    names_file = multilingual("babel_imagenet.json")
+    from zeroshot.commands.evaluate import evaluate
+
+    it = evaluate(cfg(tmp_path, xlmr_folder, "dataset=imagenet", f"dataset.root={imagenet_root}", "prompts.language=it",
+                      "prompts.templates=['una foto di {}.']"))
+    fr = evaluate(cfg(tmp_path, xlmr_folder, "dataset=imagenet", f"dataset.root={imagenet_root}", "prompts.language=fr",
+                      f"prompts.babel_names={names_file}", "prompts.templates=['une photo de {}.']"))
+    assert (it["n_images"], it["language"], it["language_detail"]["language_source"]) == (1000, "it", "clip_benchmark")
+    assert (fr["n_images"], fr["language"], fr["language_detail"]["language_source"]) == (799, "fr", "babel")
+    assert it["prompts_hash"] != fr["prompts_hash"] and it["images_from_cache"] == 0 and fr["images_from_cache"] == 0
+    assert "English only" not in capfd.readouterr().err

@@ -66,6 +66,7 @@ def run_record(cfg: DictConfig, s: Setup, n_images: int, skipped: int) -> dict:
         "prompts": name, "prompts_hash": phash, "prompts_label": f"{name}#{phash[:8]}",
         # prompts.language: the language and its source (also in the prompts' name), what it left out
         "language": (s.language or {}).get("language"), "language_detail": s.language,
+        "text_language": getattr(s.model, "text_language", None),  # the code the tokenizer took (NLLB's FLORES-200)
         # the templates' text, so a report can tell one protocol from another (WaffleCLIP's baseline: one template)
         "templates": list(s.prompts.templates),
         "class_prompts": None if main is None else {"kind": main.kind, "seed": main.seed, **main.record,

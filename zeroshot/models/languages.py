@@ -33,15 +33,30 @@ def flores_code(language: str) -> str:
     return table[code]
 
 
-def language_setter(model):
-    """The text tokenizer's own language switch (NLLB: set_src_lang_special_tokens), or None."""
+def hf_tokenizer(model):
+    """The transformers tokenizer under the model's `tokenize` (open_clip's HFTokenizer, HFTokenize), or None."""
     tokenize = getattr(model, "tokenize", None)
     inner = getattr(tokenize, "built", lambda: tokenize)() if tokenize is not None else None
     for obj in (inner, getattr(inner, "tokenizer", None)):
-        fn = getattr(obj, "set_src_lang_special_tokens", None)
-        if callable(fn):
-            return fn
+        if callable(getattr(obj, "set_src_lang_special_tokens", None)):
+            return obj
     return None
+
+
+def set_source_language(tok, code: str) -> None:
+    """Make `tok` (NLLB's) prefix every text with `code`, and check that it does. transformers 5 re-applies its
+    `src_lang` on every call, so set_src_lang_special_tokens alone (what CLIP_benchmark's set_language and
+    open_clip's HFTokenizer.set_language call) is undone at the next call: the property is set where there is one."""
+    if code not in tok.get_vocab():
+        raise ConfigError(f"the text tokenizer has no language code {code!r} (NLLB's FLORES-200 codes): "
+                          "give another language, or its FLORES code")
+    if isinstance(getattr(type(tok), "src_lang", None), property):
+        tok.src_lang = code
+    else:
+        tok.set_src_lang_special_tokens(code)
+    probe = tok(["a"]).input_ids[0]
+    if tok.convert_tokens_to_ids(code) not in probe:
+        raise RuntimeError(f"setting the tokenizer's language to {code} did not reach its output ({probe})")
 
 
 def is_multilingual(model) -> bool:
@@ -57,10 +72,10 @@ def apply_language_to_model(model, language: str | None) -> None:
     """Set the tokenizer's language where it takes one; warn where the text tower is English-only."""
     if language is None:
         return
-    setter = language_setter(model)
-    if setter is not None:
+    tok = hf_tokenizer(model)
+    if tok is not None:
         code = flores_code(language)
-        setter(code)
+        set_source_language(tok, code)
         model.text_language = code
         log.info("text tokenizer language: %s (%s)", code, language)
         return
