@@ -375,3 +375,84 @@ def test_xlmr_clip_imagenet_in_two_languages(tmp_path, xlmr_folder, imagenet_roo
     assert (fr["n_images"], fr["language"], fr["language_detail"]["language_source"]) == (799, "fr", "babel")
     assert it["prompts_hash"] != fr["prompts_hash"] and it["images_from_cache"] == 0 and fr["images_from_cache"] == 0
     assert "English only" not in capfd.readouterr().err
+
+
+# ---------------------------------------------------------------- suites and the report
+
+def test_suite_entries_expand_to_every_language_and_reach_their_keys(tmp_path):
+    from zeroshot import suite
+    from zeroshot.prompts.languages import facts
+
+    entries = suite.expand_datasets(["mnist", "crossmodal3600:*", "xtd10:jp", "imagenet:*"])
+    assert entries[0] == "mnist" and "xtd10:jp" in entries
+    assert [e for e in entries if e.startswith("crossmodal3600:")] == [f"crossmodal3600:{x}" for x in
+                                                                       dataset_languages("crossmodal3600")]
+    imagenet = {e.split(":")[1] for e in entries if e.startswith("imagenet:")}
+    assert imagenet == set(facts()["clip_benchmark"]["files"]) | set(facts()["babel"]["template_languages"])
+    names = suite.write_pair_group(tmp_path, [("default", "crossmodal3600:de"), ("default", "imagenet:fr")])
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        # as suite.launch runs a retrieval pair: its dataset on the command line (retrieval.yaml overrides the group)
+        r = compose("retrieval", overrides=["dataset=crossmodal3600", f"+pair={names[0]}",
+                                            f"hydra.searchpath=[file://{tmp_path}]"])
+        e = compose("eval", overrides=[f"+pair={names[1]}", f"hydra.searchpath=[file://{tmp_path}]"])
+    assert (r.dataset.name, r.dataset.language) == ("crossmodal3600", "de")
+    assert (e.dataset.name, e.prompts.language) == ("imagenet", "fr")
+
+
+def dataset_languages(name: str) -> list[str]:
+    import yaml
+
+    return [str(x) for x in yaml.safe_load((REPO / "configs" / "dataset" / f"{name}.yaml").read_text())["languages"]]
+
+
+def test_report_groups_runs_by_language(tmp_path, xm3600_root, imagenet_root, tiny_checkpoint):
+    from zeroshot.commands.evaluate import evaluate
+    from zeroshot.commands.retrieval import run_retrieval
+    from zeroshot.report.build import build_report
+
+    results = tmp_path / "results"
+    runs = {}
+    for language in ("de", "zh"):
+        with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+            c = compose("retrieval", overrides=[f"model.checkpoint={tiny_checkpoint}", f"results_dir={results}",
+                                                f"cache_dir={tmp_path / 'cache'}", "num_workers=0", "progress=false",
+                                                "dataset=crossmodal3600", f"dataset.root={xm3600_root}",
+                                                f"dataset.language={language}"])
+        runs[language] = run_retrieval(c)
+    it = evaluate(cfg(tmp_path, tiny_checkpoint, "dataset=imagenet", f"dataset.root={imagenet_root}", "prompts.language=it",
+                      "prompts.templates=['una foto di {}.']"))
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        rc = compose("report", overrides=[f"inputs=[{results}]", f"output_dir={tmp_path / 'reports'}"])
+    out = build_report(rc)
+    table = pd.DataFrame(out["multilingual"]).set_index("language")
+    assert list(table.index) == ["de", "it", "zh", "average"]
+    for language in ("de", "zh"):
+        assert table.loc[language, "crossmodal3600 mean_recall@1"] == pytest.approx(100 * runs[language]["mean_recall@1"])
+    assert table.loc["it", "imagenet top1"] == pytest.approx(100 * it["top1"])
+    assert table.loc["average", "crossmodal3600 mean_recall@1"] == pytest.approx(
+        50 * (runs["de"]["mean_recall@1"] + runs["zh"]["mean_recall@1"]))
+    assert table.loc["average", "n_languages"] == 3
+    md = (Path(out["report_dir"]) / "report.md").read_text()
+    assert "## Multilingual" in md and "| average (3 languages) |" in md
+
+
+def test_published_multilingual_retrieval_beside_a_comparable_run():
+    from zeroshot.report.multilingual import PUBLISHED_MULTILINGUAL, multilingual_table
+
+    pub = pd.read_csv(PUBLISHED_MULTILINGUAL)
+    release = "xlm-roberta-base-ViT-B-32/laion5b_s13b_b90k"
+    row = {"model": "xlmr", "model_release": release, "checkpoint_sha256": "a" * 64, "date": "1", "mean_recall@1": 0.5}
+    frame = pd.DataFrame([{**row, "dataset": "xtd10", "language": "ja", "dataset_language": "jp", "comparable": True},
+                          {**row, "dataset": "crossmodal3600", "language": "ja", "dataset_language": "ja", "comparable": True},
+                          {**row, "dataset": "crossmodal3600", "language": "de", "dataset_language": "de", "comparable": False}])
+    t = multilingual_table(None, frame).set_index("language")
+
+    def published(dataset, language):
+        hit = pub[(pub.release == release) & (pub.dataset == dataset) & (pub.language == language)]
+        return float(hit["mean_recall@1"].iloc[0])
+
+    assert t.loc["ja", "xtd10 mean_recall@1 published"] == published("multilingual_mscoco", "jp")  # the same data
+    assert t.loc["ja", "crossmodal3600 mean_recall@1 published"] == published("crossmodal3600", "ja")
+    assert pd.isna(t.loc["de", "crossmodal3600 mean_recall@1 published"])  # not the whole benchmark: no number
+    # open_clip's own table: its mean_recall@1 is the mean of the two recall@1 columns
+    assert (pub["mean_recall@1"] - (pub["image_retrieval_recall@1"] + pub["text_retrieval_recall@1"]) / 2).abs().max() < 0.006

@@ -166,13 +166,19 @@ def launch(cfg: DictConfig, pairs: list[tuple[str, str]]) -> int:
     results = suite_results(cfg)
     pairs_dir = results / ".pairs" / time.strftime("%Y-%m-%d_%H-%M-%S")
     names = write_pair_group(pairs_dir, pairs)
-    by_task: dict[str, list[str]] = {}
+    by_task: dict[tuple[str, str | None], list[str]] = {}
     for name, (_, dataset) in zip(names, pairs):
-        by_task.setdefault(task_of(split_entry(dataset)[0]), []).append(name)
+        dataset_name = split_entry(dataset)[0]
+        task = task_of(dataset_name)
+        # retrieval.yaml's own `override dataset: flickr30k` wins over a pair file's: its jobs get the dataset on
+        # the command line, one multirun per dataset
+        by_task.setdefault((task, dataset_name if task == "retrieval" else None), []).append(name)
     code = 0
-    for task, group in by_task.items():
+    for (task, dataset_name), group in by_task.items():
         cmd = [sys.executable, "-m", "zeroshot", JOB_COMMANDS[task], "-m", f"+pair={','.join(group)}",
                f"hydra.searchpath=[file://{pairs_dir.resolve()}]", *pair_overrides(cfg)]
+        if dataset_name:
+            cmd.insert(5, f"dataset={dataset_name}")
         if LAUNCHERS[launcher]:
             cmd += [f"hydra/launcher={LAUNCHERS[launcher]}", *cfg.launcher_overrides]
         log.info("suite %s: launching %d %s jobs (%s launcher)", cfg.suite.name, len(group), task, launcher)
