@@ -158,13 +158,15 @@ def test_english_default_unchanged():
 # ---------------------------------------------------------------- bad input
 
 def test_unknown_language_lists_the_available_ones():
-    with pytest.raises(PromptError, match=r"Unknown prompts.language='xx'.*Available: .*\bfr\b.*babel: "):
+    with pytest.raises(PromptError, match=r"Unknown prompts.language='xx' for ImageNet. Available: af, .*\bfr\b.*zh "
+                                          r"\(clip_benchmark names ar, it, ja, zh; babel names every one\)"):
         L.language_prompts(prompts_cfg(language="xx"))
 
 
 def test_source_without_the_language_says_which_sources_cover_which():
     with pytest.raises(PromptError, match=r"clip_benchmark has no ImageNet class names in that language.*"
-                                          r"Source\(s\) with 'fr': babel.*clip_benchmark: ar, it, ja, zh"):
+                                          r"Source\(s\) with 'fr': babel.*clip_benchmark names ar, it, ja, zh; "
+                                          r"babel names 93 languages \(af, "):
         L.language_prompts(prompts_cfg(language="fr", language_source="clip_benchmark"))
     with pytest.raises(PromptError, match="language_source='google' is not one of"):
         L.language_prompts(prompts_cfg(language="fr", language_source="google"))

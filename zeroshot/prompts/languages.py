@@ -75,7 +75,9 @@ def coverage() -> dict[str, list[str]]:
 
 
 def coverage_line() -> str:
-    return "; ".join(f"{src}: {', '.join(langs)}" for src, langs in coverage().items())
+    cov = coverage()
+    return (f"clip_benchmark names {', '.join(cov['clip_benchmark'])}; babel names {len(cov['babel'])} languages "
+            f"({', '.join(cov['babel'])})")
 
 
 def pick_source(language: str, source: str) -> str:
@@ -197,9 +199,11 @@ def language_prompts(p, cache_root=None) -> LanguagePrompts | None:
     if language == "en" and source in ("auto", "clip_benchmark"):
         return None  # the prompt set's own English names and templates
     all_known = set(coverage()["clip_benchmark"]) | set(coverage()["babel"]) | {"en"}
+    missing = all_known - set(coverage()["babel"])
     if language not in all_known:
         raise PromptError(f"Unknown prompts.language={p.language!r} for ImageNet. Available: {', '.join(sorted(all_known))} "
-                          f"(by source: {coverage_line()})")
+                          f"(clip_benchmark names {', '.join(coverage()['clip_benchmark'])}; babel names "
+                          f"{'all but ' + ', '.join(sorted(missing)) if missing else 'every one'})")
     source = pick_source(language, source)
     if source == "clip_benchmark":
         out = clip_benchmark_prompts(language)
