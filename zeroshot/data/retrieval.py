@@ -186,9 +186,18 @@ def multilingual_captions(cfg, root: Path, language: str) -> tuple[list[str], li
         return [_resolve(root, p) for p in data["image_paths"]], [[str(t).strip()] for t in data["annotations"]], str(annotation)
     jsonl = root / str(cfg.captions_jsonl) if cfg.get("captions_jsonl") else None
     if jsonl is not None and jsonl.is_file():
-        items = [json.loads(line) for line in jsonl.read_text(encoding="utf-8").splitlines() if line.strip()]
+        try:
+            items = [json.loads(line) for line in jsonl.read_text(encoding="utf-8").splitlines() if line.strip()]
+            keys = [item["image/key"] for item in items]
+        except (ValueError, KeyError, TypeError) as e:
+            raise DatasetError(f"{jsonl} is not Crossmodal-3600's captions.jsonl (one JSON a line with \"image/key\"): "
+                               f"{type(e).__name__}: {e}") from None
+        lacking = [k for k, item in zip(keys, items) if not (item.get(language) or {}).get("caption")]
+        if lacking:
+            raise DatasetError(f"{jsonl}: {len(lacking)} of its {len(items)} images have no {language!r} caption "
+                               f"(first: {lacking[0]}): is it the whole captions.jsonl?")
         images = root / str(cfg.images)
-        paths = [str(images / f"{item['image/key']}.jpg") for item in items]
+        paths = [str(images / f"{k}.jpg") for k in keys]
         return paths, [[item[language]["caption"][0].strip()] for item in items], str(jsonl)
     index = root / str(cfg.index_file) if cfg.get("index_file") else None
     captions = root / str(cfg.captions_file).format(language=language) if cfg.get("captions_file") else None
