@@ -458,3 +458,38 @@ def test_published_multilingual_retrieval_beside_a_comparable_run():
     assert pd.isna(t.loc["de", "crossmodal3600 mean_recall@1 published"])  # not the whole benchmark: no number
     # open_clip's own table: its mean_recall@1 is the mean of the two recall@1 columns
     assert (pub["mean_recall@1"] - (pub["image_retrieval_recall@1"] + pub["text_retrieval_recall@1"]) / 2).abs().max() < 0.006
+
+
+def test_a_shift_keeps_its_classes_that_the_language_names(tmp_path):
+    """ImageNet-R in French: its 200 wnids at their ImageNet positions, kept where Babel-ImageNet's French names
+    them, in ImageNet-R's label order; no model needed."""
+    names_file = multilingual("babel_imagenet.json")
+    from zeroshot.data.imagenet import subset_positions, wnid_lists
+    from zeroshot.data.readers import build_dataset
+    from zeroshot.pipeline import apply_language
+    from zeroshot.prompts.sets import PromptSet
+
+    wnids = sorted(wnid_lists()["imagenet_r"])
+    for w in wnids:
+        (tmp_path / "imagenet-r" / w).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / "imagenet-r" / w / "0.png")
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        c = compose("eval", overrides=["dataset=imagenet_r", f"dataset.root={tmp_path}", "prompts.language=fr",
+                                       f"prompts.babel_names={names_file}",
+                                       f"prompts.babel_templates={multilingual('nllb_dist13b_prompts.json')}"])
+    lang = L.language_prompts(c.prompts)
+    ds, pset, names, record = apply_language(c, build_dataset(c.dataset), PromptSet("imagenet", ["{}"]), lang)
+    fr = dict(zip(lang.positions, lang.names))
+    kept = [(w, p) for w, p in zip(wnids, subset_positions("imagenet_r")) if p in fr]
+    assert 0 < len(kept) < 200 and record["n_classes_left_out"] == 200 - len(kept) == record["n_images_left_out"]
+    assert names == [fr[p] for _, p in kept] and pset.name == "imagenet-fr-babel"
+    assert [Path(p).parent.name for p, _ in ds.source.samples] == [w for w, _ in kept]
+    assert ds.listed_labels() == list(range(len(kept)))
+    objectnet = compose_prompts_on("objectnet")
+    with pytest.raises(PromptError, match="applies to ImageNet and its shifts"):
+        apply_language(objectnet, None, PromptSet("x", ["{}"]), lang)
+
+
+def compose_prompts_on(dataset: str):
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        return compose("eval", overrides=[f"dataset={dataset}", "prompts.language=fr"])
