@@ -137,7 +137,11 @@ def test_french_run_scores_exactly_the_799_classes(tmp_path, imagenet_root, tiny
     assert m["language"] == "fr" and m["language_detail"]["language_source"] == "babel"
     assert m["language_detail"]["n_images_left_out"] == 201 and m["language_detail"]["n_classes_left_out"] == 201
     assert m["language_detail"]["names_sha256"] == L.facts()["babel"]["names_sha256"]
-    assert m["prompts"].startswith("imagenet") and "fr-babel" in m["prompts_label"]
+    assert m["prompts"] == "imagenet_custom-fr-babel" and m["prompts_label"].startswith("imagenet_custom-fr-babel#")
+    from zeroshot.prompts.sets import prompts_hash
+    from zeroshot.record import language_hash
+
+    assert m["prompts_hash"] == language_hash(prompts_hash(fr_names, ["une photo de {}."]), "fr", "babel")
     err = capfd.readouterr().err
     assert "model tiny-vit.pt: its text tower reads English only" in err  # named
     assert "201 images of the other 201 classes left out" in err

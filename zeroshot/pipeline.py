@@ -169,8 +169,7 @@ def apply_language(cfg: DictConfig, dataset: EvalDataset, pset: PromptSet, lang:
     classnames = [named[positions[k]] for k in kept]
     log.info("%s: names %d of %s's %d classes; %d images of the other %d classes left out", why, len(kept), d.name,
              len(positions), left, len(positions) - len(kept))
-    base = pset.name.removesuffix("_custom") if not p.get("templates") else pset.name
-    out = PromptSet(f"{base}-{lang.tag}", lang.templates, classnames, lang.origin.get("names_from", lang.source))
+    out = PromptSet(f"{pset.name}-{lang.tag}", lang.templates, classnames, lang.origin.get("names_from", lang.source))
     record = {**lang.record(), "n_classes_left_out": len(positions) - len(kept), "n_images_left_out": left}
     return (cut.dataset if cut else dataset), out, classnames, record
 
