@@ -21,7 +21,7 @@ class ClassSubset(Dataset):
     """(image, new label) for the source's images at `indices`; paths, names and fingerprint parts carried over."""
 
     def __init__(self, source: Dataset, indices: list[int], labels: list[int], paths: list[str] | None, kept: list[int]):
-        self.source, self.indices, self.new_labels, self.kept = source, indices, labels, kept
+        self.source, self.indices, self.labels, self.kept = source, indices, labels, kept
         self.root = getattr(source, "root", None)
         if paths is not None:  # fingerprint.samples_of reads (path, label) pairs from here
             self.samples = [(paths[i], y) for i, y in zip(indices, labels)]
@@ -36,7 +36,7 @@ class ClassSubset(Dataset):
 
     def __getitem__(self, index: int):
         image, _ = self.source[self.indices[index]]
-        return image, self.new_labels[index]
+        return image, self.labels[index]
 
 
 def subset_digest(values: list[int]) -> str:
