@@ -16,6 +16,7 @@ from zeroshot.classifier import build_class_classifier, build_classifier, tokeni
 from zeroshot.data.base import EvalDataset, available_cores
 from zeroshot.data.imagenet import IMAGENET_CLASSES, subset_positions
 from zeroshot.data.readers import build_dataset
+from zeroshot.data.subsets import keep_classes
 from zeroshot.errors import ConfigError, DatasetError, PromptError
 from zeroshot.features.cache import Features, ImageFeatureCache, TextCache, model_key
 from zeroshot.log import log, plural
@@ -25,6 +26,7 @@ from zeroshot.models.sources import check_name
 from zeroshot.models.transforms import transform_spec
 from zeroshot.paths import default_cache_dir
 from zeroshot.prompts.class_sets import resolve_class_prompt_sets
+from zeroshot.prompts.languages import LanguagePrompts, language_prompts
 from zeroshot.prompts.sets import PromptSet, load_prompt_set, read_classnames
 from zeroshot.settings import check_settings
 
@@ -132,6 +134,56 @@ def check_shipped_order(dataset: str, names: list[str], shipped: list[str], orig
         log.info("note: label %d of %s is %r in the webdataset, prompted as %r (%s)", i, dataset, b, a, origin)
 
 
+IMAGENET_FAMILY = ("imagenet", "wnid_folders", "imagenetv2")  # dataset kinds labelled by ImageNet's classes
+
+
+def imagenet_positions(d: DictConfig) -> list[int]:
+    """Each label of an ImageNet-family dataset as an ImageNet label index (its shifts' subsets at their wnids)."""
+    if d.kind not in IMAGENET_FAMILY:
+        raise PromptError(f"prompts.language names ImageNet's classes: it applies to ImageNet and its shifts "
+                          f"(imagenet, imagenetv2, imagenet_sketch, imagenet_a, imagenet_r, imagenet_o), not to dataset "
+                          f"{d.name!r}. For another dataset give names in that language: dataset.classnames=FILE and "
+                          "prompts.templates='[...]'")
+    if d.get("subset") and d.subset != "imagenet":
+        return subset_positions(d.subset)
+    return list(range(IMAGENET_CLASSES))
+
+
+def apply_language(cfg: DictConfig, dataset: EvalDataset, pset: PromptSet, lang: LanguagePrompts):
+    """The dataset cut to the classes `lang` names (relabelled in the dataset's order), its names and templates.
+
+    Returns (dataset, prompt set, class names, the record of the language and of what was left out)."""
+    p, d = cfg.prompts, cfg.dataset
+    clash = [k for k in ("file", "template_set") if p.get(k)] + (["dataset.classnames"] if d.get("classnames") else [])
+    if clash:
+        raise PromptError(f"prompts.language={p.language} brings its own class names and templates: drop "
+                          f"{', '.join(clash)} (prompts.templates=[...] replaces the language's templates)")
+    positions = imagenet_positions(d)
+    if dataset.classes and len(dataset.classes) != len(positions):
+        raise PromptError(f"dataset {d.name!r} holds {len(dataset.classes)} classes, expected {len(positions)}")
+    named = dict(zip(lang.positions, lang.names))
+    kept = [k for k, pos in enumerate(positions) if pos in named]
+    if not kept:
+        raise PromptError(f"{lang.source} names none of dataset {d.name!r}'s {len(positions)} classes in {lang.language!r}")
+    why = f"prompts.language={lang.language} ({lang.source})"
+    cut = keep_classes(dataset, kept, why) if len(kept) < len(positions) else None
+    left = len(dataset) - len(cut.dataset) if cut else 0
+    classnames = [named[positions[k]] for k in kept]
+    log.info("%s: names %d of %s's %d classes; %d images of the other %d classes left out", why, len(kept), d.name,
+             len(positions), left, len(positions) - len(kept))
+    out = PromptSet(f"{pset.name}-{lang.tag}", lang.templates, classnames, lang.origin.get("names_from", lang.source))
+    record = {**lang.record(), "n_classes_left_out": len(positions) - len(kept), "n_images_left_out": left}
+    return (cut.dataset if cut else dataset), out, classnames, record
+
+
+def set_text_language(model, language: str | None) -> None:
+    """Tell the text tower's tokenizer the run's language where it takes one (NLLB's FLORES-200 code), and warn
+    where the tower reads English only."""
+    from zeroshot.models.languages import apply_language_to_model
+
+    apply_language_to_model(model, language)
+
+
 def load_configured_model(m: DictConfig, device: torch.device, precision: str, cache_dir):
     """The model a `configs/model/*.yaml` (plus overrides) names: model.checkpoint, else model.name."""
     preprocess = OmegaConf.to_container(m.preprocess, resolve=True) if m.get("preprocess") else {}
@@ -143,7 +195,8 @@ def load_configured_model(m: DictConfig, device: torch.device, precision: str, c
 def feature_key(model, dataset: EvalDataset, split: str) -> dict:
     """Everything that determines the image features: the weights as built, the pixels, and which images."""
     fp = dataset.fingerprint()
-    return {**model_key(model), "preprocess": transform_spec(model.transform), "dataset_fingerprint": fp["digest"],
+    image_side = {k: v for k, v in model_key(model).items() if k != "text_language"}  # a tokenizer setting
+    return {**image_side, "preprocess": transform_spec(model.transform), "dataset_fingerprint": fp["digest"],
             "split": split, "n_images": len(dataset)}
 
 
@@ -159,6 +212,7 @@ class Setup:
     precision: str
     cache_root: Path | None
     class_prompts: dict | None = None  # class_prompt_sets.resolve_class_prompt_sets: descriptions, WaffleCLIP sets
+    language: dict | None = None  # prompts.language: the language, its source, the classes and images left out
 
     @property
     def main_class_prompts(self):
@@ -192,12 +246,18 @@ def prepare(cfg: DictConfig) -> Setup:
     # under torchrun a download or an unpack happens once per node (local rank 0), while the others wait
     dataset = dist.local_rank_zero_first(lambda: build_dataset(cfg.dataset, None, cfg.skip_bad_images))
     pset = resolve_prompts(cfg, dataset)
-    classnames = resolve_classnames(cfg, pset, dataset)
+    lang = language_prompts(cfg.prompts, cache_root(cfg))
+    language = None
+    if lang is None:
+        classnames = resolve_classnames(cfg, pset, dataset)
+    else:  # names and templates in another language: only the classes it names, and their images
+        dataset, pset, classnames, language = apply_language(cfg, dataset, pset, lang)
     dataset.check_labels(len(classnames))
     # a descriptions file is read and mapped onto the label order before the model loads: a bad key fails first
     class_sets = resolve_class_prompt_sets(cfg.prompts, classnames, pset.templates, cache_root(cfg))
     model = load_for(cfg, dataset, device, precision)
-    return Setup(model, dataset, pset, classnames, device, precision, cache_root(cfg), class_sets)
+    set_text_language(model, language["language"] if language else None)
+    return Setup(model, dataset, pset, classnames, device, precision, cache_root(cfg), class_sets, language)
 
 
 def loader_policy(cfg: DictConfig, device: torch.device) -> tuple[int, str]:

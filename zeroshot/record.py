@@ -53,6 +53,8 @@ def run_record(cfg: DictConfig, s: Setup, n_images: int, skipped: int) -> dict:
     name, main = s.prompts.name, s.main_class_prompts
     if main is not None:  # class-specific prompts: their own identity (texts, mode, pattern, combination, aggregation)
         name, phash = main.name, main.digest
+    if s.language and s.language.get("language_source"):  # prompts.language: the language and its source too
+        phash = language_hash(phash, s.language["language"], s.language["language_source"])
     return {
         "model": ident.label, "model_release": ident.release, "architecture": ident.architecture,
         "activation": ident.activation, "activation_from": ident.activation_from, "backend": ident.backend,
@@ -64,12 +66,21 @@ def run_record(cfg: DictConfig, s: Setup, n_images: int, skipped: int) -> dict:
         "benchmark": OmegaConf.to_container(bench, resolve=True) if bench else None,
         "comparable": comparable, "not_comparable_reason": why,
         "prompts": name, "prompts_hash": phash, "prompts_label": f"{name}#{phash[:8]}",
+        # prompts.language: the language and its source (also in the prompts' name), what it left out
+        "language": (s.language or {}).get("language"), "language_detail": s.language,
+        "text_language": getattr(s.model, "text_language", None),  # the code the tokenizer took (NLLB's FLORES-200)
         # the templates' text, so a report can tell one protocol from another (WaffleCLIP's baseline: one template)
         "templates": list(s.prompts.templates),
         "class_prompts": None if main is None else {"kind": main.kind, "seed": main.seed, **main.record,
                                                     "n_prompts": sum(map(len, main.prompts))},
         "precision": s.precision, "device": str(s.device), "world_size": dist.world_size(), "versions": versions(),
     }
+
+
+def language_hash(phash: str, language: str, source: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(f"{phash} language={language} source={source}".encode()).hexdigest()
 
 
 def model_slug(ident) -> str:

@@ -54,6 +54,42 @@ def pair_overrides(cfg: DictConfig) -> list[str]:
             *cfg.suite.overrides, *cfg.eval_overrides]
 
 
+def split_entry(entry: str) -> tuple[str, str | None]:
+    """A suite's dataset entry: `name`, or `name:language` (retrieval: dataset.language; classification:
+    prompts.language)."""
+    name, _, language = str(entry).partition(":")
+    return name, language or None
+
+
+def language_override(entry: str) -> list[str]:
+    name, language = split_entry(entry)
+    if language is None:
+        return []
+    return [f"{'dataset' if task_of(name) == 'retrieval' else 'prompts'}.language={language}"]
+
+
+def expand_datasets(entries) -> list[str]:
+    """`name:*` -> one entry per language the dataset config lists (`languages`), in its order."""
+    import yaml
+
+    out = []
+    for entry in entries:
+        name, language = split_entry(entry)
+        if language != "*":
+            out.append(str(entry))
+            continue
+        languages = (yaml.safe_load((CONFIGS / "dataset" / f"{name}.yaml").read_text()) or {}).get("languages")
+        if not languages and task_of(name) == "classification":  # ImageNet: every language with names and templates
+            from zeroshot.paths import REFERENCE
+
+            facts = json.loads((REFERENCE / "multilingual.json").read_text(encoding="utf-8"))
+            languages = sorted(set(facts["clip_benchmark"]["files"]) | set(facts["babel"]["template_languages"]))
+        if not languages:
+            raise ConfigError(f"suite entry {entry!r}: dataset {name!r} lists no languages (its config's `languages`)")
+        out += [f"{name}:{lang}" for lang in languages]
+    return out
+
+
 def check_pairs(cfg: DictConfig) -> tuple[list[tuple[str, str]], list[dict]]:
     """(runnable pairs, skipped pairs with the reason), without loading any model or encoding anything."""
     from zeroshot.data.readers import build_dataset
@@ -64,8 +100,9 @@ def check_pairs(cfg: DictConfig) -> tuple[list[tuple[str, str]], list[dict]]:
     model_problem: dict[str, str | None] = {}
     with _composer() as compose:
         for model in cfg.suite.models:
-            for dataset in cfg.suite.datasets:
-                c = compose("eval", overrides=[f"model={model}", f"dataset={dataset}", *pair_overrides(cfg)])
+            for dataset in expand_datasets(cfg.suite.datasets):
+                c = compose("eval", overrides=[f"model={model}", f"dataset={split_entry(dataset)[0]}",
+                                               *pair_overrides(cfg), *language_override(dataset)])
                 if model not in model_problem:
                     try:
                         check_name(c.model.get("checkpoint") or c.model.name)
@@ -102,8 +139,14 @@ def write_pair_group(folder: Path, pairs: list[tuple[str, str]]) -> list[str]:
     names = []
     for i, (model, dataset) in enumerate(pairs):
         name = f"p{i:04d}"
+        dataset_name, language = split_entry(dataset)
+        body = ""
+        if language:  # a language entry: the key its task reads (language_override)
+            key, value = language_override(dataset)[0].split("=", 1)
+            body = f"{key.split('.')[0]}:\n  language: {json.dumps(value)}\n"
         (group / f"{name}.yaml").write_text(f"# @package _global_\n# {model} x {dataset}\ndefaults:\n"
-                                             f"  - override /model: {model}\n  - override /dataset: {dataset}\n")
+                                             f"  - override /model: {model}\n  - override /dataset: {dataset_name}\n"
+                                             f"  - _self_\n{body}")
         names.append(name)
     return names
 
@@ -127,13 +170,19 @@ def launch(cfg: DictConfig, pairs: list[tuple[str, str]]) -> int:
     results = suite_results(cfg)
     pairs_dir = results / ".pairs" / time.strftime("%Y-%m-%d_%H-%M-%S")
     names = write_pair_group(pairs_dir, pairs)
-    by_task: dict[str, list[str]] = {}
+    by_task: dict[tuple[str, str | None], list[str]] = {}
     for name, (_, dataset) in zip(names, pairs):
-        by_task.setdefault(task_of(dataset), []).append(name)
+        dataset_name = split_entry(dataset)[0]
+        task = task_of(dataset_name)
+        # retrieval.yaml's own `override dataset: flickr30k` wins over a pair file's: its jobs get the dataset on
+        # the command line, one multirun per dataset
+        by_task.setdefault((task, dataset_name if task == "retrieval" else None), []).append(name)
     code = 0
-    for task, group in by_task.items():
+    for (task, dataset_name), group in by_task.items():
         cmd = [sys.executable, "-m", "zeroshot", JOB_COMMANDS[task], "-m", f"+pair={','.join(group)}",
                f"hydra.searchpath=[file://{pairs_dir.resolve()}]", *pair_overrides(cfg)]
+        if dataset_name:
+            cmd.insert(5, f"dataset={dataset_name}")
         if LAUNCHERS[launcher]:
             cmd += [f"hydra/launcher={LAUNCHERS[launcher]}", *cfg.launcher_overrides]
         log.info("suite %s: launching %d %s jobs (%s launcher)", cfg.suite.name, len(group), task, launcher)

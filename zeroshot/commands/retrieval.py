@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from zeroshot import distributed as dist
 from zeroshot import suite, trackers
 from zeroshot.classifier import encode_prompts
-from zeroshot.data.retrieval import build_retrieval_dataset, caption_lists
+from zeroshot.data.retrieval import build_retrieval_dataset, caption_lists, dataset_language
 from zeroshot.metrics.retrieval import retrieve
 from zeroshot.pipeline import (
     Setup,
@@ -30,8 +30,10 @@ from zeroshot.pipeline import (
     image_features,
     load_for,
     runtime,
+    set_text_language,
     text_cache,
 )
+from zeroshot.prompts.languages import canonical
 from zeroshot.prompts.sets import PromptSet
 from zeroshot.record import make_run_dir, run_dir_base, run_record, write_json
 
@@ -52,8 +54,15 @@ def prepare(cfg: DictConfig) -> RetrievalSetup:
     dataset = dist.local_rank_zero_first(lambda: build_retrieval_dataset(cfg.dataset, cfg.skip_bad_images))
     model = load_for(cfg, dataset, device, precision)
     captions = caption_lists(dataset)
-    pset = PromptSet("captions", [], [], f"the captions of {cfg.dataset.name}")
-    return RetrievalSetup(model, dataset, pset, [], device, precision, cache_root(cfg), captions=captions)
+    language = None
+    if cfg.dataset.get("languages"):  # a multilingual set: the captions' language, as zeroshot records languages
+        code = dataset_language(cfg.dataset)
+        language = {"language": canonical(code), "dataset_language": code}
+        set_text_language(model, language["language"])
+    name = f"captions-{language['language']}" if language else "captions"
+    pset = PromptSet(name, [], [], f"the captions of {cfg.dataset.name}")
+    return RetrievalSetup(model, dataset, pset, [], device, precision, cache_root(cfg), language=language,
+                          captions=captions)
 
 
 def encode_captions(cfg: DictConfig, s: RetrievalSetup, progress: bool) -> torch.Tensor:
@@ -79,7 +88,8 @@ def run_retrieval(cfg: DictConfig) -> dict:
     record = None
     if dist.is_main():
         record = run_record(cfg, s, len(feats.labels), feats.skipped)
-        record.update(prompts="captions", prompts_hash=chash, prompts_label=f"captions#{chash[:8]}", captions_hash=chash)
+        record.update(prompts=s.prompts.name, prompts_hash=chash, prompts_label=f"{s.prompts.name}#{chash[:8]}",
+                      captions_hash=chash)
     run_dir = dist.broadcast_object(make_run_dir(run_dir_base(cfg, s, record)) if dist.is_main() else None)
     if not dist.is_main():
         return {"run_dir": str(run_dir)}

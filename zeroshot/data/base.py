@@ -52,20 +52,24 @@ class EvalDataset(Dataset):
         (VOC 2007 multi-label) and "metadata" [N, F] (WILDS and fairness groups), where the source has them."""
         return self.source.targets() if hasattr(self.source, "targets") and callable(self.source.targets) else {}
 
+    def listed_labels(self) -> list[int] | None:
+        """Every image's label where the source lists them without decoding any image, else None."""
+        if self.labels is not None:
+            return self.labels
+        for attr in ("targets", "labels", "_labels"):
+            values = getattr(self.source, attr, None)
+            if isinstance(values, (list, tuple)) or hasattr(values, "tolist"):
+                values = list(values.tolist() if hasattr(values, "tolist") else values)
+                if len(values) == len(self) and all(isinstance(v, int) for v in values[:1]):
+                    return values
+        if hasattr(self.source, "samples") and hasattr(self.source, "name_of"):
+            return [s.label for s in self.source.samples]
+        return None
+
     def check_labels(self, n_classes: int) -> None:
         """Every label the source lists must be a class: an out-of-range one would surface later as a numpy
         reshape error in the metrics, naming nothing. Sources that list no labels are checked as images arrive."""
-        labels = self.labels
-        if labels is None:
-            for attr in ("targets", "labels", "_labels"):
-                values = getattr(self.source, attr, None)
-                if isinstance(values, (list, tuple)) or hasattr(values, "tolist"):
-                    values = list(values.tolist() if hasattr(values, "tolist") else values)
-                    if len(values) == len(self) and all(isinstance(v, int) for v in values[:1]):
-                        labels = values
-                        break
-            if labels is None and hasattr(self.source, "samples") and hasattr(self.source, "name_of"):
-                labels = [s.label for s in self.source.samples]
+        labels = self.listed_labels()
         if not labels:
             return
         # -1: a multi-label image with no positive class (VOC); a CSV's negative labels are refused as it is read

@@ -138,6 +138,81 @@ class KarpathySplit:
         return self.loader(path), label
 
 
+class CaptionFiles:
+    """Images listed with their captions (multilingual sets): (PIL image, its own index), `.captions[i]`."""
+
+    def __init__(self, paths: list[str], captions: list[list[str]], root: Path, where: str):
+        from torchvision.datasets.folder import default_loader
+
+        self.root, self.captions, self.loader = root, captions, default_loader
+        self.samples = [(p, i) for i, p in enumerate(paths)]
+        absent = [p for p in paths if not Path(p).is_file()]
+        if absent:
+            raise DatasetError(f"{len(absent)} of the {len(paths)} images {where} lists are missing (first: {absent[0]}). "
+                               "Put the images there, or set dataset.root=DIR to where the dataset is")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, label = self.samples[index]
+        return self.loader(path), label
+
+
+def dataset_language(cfg) -> str:
+    """The captions' language of a multilingual set, as the dataset spells it; an unknown one lists the others."""
+    languages = [str(x) for x in cfg.languages]
+    language = str(cfg.get("language") or "")
+    language = (cfg.get("language_aliases") or {}).get(language, language)
+    if language not in languages:
+        raise DatasetError(f"Unknown dataset.language={cfg.get('language')!r} for {cfg.name}. Available: {', '.join(languages)}")
+    return language
+
+
+def _resolve(root: Path, path: str) -> str:
+    return str(Path(path) if Path(path).is_absolute() else root / path)
+
+
+def multilingual_captions(cfg, root: Path, language: str) -> tuple[list[str], list[list[str]], str]:
+    """(image paths, captions per image, the file they came from) in the first layout found under root:
+    CLIP_benchmark's annotation file; Google's XM3600 captions.jsonl (each image's first caption, as
+    CLIP_benchmark keeps); or an image-names file beside one captions file per language (XTD10)."""
+    annotation = root / str(cfg.annotation_file).format(language=language)
+    if annotation.is_file():
+        data = json.loads(annotation.read_text(encoding="utf-8"))
+        if not (isinstance(data, dict) and len(data.get("image_paths", [])) == len(data.get("annotations", [1]))):
+            raise DatasetError(f"{annotation} is not CLIP_benchmark's annotation file "
+                               '{"image_paths": [...], "annotations": [...]} of equal length')
+        return [_resolve(root, p) for p in data["image_paths"]], [[str(t).strip()] for t in data["annotations"]], str(annotation)
+    jsonl = root / str(cfg.captions_jsonl) if cfg.get("captions_jsonl") else None
+    if jsonl is not None and jsonl.is_file():
+        try:
+            items = [json.loads(line) for line in jsonl.read_text(encoding="utf-8").splitlines() if line.strip()]
+            keys = [item["image/key"] for item in items]
+        except (ValueError, KeyError, TypeError) as e:
+            raise DatasetError(f"{jsonl} is not Crossmodal-3600's captions.jsonl (one JSON a line with \"image/key\"): "
+                               f"{type(e).__name__}: {e}") from None
+        lacking = [k for k, item in zip(keys, items) if not (item.get(language) or {}).get("caption")]
+        if lacking:
+            raise DatasetError(f"{jsonl}: {len(lacking)} of its {len(items)} images have no {language!r} caption "
+                               f"(first: {lacking[0]}): is it the whole captions.jsonl?")
+        images = root / str(cfg.images)
+        paths = [str(images / f"{k}.jpg") for k in keys]
+        return paths, [[item[language]["caption"][0].strip()] for item in items], str(jsonl)
+    index = root / str(cfg.index_file) if cfg.get("index_file") else None
+    captions = root / str(cfg.captions_file).format(language=language) if cfg.get("captions_file") else None
+    if index is not None and captions is not None and index.is_file() and captions.is_file():
+        names = index.read_text(encoding="utf-8").splitlines()
+        lines = captions.read_text(encoding="utf-8").splitlines()
+        if len(lines) < len(names):
+            raise DatasetError(f"{captions} has {len(lines)} captions for the {len(names)} images of {index}")
+        images = root / str(cfg.images)
+        return [str(images / n) for n in names], [[t.strip()] for t in lines[: len(names)]], str(captions)
+    raise DatasetError(f"Dataset {cfg.name!r} ({language}) not found under {root}: no {annotation.name}"
+                       f"{f', {jsonl}' if jsonl else ''}{f', {captions}' if captions else ''}. Expected layout: "
+                       f"{cfg.get('layout')}. Set dataset.root=DIR.")
+
+
 def build_retrieval_dataset(cfg, skip_bad_images: bool = False):
     """The `EvalDataset` of a `task: retrieval` dataset config: its webdataset if root holds one (or is hf-hub:),
     else Karpathy's JSON under root. The source's `.captions` lists every caption of every image."""
@@ -155,7 +230,12 @@ def build_retrieval_dataset(cfg, skip_bad_images: bool = False):
             and not json_path.is_file()):
         with open_dict(cfg):  # not on disk in either layout: its webdataset, through the Hugging Face cache
             cfg.root = root = f"{HF_PREFIX}{cfg.hub}"
-    if is_wds(root, split):
+    if cfg.get("languages"):  # captions in one of many languages; the images (and their features) are shared
+        base = Path(root).expanduser()
+        language = dataset_language(cfg)
+        paths, captions, where = multilingual_captions(cfg, base, language)
+        source, patterns = CaptionFiles(paths, captions, base, where), []
+    elif is_wds(root, split):
         source = CaptionWebDataset(root, split, skip_bad_images)
         for problem in source.problems:
             log.warning("skipping: %s", problem)

@@ -23,8 +23,11 @@ def model_key(model) -> dict:
     """What makes a model's features what they are: the weights (sha256), how they were built (architecture,
     activation, backend) and the precision they run in."""
     ident = model.identity
-    return {"checkpoint_sha256": ident.sha256, "architecture": ident.architecture, "activation": ident.activation,
-            "backend": ident.backend, "precision": getattr(model, "precision", "fp32")}
+    key = {"checkpoint_sha256": ident.sha256, "architecture": ident.architecture, "activation": ident.activation,
+           "backend": ident.backend, "precision": getattr(model, "precision", "fp32")}
+    if getattr(model, "text_language", None):  # NLLB: the tokenizer's language code changes every prompt's tokens
+        key["text_language"] = model.text_language
+    return key
 
 
 def cache_key(parts: dict) -> str:

@@ -138,6 +138,10 @@ class LazyTokenizer:
         self._build, self.what, self._tokenizer = build, what, None
 
     def __call__(self, texts) -> torch.Tensor:
+        return self.built()(list(texts) if not isinstance(texts, str) else [texts])
+
+    def built(self):
+        """The library's tokenizer, built now if it was not yet."""
         if self._tokenizer is None:
             try:
                 self._tokenizer = self._build()
@@ -147,7 +151,7 @@ class LazyTokenizer:
                 raise CheckpointError(f"could not load the tokenizer {self.what} ({type(e).__name__}: "
                                       f"{str(e).splitlines()[0][:200] if str(e) else ''}); it comes from the Hugging Face "
                                       "Hub on first use: run once with internet, or set HF_HOME to a cache that has it") from None
-        return self._tokenizer(list(texts) if not isinstance(texts, str) else [texts])
+        return self._tokenizer
 
     def __repr__(self) -> str:
         return f"LazyTokenizer({self.what})"

@@ -22,7 +22,7 @@ from zeroshot.report.tables import frame_html, html_page, markdown, not_run_line
 
 def build_report(cfg: DictConfig, inputs: list | None = None, not_run: list[dict] | None = None) -> dict:
     """The report of the runs under `inputs` (default cfg.inputs); `not_run` lists pairs a suite could not run."""
-    from zeroshot.report import aggregates, waffleclip
+    from zeroshot.report import aggregates, multilingual, waffleclip
     from zeroshot.report import compositionality as compositionality_report
     from zeroshot.report import retrieval as retrieval_report
 
@@ -58,12 +58,16 @@ def build_report(cfg: DictConfig, inputs: list | None = None, not_run: list[dict
     for name, frame in (("retrieval.csv", retrieval), ("average_38.csv", avg38)):
         if not frame.empty:
             frame.to_csv(out / name, index=False)
+    languages = multilingual.multilingual_table(table, retrieval)  # language x task per model
+    if not languages.empty:
+        languages.to_csv(out / "multilingual.csv", index=False)
     waffle = waffleclip.waffleclip_table(table)  # WaffleCLIP's published numbers beside runs of their protocols
     for name, frame in (("waffleclip.csv", waffle), ("compositionality.csv", selection)):
         if not frame.empty:
             frame.to_csv(out / name, index=False)
     extra = (aggregates.markdown(avg35, robust) + retrieval_report.markdown(retrieval, avg38) + waffleclip.markdown(waffle)
-             + compositionality_report.report_lines(selection, cfg) + compare_md + not_run_lines(not_run))
+             + compositionality_report.report_lines(selection, cfg) + multilingual.markdown(languages) + compare_md
+             + not_run_lines(not_run))
     (out / "report.md").write_text(markdown(table, notes, cfg.delta_threshold, extra))
     images = figures(table, out) + compare_figures
     if aggregates.robustness_figure(robust, out / "robustness.png"):
@@ -71,7 +75,7 @@ def build_report(cfg: DictConfig, inputs: list | None = None, not_run: list[dict
     summaries = "".join(f"<h2>{title}</h2>{frame_html(frame)}" for title, frame in (("open_clip's 35 datasets: average", avg35),
                                               ("ImageNet and its distribution shifts", robust),
                                               ("Image-text retrieval", retrieval), ("DataComp's 38 tasks: average", avg38),
-                                              ("WaffleCLIP's published results", waffle),
+                                              ("WaffleCLIP's published results", waffle), ("Multilingual", languages),
                                               ("Compositionality (image-caption selection)", selection))
                         if not frame.empty)
     if not_run:
@@ -88,4 +92,4 @@ def build_report(cfg: DictConfig, inputs: list | None = None, not_run: list[dict
     return {"report_dir": str(out), "rows": len(table), "skipped": len(caught), "notes": notes, "not_run": not_run,
             "average_35": avg35.to_dict("records"), "robustness": robust.to_dict("records"),
             "retrieval": retrieval.to_dict("records"), "average_38": avg38.to_dict("records"),
-            "compositionality": selection.to_dict("records")}
+            "compositionality": selection.to_dict("records"), "multilingual": languages.to_dict("records")}

@@ -53,7 +53,8 @@ def load_retrieval_runs(inputs) -> pd.DataFrame:
                 "not_comparable_reason": m.get("not_comparable_reason", ""),
                 "benchmark_metric": (m.get("benchmark") or {}).get("metric", "mean_recall@1"),
                 "checkpoint_sha256": m.get("checkpoint_sha256", ""), "date": m.get("timestamp") or path.parent.name,
-                "run_dir": str(path.parent),
+                "run_dir": str(path.parent), "language": m.get("language"),
+                "dataset_language": (m.get("language_detail") or {}).get("dataset_language"),
             })
     return pd.DataFrame(records)
 
@@ -180,18 +181,25 @@ def retrieval_only_report(cfg, runs: pd.DataFrame, not_run: list[dict], selectio
     from zeroshot.report import compositionality
     from zeroshot.report.tables import not_run_lines
 
+    from zeroshot.report.multilingual import markdown as multilingual_markdown
+    from zeroshot.report.multilingual import multilingual_table
+
     table = retrieval_table(runs, float(cfg.delta_threshold))
     avg38 = datacomp_38(None, table) if not table.empty else pd.DataFrame()
+    languages = multilingual_table(None, table) if not table.empty else pd.DataFrame()
     selection = pd.DataFrame() if selection is None else selection
     out = make_run_dir(cfg.output_dir)
-    for name, frame in (("retrieval.csv", table), ("average_38.csv", avg38), ("compositionality.csv", selection)):
+    for name, frame in (("retrieval.csv", table), ("average_38.csv", avg38), ("multilingual.csv", languages),
+                        ("compositionality.csv", selection)):
         if not frame.empty:
             frame.to_csv(out / name, index=False)
-    lines = ["# zeroshot benchmark report", "", *markdown(table, avg38), *compositionality.report_lines(selection, cfg),
+    lines = ["# zeroshot benchmark report", "", *markdown(table, avg38), *multilingual_markdown(languages),
+             *compositionality.report_lines(selection, cfg),
              *not_run_lines(not_run)]
     (out / "report.md").write_text("\n".join(lines))
     body = "".join(f"<h2>{title}</h2>{frame.to_html(index=False, na_rep='', float_format=lambda x: f'{x:.4g}')}"
                    for title, frame in (("Image-text retrieval", table), ("DataComp's 38 tasks: average", avg38),
+                                        ("Multilingual", languages),
                                         ("Compositionality (image-caption selection)", selection)) if not frame.empty)
     (out / "report.html").write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>zeroshot report</title></head>"
                                      f"<body><h1>zeroshot benchmark report</h1>{body}</body></html>")
@@ -199,4 +207,4 @@ def retrieval_only_report(cfg, runs: pd.DataFrame, not_run: list[dict], selectio
           f"{out}/report.md, report.html")
     return {"report_dir": str(out), "rows": 0, "skipped": 0, "notes": [], "not_run": not_run, "average_35": [],
             "robustness": [], "retrieval": table.to_dict("records"), "average_38": avg38.to_dict("records"),
-            "compositionality": selection.to_dict("records")}
+            "compositionality": selection.to_dict("records"), "multilingual": languages.to_dict("records")}

@@ -62,7 +62,7 @@ def load_runs(inputs: list[str | Path]) -> pd.DataFrame:
                 "benchmark_metric": bench.get("metric"), "checkpoint_sha256": m.get("checkpoint_sha256") or "",
                 "precision": m.get("precision"), "device": m.get("device"), "date": m.get("timestamp") or path.parent.name,
                 "version": versions.get("zeroshot"), "git_commit": (versions.get("git_commit") or "")[:10],
-                "run_dir": str(path.parent), **class_prompt_fields(m),
+                "run_dir": str(path.parent), "language": m.get("language"), **class_prompt_fields(m),
             })
     if not records:
         raise ReportError(f"No runs found under {', '.join(map(str, inputs))} (no complete metrics.json). "
