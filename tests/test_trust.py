@@ -62,3 +62,59 @@ def test_loaders_pass_trust_remote_code_false():
                 assert isinstance(kw.get("trust_remote_code"), ast.Constant) and kw["trust_remote_code"].value is False, \
                     f"{path}:{node.lineno} calls from_pretrained without trust_remote_code=False"
     assert len(calls) >= 3
+
+
+# ------------------------------------------------------------------------------ 2. checksummed caches
+
+def _eval_cfg(tmp_path, checkpoint, *overrides):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        return compose("eval", overrides=[
+            f"model.checkpoint={checkpoint}", f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}",
+            "num_workers=0", "progress=false", "batch_size=8", *overrides])
+
+
+def _garble_in_place(path: Path, tensor) -> None:
+    """Overwrite the tensor's bytes inside the torch.save zip with other bytes of the same length: same size,
+    still a valid zip, loads without complaint."""
+    raw = bytearray(path.read_bytes())
+    data = tensor.contiguous().reshape(-1).view(__import__("torch").uint8).numpy().tobytes()
+    at = raw.find(data)
+    assert at >= 0
+    raw[at:at + len(data)] = data[::-1]
+    path.write_bytes(bytes(raw))
+
+
+def test_cache_garbled_in_place_is_caught_and_recomputed(tmp_path, tiny_checkpoint, capsys):
+    import torch
+
+    from datagen import write_imagefolder
+    from zeroshot.commands.evaluate import evaluate
+
+    root = write_imagefolder(tmp_path / "f", ["cat", "dog", "fox"], per_class=2)
+    base = ["dataset=imagefolder", f"dataset.root={root}"]
+    uncached = evaluate(_eval_cfg(tmp_path, tiny_checkpoint, *base, "cache=false"))
+    evaluate(_eval_cfg(tmp_path, tiny_checkpoint, *base))
+    chunks = list((tmp_path / "cache" / "image_features").rglob("chunk_*.pt"))
+    texts = list((tmp_path / "cache" / "text_features").rglob("*.pt"))
+    assert len(chunks) == 1 and texts
+    for path in chunks + texts:
+        entry = torch.load(path, weights_only=True)
+        size = path.stat().st_size
+        _garble_in_place(path, entry["features"])
+        assert path.stat().st_size == size
+        assert not torch.equal(torch.load(path, weights_only=True)["features"], entry["features"])
+    capsys.readouterr()
+    rerun = evaluate(_eval_cfg(tmp_path, tiny_checkpoint, *base))
+    warned = capsys.readouterr().err  # warnings, through the zeroshot logger
+    for path in chunks + texts:
+        assert f"{path} fails its checksum" in warned
+    for key in ("top1", "top5", "per_class_top1"):
+        if key in uncached:
+            assert rerun[key] == uncached[key], key
+    run = Path(rerun["run_dir"])
+    import numpy as np
+
+    np.testing.assert_array_equal(np.load(run / "logits.npz")["logits"],
+                                  np.load(Path(uncached["run_dir"]) / "logits.npz")["logits"])
