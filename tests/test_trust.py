@@ -118,3 +118,77 @@ def test_cache_garbled_in_place_is_caught_and_recomputed(tmp_path, tiny_checkpoi
 
     np.testing.assert_array_equal(np.load(run / "logits.npz")["logits"],
                                   np.load(Path(uncached["run_dir"]) / "logits.npz")["logits"])
+
+
+# ------------------------------------------------------------------------------ 3. images listed once
+
+def test_directory_symlink_loop_lists_each_image_once(tmp_path, capsys):
+    from datagen import write_imagefolder
+    from zeroshot.data.readers import build_dataset
+    from conftest import dataset_config
+
+    root = write_imagefolder(tmp_path / "f", ["cat", "dog"], per_class=1)
+    (root / "cat" / "loop").symlink_to(root / "cat")  # a link to its own parent: a cycle
+    (root / "dog" / "up").symlink_to(root)  # a link back to the root: a cycle through every class
+    (root / "dog" / "again.png").symlink_to(next((root / "dog").glob("*.png")))  # the same file twice
+    ds = build_dataset(dataset_config("imagefolder", root=str(root)))
+    assert len(ds) == 2 and sorted(ds.labels) == [0, 1]
+    err = capsys.readouterr().err
+    assert "loop" in err and "up" in err and "listed once" in err
+
+
+def test_duplicate_class_names_name_both_positions(tmp_path, tiny_checkpoint):
+    from datagen import write_imagefolder
+    from zeroshot.commands.evaluate import evaluate
+    from zeroshot.errors import PromptError
+
+    root = write_imagefolder(tmp_path / "f", ["a", "b", "c"], per_class=1)
+    names = tmp_path / "names.txt"
+    names.write_text("tench\ngoldfish\ntench\n")
+    base = ["dataset=imagefolder", f"dataset.root={root}", f"dataset.classnames={names}", "cache=false"]
+    with pytest.raises(PromptError, match=r"'tench': labels 0 and 2.*allow_duplicate_classnames=true"):
+        evaluate(_eval_cfg(tmp_path, tiny_checkpoint, *base))
+    assert evaluate(_eval_cfg(tmp_path, tiny_checkpoint, *base, "dataset.allow_duplicate_classnames=true"))["n_images"] == 3
+
+
+def test_published_imagenet_names_keep_their_own_duplicates():
+    """OpenAI's ImageNet list repeats 'missile' and 'sunglasses'; its prompt set says so, so it runs as published."""
+    from zeroshot.pipeline import check_duplicate_names
+    from zeroshot.prompts.sets import load_prompt_set
+
+    pset = load_prompt_set(name="imagenet")
+    assert sorted(pset.duplicate_classnames) == ["missile", "sunglasses"]
+    check_duplicate_names(pset.classnames, "prompt set 'imagenet'", pset.duplicate_classnames, False)
+    with pytest.raises(Exception, match="'missile': labels 657 and 744"):
+        check_duplicate_names(pset.classnames, "class-names file x", [], False)
+
+
+# ------------------------------------------------------------------------------ 4. special files
+
+def test_fifo_in_image_folder_is_refused_or_skipped_never_opened(tmp_path):
+    """In a subprocess with a timeout, so this test cannot hang: before the fix, reading the FIFO blocked forever."""
+    from datagen import write_imagefolder
+
+    root = write_imagefolder(tmp_path / "f", ["a", "b"], per_class=2)
+    os.mkfifo(root / "a" / "x.jpg")
+    pipe = tmp_path / "pipe.png"
+    os.mkfifo(pipe)
+    code = (
+        "from zeroshot.data.readers import build_dataset, CSVDataset\n"
+        "from zeroshot.data.base import EvalDataset\n"
+        "from conftest import dataset_config\n"
+        "from zeroshot.errors import DatasetError\n"
+        f"cfg = dataset_config('imagefolder', root={str(root)!r})\n"
+        "try:\n    build_dataset(cfg)\nexcept DatasetError as e:\n    print('REFUSED', e)\n"
+        f"ds = build_dataset(dataset_config('imagefolder', root={str(root)!r}), skip_bad_images=True)\n"
+        "print('LISTED', len(ds), [ds[i][1] for i in range(len(ds))])\n"
+        # a FIFO a CSV lists: stat'ed at read time, never opened
+        f"ds = EvalDataset(CSVDataset([{str(pipe)!r}], [0]), ['a'], 'csv')\n"
+        "print('CSV', ds[0].message)\n"
+        "ds.skip_bad_images = True\n"
+        "print('CSV-SKIPPED', ds[0])\n")
+    r = run_python(code, timeout=120, env={"PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"REFUSED {root / 'a' / 'x.jpg'} is a FIFO" in r.stdout
+    assert "LISTED 4 [0, 0, 1, 1]" in r.stdout and "x.jpg (a FIFO (named pipe))" in r.stderr
+    assert f"{pipe} is a FIFO" in r.stdout and "CSV-SKIPPED None" in r.stdout

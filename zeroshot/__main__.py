@@ -151,7 +151,8 @@ def compose_problem(config_name: str, overrides: list[str]) -> str | None:
         close = difflib.get_close_matches(leaf, valid, n=3, cutoff=0.6)
         hint = f" (did you mean {' or '.join(repr(f'{parent}.{c}' if parent else c) for c in close)}?)" if close else ""
         where = f"under {parent}" if parent else "at the top level"
-        return (f"unknown setting {key!r}{hint}. Valid {where}: {', '.join(valid)}; a new key needs +{key}=...")
+        return (f"unknown setting {key!r}{hint}. Valid {where}: {', '.join(valid)}; free-form notes go under "
+                f"+tags.{leaf}=...")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,11 +217,13 @@ def main(argv: list[str] | None = None) -> int:
 
         from zeroshot import distributed as dist
         from zeroshot.errors import USER_ERRORS
+        from zeroshot.declared import check_declared
         from zeroshot.settings import check_settings
 
         module, func = target.split(":")
         try:
             task = getattr(importlib.import_module(module), func)
+            check_declared(cfg, config_name, HydraConfig.get())
             check_settings(cfg)
             device = dist.init_from_env(cfg.dist_timeout_s) if command in DATA_PARALLEL else None
             if device is not None:

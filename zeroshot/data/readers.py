@@ -82,10 +82,12 @@ def _imagefolder(cfg, root: Path | None = None) -> tuple[Dataset, list[str]]:
     root = Path(root or cfg.root).expanduser()
     if not root.is_dir():
         raise missing_data(cfg, root, "no such directory")
-    import torchvision.datasets as tvd
+    from zeroshot.data.listing import ImageFolder
 
     try:
-        ds = tvd.ImageFolder(str(root))
+        ds = ImageFolder(str(root), skip_bad=bool(cfg.get("skip_bad_images")))
+    except DatasetError:  # a special file, named already
+        raise
     except (FileNotFoundError, RuntimeError) as e:
         raise missing_data(cfg, root, str(e)) from e
     return ds, list(ds.classes)
