@@ -192,3 +192,48 @@ def test_fifo_in_image_folder_is_refused_or_skipped_never_opened(tmp_path):
     assert f"REFUSED {root / 'a' / 'x.jpg'} is a FIFO" in r.stdout
     assert "LISTED 4 [0, 0, 1, 1]" in r.stdout and "x.jpg (a FIFO (named pipe))" in r.stderr
     assert f"{pipe} is a FIFO" in r.stdout and "CSV-SKIPPED None" in r.stdout
+
+
+# ------------------------------------------------------------------------------ 5. what a run records is what it ran
+
+def _cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "zeroshot", *args], capture_output=True, text=True, cwd=REPO,
+                          timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def test_undeclared_keys_are_errors_and_tags_are_recorded(tmp_path, tiny_checkpoint):
+    from datagen import write_imagefolder
+
+    root = write_imagefolder(tmp_path / "f", ["cat", "dog"], per_class=1)
+    base = ["dataset=imagefolder", f"dataset.root={root}", f"model.checkpoint={tiny_checkpoint}",
+            f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}", "num_workers=0", "progress=false",
+            "figures=false"]
+    for added, named, close in (("+prompts.templaets=x", "prompts.templaets", "prompts.templates"),
+                                ("+logger=mlflow", "logger", None), ("+skip_bad_image=true", "skip_bad_image", "skip_bad_images")):
+        r = _cli("eval", *base, added)
+        assert r.returncode == 1, (added, r.stderr[-2000:])
+        line, = r.stderr.strip().splitlines()
+        assert f"unknown setting {named!r}" in line and "tags" in line, line
+        assert close is None or f"did you mean {close!r}" in line, line
+    assert not (tmp_path / "results").exists()
+    r = _cli("eval", *base, "+tags.project=demo")
+    assert r.returncode == 0, r.stderr[-2000:]
+    import yaml
+
+    recorded = yaml.safe_load(next((tmp_path / "results").rglob("config.yaml")).read_text())
+    assert recorded["tags"] == {"project": "demo"}
+
+
+def test_config_yaml_names_the_weights_that_ran(tmp_path, tiny_checkpoint):
+    """model.checkpoint replaced the default config's model.name: config.yaml must not say ViT-B/32 beside it."""
+    import yaml
+
+    from datagen import write_imagefolder
+    from zeroshot.commands.evaluate import evaluate
+
+    root = write_imagefolder(tmp_path / "f", ["cat", "dog"], per_class=1)
+    m = evaluate(_eval_cfg(tmp_path, tiny_checkpoint, "dataset=imagefolder", f"dataset.root={root}", "cache=false"))
+    text = (Path(m["run_dir"]) / "config.yaml").read_text()
+    recorded = yaml.safe_load(text)
+    assert recorded["model"]["name"] is None and recorded["model"]["checkpoint"] == str(tiny_checkpoint)
+    assert text.startswith("# model.name (ViT-B/32) emptied: model.checkpoint replaced it")

@@ -207,6 +207,12 @@ def main(argv: list[str] | None = None) -> int:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
+        from zeroshot.declared import undeclared_problem
+
+        problem = undeclared_problem(cfg, config_name, HydraConfig.get())  # before any heavy import, as above
+        if problem:
+            raise SystemExit(_fail(command, problem))
+
         from zeroshot import drawing
 
         # one run, rank 0 (the rank that writes it); a multirun's jobs may run in a launcher's worker processes,
@@ -217,13 +223,11 @@ def main(argv: list[str] | None = None) -> int:
 
         from zeroshot import distributed as dist
         from zeroshot.errors import USER_ERRORS
-        from zeroshot.declared import check_declared
         from zeroshot.settings import check_settings
 
         module, func = target.split(":")
         try:
             task = getattr(importlib.import_module(module), func)
-            check_declared(cfg, config_name, HydraConfig.get())
             check_settings(cfg)
             device = dist.init_from_env(cfg.dist_timeout_s) if command in DATA_PARALLEL else None
             if device is not None:

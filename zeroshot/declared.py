@@ -56,6 +56,15 @@ def added_overrides(overrides: list[str]) -> list[str]:
     return [o for o in overrides if o.startswith("+")]
 
 
+def undeclared_problem(cfg, config_name: str, hydra_cfg) -> str | None:
+    """check_declared's message, or None: for the CLI, which says it on one line before importing torch."""
+    try:
+        check_declared(cfg, config_name, hydra_cfg)
+    except ConfigError as e:
+        return str(e)
+    return None
+
+
 def check_declared(cfg, config_name: str, hydra_cfg) -> None:
     """A ConfigError naming the first key of `cfg` that the YAML configs do not declare (and the closest one that
     they do). Only `+` overrides can add keys (Hydra refuses the rest), so without one nothing is composed.

@@ -33,7 +33,7 @@ from zeroshot.pipeline import (
     text_cache,
 )
 from zeroshot.prompts.sets import PromptSet
-from zeroshot.record import make_run_dir, run_dir_base, run_record, write_json
+from zeroshot.record import make_run_dir, recorded_config, run_dir_base, run_record, write_json
 
 
 def captions_hash(captions: list[list[str]]) -> str:
@@ -147,8 +147,7 @@ def write_outputs(run_dir: Path, cfg, s: RetrievalSetup, positions: list[int], o
     np.savez_compressed(run_dir / "ranks.npz", image_ranks=result.image_ranks.numpy(), text_ranks=result.text_ranks.numpy(),
                         indices=np.asarray(positions), text_image=owner.numpy())
     # eval's prompts group comes along with its defaults; the captions are this run's text side
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "prompts"]),
-                                                           resolve=True))
+    (run_dir / "config.yaml").write_text(recorded_config(cfg, leave_out=("prompts",)))
     write_json(run_dir / "metrics.json", metrics)  # last: its presence marks the run complete
 
 

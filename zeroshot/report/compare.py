@@ -109,7 +109,10 @@ def build_comparison(table: pd.DataFrame, n_boot: int = 1000, seed: int = 0, alp
     if not groups:
         return comp
     names = dataset_names(groups)
-    groups = [g for _, g in with_systems(pd.concat(groups)).groupby(IMAGES, sort=False)]
+    table = with_systems(pd.concat(groups))
+    # A and B in the order the runs were given (load_runs keeps the inputs' order): `compare a b` says A - B = a - b
+    order = {s: table.index[table.system == s].min() for s in set(table.system)}
+    groups = [g for _, g in table.groupby(IMAGES, sort=False)]
     main = {}
     for dataset, g in zip(names, groups):  # one image set at a time: its runs' logits are loaded together, then freed
         runs = {}
@@ -121,7 +124,7 @@ def build_comparison(table: pd.DataFrame, n_boot: int = 1000, seed: int = 0, alp
         for name, run in runs.items():
             m = json.loads((Path(run.run_dir) / "metrics.json").read_text())
             main.setdefault(name, {})[dataset] = m.get("main_metric", m.get("top1"))
-        for a, b in itertools.combinations(sorted(runs), 2):
+        for a, b in itertools.combinations(sorted(runs, key=order.get), 2):
             try:
                 rows = cmp.compare_pair(runs[a], runs[b], n_boot, seed)
                 change = cmp.what_changed(runs[a], runs[b], top_k)
@@ -135,7 +138,7 @@ def build_comparison(table: pd.DataFrame, n_boot: int = 1000, seed: int = 0, alp
             comp.changes.append({"system_a": a, "system_b": b, "dataset": dataset, **change})
     if not comp.rows:
         return comp
-    systems = sorted(main)
+    systems = sorted(main, key=order.get)
     for a, b in itertools.combinations(systems, 2):
         tested = [r for r in comp.rows if (r["system_a"], r["system_b"]) == (a, b) and "mcnemar_p" in r]
         if tested:
