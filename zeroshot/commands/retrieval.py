@@ -101,12 +101,12 @@ def run_retrieval(cfg: DictConfig) -> dict:
     owner = torch.tensor([i for i, caps in enumerate(s.captions) for _ in caps])
     keep = torch.tensor([int(o) in row for o in owner], dtype=torch.bool)
     text_image = torch.tensor([row[int(o)] for o in owner[keep]], dtype=torch.long)
-    result = retrieve(feats.features, text_feats[keep], text_image, cfg.get("similarity_block"), s.device)
     ks = tuple(int(k) for k in cfg.dataset.recall_at)
+    result = retrieve(feats.features, text_feats[keep], text_image, cfg.get("similarity_block"), s.device, ks)
     recalls = result.recalls(ks)
     metric = cfg.dataset.metric
     metrics = {
-        "kind": "retrieval", **recalls, "metric": metric, "main_metric": recalls[metric], **record,
+        "kind": "retrieval", **recalls, "metric": metric, "main_metric": recalls[metric], **result.tie_counts(), **record,
         "n_images": len(positions), "n_captions": int(keep.sum()), "captions_dropped": int((~keep).sum()),
         "captions_per_image": [int(x) for x in np.unique([len(c) for c in s.captions])],
         "skipped_images": feats.skipped, "images_from_cache": feats.from_cache,
