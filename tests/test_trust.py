@@ -237,3 +237,71 @@ def test_config_yaml_names_the_weights_that_ran(tmp_path, tiny_checkpoint):
     recorded = yaml.safe_load(text)
     assert recorded["model"]["name"] is None and recorded["model"]["checkpoint"] == str(tiny_checkpoint)
     assert text.startswith("# model.name (ViT-B/32) emptied: model.checkpoint replaced it")
+
+
+# ------------------------------------------------------------------------------ 7. every bad value a UserError
+
+def test_calibration_fraction_out_of_range_is_a_user_error():
+    from omegaconf import OmegaConf
+
+    from zeroshot.errors import UserError
+    from zeroshot.metrics.calibration import held_out_split
+    from zeroshot.settings import check_settings
+
+    with pytest.raises(UserError, match=r"calibration.fraction=1.5 is out of range"):
+        check_settings(OmegaConf.create({"calibration": {"fraction": 1.5}}))
+    with pytest.raises(UserError, match="calibration.fraction"):
+        held_out_split(10, 1.5, 0)
+
+
+def test_huge_preprocess_size_in_open_clip_config_is_one_line(tmp_path):
+    from zeroshot.errors import UserError
+    from zeroshot.models.hub import read_folder
+
+    (tmp_path / "open_clip_config.json").write_text(json.dumps({
+        "model_cfg": {"embed_dim": 32}, "preprocess_cfg": {"size": 10**9, "mean": [0.5] * 3, "std": [0.5] * 3}}))
+    (tmp_path / "open_clip_model.safetensors").write_bytes(b"")
+    with pytest.raises(UserError, match=r"preprocess_cfg.size\): image size 1000000000 is beyond"):
+        read_folder(tmp_path)
+
+
+def test_compare_on_a_truncated_logits_file_is_one_line(tmp_path):
+    import numpy as np
+
+    from test_compare import synthetic, write_run
+
+    a, b = synthetic("A", seed=1), synthetic("B", seed=2)
+    b.labels = a.labels
+    write_run(tmp_path, a, "one", "2026-01-01_00-00-00", "aa" * 32)
+    damaged = write_run(tmp_path, b, "two", "2026-01-01_00-00-00", "bb" * 32) / "logits.npz"
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
+    r = _cli("compare", str(tmp_path), f"output_dir={tmp_path / 'out'}", "compare.n_boot=10")
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert f"{damaged} is damaged" in r.stderr
+    from zeroshot.errors import ReportError
+    from zeroshot.report.compare import load_run
+
+    with pytest.raises(ReportError, match="is damaged"):
+        load_run(damaged.parent, "two")
+    del np
+
+
+def test_truncated_cifar_batch_is_one_line(tmp_path):
+    from datagen import write_cifar
+    from zeroshot.data.readers import build_dataset
+    from zeroshot.errors import DatasetError
+    from conftest import dataset_config
+
+    root = write_cifar(tmp_path)
+    batch = root / "cifar-10-batches-py" / "test_batch"
+    batch.write_bytes(batch.read_bytes()[:500])
+    cfg = dataset_config("cifar10", root=str(root))
+    import torchvision.datasets.cifar as tv_cifar
+
+    orig = tv_cifar.CIFAR10._check_integrity
+    tv_cifar.CIFAR10._check_integrity = lambda self: True  # the fixture is not the real CIFAR: only its md5 check
+    try:
+        with pytest.raises(DatasetError, match="cannot be read.*damaged"):
+            build_dataset(cfg)
+    finally:
+        tv_cifar.CIFAR10._check_integrity = orig

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, open_dict
 
 from zeroshot.classifier import logits as score
 from zeroshot.classifier import probability_kind
-from zeroshot.errors import DatasetError
+from zeroshot.errors import ConfigError, DatasetError
 from zeroshot.log import log
 from zeroshot.metrics import calibration as cal
 
@@ -34,7 +34,7 @@ def check_config(cfg: DictConfig) -> None:
     """Bad calibration settings fail before any model is loaded."""
     c = settings(cfg)
     if c["temperature"] not in TEMPERATURE_CHOICES:
-        raise ValueError(f"calibration.temperature={c['temperature']!r} is not one of null, fit")
+        raise ConfigError(f"calibration.temperature={c['temperature']!r} is not one of null, fit")
     if c["temperature"] != "fit":
         return
     scored = cfg.dataset.split

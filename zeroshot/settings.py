@@ -27,6 +27,7 @@ RANGES: dict[str, tuple] = {
     "probe.val_fraction": ("float", (0, OPEN), (1, OPEN), (), "0.2"),
     "probe.max_iter": ("int", 1, None, (), "1000"),
     "probe.shots": ("int", 1, None, (None,), "16"),
+    "calibration.fraction": ("float", (0, OPEN), (1, OPEN), (), "0.2"),
 }
 CHOICES: dict[str, tuple] = {
     "dist_shards": ("balanced", "chunks"),

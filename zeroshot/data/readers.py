@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 from pathlib import Path
 from typing import Callable
 
@@ -25,6 +26,7 @@ def _idx_class(cls: type, root: Path, train: bool) -> tuple[type, Path]:
     """
     import gzip
     import shutil
+    import zlib
 
     needed = [Path(url).stem for url, _ in cls.resources if ("train" in url) == train]
     raw = root / cls.__name__ / "raw"
@@ -42,8 +44,11 @@ def _idx_class(cls: type, root: Path, train: bool) -> tuple[type, Path]:
         for candidate in (source / cls.__name__ / "raw" / f"{name}.gz", source / name, source / f"{name}.gz"):
             if candidate.is_file():
                 opener = gzip.open if candidate.suffix == ".gz" else open
-                with opener(candidate, "rb") as src, atomic_write(raw / name) as dst:
-                    shutil.copyfileobj(src, dst)
+                try:
+                    with opener(candidate, "rb") as src, atomic_write(raw / name) as dst:
+                        shutil.copyfileobj(src, dst)
+                except (EOFError, zlib.error, gzip.BadGzipFile) as e:  # a truncated or garbled .gz
+                    raise DatasetError(f"{candidate} is damaged ({type(e).__name__}: {e}); download it again") from None
                 break
 
     def _check_exists(self) -> bool:
@@ -74,6 +79,10 @@ def _torchvision(cfg) -> tuple[Dataset, list[str] | None]:
         ds = cls(root=str(root), download=bool(cfg.download), **kwargs)
     except (RuntimeError, FileNotFoundError, OSError) as e:
         raise missing_data(cfg, root, f"{type(e).__name__}: {e}", getattr(cls, "url", None)) from e
+    except (EOFError, ValueError, IndexError, KeyError, pickle.UnpicklingError) as e:  # files there, but damaged
+        raise DatasetError(f"Dataset {cfg.name!r} under {root} cannot be read: {type(e).__name__}: "
+                           f"{str(e).splitlines()[0] if str(e) else 'truncated file'}. Its files are damaged or not "
+                           "what torchvision expects: download them again") from None
     classes = getattr(ds, "classes", None) or getattr(ds, "categories", None)
     return ds, list(classes) if classes else None
 

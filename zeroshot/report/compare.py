@@ -20,6 +20,24 @@ IMAGES = ["dataset_fingerprint", "split"]
 SYSTEM = ["checkpoint_sha256", "prompts_hash"]
 
 
+def read_npz(path: Path, needed: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """A run's .npz, every array read now: a truncated or garbled file is a ReportError naming it, not a
+    BadZipFile (or zlib.error, EOFError) traceback from deep inside numpy."""
+    import zipfile
+    import zlib
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as e:
+        raise ReportError(f"{path} is damaged ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'truncated'}); "
+                          "re-run that evaluation to write it again, or leave the run out") from None
+    missing = [k for k in needed if k not in arrays]
+    if missing:
+        raise ReportError(f"{path} lacks {', '.join(missing)}; re-run that evaluation to write it again")
+    return arrays
+
+
 def load_run(run_dir: str | Path, name: str) -> cmp.RunImages:
     """A run directory's per-image record: logits.npz, the paths in predictions.csv, class names, group spec."""
     run_dir = Path(run_dir)
@@ -27,7 +45,7 @@ def load_run(run_dir: str | Path, name: str) -> cmp.RunImages:
         raise ReportError(f"{run_dir} has no logits.npz, which a paired comparison needs: re-run that evaluation "
                           "(`zeroshot eval ...`) to write one")
     m = json.loads((run_dir / "metrics.json").read_text())
-    z = np.load(run_dir / "logits.npz")
+    z = read_npz(run_dir / "logits.npz", ("logits", "labels", "indices"))
     keys = np.array([f"#{i}" for i in z["indices"]], dtype=object)
     if (run_dir / "predictions.csv").exists():
         preds = pd.read_csv(run_dir / "predictions.csv", usecols=["index", "path"], keep_default_na=False)
