@@ -305,3 +305,32 @@ def test_truncated_cifar_batch_is_one_line(tmp_path):
             build_dataset(cfg)
     finally:
         tv_cifar.CIFAR10._check_integrity = orig
+
+
+# ------------------------------------------------------------------------------ 9. files others can read
+
+def test_results_and_caches_get_the_umask_mode(tmp_path, tiny_checkpoint):
+    import stat
+
+    from datagen import write_imagefolder
+    from zeroshot.commands.evaluate import evaluate
+    from zeroshot.files import atomic_write
+
+    old = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "x.json", "w") as f:
+            f.write("{}")
+        assert stat.S_IMODE((tmp_path / "x.json").stat().st_mode) == 0o644
+        os.umask(0o027)
+        with atomic_write(tmp_path / "y.json", "w") as f:
+            f.write("{}")
+        assert stat.S_IMODE((tmp_path / "y.json").stat().st_mode) == 0o640
+        os.umask(0o022)
+        root = write_imagefolder(tmp_path / "f", ["cat", "dog"], per_class=1)
+        m = evaluate(_eval_cfg(tmp_path, tiny_checkpoint, "dataset=imagefolder", f"dataset.root={root}", "figures=false"))
+    finally:
+        os.umask(old)
+    written = [p for p in [*Path(m["run_dir"]).iterdir(), *(tmp_path / "cache").rglob("*")] if p.is_file()]
+    assert any(p.name == "metrics.json" for p in written) and any(p.suffix == ".pt" for p in written)
+    for p in written:
+        assert stat.S_IMODE(p.stat().st_mode) == 0o644, p

@@ -68,7 +68,7 @@ def held_out_features(cfg: DictConfig, s):
     ds = dist.local_rank_zero_first(lambda: build_dataset(split_cfg.dataset, s.model.transform, cfg.skip_bad_images))
     if ds.fingerprint()["digest"] == s.dataset.fingerprint()["digest"]:
         raise DatasetError(f"calibration.split={c['split']} of {cfg.dataset.name!r} holds the same images as the scored split "
-                           f"{cfg.dataset.get('split', 'test')!r}; name a split with other images, or set calibration.split=null")
+                           f"{cfg.dataset.split!r}; name a split with other images, or set calibration.split=null")
     feats = image_features(split_cfg, dataclasses.replace(s, dataset=ds), cfg.progress)
     return (feats, ds.fingerprint()["digest"]) if feats is not None else None
 

@@ -236,6 +236,6 @@ def missing_data(cfg, root: Path, why: str, url: str | None = None) -> DatasetEr
     if cfg.get("hub"):
         fix += f" Its CLIP_benchmark webdataset also works: dataset.root=hf-hub:{cfg.hub} (or a local copy of it)."
     return DatasetError(
-        f"Dataset {cfg.name!r} ({cfg.get('split', 'test')} split) not found under {root}: {why}\n"
+        f"Dataset {cfg.name!r} ({cfg.get('split')} split) not found under {root}: {why}\n"
         f"Expected layout: {layout}\n{fix}"
     )

@@ -173,7 +173,7 @@ def _wds(cfg) -> tuple[Dataset, list[str] | None]:
             root = f"hf-hub:{cfg.hub}"
         else:
             fix = f" or dataset.root=hf-hub:{cfg.hub} (or dataset.download=true) to fetch it" if cfg.get("hub") else ""
-            raise DatasetError(f"Dataset {cfg.name!r} ({cfg.get('split', 'test')} split) not found under {root}: no such "
+            raise DatasetError(f"Dataset {cfg.name!r} ({cfg.get('split')} split) not found under {root}: no such "
                                f"folder. Expected layout: {cfg.get('layout') or 'CLIP_benchmark webdataset'} Set "
                                f"dataset.root=DIR to a local copy{fix}.")
     ds = WebDataset(root, cfg.split, bool(cfg.skip_bad_images))
