@@ -32,7 +32,8 @@ ALLOWED = {
     "report": BASE | {"metrics", "plots", "record"},  # reads run records; never launches a run
     "commands": BASE | {"models", "data", "features", "prompts", "experiments", "metrics", "report", "classifier",
                         "distributed", "pipeline", "record", "plots", "drawing", "calibrate", "suite"},
-    "__main__": BASE | {"commands", "distributed", "drawing"},
+    "__main__": BASE | {"commands", "distributed", "drawing", "declared"},
+    "declared": {"errors", "paths"},  # the composed config's keys against the YAML's (no torch, before a run)
     "zeroshot": set(),  # __init__: the public API, imported lazily by name
     **{m: set() for m in BASE},
 }
