@@ -136,6 +136,20 @@ def test_directory_symlink_loop_lists_each_image_once(tmp_path, capsys):
     assert "loop" in err and "up" in err and "listed once" in err
 
 
+def test_listing_without_links_is_torchvisions(tmp_path):
+    """Same files, same order, same labels as torchvision's make_dataset (cache keys and predictions keep their order)."""
+    import torchvision.datasets as tvd
+
+    from zeroshot.data.listing import list_images
+
+    for p in ["a/x.png", "a/sub/y.png", "a/sub-2/q.png", "a/z.png", "a/sub/deeper/w.png", "b/1.png", "b/B.PNG",
+              "b/sub/2.jpg", "b/notes.txt"]:
+        (tmp_path / p).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / p).write_bytes(b"x")
+    classes = {"a": 0, "b": 1}
+    assert list_images(str(tmp_path), classes) == tvd.folder.make_dataset(str(tmp_path), classes, tvd.folder.IMG_EXTENSIONS)
+
+
 def test_duplicate_class_names_name_both_positions(tmp_path, tiny_checkpoint):
     from datagen import write_imagefolder
     from zeroshot.commands.evaluate import evaluate

@@ -53,19 +53,24 @@ class Walk:
         self.files.add((st.st_dev, st.st_ino))
         return True
 
-    def files_under(self, folder: str):
-        """Every file under `folder`, in sorted order, each directory entered once."""
+    def folders_under(self, folder: str, out: list) -> list[tuple[str, list[str]]]:
+        """(directory, its file names) for `folder` and every directory under it, each entered once."""
         if not self.enter(folder):
-            return
+            return out
         try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            entries = list(os.scandir(folder))
         except OSError:
-            return
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=True):
-                yield from self.files_under(entry.path)
-            else:
-                yield entry.path
+            return out
+        out.append((folder, [e.name for e in entries if not e.is_dir(follow_symlinks=True)]))
+        for entry in sorted((e for e in entries if e.is_dir(follow_symlinks=True)), key=lambda e: e.name):
+            self.folders_under(entry.path, out)
+        return out
+
+    def files_under(self, folder: str):
+        """Every file under `folder` in torchvision's order: directories by path, then file names, sorted."""
+        for path, names in sorted(self.folders_under(folder, [])):
+            for name in sorted(names):
+                yield os.path.join(path, name)
 
     def report(self, root: str) -> None:
         if self.skipped_links:
