@@ -130,10 +130,13 @@ def test_directory_symlink_loop_lists_each_image_once(tmp_path, capsys):
     (root / "cat" / "loop").symlink_to(root / "cat")  # a link to its own parent: a cycle
     (root / "dog" / "up").symlink_to(root)  # a link back to the root: a cycle through every class
     (root / "dog" / "again.png").symlink_to(next((root / "dog").glob("*.png")))  # the same file twice
+    outside = write_imagefolder(tmp_path / "elsewhere", ["more"], per_class=1) / "more"
+    (root / "cat" / "more").symlink_to(outside)  # a link out of the tree (another disk): followed
+    (outside / "back").symlink_to(root / "cat")  # ... whose link back into the tree is a cycle
     ds = build_dataset(dataset_config("imagefolder", root=str(root)))
-    assert len(ds) == 2 and sorted(ds.labels) == [0, 1]
+    assert len(ds) == 3 and sorted(ds.labels) == [0, 0, 1]
     err = capsys.readouterr().err
-    assert "loop" in err and "up" in err and "listed once" in err
+    assert "loop" in err and "up" in err and "again.png" in err and "listed once" in err
 
 
 def test_listing_without_links_is_torchvisions(tmp_path):
