@@ -17,16 +17,15 @@ TAGS = "tags"  # the one group of free-form metadata
 
 
 def flat_keys(node, prefix: str = "") -> list[str]:
-    """Every dotted key of a config (dict nodes recursed into; a list is one key)."""
-    from omegaconf import DictConfig
+    """Every dotted key of a config (mappings recursed into; a list is one key); nothing is resolved."""
+    from omegaconf import DictConfig, OmegaConf
 
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=False)
     out = []
-    for key in node.keys() if isinstance(node, DictConfig) else []:
-        path = f"{prefix}{key}"
-        out.append(path)
-        child = node._get_node(key)
-        if isinstance(child, DictConfig) and not child._is_none() and not child._is_missing():
-            out.extend(flat_keys(child, path + "."))
+    for key, child in node.items() if isinstance(node, dict) else []:
+        out.append(f"{prefix}{key}")
+        out.extend(flat_keys(child, f"{prefix}{key}."))
     return out
 
 
