@@ -282,8 +282,6 @@ def test_huge_preprocess_size_in_open_clip_config_is_one_line(tmp_path):
 
 
 def test_compare_on_a_truncated_logits_file_is_one_line(tmp_path):
-    import numpy as np
-
     from test_compare import synthetic, write_run
 
     a, b = synthetic("A", seed=1), synthetic("B", seed=2)
@@ -299,7 +297,6 @@ def test_compare_on_a_truncated_logits_file_is_one_line(tmp_path):
 
     with pytest.raises(ReportError, match="is damaged"):
         load_run(damaged.parent, "two")
-    del np
 
 
 def test_truncated_cifar_batch_is_one_line(tmp_path):
