@@ -14,7 +14,7 @@ from zeroshot.metrics import paired as cmp
 from zeroshot.metrics.classification import macro_f1, mean_average_precision
 from conftest import REPO
 
-scipy_stats = pytest.importorskip("scipy.stats")
+import scipy.stats as scipy_stats  # a declared test dependency
 
 
 def synthetic(name, n=200, c=6, acc=0.6, seed=0, keys=None, labels=None, fingerprint="fp", split="test", metric="top1"):
@@ -177,8 +177,8 @@ def test_what_changed_counts():
     pred_b[0:4] = 1  # B: 4 cats called dogs; the dogs are right
     ch = cmp.what_changed(run("A", pred_a), run("B", pred_b))
     assert ch["classes"] == [
-        {"class": "dog", "support": 20, "right_a": 10, "right_b": 20, "recall_change": 0.5},
-        {"class": "cat", "support": 20, "right_a": 20, "right_b": 16, "recall_change": -0.2}]
+        {"class": "dog", "support": 20, "right_a": 10, "right_b": 20, "recall_change": -0.5},
+        {"class": "cat", "support": 20, "right_a": 20, "right_b": 16, "recall_change": 0.2}]
     assert ch["appear"] == [{"true": "cat", "predicted": "dog", "count_a": 0, "count_b": 4}]
     assert ch["vanish"] == [{"true": "dog", "predicted": "bird", "count_a": 10, "count_b": 0}]
 
@@ -265,8 +265,19 @@ def test_report_section_opens_in_headless_chromium(real_runs, tmp_path):
     n_reliability = page.count("class='reliability'")
     assert n_reliability == 5 and "Paired comparisons" in page and "class='legend'" in page
     browser = chromium()
-    if browser is None:
-        pytest.skip("no chromium binary here (apt-get install chromium)")
+    if browser is None:  # no browser (a system package, not a Python one): every inlined image must still decode
+        import base64
+        import io
+        import re
+
+        from PIL import Image
+
+        blobs = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page)
+        assert len(blobs) == page.count("<img ") >= n_reliability + 1
+        for blob in blobs:
+            w, h = Image.open(io.BytesIO(base64.b64decode(blob))).size
+            assert w > 100 and h > 100
+        return
     # the page as the browser built it: every <img> decoded to a real size
     probe = out / "probe.html"
     probe.write_text(page.replace("</body>", "<script>window.addEventListener('load', () => { for (const i of document.images)"
@@ -335,3 +346,28 @@ def test_comparison_from_run_dirs_marks_significance_and_names_refusals(tmp_path
     assert best.system == "strong" and best["mean rank"] == 1 and best["wds_set"] == f"{100 * top1_a:.2f} (1)"
     page = html_section(comp)
     assert "<tr class='sig'>" in page and "class='legend'" in page
+
+
+@pytest.mark.parametrize("given", [("zeta", "alpha"), ("alpha", "zeta")])
+def test_compare_keeps_the_users_order_and_every_difference_is_a_minus_b(tmp_path, given):
+    """`compare A B` says A - B whatever the names sort as: the pair, the table, the suite line and what changed."""
+    from zeroshot.report.compare import build_comparison
+    from zeroshot.report.compare_render import markdown_lines
+    from zeroshot.report.runs import load_runs, reproducibility
+
+    runs = {"zeta": synthetic("zeta", acc=0.9, seed=1), "alpha": synthetic("alpha", acc=0.3, seed=2)}
+    runs["alpha"].labels = runs["zeta"].labels
+    for name, sha in (("zeta", "aa" * 32), ("alpha", "bb" * 32)):
+        write_run(tmp_path / name, runs[name], name, "2026-01-01_00-00-00", sha)
+    table, _ = reproducibility(load_runs([tmp_path / given[0], tmp_path / given[1]]), 0.001)
+    comp = build_comparison(table, n_boot=50, seed=0)
+    a, b = given
+    row, = comp.rows
+    assert (row["system_a"], row["system_b"]) == (a, b) and comp.suite[0]["system_a"] == a
+    acc = {k: float(np.mean(r.logits.argmax(1) == r.labels)) for k, r in runs.items()}
+    assert row["diff"] == pytest.approx(acc[a] - acc[b])
+    change, = comp.changes
+    for x in change["classes"]:
+        assert x["recall_change"] == pytest.approx((x["right_a"] - x["right_b"]) / x["support"])
+    assert (change["classes"][0]["recall_change"] > 0) == (a == "zeta")
+    assert "| class | A | B | A - B |" in "\n".join(markdown_lines(comp))

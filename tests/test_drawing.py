@@ -1,6 +1,5 @@
 """Issue 22: figures drawn in the helper process (zeroshot.drawing) are the figures drawn in-process, the helper
 never imports torch, and a figure that fails raises from `finish` with its own error."""
-import sys
 
 import numpy as np
 import pytest
@@ -63,4 +62,8 @@ def test_relative_paths_are_resolved_in_this_process(tmp_path, helper, monkeypat
     drawing.draw(plot_description_deltas, Path("rel.png"), ["cat"], [0.1], "t")
     drawing.finish()
     assert (tmp_path / "rel.png").is_file()
-    assert sys.modules.get("torch") is not None  # this process has torch (the test imports it): the helper does not
+    # drawn by the helper, a process of its own with another cwd and no torch, not here
+    there = drawing._helper.submit(eval, "(__import__('os').getpid(), __import__('os').getcwd(), "
+                                         "'torch' in __import__('sys').modules)").result()
+    assert there[0] != __import__("os").getpid() and Path(there[1]) != tmp_path and there[2] is False
+    assert not (Path(there[1]) / "rel.png").exists()

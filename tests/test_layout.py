@@ -35,7 +35,8 @@ ALLOWED = {
     "commands": BASE | {"models", "data", "features", "prompts", "experiments", "metrics", "report", "classifier",
                         "distributed", "pipeline", "record", "plots", "drawing", "calibrate", "suite", "gallery",
                         "trackers"},
-    "__main__": BASE | {"commands", "distributed", "drawing", "zeroshot"},  # zeroshot: __version__ for --version
+    "__main__": BASE | {"commands", "distributed", "drawing", "declared", "zeroshot"},  # zeroshot: __version__ for --version
+    "declared": {"errors", "paths"},  # the composed config's keys against the YAML's (no torch, before a run)
     "zeroshot": set(),  # __init__: the public API, imported lazily by name
     **{m: set() for m in BASE},
 }

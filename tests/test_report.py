@@ -215,3 +215,13 @@ def test_few_shot_probe_and_no_train_split(tmp_path, tiny_checkpoint):
     assert m["n_train_per_seed"] == [40, 40]
     with pytest.raises(DatasetError, match="no 'train' split"):
         linear_probe(probe_cfg(tmp_path, tiny_checkpoint, "dataset=imagefolder", f"dataset.root={tmp_path}"))
+
+
+def test_heatmap_has_a_row_per_system_as_the_tables():
+    """One model's runs with two prompt sets are two rows of the heatmap, each with its own number."""
+    from zeroshot.report.plots import heatmap_grid
+
+    table = pd.DataFrame({"model": ["ViT-B/32", "ViT-B/32", "RN50"], "prompts_label": ["simple", "imagenet", "simple"],
+                          "dataset_label": ["cifar10"] * 3, "top1": [0.5, 0.75, 0.25]})
+    grid = heatmap_grid(table)
+    assert grid["cifar10"].to_dict() == {"RN50 (simple)": 25.0, "ViT-B/32 (imagenet)": 75.0, "ViT-B/32 (simple)": 50.0}

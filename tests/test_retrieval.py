@@ -35,7 +35,7 @@ def brute_force(image_feats, text_feats, text_image, ks=(1, 5, 10)) -> dict:
 
 def clip_benchmark_recalls(image_feats, text_feats, text_image, ks=(1, 5, 10)) -> dict:
     """CLIP_benchmark's own zeroshot_retrieval.evaluate on the same features: the "model" looks them up."""
-    zsr = pytest.importorskip("clip_benchmark.metrics.zeroshot_retrieval")
+    import clip_benchmark.metrics.zeroshot_retrieval as zsr  # a declared test dependency (clip-benchmark)
     captions = [[] for _ in range(len(image_feats))]
     for t, i in enumerate(text_image.tolist()):
         captions[i].append(t)
@@ -85,11 +85,41 @@ def test_an_image_found_only_by_its_second_caption():
     assert first_only["text_retrieval_recall@1"] == pytest.approx(2 / 3)
 
 
-def test_ties_count_against_the_query():
-    same = torch.ones(5, 8)  # collapsed features: every score ties
-    r = retrieve(same, same[[0, 0, 1, 2, 3, 4]], torch.tensor([0, 0, 1, 2, 3, 4])).recalls((1, 5))
-    assert r["text_retrieval_recall@1"] == 0 and r["image_retrieval_recall@1"] == 0
-    assert r["image_retrieval_recall@5"] == 1.0  # 4 wrong images tie: rank 4, inside the top 5
+def test_ties_are_broken_as_clip_benchmark_and_collapse_does_not_score_100():
+    """Collapsed features (every score ties): CLIP_benchmark's torch.topk takes k of the N candidates, so recall@k is
+    about k / N, never 100; every query is counted as tied at each k below the number of candidates."""
+    n = 20
+    same = torch.ones(n, 8)
+    text_image = torch.arange(n).repeat_interleave(2)  # captions image by image, as the dataloaders give them
+    r = retrieve(same, same[text_image], text_image)
+    ours, cb = r.recalls(), clip_benchmark_recalls(same, same[text_image], text_image)
+    for key, value in cb.items():
+        assert ours[key] == pytest.approx(value, abs=1e-6), key  # its float32 mean
+    assert ours["text_retrieval_recall@1"] < 0.2 and ours["image_retrieval_recall@5"] < 0.5
+    ties = r.tie_counts()
+    assert ties["text_retrieval_ties@1"] == n and ties["image_retrieval_ties@10"] == 2 * n
+
+
+def test_tied_captions_give_clip_benchmarks_recall():
+    """Identical captions (each class's images share one caption, as a classification webdataset turned retrieval
+    set has; MSCOCO has duplicates too) tie exactly: recall follows CLIP_benchmark's zeroshot_retrieval.evaluate,
+    where "a tie counts against the query" gave text-retrieval recall@5 = 0 against its 0.025."""
+    g = torch.Generator().manual_seed(3)
+    n_classes, per_class = 8, 5
+    classes = torch.randn(n_classes, 16, generator=g)
+    label = torch.arange(n_classes).repeat_interleave(per_class)
+    images = classes[label] + 0.8 * torch.randn(len(label), 16, generator=g)
+    text_image = torch.arange(len(label))
+    texts = classes[label] + 0.0  # one caption per image, identical within a class: exact ties
+    for block in (3, 1000):
+        r = retrieve(images, texts, text_image, block=block)
+        ours, cb = r.recalls(), clip_benchmark_recalls(images, texts, text_image)
+        for key, value in cb.items():
+            assert ours[key] == pytest.approx(value, abs=1e-6), key  # its float32 mean
+    ties = r.tie_counts()
+    assert ties["text_retrieval_ties@1"] > 0 and ties["image_retrieval_ties@1"] == 0
+    # each image ties with its class's other 4 captions: "a tie counts against the query" (rank < 1) gave 0 at k=1
+    assert (r.image_ranks < 1).sum() == 0 and ours["text_retrieval_recall@1"] > 0.1
 
 
 def test_caption_table_and_bad_assignments():

@@ -25,7 +25,8 @@ def suite_cfg(tmp_path, checkpoint, *overrides):
 
 
 def test_two_pair_suite_through_the_joblib_launcher(tmp_path, tiny_checkpoint):
-    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    import hydra_plugins.hydra_joblib_launcher  # noqa: F401  (a declared test dependency: hydra-joblib-launcher)
+
     write_idx_split(tmp_path / "data" / "mnist", 12, "test")
     write_idx_split(tmp_path / "data" / "fashion_mnist", 10, "test", name="FashionMNIST")
     out = report(suite_cfg(tmp_path, tiny_checkpoint, "suite=clip_paper", "suite.models=[default]",

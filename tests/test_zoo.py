@@ -143,7 +143,7 @@ def test_first_mismatching_tensor_is_named(tmp_path, tiny_vit):
 # ---------------------------------------------------------------------- transformers folders
 
 def _hf_clip(tmp_path, act="quick_gelu", seed=0):
-    transformers = pytest.importorskip("transformers")
+    import transformers  # a declared test dependency
     torch.manual_seed(seed)
     config = transformers.CLIPConfig(
         text_config=dict(hidden_size=64, num_attention_heads=2, num_hidden_layers=2, intermediate_size=256,
@@ -198,8 +198,8 @@ def test_open_clip_siglip_through_the_backend(open_clip, tmp_path):
 
 
 def _hf_siglip(tmp_path):
-    transformers = pytest.importorskip("transformers")
-    spm = pytest.importorskip("sentencepiece")
+    import transformers  # a declared test dependency
+    import sentencepiece as spm  # a declared test dependency
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(f"a photo of a {w}." for w in "cat dog bird car ship truck frog horse deer plane".split()) * 20)
     spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(tmp_path / "spm"), vocab_size=40, hard_vocab_limit=False,
@@ -379,7 +379,7 @@ def test_eval_and_prompts_through_a_backend(tmp_path):
 
 
 def test_a_transformers_folder_of_another_kind_says_what_it_holds(tmp_path):
-    transformers = pytest.importorskip("transformers")
+    import transformers  # a declared test dependency
     folder = tmp_path / "bert"
     transformers.BertModel(transformers.BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                                    intermediate_size=64, vocab_size=100)).save_pretrained(folder)

@@ -183,7 +183,8 @@ def compose_problem(config_name: str, overrides: list[str]) -> str | None:
         close = difflib.get_close_matches(leaf, valid, n=3, cutoff=0.6)
         hint = f" (did you mean {' or '.join(repr(f'{parent}.{c}' if parent else c) for c in close)}?)" if close else ""
         where = f"under {parent}" if parent else "at the top level"
-        return (f"unknown setting {key!r}{hint}. Valid {where}: {', '.join(valid)}; a new key needs +{key}=...")
+        return (f"unknown setting {key!r}{hint}. Valid {where}: {', '.join(valid)}; free-form notes go under "
+                f"+tags.{leaf}=...")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -243,6 +244,12 @@ def main(argv: list[str] | None = None) -> int:
 
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
+
+        from zeroshot.declared import undeclared_problem
+
+        problem = undeclared_problem(cfg, config_name, HydraConfig.get())  # before any heavy import, as above
+        if problem:
+            raise SystemExit(_fail(command, problem))
 
         from zeroshot import drawing
 

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, open_dict
 
 from zeroshot.classifier import logits as score
 from zeroshot.classifier import probability_kind
-from zeroshot.errors import DatasetError
+from zeroshot.errors import ConfigError, DatasetError
 from zeroshot.log import log
 from zeroshot.metrics import calibration as cal
 
@@ -34,7 +34,7 @@ def check_config(cfg: DictConfig) -> None:
     """Bad calibration settings fail before any model is loaded."""
     c = settings(cfg)
     if c["temperature"] not in TEMPERATURE_CHOICES:
-        raise ValueError(f"calibration.temperature={c['temperature']!r} is not one of null, fit")
+        raise ConfigError(f"calibration.temperature={c['temperature']!r} is not one of null, fit")
     if c["temperature"] != "fit":
         return
     scored = cfg.dataset.split
@@ -68,7 +68,7 @@ def held_out_features(cfg: DictConfig, s):
     ds = dist.local_rank_zero_first(lambda: build_dataset(split_cfg.dataset, s.model.transform, cfg.skip_bad_images))
     if ds.fingerprint()["digest"] == s.dataset.fingerprint()["digest"]:
         raise DatasetError(f"calibration.split={c['split']} of {cfg.dataset.name!r} holds the same images as the scored split "
-                           f"{cfg.dataset.get('split', 'test')!r}; name a split with other images, or set calibration.split=null")
+                           f"{cfg.dataset.split!r}; name a split with other images, or set calibration.split=null")
     feats = image_features(split_cfg, dataclasses.replace(s, dataset=ds), cfg.progress)
     return (feats, ds.fingerprint()["digest"]) if feats is not None else None
 

@@ -148,7 +148,7 @@ def build_classifier(
         raise ValueError("build_classifier needs at least one class name")
     for t in templates:
         if t.count("{}") != 1:
-            raise ValueError(f"Template {t!r} must contain exactly one '{{}}' for the class name")
+            raise PromptError(f"Template {t!r} must contain exactly one '{{}}' for the class name")
     prompts = [t.replace("{}", c) for c in classnames for t in templates]
     feats = encode_prompts(model, prompts, batch_size, progress, text_cache)  # [C*T, D]
     feats = feats.view(len(classnames), len(templates), -1)  # [C, T, D]

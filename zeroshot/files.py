@@ -51,6 +51,20 @@ def package_version(name: str) -> str:
     return importlib.import_module(name).__version__
 
 
+def _umask() -> int:
+    """The process umask, read without a window where it is changed: /proc/self/status has it on Linux; elsewhere
+    os.umask is set and restored at once (a thread creating a file in that instant gets 0o077 at worst)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
 def _stat_key(path: Path) -> dict:
     st = path.stat()
     return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
@@ -66,6 +80,8 @@ def atomic_write(path: str | Path, mode: str = "wb"):
     try:
         with os.fdopen(fd, mode) as f:
             yield f
+        # mkstemp creates 0600; a result or cache file gets what open() would give, so colleagues can read it
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -94,7 +94,28 @@ def resolve_classnames(cfg: DictConfig, pset: PromptSet, dataset: EvalDataset) -
         )
     if getattr(dataset, "shipped_templates", None) is not None and dataset.classes and names is not dataset.classes:
         check_shipped_order(cfg.dataset.name, names, dataset.classes, origin)
+    intended = pset.duplicate_classnames if origin.startswith("prompt set") else []
+    check_duplicate_names(names, origin, intended, bool(cfg.dataset.get("allow_duplicate_classnames")))
     return names
+
+
+def check_duplicate_names(names: list[str], origin: str, intended: list[str], allowed: bool) -> None:
+    """Two classes with one name get one text embedding and split their votes: an error naming both labels, unless
+    the user says it is intended (dataset.allow_duplicate_classnames=true) or the published list repeats the name
+    itself (its prompt set's `duplicate_classnames`). Names are compared as the tokenizer sees them (case, spaces)."""
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        key = " ".join(name.casefold().split())
+        if key not in seen:
+            seen[key] = i
+            continue
+        if allowed or key in {" ".join(n.casefold().split()) for n in intended}:
+            log.info("note: class name %r names labels %d and %d (%s)", name, seen[key], i,
+                     "allowed by dataset.allow_duplicate_classnames" if allowed else f"as published in {origin}")
+            continue
+        raise PromptError(f"{origin} names two classes {name!r}: labels {seen[key]} and {i}. Two classes with one name "
+                          "get one text embedding and split their votes; fix the names, or pass "
+                          "dataset.allow_duplicate_classnames=true if this is intended")
 
 
 def imagenet_names_for(d: DictConfig, names: list[str], dataset: EvalDataset, origin: str) -> list[str]:

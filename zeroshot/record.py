@@ -146,6 +146,21 @@ def versions() -> dict:
     }
 
 
+def recorded_config(cfg: DictConfig, leave_out: tuple[str, ...] = ()) -> str:
+    """config.yaml: the composed config as it ran, resolved, so a rerun from it runs the same. A checkpoint replaces
+    model.name (the default config's ViT-B/32 would otherwise stand beside an RN50 file), so the name is emptied
+    and the checkpoint is the weights' one name; metrics.json has their identity either way."""
+    out = OmegaConf.to_container(cfg, resolve=True)
+    for key in leave_out:
+        out.pop(key, None)
+    model = out.get("model")
+    note = ""
+    if isinstance(model, dict) and model.get("checkpoint") and model.get("name"):
+        note = f"# model.name ({model['name']}) emptied: model.checkpoint replaced it\n"
+        model["name"] = None
+    return note + OmegaConf.to_yaml(OmegaConf.create(out))
+
+
 def write_json(path: Path, obj: dict) -> None:
     with atomic_write(path, "w") as f:
         f.write(json.dumps(obj, indent=2, default=_jsonable) + "\n")

@@ -32,6 +32,7 @@ RANGES: dict[str, tuple] = {
     "gallery.confusions": ("int", 0, None, (), "10"),
     "gallery.per_confusion": ("int", 0, None, (), "6"),
     "gallery.size": ("int", 16, 512, (), "112"),
+    "calibration.fraction": ("float", (0, OPEN), (1, OPEN), (), "0.2"),
 }
 CHOICES: dict[str, tuple] = {
     "dist_shards": ("balanced", "chunks"),

@@ -50,7 +50,7 @@ def pair_overrides(cfg: DictConfig) -> list[str]:
     """What every job of the suite gets: where to write, whether to download, the suite's and the user's overrides."""
     # a suite never downloads a dataset unless asked (download=true): a sweep that quietly fetches tens of GB is
     # a surprise; a missing dataset is listed and skipped instead
-    return [f"results_dir={suite_results(cfg)}", f"dataset.download={str(bool(cfg.get('download', False))).lower()}",
+    return [f"results_dir={suite_results(cfg)}", f"dataset.download={str(bool(cfg.download)).lower()}",
             *cfg.suite.overrides, *cfg.eval_overrides]
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from zeroshot import calibrate as calibration_run
 from zeroshot import distributed as dist
@@ -30,7 +30,7 @@ from zeroshot.pipeline import (
     prompt_count,
 )
 from zeroshot.plots import plot_confusion, plot_per_class
-from zeroshot.record import make_run_dir, run_dir_base, run_record, write_json
+from zeroshot.record import make_run_dir, recorded_config, run_dir_base, run_record, write_json
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -135,7 +135,7 @@ def write_outputs(run_dir: Path, cfg, s: Setup, feats: Features, logits: torch.T
         drawing.draw(plot_per_class, np.asarray(m["per_class_accuracy"]), list(names), run_dir / "per_class_accuracy.png", title)
     if cfg.gallery.enabled and "multilabel" not in (targets or {}):  # one true class per image: one way to be wrong
         write_gallery(run_dir, s, feats, logits, metrics, cfg.gallery)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (run_dir / "config.yaml").write_text(recorded_config(cfg))
     drawing.finish()
     write_json(run_dir / "metrics.json", metrics)  # last: its presence marks the run complete
 

@@ -217,6 +217,6 @@ def write_outputs(run_dir, cfg, s, record, rows, full, curve, selected, methods,
     pd.DataFrame([full, *selected, baseline, *methods, *variants]).to_csv(run_dir / "sets.csv", index=False)
     write_prompt_file(run_dir / "best_prompts.json", PromptSet(
         f"{s.prompts.name}_greedy", chosen, s.classnames,
-        f"greedy selection on {record['dataset_label']} ({cfg.dataset.get('split', 'test')} split) with {record['model']} "
+        f"greedy selection on {record['dataset_label']} ({cfg.dataset.split} split) with {record['model']} "
         f"({run_dir}); evaluating it on the images it was selected on is optimistic"))
 

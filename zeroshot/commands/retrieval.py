@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from zeroshot import distributed as dist
 from zeroshot import suite, trackers
@@ -35,7 +35,7 @@ from zeroshot.pipeline import (
 )
 from zeroshot.prompts.languages import canonical
 from zeroshot.prompts.sets import PromptSet
-from zeroshot.record import make_run_dir, run_dir_base, run_record, write_json
+from zeroshot.record import make_run_dir, recorded_config, run_dir_base, run_record, write_json
 
 
 def captions_hash(captions: list[list[str]]) -> str:
@@ -101,12 +101,12 @@ def run_retrieval(cfg: DictConfig) -> dict:
     owner = torch.tensor([i for i, caps in enumerate(s.captions) for _ in caps])
     keep = torch.tensor([int(o) in row for o in owner], dtype=torch.bool)
     text_image = torch.tensor([row[int(o)] for o in owner[keep]], dtype=torch.long)
-    result = retrieve(feats.features, text_feats[keep], text_image, cfg.get("similarity_block"), s.device)
     ks = tuple(int(k) for k in cfg.dataset.recall_at)
+    result = retrieve(feats.features, text_feats[keep], text_image, cfg.get("similarity_block"), s.device, ks)
     recalls = result.recalls(ks)
     metric = cfg.dataset.metric
     metrics = {
-        "kind": "retrieval", **recalls, "metric": metric, "main_metric": recalls[metric], **record,
+        "kind": "retrieval", **recalls, "metric": metric, "main_metric": recalls[metric], **result.tie_counts(), **record,
         "n_images": len(positions), "n_captions": int(keep.sum()), "captions_dropped": int((~keep).sum()),
         "captions_per_image": [int(x) for x in np.unique([len(c) for c in s.captions])],
         "skipped_images": feats.skipped, "images_from_cache": feats.from_cache,
@@ -148,8 +148,7 @@ def write_outputs(run_dir: Path, cfg, s: RetrievalSetup, positions: list[int], o
     np.savez_compressed(run_dir / "ranks.npz", image_ranks=result.image_ranks.numpy(), text_ranks=result.text_ranks.numpy(),
                         indices=np.asarray(positions), text_image=owner.numpy())
     # eval's prompts group comes along with its defaults; the captions are this run's text side
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "prompts"]),
-                                                           resolve=True))
+    (run_dir / "config.yaml").write_text(recorded_config(cfg, leave_out=("prompts",)))
     write_json(run_dir / "metrics.json", metrics)  # last: its presence marks the run complete
 
 

@@ -7,6 +7,7 @@ and index, also from inside DataLoader workers. The loader's side: each sample's
 from __future__ import annotations
 
 import os
+import stat
 import time
 import zlib
 from dataclasses import dataclass
@@ -84,6 +85,8 @@ class EvalDataset(Dataset):
 
     def __getitem__(self, index: int):
         try:
+            if self.paths is not None and os.path.lexists(self.paths[index]):
+                refuse_special(self.paths[index])  # a FIFO listed by a CSV would block the read forever
             image, label = self.source[index]
         except DECODE_ERRORS as e:
             if self.skip_bad_images:
@@ -96,6 +99,24 @@ class EvalDataset(Dataset):
         if self.transform is not None:  # outside the try: an error in our preprocessing is a bug, never skipped
             image = self.transform(image)
         return image, int(label), index
+
+
+_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"))
+
+
+def special_kind(mode: int) -> str | None:
+    """What a file that is not a regular file is ("a FIFO (named pipe)", ...), or None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((what for test, what in _KINDS if test(mode)), "not a regular file")
+
+
+def refuse_special(path: str | os.PathLike) -> None:
+    """Raise OSError (an unreadable image, named by the caller) if `path` is not a regular file; reads nothing."""
+    kind = special_kind(os.stat(path).st_mode)
+    if kind is not None:
+        raise OSError(f"{path} is {kind}, not an image file; zeroshot never opens it")
 
 
 # What an unreadable image raises: a missing or unreadable file, a format PIL does not know (UnidentifiedImageError
@@ -228,5 +249,5 @@ def missing_data(cfg, root: Path, why: str, url: str | None = None) -> DatasetEr
         fix = "Set dataset.root=PATH to where it is, or dataset.download=true to fetch it."
     else:
         fix = "Set dataset.root=PATH to where it is."
-    return DatasetError(f"Dataset {cfg.name!r} ({cfg.get('split', 'test')} split) was not found under {root}: "
+    return DatasetError(f"Dataset {cfg.name!r} ({cfg.get('split')} split) was not found under {root}: "
                         f"{' '.join(str(why).split()).rstrip('.')}. Expected layout: {sentence(layout)} {offline} {fix}")

@@ -79,9 +79,9 @@ def _wnid_folders(cfg, candidates: list[str] | None = None) -> tuple[Dataset, No
     folder = _folder(cfg, candidates or list(cfg.get("folders") or [""]))
     expected = wnid_lists()[cfg.get("subset") or "imagenet"]
     _check_folders(cfg, folder, class_dirs(folder), expected)
-    import torchvision.datasets as tvd
+    from zeroshot.data.listing import ImageFolder
 
-    return tvd.ImageFolder(str(folder)), None  # sorted wnids: label k is the subset's k-th class
+    return ImageFolder(str(folder), skip_bad=bool(cfg.get("skip_bad_images"))), None  # sorted wnids: label k is the subset's k-th class
 
 
 def _imagenetv2(cfg) -> tuple[Dataset, None]:
@@ -90,7 +90,7 @@ def _imagenetv2(cfg) -> tuple[Dataset, None]:
     folder = _folder(cfg, list(cfg.get("folders") or [""]))
     found = class_dirs(folder)
     _check_folders(cfg, folder, sorted(found, key=str), [str(k) for k in range(int(cfg.num_classes))])
-    return NumberedFolders(str(folder)), None
+    return NumberedFolders(str(folder), skip_bad=bool(cfg.get("skip_bad_images"))), None
 
 
 def _objectnet(cfg) -> tuple[Dataset, list[str]]:
@@ -111,7 +111,7 @@ def _objectnet(cfg) -> tuple[Dataset, list[str]]:
                        f"(e.g. {absent[:3]})")
     from zeroshot.data.imagenet_folders import ObjectNetFolders
 
-    ds = ObjectNetFolders(base / "images", folders, int(cfg.border_crop))
+    ds = ObjectNetFolders(base / "images", folders, int(cfg.border_crop), skip_bad=bool(cfg.get("skip_bad_images")))
     return ds, [folder_to_label[f].lower() for f in folders]
 
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torchvision.datasets as tvd
-
 from zeroshot.data.base import class_dirs
+from zeroshot.data.listing import ImageFolder, list_images
 
 
-class NumberedFolders(tvd.ImageFolder):
+class NumberedFolders(ImageFolder):
     """ImageNet-V2: the folder named k holds class k (ImageFolder alone would sort the names as strings)."""
 
     def find_classes(self, directory):
@@ -18,18 +17,18 @@ class NumberedFolders(tvd.ImageFolder):
         return names, {n: int(n) for n in names}
 
 
-class ObjectNetFolders(tvd.ImageFolder):
+class ObjectNetFolders(ImageFolder):
     """ObjectNet's 113 ImageNet-overlapping classes; images lose `border` pixels on each side."""
 
-    def __init__(self, images: Path, folders: list[str], border: int):
+    def __init__(self, images: Path, folders: list[str], border: int, skip_bad: bool = False):
         self.keep, self.border = folders, border
-        super().__init__(str(images))
+        super().__init__(str(images), skip_bad=skip_bad)
 
     def find_classes(self, directory):
         return self.keep, {f: i for i, f in enumerate(self.keep)}
 
     def make_dataset(self, directory, class_to_idx, extensions=None, is_valid_file=None, allow_empty=False):
-        return tvd.folder.make_dataset(directory, class_to_idx, tvd.folder.IMG_EXTENSIONS, None, allow_empty=True)
+        return list_images(directory, class_to_idx, skip_bad=self.skip_bad, allow_empty=True)
 
     def __getitem__(self, index):
         image, label = super().__getitem__(index)

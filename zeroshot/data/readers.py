@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 from pathlib import Path
 from typing import Callable
 
@@ -25,6 +26,7 @@ def _idx_class(cls: type, root: Path, train: bool) -> tuple[type, Path]:
     """
     import gzip
     import shutil
+    import zlib
 
     needed = [Path(url).stem for url, _ in cls.resources if ("train" in url) == train]
     raw = root / cls.__name__ / "raw"
@@ -42,8 +44,11 @@ def _idx_class(cls: type, root: Path, train: bool) -> tuple[type, Path]:
         for candidate in (source / cls.__name__ / "raw" / f"{name}.gz", source / name, source / f"{name}.gz"):
             if candidate.is_file():
                 opener = gzip.open if candidate.suffix == ".gz" else open
-                with opener(candidate, "rb") as src, atomic_write(raw / name) as dst:
-                    shutil.copyfileobj(src, dst)
+                try:
+                    with opener(candidate, "rb") as src, atomic_write(raw / name) as dst:
+                        shutil.copyfileobj(src, dst)
+                except (EOFError, zlib.error, gzip.BadGzipFile) as e:  # a truncated or garbled .gz
+                    raise DatasetError(f"{candidate} is damaged ({type(e).__name__}: {e}); download it again") from None
                 break
 
     def _check_exists(self) -> bool:
@@ -77,6 +82,10 @@ def _torchvision(cfg) -> tuple[Dataset, list[str] | None]:
         if created is not None:
             _remove_empty(created)
         raise missing_data(cfg, root, f"{type(e).__name__}: {e}", getattr(cls, "url", None)) from e
+    except (EOFError, ValueError, IndexError, KeyError, pickle.UnpicklingError) as e:  # files there, but damaged
+        raise DatasetError(f"Dataset {cfg.name!r} under {root} cannot be read: {type(e).__name__}: "
+                           f"{str(e).splitlines()[0] if str(e) else 'truncated file'}. Its files are damaged or not "
+                           "what torchvision expects: download them again") from None
     classes = getattr(ds, "classes", None) or getattr(ds, "categories", None)
     return ds, list(classes) if classes else None
 
@@ -106,10 +115,12 @@ def _imagefolder(cfg, root: Path | None = None) -> tuple[Dataset, list[str]]:
     root = Path(root or cfg.root).expanduser()
     if not root.is_dir():
         raise missing_data(cfg, root, "no such directory")
-    import torchvision.datasets as tvd
+    from zeroshot.data.listing import ImageFolder
 
     try:
-        ds = tvd.ImageFolder(str(root))
+        ds = ImageFolder(str(root), skip_bad=bool(cfg.get("skip_bad_images")))
+    except DatasetError:  # a special file, named already
+        raise
     except (FileNotFoundError, RuntimeError) as e:
         raise missing_data(cfg, root, str(e)) from e
     return ds, list(ds.classes)
@@ -187,7 +198,7 @@ def _wds(cfg) -> tuple[Dataset, list[str] | None]:
         else:
             fix = (f" or, with a network, dataset.root=hf-hub:{cfg.hub} (or dataset.download=true) to fetch it"
                    if cfg.get("hub") else "")
-            raise DatasetError(f"Dataset {cfg.name!r} ({cfg.get('split', 'test')} split) was not found under {root}: no "
+            raise DatasetError(f"Dataset {cfg.name!r} ({cfg.get('split')} split) was not found under {root}: no "
                                f"such folder. Expected layout: {sentence(cfg.get('layout') or 'a CLIP_benchmark webdataset')} "
                                f"Set dataset.root=DIR to a local copy{fix}.")
     ds = WebDataset(root, cfg.split, bool(cfg.skip_bad_images))

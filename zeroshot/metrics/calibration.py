@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from zeroshot.errors import ConfigError
+
 N_BINS = 15  # Guo et al. 2017, "On Calibration of Modern Neural Networks"
 PROBABILITY_NAMES = {"softmax": "softmax", "sigmoid": "sigmoid_renormalized"}
 
@@ -114,7 +116,7 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, kind: str) -> float:
 def held_out_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded disjoint (fit, scored) row indices: `fraction` of n to fit a temperature on, the rest to score."""
     if not 0 < fraction < 1:
-        raise ValueError(f"calibration.fraction={fraction} must be between 0 and 1 (exclusive), e.g. 0.2")
+        raise ConfigError(f"calibration.fraction={fraction} must be between 0 and 1 (exclusive), e.g. 0.2")
     perm = np.random.default_rng(seed).permutation(n)
     n_fit = min(n - 1, max(1, int(round(n * fraction))))
     return np.sort(perm[:n_fit]), np.sort(perm[n_fit:])

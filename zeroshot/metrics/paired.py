@@ -245,7 +245,7 @@ def suite_summary(tested_rows: list[dict], alpha: float = 0.05) -> dict:
 
 
 def what_changed(a: RunImages, b: RunImages, k: int = 5) -> dict:
-    """The k classes whose recall changed most (B - A), and the k most-confused (true, predicted) pairs of
+    """The k classes whose recall differs most (A - B, as every figure and table of a comparison), and the k most-confused (true, predicted) pairs of
     each run that are not among the other's k: those that appear in B and those that vanish from A."""
     a, b = pair(a, b)
     n_classes = a.logits.shape[1]
@@ -255,10 +255,10 @@ def what_changed(a: RunImages, b: RunImages, k: int = 5) -> dict:
     hits = {r: np.bincount(y, weights=(run.logits.argmax(1) == y).astype(float), minlength=n_classes).astype(int)
             for r, run in (("a", a), ("b", b))}
     present = np.flatnonzero(support > 0)
-    delta = (hits["b"][present] - hits["a"][present]) / support[present]
+    delta = (hits["a"][present] - hits["b"][present]) / support[present]
     order = present[np.lexsort((present, -np.abs(delta)))][:k]
     classes = [{"class": names[c], "support": int(support[c]), "right_a": int(hits["a"][c]), "right_b": int(hits["b"][c]),
-                "recall_change": float((hits["b"][c] - hits["a"][c]) / support[c])} for c in order if hits["a"][c] != hits["b"][c]]
+                "recall_change": float((hits["a"][c] - hits["b"][c]) / support[c])} for c in order if hits["a"][c] != hits["b"][c]]
 
     def confused(run):
         cm = np.bincount(y * n_classes + run.logits.argmax(1), minlength=n_classes**2).reshape(n_classes, n_classes)

@@ -3,13 +3,20 @@
 Every image keeps all its captions. Image -> text ("text retrieval", as CLIP_benchmark and DataComp name it):
 an image is found at k when any caption of its own is among the k captions most similar to it. Text -> image
 ("image retrieval"): a caption finds its image at k when that image is among the k images most similar to it.
-A query's rank is the number of wrong candidates scoring at least as high as its best right one, so a tie
-counts against the query: a model whose features collapse to one point scores 0, not 100.
+
+Ties (identical captions score exactly alike: MSCOCO has such captions) are broken as in CLIP_benchmark's
+`recall_at_k`, whose code produced the published Flickr30k/MSCOCO numbers of open_clip and DataComp: the k
+candidates are `torch.topk(scores, k)` of the query's row of the score matrix (text x image, as it computes it;
+image queries read its transpose), so a tie at the k-th place goes the way torch.topk sends it. How many queries
+had such a tie is recorded (`ties@k`). Collapsed features (every score equal) still do not score 100: topk then
+returns k of the N candidates, so recall@k is about k / N, as CLIP_benchmark gives (docs/trust.md).
+A query's rank (ranks.npz, the CSVs) is the number of wrong candidates scoring at least as high as its best right
+one: ties count against it there, so `rank < k` is a lower bound of the recall when a tie straddles k.
 DataComp's main metric, `mean_recall@1`, is the mean of the two recall@1 values (its eval_utils/retr_eval.py).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -24,12 +31,21 @@ class RetrievalResult:
     text_ranks: torch.Tensor  # [T] rank of each caption's image among all images
     image_top: torch.Tensor  # [N, TOP] caption indices most similar to each image
     text_top: torch.Tensor  # [T, TOP] image indices most similar to each caption
+    # per "text_retrieval@k" / "image_retrieval@k": whether each query found a right candidate in torch.topk's k
+    hits: dict[str, torch.Tensor] = field(default_factory=dict)
+    ties: dict[str, int] = field(default_factory=dict)  # same keys: queries whose k-th and (k+1)-th scores are equal
+
+    def tie_counts(self) -> dict[str, int]:
+        """metrics.json's `text_retrieval_ties@k` / `image_retrieval_ties@k`: queries tied at the k-th place."""
+        return {f"{key.replace('@', '_ties@')}": n for key, n in self.ties.items()}
 
     def recalls(self, ks=(1, 5, 10)) -> dict[str, float]:
         out = {}
         for k in ks:
-            out[f"text_retrieval_recall@{k}"] = (self.image_ranks < k).double().mean().item()
-            out[f"image_retrieval_recall@{k}"] = (self.text_ranks < k).double().mean().item()
+            for side in ("text_retrieval", "image_retrieval"):
+                if f"{side}@{k}" not in self.hits:
+                    raise ValueError(f"recall@{k} was not computed: pass ks={tuple(ks)} to retrieve")
+                out[f"{side}_recall@{k}"] = self.hits[f"{side}@{k}"].double().mean().item()
         if 1 in ks:
             out["mean_recall@1"] = 0.5 * (out["text_retrieval_recall@1"] + out["image_retrieval_recall@1"])
         return out
@@ -48,9 +64,23 @@ def caption_table(text_image: torch.Tensor, n_images: int) -> torch.Tensor:
     return table
 
 
+def topk_hits(scores: torch.Tensor, right, ks, side: str, result: RetrievalResult) -> None:
+    """CLIP_benchmark's recall_at_k on one block of query rows: a hit at k is a right candidate among
+    torch.topk(scores, k) (called for each k, as it does); also counts the rows tied at the k-th place.
+    `right(indices)` says which of the candidates at `indices` [b, k] are right for their row."""
+    n = scores.shape[1]
+    values = scores.topk(min(max(ks) + 1, n), dim=1).values if n else scores[:, :0]
+    for k in ks:
+        hit = right(scores.topk(min(k, n), dim=1).indices).any(1).cpu()
+        key = f"{side}@{k}"
+        result.hits[key] = torch.cat([result.hits[key], hit]) if key in result.hits else hit
+        tied = int((values[:, k - 1] == values[:, k]).sum()) if k < values.shape[1] else 0
+        result.ties[key] = result.ties.get(key, 0) + tied
+
+
 def retrieve(image_features: torch.Tensor, text_features: torch.Tensor, text_image: torch.Tensor,
-             block: int | None = None, device: torch.device | str = "cpu") -> RetrievalResult:
-    """Ranks and top candidates both ways. `text_image[t]` is the image caption t describes.
+             block: int | None = None, device: torch.device | str = "cpu", ks=(1, 5, 10)) -> RetrievalResult:
+    """Ranks, recall@k for `ks` and top candidates both ways. `text_image[t]` is the image caption t describes.
 
     Features are L2-normalized here (cosine similarity; logit_scale and a SigLIP bias change no ranking)."""
     block = int(block or BLOCK)
@@ -63,8 +93,12 @@ def retrieve(image_features: torch.Tensor, text_features: torch.Tensor, text_ima
     table = caption_table(text_image, n).to(device)
     top = min(TOP, t)
     image_ranks, image_top = torch.empty(n, dtype=torch.long), torch.empty(n, top, dtype=torch.long)
+    result = RetrievalResult(image_ranks, torch.empty(0), image_top, torch.empty(0))
+    owner = text_image.to(device)
     for a in range(0, n, block):
-        scores = images[a:a + block] @ texts.T  # [b, T]
+        scores = (texts @ images[a:a + block].T).T  # [b, T]: CLIP_benchmark's text x image scores, transposed
+        queries = torch.arange(a, min(a + block, n), device=device)[:, None]
+        topk_hits(scores, lambda idx: owner[idx] == queries, ks, "text_retrieval", result)
         own = table[a:a + block]
         own_scores = scores.gather(1, own.clamp(min=0)).masked_fill(own < 0, float("-inf"))  # [b, M]
         best = own_scores.max(dim=1, keepdim=True).values
@@ -80,4 +114,6 @@ def retrieve(image_features: torch.Tensor, text_features: torch.Tensor, text_ima
         right = scores.gather(1, target[a:a + block, None])
         text_ranks[a:a + block] = ((scores >= right).sum(1) - 1).cpu()  # less the right image itself
         text_top[a:a + block] = scores.topk(top, dim=1).indices.cpu()
-    return RetrievalResult(image_ranks, text_ranks, image_top, text_top)
+        topk_hits(scores, lambda idx: idx == target[a:a + block, None], ks, "image_retrieval", result)
+    result.text_ranks, result.text_top = text_ranks, text_top
+    return result

@@ -10,6 +10,7 @@ logit_bias (SigLIP's sigmoid scoring), embed_dim, and `architecture` for the rec
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -104,7 +105,8 @@ def _transformers(src, device: torch.device, precision: str) -> BackendModel:
     folder = src.folder
     kind = (src.hf_config or {}).get("model_type", "?")
     try:
-        model = transformers.AutoModel.from_pretrained(str(folder), dtype=DTYPES[precision]).to(device).eval()
+        model = transformers.AutoModel.from_pretrained(str(folder), dtype=DTYPES[precision],
+                                                       trust_remote_code=False).to(device).eval()
     except (ValueError, OSError, KeyError) as e:
         raise CheckpointError(f"{src.label}: transformers could not build its {kind!r} model ({type(e).__name__}: "
                               f"{str(e).splitlines()[0][:200]})") from None
@@ -114,7 +116,7 @@ def _transformers(src, device: torch.device, precision: str) -> BackendModel:
     # SigLIP was trained on text padded to max_length with no attention mask; padding any other way is the
     # known cause of "SigLIP scores several points below the paper"
     siglip = kind.startswith("siglip")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder))
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
     text_cfg = getattr(model.config, "text_config", model.config)
     max_length = getattr(text_cfg, "max_position_embeddings", None) or tokenizer.model_max_length
     pad_id = tokenizer.pad_token_id
@@ -124,10 +126,31 @@ def _transformers(src, device: torch.device, precision: str) -> BackendModel:
             return _features(model.get_text_features(input_ids=ids))
         return _features(model.get_text_features(input_ids=ids, attention_mask=(ids != pad_id).long()))
 
-    processor = transformers.AutoImageProcessor.from_pretrained(str(folder))
+    processor = transformers.AutoImageProcessor.from_pretrained(str(folder), trust_remote_code=False)
     return BackendModel(model, lambda x: _features(model.get_image_features(pixel_values=x)), text_fn,
                         HFTokenize(tokenizer, max_length, pad_to_max=siglip), HFImageTransform(processor),
                         f"transformers {type(model).__name__} ({kind})", precision)
+
+
+@contextmanager
+def no_code_prompt(label: str):
+    """transformers asks on the terminal whether to run a repo's custom code when a caller (open_clip's HF text
+    tower) leaves trust_remote_code unset; with its prompt timeout at 0 it refuses at once and reads no stdin."""
+    try:
+        import transformers.dynamic_module_utils as dyn
+    except ImportError:  # no transformers: nothing can prompt
+        yield
+        return
+    saved, dyn.TIME_OUT_REMOTE_CODE = getattr(dyn, "TIME_OUT_REMOTE_CODE", 15), 0
+    try:
+        yield
+    except ValueError as e:
+        if "trust_remote_code" not in str(e):
+            raise
+        raise CheckpointError(f"{label} needs custom code from the Hub to load; zeroshot never runs code from a "
+                              "model. Use a model whose text tower transformers ships.") from None
+    finally:
+        dyn.TIME_OUT_REMOTE_CODE = saved
 
 
 def _open_clip(src, device: torch.device, precision: str) -> BackendModel:
@@ -138,8 +161,9 @@ def _open_clip(src, device: torch.device, precision: str) -> BackendModel:
     else:  # an ARCH/TAG whose weights were fetched into the cache
         name, pretrained = src.label.split("/")[0], str(src.weights)
         arch = name
-    model, _, transform = open_clip.create_model_and_transforms(name, pretrained=pretrained, precision=precision,
-                                                                device=device)
+    with no_code_prompt(src.label):  # open_clip's HF text towers call transformers without trust_remote_code
+        model, _, transform = open_clip.create_model_and_transforms(name, pretrained=pretrained, precision=precision,
+                                                                    device=device)
     from zeroshot.models.tokenizer import LazyTokenizer
 
     tokenizer = LazyTokenizer(lambda: open_clip.get_tokenizer(name), f"of open_clip's {arch}")

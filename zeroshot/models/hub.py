@@ -27,8 +27,30 @@ def _json(path: Path) -> dict:
         raise CheckpointError(f"Could not read {path} as JSON ({e}); the model folder is damaged: download it again.") from None
 
 
+# the files whose `auto_map` makes transformers import Python from the folder (its "custom code")
+CODE_CONFIGS = ("config.json", "tokenizer_config.json", "preprocessor_config.json", "processor_config.json",
+                "image_processor_config.json")
+
+
+def refuse_custom_code(folder: Path) -> None:
+    """A model folder never runs code: one whose configs map classes to its own .py files (`auto_map`) is
+    refused here, before any library sees it (the loaders also pass trust_remote_code=False)."""
+    for name in CODE_CONFIGS:
+        path = folder / name
+        if not path.is_file():
+            continue
+        cfg = _json(path)
+        auto_map = cfg.get("auto_map") if isinstance(cfg, dict) else None
+        if auto_map:
+            entry = next(iter(auto_map.items())) if isinstance(auto_map, dict) else ("auto_map", auto_map)
+            raise CheckpointError(f"{folder} needs custom code to load ({name} auto_map: {entry[0]} -> {entry[1]}); "
+                                  "zeroshot never runs code from a model folder. Use a model whose classes "
+                                  "transformers or open_clip ship.")
+
+
 def read_folder(folder: Path, label: str | None = None, location: str | None = None, revision: str | None = None) -> Source:
     """A model folder: open_clip's Hub layout, or a transformers save_pretrained folder."""
+    refuse_custom_code(folder)
     if (folder / "open_clip_config.json").is_file():
         cfg = _json(folder / "open_clip_config.json")
         if "model_cfg" not in cfg:

@@ -33,6 +33,9 @@ INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "lanczos")  # torchvision's 
 RESIZE_MODES = ("shortest", "squash", "longest")
 
 
+MAX_IMAGE_SIZE = 4096  # the largest inputs of the CLIP family are ~1024 px (SigLIP so400m: 512, EVA: 448)
+
+
 def square_size(value, where: str) -> int:
     """An image size as open_clip writes it: an int, or [H, W] (its PreprocessCfg allows a pair). Only square
     inputs are supported, as every CLIP-family tower here has a square positional grid."""
@@ -44,6 +47,9 @@ def square_size(value, where: str) -> int:
                               "Give one number (e.g. 224) or [224, 224]")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < 1:
         raise ConfigError(f"{where}: image size {value!r} is not a positive whole number; give e.g. 224 or [224, 224]")
+    if value > MAX_IMAGE_SIZE:  # a 10^9 side would be a MemoryError deep in the resize, 93 lines of traceback
+        raise ConfigError(f"{where}: image size {int(value)} is beyond any CLIP-family model's input (at most "
+                          f"{MAX_IMAGE_SIZE} here); give the size the model was trained at, e.g. 224")
     return int(value)
 
 

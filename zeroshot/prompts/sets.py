@@ -21,6 +21,8 @@ class PromptSet:
     templates: list[str]
     classnames: list[str] = field(default_factory=list)
     source: str = ""
+    # names the set's source itself repeats (OpenAI's ImageNet list: "missile", "sunglasses"), kept as published
+    duplicate_classnames: list[str] = field(default_factory=list)
 
 
 def prompts_hash(classnames: list[str], templates: list[str]) -> str:
@@ -86,7 +88,8 @@ def read_prompt_file(path: str | Path) -> PromptSet:
     else:
         templates = [line.rstrip("\n") for line in read_text(path, f"Prompts file {path}").splitlines() if line.strip()]
         classnames, name, source = [], path.stem, str(path)
-    return PromptSet(name, check_templates(templates, f"prompts file {path}"), list(classnames), source)
+    duplicates = list(data.get("duplicate_classnames", [])) if path.suffix == ".json" else []
+    return PromptSet(name, check_templates(templates, f"prompts file {path}"), list(classnames), source, duplicates)
 
 
 def load_prompt_set(

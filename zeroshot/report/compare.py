@@ -20,6 +20,24 @@ IMAGES = ["dataset_fingerprint", "split"]
 SYSTEM = ["checkpoint_sha256", "prompts_hash"]
 
 
+def read_npz(path: Path, needed: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """A run's .npz, every array read now: a truncated or garbled file is a ReportError naming it, not a
+    BadZipFile (or zlib.error, EOFError) traceback from deep inside numpy."""
+    import zipfile
+    import zlib
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as e:
+        raise ReportError(f"{path} is damaged ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'truncated'}); "
+                          "re-run that evaluation to write it again, or leave the run out") from None
+    missing = [k for k in needed if k not in arrays]
+    if missing:
+        raise ReportError(f"{path} lacks {', '.join(missing)}; re-run that evaluation to write it again")
+    return arrays
+
+
 def load_run(run_dir: str | Path, name: str) -> cmp.RunImages:
     """A run directory's per-image record: logits.npz, the paths in predictions.csv, class names, group spec."""
     run_dir = Path(run_dir)
@@ -27,7 +45,7 @@ def load_run(run_dir: str | Path, name: str) -> cmp.RunImages:
         raise ReportError(f"{run_dir} has no logits.npz, which a paired comparison needs: re-run that evaluation "
                           "(`zeroshot eval ...`) to write one")
     m = json.loads((run_dir / "metrics.json").read_text())
-    z = np.load(run_dir / "logits.npz")
+    z = read_npz(run_dir / "logits.npz", ("logits", "labels", "indices"))
     keys = np.array([f"#{i}" for i in z["indices"]], dtype=object)
     if (run_dir / "predictions.csv").exists():
         preds = pd.read_csv(run_dir / "predictions.csv", usecols=["index", "path"], keep_default_na=False)
@@ -109,7 +127,10 @@ def build_comparison(table: pd.DataFrame, n_boot: int = 1000, seed: int = 0, alp
     if not groups:
         return comp
     names = dataset_names(groups)
-    groups = [g for _, g in with_systems(pd.concat(groups)).groupby(IMAGES, sort=False)]
+    table = with_systems(pd.concat(groups))
+    # A and B in the order the runs were given (load_runs keeps the inputs' order): `compare a b` says A - B = a - b
+    order = {s: table.index[table.system == s].min() for s in set(table.system)}
+    groups = [g for _, g in table.groupby(IMAGES, sort=False)]
     main = {}
     for dataset, g in zip(names, groups):  # one image set at a time: its runs' logits are loaded together, then freed
         runs = {}
@@ -121,7 +142,7 @@ def build_comparison(table: pd.DataFrame, n_boot: int = 1000, seed: int = 0, alp
         for name, run in runs.items():
             m = json.loads((Path(run.run_dir) / "metrics.json").read_text())
             main.setdefault(name, {})[dataset] = m.get("main_metric", m.get("top1"))
-        for a, b in itertools.combinations(sorted(runs), 2):
+        for a, b in itertools.combinations(sorted(runs, key=order.get), 2):
             try:
                 rows = cmp.compare_pair(runs[a], runs[b], n_boot, seed)
                 change = cmp.what_changed(runs[a], runs[b], top_k)
@@ -135,7 +156,7 @@ def build_comparison(table: pd.DataFrame, n_boot: int = 1000, seed: int = 0, alp
             comp.changes.append({"system_a": a, "system_b": b, "dataset": dataset, **change})
     if not comp.rows:
         return comp
-    systems = sorted(main)
+    systems = sorted(main, key=order.get)
     for a, b in itertools.combinations(systems, 2):
         tested = [r for r in comp.rows if (r["system_a"], r["system_b"]) == (a, b) and "mcnemar_p" in r]
         if tested:

@@ -84,8 +84,8 @@ def suite_sentence(s: dict) -> str:
 def change_lines(c: dict) -> list[str]:
     lines = []
     if c["classes"]:
-        lines += [f"Recall changed most on {c['dataset']} (right / images, A -> B):", "",
-                  "| class | A | B | change |", "|---|---|---|---|"]
+        lines += [f"Recall differs most on {c['dataset']} (right / images):", "",
+                  "| class | A | B | A - B |", "|---|---|---|---|"]
         lines += [f"| {x['class']} | {x['right_a']}/{x['support']} | {x['right_b']}/{x['support']} | {pts(x['recall_change'])} |"
                   for x in c["classes"]]
         lines.append("")
@@ -149,7 +149,7 @@ def html_section(comp) -> str:
             if (c["system_a"], c["system_b"]) == (a, b) and (c["classes"] or c["appear"] or c["vanish"]):
                 parts.append(f"<details><summary>What changed on {html.escape(c['dataset'])}</summary>")
                 if c["classes"]:
-                    parts.append(html_table(["class", "A right/images", "B right/images", "change"],
+                    parts.append(html_table(["class", "A right/images", "B right/images", "A - B"],
                                             [[x["class"], f"{x['right_a']}/{x['support']}", f"{x['right_b']}/{x['support']}",
                                               pts(x["recall_change"])] for x in c["classes"]]))
                 for what in ("appear", "vanish"):
