@@ -142,7 +142,7 @@ def distribution_of(top: str) -> set[str]:
     return {norm(d) for d in _distributions().get(top, [])}
 
 
-@pytest.mark.parametrize("folder, extras", [("tests", ("test",)), ("zeroshot", ("open_clip", "transformers", "launchers"))])
+@pytest.mark.parametrize("folder, extras", [("tests", ("test",)), ("zeroshot", ("open_clip", "transformers", "launchers", "hf", "mlflow", "tensorboard", "wandb"))])
 def test_every_import_is_declared(folder, extras):
     """tests/ may use the dependencies and the [test] extra; zeroshot/ the dependencies and its optional extras."""
     allowed = declared(extras)

@@ -225,7 +225,7 @@ def test_undeclared_keys_are_errors_and_tags_are_recorded(tmp_path, tiny_checkpo
             f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}", "num_workers=0", "progress=false",
             "figures=false"]
     for added, named, close in (("+prompts.templaets=x", "prompts.templaets", "prompts.templates"),
-                                ("+logger=mlflow", "logger", None)):
+                                ("+experiment_name=demo", "experiment_name", None)):
         r = _cli("eval", *base, added)
         assert r.returncode == 1, (added, r.stderr[-2000:])
         line, = r.stderr.strip().splitlines()
