@@ -320,6 +320,38 @@ def test_truncated_cifar_batch_is_one_line(tmp_path):
         tv_cifar.CIFAR10._check_integrity = orig
 
 
+def test_a_cifar_batch_that_names_code_is_refused_unrun(tmp_path, monkeypatch):
+    """CIFAR's batches are pickles; one whose pickle calls a function is refused before anything runs."""
+    import pickle
+
+    import torchvision.datasets.cifar as tv_cifar
+
+    # the fixture files are not the real CIFAR, so their md5 differs: bypass that check, nothing else
+    monkeypatch.setattr(tv_cifar.CIFAR10, "_check_integrity", lambda self: True)
+    monkeypatch.setattr(tv_cifar, "check_integrity", lambda path, md5=None: Path(path).is_file())
+
+    from datagen import write_cifar
+    from conftest import dataset_config
+    from zeroshot.data.readers import build_dataset
+    from zeroshot.errors import DatasetError
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    root = write_cifar(tmp_path)
+    ds = build_dataset(dataset_config("cifar10", root=str(root)))  # the real layout reads as before
+    assert len(ds) == 23
+    batch = root / "cifar-10-batches-py" / "test_batch"
+    with open(batch, "wb") as f:
+        pickle.dump({"data": Payload(), "labels": [0]}, f, protocol=2)
+    with pytest.raises(DatasetError, match=r"test_batch names (io|builtins)\.open.*refused unread"):
+        build_dataset(dataset_config("cifar10", root=str(root)))
+    assert not marker.exists()
+
+
 # ------------------------------------------------------------------------------ 9. files others can read
 
 def test_results_and_caches_get_the_umask_mode(tmp_path, tiny_checkpoint):

@@ -13,6 +13,7 @@ from typing import Callable
 from torch.utils.data import Dataset
 
 from zeroshot.data.base import EvalDataset, missing_data, sentence
+from zeroshot.data.pickles import safe_pickles
 from zeroshot.errors import DatasetError
 from zeroshot.files import atomic_write, read_text
 from zeroshot.log import log
@@ -77,7 +78,10 @@ def _torchvision(cfg) -> tuple[Dataset, list[str] | None]:
         cls, root = _idx_class(cls, root, kwargs.get("train", False))
     created = _first_missing(root)  # a failed download must not leave empty folders behind
     try:
-        ds = cls(root=str(root), download=bool(cfg.download), **kwargs)
+        with safe_pickles():  # CIFAR's batches are pickles: data only, never code
+            ds = cls(root=str(root), download=bool(cfg.download), **kwargs)
+    except DatasetError:
+        raise
     except (RuntimeError, FileNotFoundError, OSError) as e:
         if created is not None:
             _remove_empty(created)
