@@ -8,7 +8,6 @@ number's source), shown only for a known release run on the benchmark's full set
 """
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from zeroshot.paths import REFERENCE
+from zeroshot.report.runs import run_records
 
 PUBLISHED_COMPOSITIONALITY = REFERENCE / "published_compositionality.csv"
 ROW_KEY = ["checkpoint_sha256", "dataset_fingerprint", "split", "prompts_hash"]
@@ -25,28 +25,21 @@ SCORES = ["text_accuracy", "image_accuracy", "group_accuracy", "macro_accuracy",
 def load_compositionality_runs(inputs) -> pd.DataFrame:
     """One record per complete compositionality run (metrics.json with kind "compositionality") under the inputs."""
     records = []
-    for root in map(Path, inputs):
-        for path in sorted(root.rglob("metrics.json")) if root.exists() else []:
-            try:
-                m = json.loads(path.read_text())
-            except (ValueError, OSError):
-                continue  # load_runs warns about it
-            if m.get("kind") != "compositionality":
-                continue
-            if "main_metric" not in m or "model" not in m:
-                warnings.warn(f"skipping {path}: not a complete compositionality metrics.json")
-                continue
-            records.append({
-                "model": m["model"], "model_release": m.get("model_release"), "dataset": m["dataset"],
-                "dataset_label": m.get("dataset_label") or m["dataset"], "dataset_fingerprint": m.get("dataset_fingerprint", ""),
-                "split": m.get("split", "test"), "prompts_hash": m.get("instances_hash", ""), "metric": m["metric"],
-                "main_metric": m["main_metric"], **{k: m.get(k) for k in SCORES},
-                **{f"mean_{k}": v for k, v in (m.get("group_means") or {}).items()},
-                "n_instances": m.get("n_instances"), "ties": m.get("ties"), "comparable": bool(m.get("comparable", False)),
-                "not_comparable_reason": m.get("not_comparable_reason", ""),
-                "checkpoint_sha256": m.get("checkpoint_sha256", ""), "date": m.get("timestamp") or path.parent.name,
-                "run_dir": str(path.parent),
-            })
+    for path, m in run_records(inputs, "compositionality"):
+        if "main_metric" not in m or "model" not in m:
+            warnings.warn(f"skipping {path}: not a complete compositionality metrics.json")
+            continue
+        records.append({
+            "model": m["model"], "model_release": m.get("model_release"), "dataset": m["dataset"],
+            "dataset_label": m.get("dataset_label") or m["dataset"], "dataset_fingerprint": m.get("dataset_fingerprint", ""),
+            "split": m.get("split", "test"), "prompts_hash": m.get("instances_hash", ""), "metric": m["metric"],
+            "main_metric": m["main_metric"], **{k: m.get(k) for k in SCORES},
+            **{f"mean_{k}": v for k, v in (m.get("group_means") or {}).items()},
+            "n_instances": m.get("n_instances"), "ties": m.get("ties"), "comparable": bool(m.get("comparable", False)),
+            "not_comparable_reason": m.get("not_comparable_reason", ""),
+            "checkpoint_sha256": m.get("checkpoint_sha256", ""), "date": m.get("timestamp") or path.parent.name,
+            "run_dir": str(path.parent),
+        })
     return pd.DataFrame(records)
 
 

@@ -23,6 +23,21 @@ METRIC_COLUMNS = list(CLASSIFICATION_METRICS)
 ROW_KEY = ["checkpoint_sha256", "dataset_fingerprint", "split", "prompts_hash"]
 
 
+def run_records(inputs, kind: str):
+    """(path, record) of each readable metrics.json of this kind under the inputs, skipping trackers' copies of runs;
+    one that cannot be read is load_runs' to warn about."""
+    for root in map(Path, inputs):
+        for path in sorted(root.rglob("metrics.json")) if root.exists() else []:
+            if TRACKERS_DIR in path.relative_to(root).parts[:-1]:  # a tracker's copy of a run (logger=...), not a run
+                continue
+            try:
+                m = json.loads(path.read_text())
+            except (ValueError, OSError):
+                continue
+            if isinstance(m, dict) and m.get("kind") == kind:
+                yield path, m
+
+
 def load_runs(inputs: list[str | Path]) -> pd.DataFrame:
     """One record per complete run (eval) or probe; a malformed metrics.json is skipped with a warning."""
     records = []
