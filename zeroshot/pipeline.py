@@ -17,6 +17,7 @@ from zeroshot.data.imagenet import IMAGENET_CLASSES, subset_positions
 from zeroshot.data.readers import build_dataset
 from zeroshot.errors import ConfigError, DatasetError, PromptError
 from zeroshot.features.cache import Features, ImageFeatureCache, TextCache, model_key
+from zeroshot.label_free import LabelFreeSettings, check_config
 from zeroshot.log import log
 from zeroshot.models.loader import load_model
 from zeroshot.models.precision import resolve_precision
@@ -157,6 +158,8 @@ class Setup:
     precision: str
     cache_root: Path | None
     class_prompts: dict | None = None  # class_prompt_sets.resolve_class_prompt_sets: descriptions, WaffleCLIP sets
+    label_free: LabelFreeSettings | None = None  # prompts.weighting / prompts.subclasses (label_free.py), when asked for
+    label_free_identity: dict | None = None  # set once the label-free classifier is built: its method, settings, digest
 
     @property
     def main_class_prompts(self):
@@ -194,8 +197,9 @@ def prepare(cfg: DictConfig) -> Setup:
     dataset.check_labels(len(classnames))
     # a descriptions file is read and mapped onto the label order before the model loads: a bad key fails first
     class_sets = resolve_class_prompt_sets(cfg.prompts, classnames, pset.templates, cache_root(cfg))
+    label_free = check_config(cfg, pset.templates, classnames, bool((class_sets or {}).get("main")))
     model = load_for(cfg, dataset, device, precision)
-    return Setup(model, dataset, pset, classnames, device, precision, cache_root(cfg), class_sets)
+    return Setup(model, dataset, pset, classnames, device, precision, cache_root(cfg), class_sets, label_free)
 
 
 def loader_policy(cfg: DictConfig, device: torch.device) -> tuple[int, str]:
