@@ -231,10 +231,20 @@ def test_eval_records_weights_and_identity_and_reads_no_label(tmp_path, tiny_che
     hot = evaluate(cfg_for(tmp_path, tiny_checkpoint, folder, "prompts.weighting=zpe", "prompts.weight_temperature=0.1"))
     assert hot["prompts_hash"] != zpe["prompts_hash"]
 
-    # the pipeline hands the method the labels with the features: shuffled labels, identical weights and logits
+    # on the run's cached features, the published algorithms give the weights and predictions the runs recorded
     cfg = cfg_for(tmp_path, tiny_checkpoint, folder, "prompts.weighting=carprt")
     s = prepare(cfg)
     feats = image_features(cfg, s, False)
+    assert feats.from_cache == len(feats.labels)
+    image = unit(feats.features.double().numpy())
+    text = lf.template_features(s.model, s.classnames, TEMPLATES).double().numpy()
+    scale = float(s.model.logit_scale.exp())
+    for run, (want_w, want_pred) in [(zpe, zpe_published(image, text, scale)), (carprt, carprt_published(image, text, scale))]:
+        got = pd.read_csv(f"{run['run_dir']}/prompt_weights.csv").weight.to_numpy()
+        np.testing.assert_allclose(got, want_w.ravel(), rtol=1e-4, atol=1e-6)
+        np.testing.assert_array_equal(pd.read_csv(f"{run['run_dir']}/predictions.csv").prediction.to_numpy(), want_pred)
+
+    # the pipeline hands the method the labels with the features: shuffled labels, identical weights and logits
     first = label_free_classifier(cfg, s, feats)
     feats.labels = feats.labels[torch.randperm(len(feats.labels), generator=torch.Generator().manual_seed(0))]
     second = label_free_classifier(cfg, s, feats)
