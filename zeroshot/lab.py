@@ -59,6 +59,8 @@ class _MemoryCache:
 class PromptLab:
     """Image features of one dataset and model, loaded once; `score` prompt sets against them."""
 
+    MEMO = 64  # prompt sets whose class features are kept whole
+
     def __init__(self, dataset: str = "cifar10", model: str | None = None, overrides: list[str] | tuple = (),
                  config: str = "experiment"):
         from hydra import compose, initialize_config_dir
@@ -88,17 +90,41 @@ class PromptLab:
         lab._load(cfg)
         return lab
 
+    @classmethod
+    def from_features(cls, model, features: torch.Tensor, labels: torch.Tensor, classnames: list[str],
+                      overrides: list[str] | tuple = (), text_cache=None) -> "PromptLab":
+        """A lab on image features you computed ([N, D], with labels [N] in the order of `classnames`) and a model
+        from zeroshot.load; settings (bootstrap, seed, baseline) from `zeroshot prompts`' config and `overrides`."""
+        from hydra import compose, initialize_config_dir
+
+        from zeroshot.paths import config_dir
+
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = compose("experiment", overrides=["progress=false", *overrides])
+        if len(features) != len(labels) or int(labels.max()) >= len(classnames):
+            raise PromptError(f"{len(features)} feature rows, {len(labels)} labels and {len(classnames)} class names "
+                              "do not fit: one label per row, each below the number of classes")
+        lab = cls.__new__(cls)
+        lab.model = model
+        lab._init(cfg, features, labels, classnames, text_cache or _MemoryCache())
+        return lab
+
     def _load(self, cfg) -> None:
-        from zeroshot.metrics.classification import bootstrap_indices
         from zeroshot.pipeline import image_features, prepare, text_cache
 
+        setup = prepare(cfg)
+        feats = image_features(cfg, setup, False)
+        self.model = setup.model
+        self._init(cfg, feats.features, feats.labels, setup.classnames, text_cache(setup) or _MemoryCache())
+
+    def _init(self, cfg, features: torch.Tensor, labels: torch.Tensor, classnames: list[str], cache) -> None:
+        from zeroshot.metrics.classification import bootstrap_indices
+
         self.cfg = cfg
-        self.setup = prepare(cfg)
-        feats = image_features(cfg, self.setup, False)
-        self.image = F.normalize(feats.features.float(), dim=-1)  # [N, D]
-        self.labels = feats.labels
-        self.classnames = list(self.setup.classnames)
-        self.text_cache = text_cache(self.setup) or _MemoryCache()
+        self.image = F.normalize(features.float(), dim=-1)  # [N, D]
+        self.labels = labels
+        self.classnames = list(classnames)
+        self.text_cache = cache
         # the bootstrap resamples as counts [B, N]: a resample's accuracy is one row times the 0/1 vector, the same
         # number correct[idx].mean() gives, in a matrix-vector product
         n = len(self.labels)
@@ -106,19 +132,35 @@ class PromptLab:
         flat = (np.arange(len(idx))[:, None] * n + idx).ravel()
         self._counts = np.bincount(flat, minlength=len(idx) * n).reshape(len(idx), n).astype(np.float32)  # exact
         self._baselines: dict[tuple, np.ndarray] = {}
+        self._memo: dict[tuple, tuple[torch.Tensor, int]] = {}
 
     def __repr__(self) -> str:
         return f"PromptLab({self.cfg.dataset.name}, {len(self.labels)} images, {len(self.classnames)} classes)"
 
     def _encode(self, prompts: list[str]) -> tuple[torch.Tensor, int]:
+        """Normalized features [P, D] and how many prompts went through the text encoder (the rest were cached)."""
         from zeroshot.classifier import encode_prompts
 
-        unique = list(dict.fromkeys(prompts))
-        new = len(unique) - len(self.text_cache.get(unique))
-        return encode_prompts(self.setup.model, prompts, int(self.cfg.text_batch_size), False, self.text_cache), new
+        known = self.text_cache.get(list(dict.fromkeys(prompts)))
+        if len(known) == len(set(prompts)):  # all cached: no tokenizer, no model call
+            return F.normalize(torch.stack([known[p] for p in prompts]), dim=-1), 0
+        feats = encode_prompts(self.model, prompts, int(self.cfg.text_batch_size), False, self.text_cache)
+        return feats, len(set(prompts)) - len(known)
 
     def class_features(self, prompts, weighting: str = "none") -> tuple[torch.Tensor, int, int]:
-        """[C, D] class features of templates, class-specific texts or a PromptSet; the prompt and encoded counts."""
+        """[C, D] class features of templates, class-specific texts or a PromptSet; the prompt and encoded counts.
+        A set scored before is remembered whole (the last MEMO sets), so scoring it again costs one product."""
+        key = (repr(prompts if not hasattr(prompts, "templates") else list(prompts.templates)), weighting)
+        if key in self._memo:
+            feats, n_prompts = self._memo[key]
+            return feats, n_prompts, 0
+        out = self._class_features(prompts, weighting)
+        self._memo[key] = out[:2]
+        while len(self._memo) > self.MEMO:
+            self._memo.pop(next(iter(self._memo)))
+        return out
+
+    def _class_features(self, prompts, weighting: str) -> tuple[torch.Tensor, int, int]:
         from zeroshot.label_free import LabelFreeSettings, scale_and_bias, weigh
 
         if isinstance(prompts, str):
@@ -139,7 +181,7 @@ class PromptLab:
             feats = feats.view(len(prompts), len(self.classnames), -1)  # [T, C, D]
             if weighting == "none":
                 return F.normalize(feats.mean(dim=0), dim=-1), len(flat), new
-            scale, bias = scale_and_bias(self.setup.model)
+            scale, bias = scale_and_bias(self.model)
             return weigh(LabelFreeSettings(weighting=weighting), self.image, feats, scale, bias).class_features, len(flat), new
         if len(prompts) != len(self.classnames) or not all(isinstance(p, (list, tuple)) and p for p in prompts):
             raise PromptError(f"give templates (strings with '{{}}'), or one non-empty list of texts per class "
