@@ -275,6 +275,12 @@ class LabelFreeRun:
     def label(self) -> str:
         return describe(self.settings)
 
+    @property
+    def short(self) -> str:
+        """The method in a few characters, for a summary line: zpe, carprt, chils, chils-plain (no reweighting)."""
+        plain = self.method == "chils" and not self.settings.chils_reweight
+        return f"{self.method}-plain" if plain else self.method
+
 
 def describe(s: LabelFreeSettings) -> str:
     """A row's name: the method and the settings that differ from its headline."""

@@ -69,7 +69,8 @@ def write_label_free(run_dir, runs: list[LabelFreeRun], templates: list[str], fi
             else:  # [T, C] as rows of plain floats: no tensor may reach the helper process
                 n = len(r.table) // len(templates)
                 panels.append((r.label, [[float(x["weight"]) for x in r.table[t * n:(t + 1) * n]] for t in range(len(templates))]))
-        drawing.draw(plot_prompt_weights, run_dir / "prompt_weights.png", list(templates), panels, title)
+        classes = list(dict.fromkeys(x["class"] for x in weighted[-1].table)) if weighted[-1].method == "carprt" else []
+        drawing.draw(plot_prompt_weights, run_dir / "prompt_weights.png", list(templates), panels, title, classes)
 
 
 def experiment_runs(cfg: DictConfig, s: Setup, image: torch.Tensor, feats: torch.Tensor) -> list[LabelFreeRun]:

@@ -128,10 +128,9 @@ def run_experiments(cfg: DictConfig) -> dict:
     # (g) label-free: ZPE's and CARPRT's weights and CHiLS's subclasses, from the images' scores alone (no label),
     # so they are measured on every image; on the held-out images too, beside the greedy selection
     free = experiment_runs(cfg, s, image, tfeats)
-    free_rows = [row(r.label, r.logits, "label_free") for r in free]
-    free_rows += [row(f"{r.label} (held-out images)", r.logits, "label_free_heldout", held) for r in free]
-    for r, fr in zip(free, free_rows):
-        fr["digest"] = r.identity["digest"]
+    free_rows = [row(r.label, r.logits, "label_free") | {"digest": r.identity["digest"]} for r in free]
+    free_rows += [row(f"{r.label} (held-out images)", r.logits, "label_free_heldout", held) | {"digest": r.identity["digest"]}
+                  for r in free]
 
     # (f) class-name variants with the same templates
     variants = [row(f"classnames: {pset.name}", full_logits, "classnames")]
@@ -165,7 +164,7 @@ def run_experiments(cfg: DictConfig) -> dict:
     drawing.finish()  # the figures, before the file that marks the run complete
     write_json(run_dir / "summary.json", summary)
     best = max(rows, key=lambda r: r["top1"])
-    free_line = "".join(f"{r.method} {100 * fr['top1']:.2f}% | " for r, fr in zip(free, free_rows))
+    free_line = "".join(f"{r.short} {100 * fr['top1']:.2f}% | " for r, fr in zip(free, free_rows))
     print(
         f"{record['dataset_label']} | {record['model']} | {len(templates)} templates | ensemble top1 {100 * full['top1']:.2f}% "
         f"[{100 * full['top1_ci_low']:.1f}, {100 * full['top1_ci_high']:.1f}] | best single {100 * best['top1']:.2f}% | "
