@@ -9,6 +9,7 @@ the paired bootstrap p-value against a baseline, as `zeroshot prompts` computes 
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,7 +92,7 @@ class PromptLab:
         return lab
 
     @classmethod
-    def from_features(cls, model, features: torch.Tensor, labels: torch.Tensor, classnames: list[str],
+    def from_features(cls, model, features: torch.Tensor, labels: torch.Tensor, classnames: list[str], *,
                       overrides: list[str] | tuple = (), text_cache=None) -> "PromptLab":
         """A lab on image features you computed ([N, D], with labels [N] in the order of `classnames`) and a model
         from zeroshot.load; settings (bootstrap, seed, baseline) from `zeroshot prompts`' config and `overrides`."""
@@ -161,7 +162,7 @@ class PromptLab:
         return out
 
     def _class_features(self, prompts, weighting: str) -> tuple[torch.Tensor, int, int]:
-        from zeroshot.label_free import LabelFreeSettings, scale_and_bias, weigh
+        from zeroshot.label_free import scale_and_bias, settings_from, weigh
 
         if isinstance(prompts, str):
             prompts = [prompts]
@@ -181,8 +182,9 @@ class PromptLab:
             feats = feats.view(len(prompts), len(self.classnames), -1)  # [T, C, D]
             if weighting == "none":
                 return F.normalize(feats.mean(dim=0), dim=-1), len(flat), new
-            scale, bias = scale_and_bias(self.model)
-            return weigh(LabelFreeSettings(weighting=weighting), self.image, feats, scale, bias).class_features, len(flat), new
+            scale, bias = scale_and_bias(self.model)  # the variant and temperature the config's prompts.* keys set
+            settings = dataclasses.replace(settings_from(self.cfg.prompts), weighting=weighting, subclasses=None)
+            return weigh(settings, self.image, feats, scale, bias).class_features, len(flat), new
         if len(prompts) != len(self.classnames) or not all(isinstance(p, (list, tuple)) and p for p in prompts):
             raise PromptError(f"give templates (strings with '{{}}'), or one non-empty list of texts per class "
                               f"({len(self.classnames)} classes, in label order), or a dict {{class name: [texts]}}")

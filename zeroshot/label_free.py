@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -234,10 +234,6 @@ def combined_hash(prompts_hash: str, ident: dict) -> str:
     return hashlib.sha256(json.dumps({"prompts": prompts_hash, "label_free": ident}, sort_keys=True).encode()).hexdigest()
 
 
-def as_record(settings: LabelFreeSettings) -> dict:
-    return asdict(settings)
-
-
 def scale_and_bias(model) -> tuple[float, float]:
     """The model's logit scale and bias (SigLIP), as plain numbers."""
     bias = getattr(model, "logit_bias", None)
@@ -293,7 +289,7 @@ def describe(s: LabelFreeSettings) -> str:
 
 
 def run_weighting(s: LabelFreeSettings, model, image: torch.Tensor, feats: torch.Tensor, templates: list[str],
-                  classnames: list[str], correction: torch.Tensor | None = None) -> LabelFreeRun:
+                  classnames: list[str], *, correction: torch.Tensor | None = None) -> LabelFreeRun:
     """ZPE or CARPRT on normalized image features [N, D] and template features [T, C, D]."""
     from zeroshot.classifier import logits as score
 
@@ -310,7 +306,7 @@ def run_weighting(s: LabelFreeSettings, model, image: torch.Tensor, feats: torch
 
 
 def run_chils(s: LabelFreeSettings, model, image: torch.Tensor, feats: torch.Tensor, templates: list[str],
-              classnames: list[str], batch_size: int = 256, text_cache=None) -> LabelFreeRun:
+              classnames: list[str], *, batch_size: int = 256, text_cache=None) -> LabelFreeRun:
     """CHiLS with the subclasses of `s.subclasses`, each prompted with the same templates as the classes (OpenAI's
     ensemble for both), on normalized image features [N, D] and the classes' template features [T, C, D]."""
     from zeroshot.classifier import logits as score
@@ -327,9 +323,9 @@ def run_chils(s: LabelFreeSettings, model, image: torch.Tensor, feats: torch.Ten
 
 
 def run_label_free(s: LabelFreeSettings, model, image: torch.Tensor, feats: torch.Tensor, templates: list[str],
-                   classnames: list[str], batch_size: int = 256, text_cache=None,
+                   classnames: list[str], *, batch_size: int = 256, text_cache=None,
                    correction: torch.Tensor | None = None) -> LabelFreeRun:
     """The configured label-free classifier (weighting or subclasses) on normalized image features."""
     if s.subclasses is not None:
-        return run_chils(s, model, image, feats, templates, classnames, batch_size, text_cache)
-    return run_weighting(s, model, image, feats, templates, classnames, correction)
+        return run_chils(s, model, image, feats, templates, classnames, batch_size=batch_size, text_cache=text_cache)
+    return run_weighting(s, model, image, feats, templates, classnames, correction=correction)

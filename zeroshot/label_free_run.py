@@ -45,7 +45,8 @@ def label_free_classifier(cfg: DictConfig, s: Setup, feats: Features) -> LabelFr
 
     feats_t = template_features(s.model, s.classnames, s.prompts.templates, cfg.text_batch_size, text_cache(s))
     run = run_label_free(s.label_free, s.model, normalized(feats.features), feats_t, s.prompts.templates, s.classnames,
-                         cfg.text_batch_size, text_cache(s), correction_features(cfg, s, s.label_free))
+                         batch_size=cfg.text_batch_size, text_cache=text_cache(s),
+                         correction=correction_features(cfg, s, s.label_free))
     s.label_free_identity = run.identity
     log.info("prompts: %s (label-free; digest %s)", run.label, run.identity["digest"][:8])
     return run
@@ -83,13 +84,14 @@ def experiment_runs(cfg: DictConfig, s: Setup, image: torch.Tensor, feats: torch
     if len(templates) >= 2 and len(image) >= MIN_IMAGES:
         for method in ("zpe", "carprt"):
             st = dataclasses.replace(base, weighting=method, subclasses=None)
-            runs.append(run_label_free(st, s.model, image, feats, templates, s.classnames, cfg.text_batch_size,
-                                       text_cache(s), correction_features(cfg, s, st)))
+            runs.append(run_label_free(st, s.model, image, feats, templates, s.classnames, batch_size=cfg.text_batch_size,
+                                       text_cache=text_cache(s), correction=correction_features(cfg, s, st)))
     else:
         log.info("note: ZPE and CARPRT weight two or more templates over %d or more images; this run has %d and %d",
                  MIN_IMAGES, len(templates), len(image))
     if base.subclasses is not None:
         for reweight in (True, False):
             st = dataclasses.replace(base, weighting="none", chils_reweight=reweight)
-            runs.append(run_label_free(st, s.model, image, feats, templates, s.classnames, cfg.text_batch_size, text_cache(s)))
+            runs.append(run_label_free(st, s.model, image, feats, templates, s.classnames, batch_size=cfg.text_batch_size,
+                                       text_cache=text_cache(s)))
     return runs
