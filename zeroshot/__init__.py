@@ -8,7 +8,7 @@ from __future__ import annotations
 
 __version__ = "0.2.0"
 __all__ = ["load", "tokenize", "get_tokenizer", "available_models", "build_classifier", "build_class_classifier",
-           "read_descriptions", "map_descriptions", "class_prompts", "logits", "probabilities"]
+           "read_descriptions", "map_descriptions", "class_prompts", "logits", "probabilities", "PromptLab"]
 
 _API = {
     "load": "zeroshot.models.loader",
@@ -22,6 +22,7 @@ _API = {
     "class_prompts": "zeroshot.prompts.descriptions",
     "logits": "zeroshot.classifier",
     "probabilities": "zeroshot.classifier",
+    "PromptLab": "zeroshot.lab",
 }
 
 

@@ -19,6 +19,7 @@ from zeroshot.data.readers import build_dataset
 from zeroshot.data.subsets import keep_classes
 from zeroshot.errors import ConfigError, DatasetError, PromptError
 from zeroshot.features.cache import Features, ImageFeatureCache, TextCache, model_key
+from zeroshot.label_free import LabelFreeSettings, check_config
 from zeroshot.log import log, plural
 from zeroshot.models.loader import load_model
 from zeroshot.models.precision import resolve_precision
@@ -234,6 +235,8 @@ class Setup:
     cache_root: Path | None
     class_prompts: dict | None = None  # class_prompt_sets.resolve_class_prompt_sets: descriptions, WaffleCLIP sets
     language: dict | None = None  # prompts.language: the language, its source, the classes and images left out
+    label_free: LabelFreeSettings | None = None  # prompts.weighting / prompts.subclasses (label_free.py), when asked for
+    label_free_identity: dict | None = None  # set once the label-free classifier is built: its method, settings, digest
 
     @property
     def main_class_prompts(self):
@@ -276,9 +279,11 @@ def prepare(cfg: DictConfig) -> Setup:
     dataset.check_labels(len(classnames))
     # a descriptions file is read and mapped onto the label order before the model loads: a bad key fails first
     class_sets = resolve_class_prompt_sets(cfg.prompts, classnames, pset.templates, cache_root(cfg))
+    label_free = check_config(cfg, pset.templates, classnames, bool((class_sets or {}).get("main")))
     model = load_for(cfg, dataset, device, precision)
     set_text_language(model, language["language"] if language else None)
-    return Setup(model, dataset, pset, classnames, device, precision, cache_root(cfg), class_sets, language)
+    return Setup(model, dataset, pset, classnames, device, precision, cache_root(cfg), class_sets, language=language,
+                 label_free=label_free)
 
 
 def loader_policy(cfg: DictConfig, device: torch.device) -> tuple[int, str]:

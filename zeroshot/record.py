@@ -55,6 +55,11 @@ def run_record(cfg: DictConfig, s: Setup, n_images: int, skipped: int) -> dict:
         name, phash = main.name, main.digest
     if s.language and s.language.get("language_source"):  # prompts.language: the language and its source too
         phash = language_hash(phash, s.language["language"], s.language["language_source"])
+    label_free = getattr(s, "label_free_identity", None)
+    if label_free is not None:  # a weighted ensemble or CHiLS never shares a report row with the equal ensemble
+        from zeroshot.label_free import combined_hash
+
+        name, phash = f"{name}+{label_free['method']}", combined_hash(phash, label_free)
     return {
         "model": ident.label, "model_release": ident.release, "architecture": ident.architecture,
         "activation": ident.activation, "activation_from": ident.activation_from, "backend": ident.backend,
@@ -73,6 +78,7 @@ def run_record(cfg: DictConfig, s: Setup, n_images: int, skipped: int) -> dict:
         "templates": list(s.prompts.templates),
         "class_prompts": None if main is None else {"kind": main.kind, "seed": main.seed, **main.record,
                                                     "n_prompts": sum(map(len, main.prompts))},
+        "label_free": label_free,
         "precision": s.precision, "device": str(s.device), "world_size": dist.world_size(), "versions": versions(),
     }
 

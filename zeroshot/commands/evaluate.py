@@ -16,6 +16,7 @@ from zeroshot import distributed as dist
 from zeroshot import drawing, suite, trackers
 from zeroshot.classifier import logits as score
 from zeroshot.features.cache import Features
+from zeroshot.label_free_run import label_free_classifier, write_label_free
 from zeroshot.metrics.calibration import plot_reliability, reliability_curve
 from zeroshot.metrics.classification import (
     benchmark_metrics,
@@ -44,13 +45,16 @@ def evaluate(cfg: DictConfig) -> dict:
     weights = classifier_weights(cfg, s, progress)  # [D, C]
     feats = image_features(cfg, s, progress)
     held = calibration_run.held_out_features(cfg, s)  # a temperature's own split, where one is asked for
+    label_free = label_free_classifier(cfg, s, feats) if dist.is_main() else None  # ZPE, CARPRT, CHiLS: no label read
+    if label_free is not None and label_free.classifier is not None:
+        weights = label_free.classifier
     record = run_record(cfg, s, len(feats.labels), feats.skipped) if dist.is_main() else None
     # Made only now, so a run that fails earlier leaves no directory; metrics.json, written last, marks it complete.
     run_dir = dist.broadcast_object(make_run_dir(run_dir_base(cfg, s, record)) if dist.is_main() else None)
     if not dist.is_main():
         return {"run_dir": str(run_dir)}
 
-    logits = score(s.model, feats.features, weights)  # [N, C]
+    logits = score(s.model, feats.features, weights) if label_free is None else label_free.logits  # [N, C]
     m = classification_metrics(logits, feats.labels)
     targets = {k: v[feats.indices.numpy()] for k, v in s.dataset.targets().items()}
     extra = benchmark_metrics(cfg.dataset, logits, feats.labels, targets)
@@ -79,6 +83,9 @@ def evaluate(cfg: DictConfig) -> dict:
         "timestamp": run_dir.name,
     }
     try:
+        if label_free is not None:  # its weights (or subclass mapping) and their figure, before the figures finish
+            write_label_free(run_dir, [label_free], s.prompts.templates, bool(cfg.figures),
+                             f"{metrics['dataset_label']} | {metrics['model']}")
         write_outputs(run_dir, cfg, s, feats, logits, m, metrics, targets, curves)
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)  # a half-written run must not look like a result

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from zeroshot import drawing, trackers
 from zeroshot.classifier import logits as score
@@ -21,6 +21,7 @@ from zeroshot.classifier import probabilities_from_logits as probabilities
 from zeroshot.errors import PromptError
 from zeroshot.experiments.figures import plot_selection, plot_templates
 from zeroshot.experiments.templates import ensemble, greedy_selection, template_features
+from zeroshot.label_free_run import experiment_runs, write_label_free
 from zeroshot.log import log, plural
 from zeroshot.metrics.classification import (
     bootstrap_ci,
@@ -126,6 +127,13 @@ def run_experiments(cfg: DictConfig) -> dict:
         row("mean of per-template probabilities", prob_sum / len(templates), "method"),
     ]
 
+    # (g) label-free: ZPE's and CARPRT's weights and CHiLS's subclasses, from the images' scores alone (no label),
+    # so they are measured on every image; on the held-out images too, beside the greedy selection
+    free = experiment_runs(cfg, s, image, tfeats)
+    free_rows = [row(r.label, r.logits, "label_free") | {"digest": r.identity["digest"]} for r in free]
+    free_rows += [row(f"{r.label} (held-out images)", r.logits, "label_free_heldout", held) | {"digest": r.identity["digest"]}
+                  for r in free]
+
     # (f) class-name variants with the same templates
     variants = [row(f"classnames: {pset.name}", full_logits, "classnames")]
     for path in cfg.get("classnames_variants") or []:
@@ -139,7 +147,9 @@ def run_experiments(cfg: DictConfig) -> dict:
     record = run_record(cfg, s, n, feats_img.skipped)
     run_dir = make_run_dir(run_dir_base(cfg, s, record))
     write_outputs(run_dir, cfg, s, record, rows, full, curve, [selected, selected_on_selection, *held_rows],
-                  methods, variants, baseline, [templates[i] for i in chosen])
+                  [*methods, *free_rows], variants, baseline, [templates[i] for i in chosen])
+    if free:
+        write_label_free(run_dir, free, templates, bool(cfg.figures), f"{record['dataset_label']} | {record['model']}")
     summary = {
         **record, "n_images": n, "n_classes": len(s.classnames), "n_templates": len(templates),
         "degenerate_pool": len(templates) == 1,
@@ -147,7 +157,7 @@ def run_experiments(cfg: DictConfig) -> dict:
         "ensemble": full, "baseline": baseline, "selected": selected, "selected_on_selection_images": selected_on_selection,
         "heldout_comparison": held_rows, "selected_templates": [templates[i] for i in chosen],
         "selection_images": int(len(sel)), "heldout_images": int(len(held)),
-        "methods": methods, "classname_variants": variants, "bootstrap": int(cfg.bootstrap), "seed": int(cfg.seed),
+        "methods": methods, "label_free": free_rows, "classname_variants": variants, "bootstrap": int(cfg.bootstrap), "seed": int(cfg.seed),
         "select_fraction": float(cfg.select_fraction), "wall_seconds": time.perf_counter() - start, "run_dir": str(run_dir),
     }
     described = describe_experiments(cfg, s, image, labels, templates, tcache, run_dir, record)
@@ -156,10 +166,12 @@ def run_experiments(cfg: DictConfig) -> dict:
     drawing.finish()  # the figures, before the file that marks the run complete
     write_json(run_dir / "summary.json", summary)
     best = max(rows, key=lambda r: r["top1"])
+    free_line = "".join(f"{r.short} {100 * fr['top1']:.2f}% | " for r, fr in zip(free, free_rows))
     print(
         f"{record['dataset_label']} | {record['model']} | {plural(len(templates), 'template')} | ensemble top1 {100 * full['top1']:.2f}% "
         f"[{100 * full['top1_ci_low']:.1f}, {100 * full['top1_ci_high']:.1f}] | best single {100 * best['top1']:.2f}% | "
         f"greedy {plural(len(chosen), 'template')} {100 * selected['top1']:.2f}% on {len(held)} held-out images | "
+        f"{free_line}"
         f"{described_line(described)}images encoded {summary['images_encoded']} -> {run_dir}"
     )
     trackers.log_run(cfg, run_dir, "summary.json")  # the run is complete: a tracker that fails now only warns
@@ -213,6 +225,7 @@ def write_outputs(run_dir, cfg, s, record, rows, full, curve, selected, methods,
                      numbers(c["select_top1"] for c in curve), numbers(c["heldout_top1"] for c in curve),
                      float(selected[2]["top1"]), title)
     table.to_csv(run_dir / "templates.csv", index=False)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))  # what PromptLab.from_run reads
     pd.DataFrame(curve).to_csv(run_dir / "selection.csv", index=False)
     pd.DataFrame([full, *selected, baseline, *methods, *variants]).to_csv(run_dir / "sets.csv", index=False)
     write_prompt_file(run_dir / "best_prompts.json", PromptSet(

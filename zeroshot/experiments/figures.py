@@ -63,3 +63,32 @@ def plot_description_deltas(path: Path, classes: list[str], deltas: list[float],
     ax.set_xlabel("per-class accuracy change vs the template ensemble (points)")
     ax.set_title(title, fontsize=9)
     return save_figure(fig, path)
+
+
+def plot_prompt_weights(path: Path, templates: list[str], panels: list[tuple[str, list[list[float]]]], title: str,
+                        classes: list[str] = ()) -> Path:
+    """Label-free prompt weights, one panel each: a bar per template (one column: ZPE) or a templates x classes
+    heat map (CARPRT's class-aware weights; the classes named below it where there are 40 or fewer)."""
+    plt = pyplot()
+    n = len(templates)
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), max(3, 0.28 * n + 1.5)), squeeze=False)
+    for ax, (label, weights) in zip(axes[0], panels):
+        w = np.asarray(weights, dtype=float)  # [T, 1] or [T, C]
+        y = np.arange(n)
+        if w.shape[1] == 1:
+            ax.barh(y, w[:, 0], color="tab:blue")
+            ax.axvline(1 / n, color="gray", ls="--", label="equal weight")
+            ax.invert_yaxis()
+            ax.set_xlabel("weight")
+            ax.legend(loc="lower right")
+        else:
+            image = ax.imshow(w, aspect="auto", cmap="viridis", interpolation="nearest")
+            fig.colorbar(image, ax=ax, label="weight (each class's column sums to 1)")
+            if 0 < len(classes) == w.shape[1] <= 40:
+                ax.set_xticks(np.arange(len(classes)), [_short(c, 20) for c in classes], rotation=90, fontsize=7)
+            else:
+                ax.set_xlabel(f"class (0..{w.shape[1] - 1})")
+        ax.set_yticks(y, [_short(t, 40) for t in templates], fontsize=7 if n > 30 else 9)
+        ax.set_title(_short(label, 70), fontsize=9)
+    fig.suptitle(f"Label-free prompt weights | {title}", fontsize=10)
+    return save_figure(fig, path)
