@@ -115,10 +115,6 @@ def test_readme_python_recipe_runs_on_siglip(tmp_path, monkeypatch):
     assert not torch.allclose(probs.sum(), torch.tensor(1.0))  # a sigmoid: not a distribution over the classes
 
 
-# pages other issues add to docs/; linked from the index before they land
-PEER_PAGES = {"trust.md", "compositionality.md", "multilingual.md", "label_free_prompting.md", "hf_datasets_and_trackers.md"}
-
-
 def test_readme_fits_a_screen_and_its_links_resolve():
     readme = (REPO / "README.md").read_text()
     lines = readme.splitlines()
@@ -133,7 +129,7 @@ def test_readme_fits_a_screen_and_its_links_resolve():
         assert "../shared" not in text, page  # a path only this repository's developers have
         for target in re.findall(r"\]\(([^)#:]+\.md)(?:#[^)]*)?\)", text):
             linked = (page.parent / target).resolve()
-            assert linked.is_file() or linked.name in PEER_PAGES, (page.name, target)
+            assert linked.is_file(), (page.name, target)
     for topic in ("evaluation", "models", "datasets", "prompts", "retrieval", "reports", "caches", "speed", "architecture"):
         assert f"docs/{topic}.md" in readme, topic
 
