@@ -1,0 +1,218 @@
+"""Issue 34 (round four): bf16 on an AMX CPU, fused GEMM epilogues, attention by measurement, fast JPEG decoding,
+end to end against CLIP_benchmark amp.
+
+    python benchmarks/round4.py                 # everything; writes benchmarks/latest_round4.json
+    python benchmarks/round4.py --only model    # sections: model, profile, decode, e2e
+    python benchmarks/round4.py --quick         # smaller batches, fewer repeats
+
+Not a test: it asserts nothing about time. Every ratio comes from one process where the contenders alternate
+rep by rep (this machine is shared): the fp32 model, the bf16 model as shipped (fused epilogues, attention by
+measurement), the bf16 model on round three's path (addmm + separate passes, GEMM-form attention) and the bf16
+GEMM itself on each of the model's linear shapes, measured in the same loop so that the "share of the GEMM rate"
+divides two numbers taken under the same load. Best and median of the repeats are both kept; the spread between
+them is the noise."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+
+from common import REPO, ROWS, open_clip_model, row  # noqa: E402
+
+# name: (open_clip name, batch, quick batch)
+ARCHS = {"ViT-B/32": ("ViT-B-32-quickgelu", 64, 16), "ViT-B/16": ("ViT-B-16-quickgelu", 16, 4),
+         "ViT-L/14": ("ViT-L-14-quickgelu", 8, 2), "RN50": ("RN50-quickgelu", 32, 8)}
+
+
+@contextlib.contextmanager
+def round_three_path():
+    """The bf16 path as round three shipped it: no fused epilogues, GEMM-form attention."""
+    from zeroshot.models import layers
+
+    saved, env = layers.fuses_epilogues, os.environ.get("ZEROSHOT_ATTENTION")
+    layers.fuses_epilogues = lambda x: False
+    os.environ["ZEROSHOT_ATTENTION"] = "gemm"
+    try:
+        yield
+    finally:
+        layers.fuses_epilogues = saved
+        if env is None:
+            os.environ.pop("ZEROSHOT_ATTENTION")
+        else:
+            os.environ["ZEROSHOT_ATTENTION"] = env
+
+
+def gemm_shapes(c, batch: int) -> dict[str, tuple[int, int, int, float]]:
+    """(M, K, N, FLOP share) of the model's linears. A ViT's blocks: qkv, out_proj, c_fc, c_proj (3:1:4:4 of the
+    FLOPs). The ResNet's convolutions are not linears; its biggest 1x1 convolutions are GEMMs of about this shape."""
+    if not c.is_vit:
+        return {"1x1 conv": (batch * 49, 2048, 512, 1.0)}
+    m, d = batch * ((c.image_resolution // c.vision_patch_size) ** 2 + 1), c.vision_width
+    h = round(d * c.vision_mlp_ratio)
+    return {"qkv": (m, d, 3 * d, 3 / 12), "out_proj": (m, d, d, 1 / 12), "c_fc": (m, d, h, 4 / 12), "c_proj": (m, h, d, 4 / 12)}
+
+
+def gemm_probes(shapes: dict) -> dict:
+    """One call each of F.linear (fp32, bf16) and oneDNN's fused linear (bf16) on every shape: the GEMM's rate."""
+    from zeroshot.models.layers import fused_linear
+
+    probes = {}
+    for name, (m, k, n, _) in shapes.items():
+        x, w, b = torch.randn(m, k), torch.randn(n, k) / k**0.5, torch.randn(n)
+        xb, wb, bb = x.bfloat16(), w.bfloat16(), b.bfloat16()
+        probes[f"gemm fp32 {name}"] = lambda x=x, w=w, b=b: torch.nn.functional.linear(x, w, b)
+        probes[f"gemm bf16 {name}"] = lambda x=xb, w=wb, b=bb: torch.nn.functional.linear(x, w, b)
+        probes[f"gemm bf16 onednn {name}"] = lambda x=xb, w=wb, b=bb: fused_linear(x, w, b)
+    return probes
+
+
+def alternate(fns: dict, reps: int) -> dict[str, list[float]]:
+    """Seconds of every call, the functions alternating rep by rep (one warm-up each first)."""
+    times = {k: [] for k in fns}
+    with torch.inference_mode():
+        for f in fns.values():
+            f()
+        for _ in range(reps):
+            for k, f in fns.items():
+                t = time.perf_counter()
+                f()
+                times[k].append(time.perf_counter() - t)
+    return times
+
+
+def flops_per_image(model, x) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model.encode_image(x)
+    return counter.get_total_flops() / len(x)
+
+
+def bench_model(args):
+    from zeroshot.models.config import build_model
+    from zeroshot.models.precision import convert_weights
+
+    for name, (oc_name, batch, quick_batch) in ARCHS.items():
+        if args.archs and name not in args.archs:
+            continue
+        batch = quick_batch if args.quick else batch
+        ours = build_model(open_clip_model(oc_name).state_dict()).requires_grad_(False)
+        half = convert_weights(copy.deepcopy(ours), torch.bfloat16)
+        c = ours.config
+        x = torch.randn(batch, 3, c.image_resolution, c.image_resolution, generator=torch.Generator().manual_seed(0))
+        xb = x.bfloat16()
+
+        def old():
+            with round_three_path():
+                return half.encode_image(xb)
+
+        with torch.inference_mode():
+            a32, a16, o16 = ours.encode_image(x), half.encode_image(xb).float(), old().float()
+        cos = torch.nn.functional.cosine_similarity(a32, a16).min().item()
+        cos_old = torch.nn.functional.cosine_similarity(a32, o16).min().item()
+        shapes = gemm_shapes(c, batch)
+        t = alternate({"fp32": lambda: ours.encode_image(x), "bf16": lambda: half.encode_image(xb), "bf16 round three": old,
+                       **gemm_probes(shapes)}, args.reps)
+        report_model(name, batch, flops_per_image(ours, x[:2]), shapes, t, cos, cos_old)
+        del ours, half
+
+
+def report_model(name, batch, flops, shapes, t, cos, cos_old):
+    best = {k: min(v) for k, v in t.items()}
+    med = {k: statistics.median(v) for k, v in t.items()}
+    rate = {k: {s: 2 * m * kk * n / best[f"gemm {k} {s}"] for s, (m, kk, n, _) in shapes.items()}
+            for k in ("fp32", "bf16", "bf16 onednn")}
+    top = {s: max(rate["bf16"][s], rate["bf16 onednn"][s]) for s in shapes}  # the best the GEMM does on that shape
+    mix = 1 / sum(share / top[s] for s, (_, _, _, share) in shapes.items())  # FLOP-weighted over the model's shapes
+    mlp = "c_fc" if "c_fc" in shapes else "1x1 conv"
+    noise = {k: round(med[k] / best[k], 3) for k in ("fp32", "bf16", "bf16 round three")}
+    for label, stat in (("best", best), ("median", med)):
+        ips = {k: batch / stat[k] for k in ("fp32", "bf16", "bf16 round three")}
+        row("model", f"{name} bs={batch} bf16 vs fp32 ({label})", ips["bf16"], ips["fp32"], "ours fp32", "img/s", None,
+            f"round three's bf16 path {ips['bf16 round three']:.1f} img/s ({ips['bf16'] / ips['bf16 round three']:.2f}x); "
+            f"min cosine to fp32 {cos:.5f} (round three {cos_old:.5f})")
+    ips = batch / best["bf16"]
+    row("model", f"{name} bf16 share of the bf16 GEMM rate (model's shapes)", 100 * ips * flops / mix, None, "-", "%", None,
+        f"{flops / 1e9:.2f} GFLOP/img; GEMM rate over the model's linear shapes {mix / 1e9:.0f} GFLOP/s "
+        f"({', '.join(f'{s} {top[s] / 1e9:.0f}' for s in shapes)}); on {mlp} alone "
+        f"{100 * ips * flops / top[mlp]:.0f}% of {top[mlp] / 1e9:.0f}; bf16/fp32 GEMM on {mlp} "
+        f"{top[mlp] / rate['fp32'][mlp]:.2f}x; F.linear bf16 on {mlp} {rate['bf16'][mlp] / 1e9:.0f}; "
+        f"round three's path {100 * batch / best['bf16 round three'] * flops / mix:.0f}%; median/best {noise}")
+    ROWS[-1]["detail"] = {"gflop_per_image": flops / 1e9, "gemm_gflops": {k: {s: r / 1e9 for s, r in v.items()}
+                                                                          for k, v in rate.items()},
+                          "mix_gflops": mix / 1e9, "seconds": t}
+
+
+def bench_profile(args):
+    """torch.profiler's top ops (self CPU time) of each architecture's bf16 encode_image, as shipped."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from zeroshot.models.config import build_model
+    from zeroshot.models.precision import convert_weights
+
+    for name, (oc_name, batch, quick_batch) in ARCHS.items():
+        if args.archs and name not in args.archs:
+            continue
+        batch = quick_batch if args.quick else batch
+        half = convert_weights(build_model(open_clip_model(oc_name).state_dict()).requires_grad_(False), torch.bfloat16)
+        r = half.config.image_resolution
+        x = torch.randn(batch, 3, r, r).bfloat16()
+        with torch.inference_mode():
+            half.encode_image(x)
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                for _ in range(1 if name == "ViT-L/14" else 3):
+                    half.encode_image(x)
+        events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+        total = sum(e.self_cpu_time_total for e in events)
+        top = [(e.key, 100 * e.self_cpu_time_total / total) for e in events[:10]]
+        row("profile", f"{name} bf16 bs={batch} top ops (self CPU %)", top[0][1], None, "-", "%", None,
+            ", ".join(f"{k} {p:.1f}%" for k, p in top))
+        ROWS[-1]["detail"] = top
+
+
+SECTIONS = {"model": bench_model, "profile": bench_profile}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", nargs="*", help=f"sections (default: all): {', '.join(SECTIONS)}")
+    p.add_argument("--archs", nargs="*", help=f"architectures (default: all): {', '.join(ARCHS)}")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--reps", type=int, default=7)
+    p.add_argument("--json", type=Path, default=REPO / "benchmarks" / "latest_round4.json")
+    args = p.parse_args()
+    if args.quick:
+        args.reps = min(args.reps, 2)
+    from run import cpu_flags
+    from zeroshot.files import atomic_write
+
+    header = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+              "cpu": _cpu_model(), "cpu_flags": cpu_flags(), "load_average_at_start": os.getloadavg(), "args": vars(args)}
+    print(json.dumps(header, default=str), flush=True)
+    start = time.perf_counter()
+    for name in args.only or SECTIONS:
+        SECTIONS[name](args)
+    header.update(load_average_at_end=os.getloadavg(), seconds=time.perf_counter() - start)
+    with atomic_write(args.json, "w") as f:
+        json.dump({"header": header, "rows": ROWS}, f, indent=1, default=str)
+    print(f"wrote {args.json} after {header['seconds']:.0f} s")
+
+
+def _cpu_model() -> str:
+    from zeroshot.models.tuning import cpu_model
+
+    return cpu_model()
+
+
+if __name__ == "__main__":
+    main()
