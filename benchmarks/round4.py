@@ -180,7 +180,176 @@ def bench_profile(args):
         ROWS[-1]["detail"] = top
 
 
-SECTIONS = {"model": bench_model, "profile": bench_profile}
+# name: (width, height)s of the JPEGs made for it
+DECODE_SIZES = {"500x375 (ImageNet val's typical size)": [(500, 375), (375, 500)],
+                "640x480 (COCO's typical size)": [(640, 480), (480, 640)],
+                "1600x1200": [(1600, 1200), (1200, 1600)], "4000x3000 (a phone photo)": [(4000, 3000), (3000, 4000)]}
+NATURAL = ["matplotlib/mpl-data/sample_data/grace_hopper.jpg", "sklearn/datasets/images/china.jpg",
+           "sklearn/datasets/images/flower.jpg"]
+
+
+def decode_costs(paths, loaders: dict, transform, reps: int) -> dict[str, float]:
+    """CPU ms an image (read + decode + transform, one thread), loaders alternating image by image; best of reps."""
+    best = {k: float("inf") for k in loaders}
+    for _ in range(reps):
+        spent = {k: 0.0 for k in loaders}
+        for p in paths:
+            for k, load in loaders.items():
+                t = time.thread_time()
+                transform(load(p))
+                spent[k] += time.thread_time() - t
+        best = {k: min(best[k], 1e3 * spent[k] / len(paths)) for k in loaders}
+    return best
+
+
+def pixel_difference(paths, fast, exact, transform) -> tuple[float, float]:
+    """Mean and max |fast - exact| of the model's input, in 8-bit levels (the normalization undone)."""
+    from zeroshot.models.transforms import STD
+
+    std = torch.tensor(STD).view(3, 1, 1) * 255
+    diffs = [((transform(fast(p)) - transform(exact(p))) * std).abs() for p in paths]
+    return statistics.mean(d.mean().item() for d in diffs), max(d.max().item() for d in diffs)
+
+
+def bench_decode(args):
+    """The decoder table: exact against fast_decode on full-size JPEGs of four sizes (made from CIFAR-10 test images
+    upscaled with grain and mottling, benchmarks/balance.py: not natural photographs) and on the few natural photos
+    installed packages ship; decode cost, pixel difference, and the predictions that change (random ViT-B/32 weights,
+    fp32, 10 CIFAR-10 classes: small margins, so an upper bound of what trained weights show)."""
+    import tempfile
+    import sysconfig
+
+    from balance import textured_jpegs
+    from torchvision.datasets.folder import default_loader as exact
+
+    from zeroshot.data.base import DraftLoader
+    from zeroshot.models.transforms import image_transform
+
+    transform, fast = image_transform(224), DraftLoader(224)
+    n = 16 if args.quick else 200
+    model, classifier = _decode_model()
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, shapes in DECODE_SIZES.items():
+            csv = textured_jpegs(n if shapes[0][0] < 2000 else max(8, n // 5), shapes, Path(tmp))
+            paths, labels = zip(*(line.rsplit(",", 1) for line in csv.read_text().splitlines()[1:]))
+            cost = decode_costs(paths, {"exact": exact, "fast": fast}, transform, 2 if args.quick else 3)
+            mean_d, max_d = pixel_difference(paths, fast, exact, transform)
+            changed = _changed(model, classifier, paths, fast, exact, transform)
+            row("decode", f"fast_decode, {len(paths)} JPEGs {name}", cost["fast"], cost["exact"], "exact", "core-ms/img",
+                None, f"decoded at {fast(paths[0]).size} from {exact(paths[0]).size}; mean |diff| {mean_d:.2f}, max "
+                f"{max_d:.0f} (8-bit levels, model input); {100 * changed:.1f}% of predictions change")
+    site = Path(sysconfig.get_paths()["purelib"])
+    photos = [site / p for p in NATURAL if (site / p).is_file()]
+    for p in photos:
+        cost = decode_costs([p], {"exact": exact, "fast": fast}, transform, 5)
+        mean_d, max_d = pixel_difference([p], fast, exact, transform)
+        row("decode", f"fast_decode, natural photo {p.name}", cost["fast"], cost["exact"], "exact", "core-ms/img", None,
+            f"decoded at {fast(p).size} from {exact(p).size}; mean |diff| {mean_d:.2f}, max {max_d:.0f}")
+
+
+def _decode_model():
+    from zeroshot import build_classifier
+    from zeroshot.models.config import build_model
+    from zeroshot.prompts.sets import load_prompt_set
+
+    model = build_model(open_clip_model("ViT-B-32-quickgelu").state_dict()).requires_grad_(False)
+    pset = load_prompt_set("cifar10")
+    with torch.inference_mode():
+        return model, build_classifier(model, pset.classnames, pset.templates[:4])
+
+
+def _changed(model, classifier, paths, fast, exact, transform) -> float:
+    preds = []
+    with torch.inference_mode():
+        for load in (fast, exact):
+            x = torch.stack([transform(load(p)) for p in paths])
+            preds.append(torch.cat([(model.encode_image(b) @ classifier).argmax(1) for b in x.split(64)]))
+    return (preds[0] != preds[1]).float().mean().item()
+
+
+def e2e_data(n: int, folder: Path) -> tuple[Path, Path, Path, Path]:
+    """n full-size JPEGs (500x375 / 375x500, CIFAR-10 upscaled with texture: balance.py), one per class folder, as
+    an ImageNet val subset with n classes; the class names (ImageNet's first n) for both tools and one template."""
+    import shutil
+
+    from balance import textured_jpegs
+
+    csv = textured_jpegs(n, DECODE_SIZES["500x375 (ImageNet val's typical size)"], folder)
+    names = json.loads((REPO / "prompts" / "imagenet.json").read_text())["classnames"][:n]
+    root = folder / "imagenet-like"
+    for i, line in enumerate(csv.read_text().splitlines()[1:]):
+        (root / "val" / f"c{i:04d}").mkdir(parents=True, exist_ok=True)
+        shutil.copy(line.rsplit(",", 1)[0], root / "val" / f"c{i:04d}" / "image.jpg")
+    (folder / "classnames.txt").write_text("\n".join(names) + "\n")
+    (folder / "cb_classnames.json").write_text(json.dumps({"imagenet1k-unverified": names}))
+    (folder / "cb_templates.json").write_text(json.dumps({"imagenet1k-unverified": ["a photo of a {c}."]}))
+    return root, folder / "classnames.txt", folder / "cb_classnames.json", folder / "cb_templates.json"
+
+
+# clip_benchmark's CLI, with its accuracy helper replaced: it calls float() on a 1-element array, which numpy 2
+# refuses (TypeError), after all the work is done; the replacement computes the same top-k accuracies with torch.
+CB_MAIN = """
+import sys, torch
+import clip_benchmark.metrics.zeroshot_classification as z
+def accuracy(output, target, topk=(1,)):
+    top = output.topk(max(topk), 1).indices
+    hit = top == target.view(-1, 1)
+    return [hit[:, :k].any(1).float().mean().item() for k in topk]
+z.accuracy = accuracy
+from clip_benchmark.cli import main
+sys.argv[0] = "clip_benchmark"
+sys.exit(main())
+"""
+
+
+def bench_e2e(args):
+    """End to end against CLIP_benchmark with amp (its default; bf16 autocast on the CPU), same random ViT-B/32
+    weights, n JPEGs of n classes with one template each (the issue's setting: 1,000 ImageNet val images, 1,000
+    classes), each tool at its default loader setting: zeroshot num_workers=auto, precision=bf16, exact decode;
+    CLIP_benchmark one worker per core. Wall time of the whole command (start-up included), runs alternating."""
+    import subprocess
+    import tempfile
+
+    from common import save_random_checkpoint
+
+    n = args.e2e_images
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        root, names, cb_names, cb_templates = e2e_data(n, tmp)
+        ckpt = save_random_checkpoint(tmp)
+        env = {**os.environ, "PYTHONPATH": str(REPO), "ZEROSHOT_CACHE": str(tmp / "zs-cache")}
+        ours = [sys.executable, "-m", "zeroshot", "eval", "dataset=imagefolder", f"dataset.root={root / 'val'}",
+                f"dataset.classnames={names}", 'prompts.templates=["a photo of a {}."]', f"model.checkpoint={ckpt}",
+                "model.activation=quick_gelu", "precision=bf16", "progress=false", "cache=false"]
+        theirs = [sys.executable, "-c", CB_MAIN, "eval", "--dataset", "imagenet1k-unverified", "--dataset_root", str(root), "--model",
+                  "ViT-B-32-quickgelu", "--pretrained", str(ckpt), "--custom_classname_file", str(cb_names),
+                  "--custom_template_file", str(cb_templates), "--num_workers", str(os.cpu_count()), "--quiet"]
+        walls: dict[str, list[float]] = {"zeroshot": [], "clip_benchmark": []}
+        first = 0 if args.e2e_warmup else 1  # a warm-up round (untimed) fills the page cache and the attention choice
+        for rep in range(first, 1 + args.e2e_reps):
+            for name, cmd in (("zeroshot", ours + [f"results_dir={tmp / f'zs{rep}'}"]),
+                              ("clip_benchmark", theirs + ["--output", str(tmp / f"cb{rep}.json")])):
+                t = time.perf_counter()
+                r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, env=env)
+                if r.returncode:
+                    raise RuntimeError(f"{name}: {r.stderr[-3000:]}")
+                if rep:
+                    walls[name].append(time.perf_counter() - t)
+        metrics = json.loads(sorted((tmp / f"zs{rep}").rglob("metrics.json"))[-1].read_text())
+        cb = json.loads((tmp / f"cb{rep}.json").read_text())["metrics"]
+    zs, cbw = statistics.median(walls["zeroshot"]), statistics.median(walls["clip_benchmark"])
+    row("e2e", f"end to end, {n} full-size JPEGs, {n} classes x 1 template, ViT-B/32", zs, cbw, "CLIP_bench amp", "s",
+        None, f"CLIP_benchmark / zeroshot {cbw / zs:.2f}x; walls zeroshot {[round(w, 1) for w in walls['zeroshot']]}, "
+        f"CLIP_benchmark {[round(w, 1) for w in walls['clip_benchmark']]}; zeroshot image step at "
+        f"{100 * (metrics.get('image_step_share_of_bound') or 0):.0f}% of its bound (decode "
+        f"{metrics.get('decode_core_ms_per_image')} core-ms, model {metrics.get('model_core_ms_per_image')} core-ms an "
+        f"image); top-1 zeroshot {metrics.get('top1')}, CLIP_benchmark {cb.get('acc1')} (random weights)")
+    ROWS[-1]["detail"] = {"walls": walls, "zeroshot_metrics": {k: metrics.get(k) for k in (
+        "decode_core_ms_per_image", "model_core_ms_per_image", "image_step_bound_images_per_s",
+        "image_step_share_of_bound", "wall_seconds", "top1")}, "clip_benchmark_metrics": cb}
+
+
+SECTIONS = {"model": bench_model, "profile": bench_profile, "decode": bench_decode, "e2e": bench_e2e}
 
 
 def main():
@@ -189,10 +358,13 @@ def main():
     p.add_argument("--archs", nargs="*", help=f"architectures (default: all): {', '.join(ARCHS)}")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--reps", type=int, default=7)
+    p.add_argument("--e2e-images", type=int, default=1000, help="images (and classes) of the end-to-end section")
+    p.add_argument("--e2e-reps", type=int, default=2, help="timed rounds of the end-to-end section")
+    p.add_argument("--e2e-warmup", type=int, default=1, help="1: one untimed round of each tool first")
     p.add_argument("--json", type=Path, default=REPO / "benchmarks" / "latest_round4.json")
     args = p.parse_args()
     if args.quick:
-        args.reps = min(args.reps, 2)
+        args.reps, args.e2e_images, args.e2e_reps = min(args.reps, 2), min(args.e2e_images, 100), 1
     from run import cpu_flags
     from zeroshot.files import atomic_write
 
@@ -202,9 +374,9 @@ def main():
     start = time.perf_counter()
     for name in args.only or SECTIONS:
         SECTIONS[name](args)
-    header.update(load_average_at_end=os.getloadavg(), seconds=time.perf_counter() - start)
-    with atomic_write(args.json, "w") as f:
-        json.dump({"header": header, "rows": ROWS}, f, indent=1, default=str)
+        header.update(load_average_at_end=os.getloadavg(), seconds=time.perf_counter() - start)
+        with atomic_write(args.json, "w") as f:  # after every section: a failure later keeps what was measured
+            json.dump({"header": header, "rows": ROWS}, f, indent=1, default=str)
     print(f"wrote {args.json} after {header['seconds']:.0f} s")
 
 
