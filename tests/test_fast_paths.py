@@ -186,23 +186,24 @@ def test_attention_choice_is_measured_once_and_remembered(tmp_path, monkeypatch)
     monkeypatch.delenv("ZEROSHOT_ATTENTION", raising=False)
     monkeypatch.setattr(tuning, "_chosen", {})
     measured = []
-    monkeypatch.setattr(tuning, "measure_attention", lambda dtype: measured.append(dtype) or {"sdpa": 2.0, "gemm": 1.0})
-    assert tuning.attention_kernel(torch.bfloat16) == "gemm"
-    assert tuning.attention_kernel(torch.bfloat16) == "gemm" and measured == [torch.bfloat16]
+    monkeypatch.setattr(tuning, "measure_attention", lambda dtype, kernels: measured.append(dtype) or {"sdpa": 2.0, "gemm": 1.0})
+    kernels = layers.ATTENTION_KERNELS
+    assert tuning.attention_kernel(torch.bfloat16, kernels) == "gemm"
+    assert tuning.attention_kernel(torch.bfloat16, kernels) == "gemm" and measured == [torch.bfloat16]
     saved = __import__("json").loads((tmp_path / tuning.CACHE_NAME).read_text())
     key = tuning.cache_key(torch.bfloat16)
     assert saved[key]["choice"] == "gemm" and tuning.cpu_model() in key and torch.__version__ in key
     monkeypatch.setattr(tuning, "_chosen", {})  # a new process: read from the file, not measured again
-    assert tuning.attention_kernel(torch.bfloat16) == "gemm" and measured == [torch.bfloat16]
-    monkeypatch.setattr(tuning, "measure_attention", lambda dtype: {"sdpa": 1.0, "gemm": 2.0})
-    assert tuning.attention_kernel(torch.float16) == "sdpa"  # another dtype, its own entry
+    assert tuning.attention_kernel(torch.bfloat16, kernels) == "gemm" and measured == [torch.bfloat16]
+    monkeypatch.setattr(tuning, "measure_attention", lambda dtype, kernels: {"sdpa": 1.0, "gemm": 2.0})
+    assert tuning.attention_kernel(torch.float16, kernels) == "sdpa"  # another dtype, its own entry
     assert set(__import__("json").loads((tmp_path / tuning.CACHE_NAME).read_text())) == {key, tuning.cache_key(torch.float16)}
 
 
 def test_attention_measurement_returns_both_kernels():
     from zeroshot.models import tuning
 
-    seconds = tuning.measure_attention(torch.float32, reps=1)
+    seconds = tuning.measure_attention(torch.float32, layers.ATTENTION_KERNELS, reps=1)
     assert set(seconds) == {"sdpa", "gemm"} and all(s > 0 for s in seconds.values())
 
 
@@ -232,4 +233,4 @@ def test_attention_override_names_its_choices(monkeypatch):
 
     monkeypatch.setenv("ZEROSHOT_ATTENTION", "flash")
     with pytest.raises(UserError, match="ZEROSHOT_ATTENTION='flash'.*sdpa, gemm"):
-        tuning.attention_kernel(torch.bfloat16)
+        tuning.attention_kernel(torch.bfloat16, layers.ATTENTION_KERNELS)

@@ -131,9 +131,12 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     between CPUs (GEMM form 1.7-2x faster on an AVX512-BF16 EPYC, SDPA 2x faster on an AMX Xeon, for the 50-257
     tokens of CLIP's towers: benchmarks/README.md), so `tuning.attention_kernel` picks it by measurement; SDPA reads
     the strided q, k, v views of the fused projection directly (no head-split copies). Everywhere else, SDPA."""
-    if half_on_cpu(q) and tuning.attention_kernel(q.dtype) == "gemm":
+    if half_on_cpu(q) and tuning.attention_kernel(q.dtype, ATTENTION_KERNELS) == "gemm":
         return attention_by_gemm(q, k, v, mask, causal)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+
+
+ATTENTION_KERNELS = {"sdpa": F.scaled_dot_product_attention, "gemm": attention_by_gemm}  # what tuning measures
 
 
 class Attention(nn.Module):

@@ -41,9 +41,10 @@ def cache_key(dtype: torch.dtype) -> str:
     return f"attention {str(dtype).removeprefix('torch.')} | {cpu_model()} | torch {torch.__version__}"
 
 
-def attention_kernel(dtype: torch.dtype) -> str:
-    """"sdpa" or "gemm" for half-precision attention on this CPU: the override, else the remembered measurement,
-    else a measurement now (about 0.2 s), written to the cache for the next run."""
+def attention_kernel(dtype: torch.dtype, kernels: dict) -> str:
+    """"sdpa" or "gemm" (the keys of `kernels`, the functions themselves) for half-precision attention on this CPU:
+    the override, else the remembered measurement, else a measurement now (well under a second), written to the
+    cache for the next run."""
     forced = os.environ.get("ZEROSHOT_ATTENTION", "auto") or "auto"
     if forced != "auto":
         if forced not in ATTENTION_KERNELS:
@@ -51,7 +52,7 @@ def attention_kernel(dtype: torch.dtype) -> str:
         return forced
     key = cache_key(dtype)
     if key not in _chosen:
-        _chosen[key] = _remembered(key) or _measure_and_remember(key, dtype)
+        _chosen[key] = _remembered(key) or _measure_and_remember(key, dtype, kernels)
     return _chosen[key]
 
 
@@ -73,10 +74,10 @@ def _remembered(key: str) -> str | None:
     return choice if choice in ATTENTION_KERNELS else None
 
 
-def _measure_and_remember(key: str, dtype: torch.dtype) -> str:
+def _measure_and_remember(key: str, dtype: torch.dtype, kernels: dict) -> str:
     from zeroshot.files import atomic_write
 
-    seconds = measure_attention(dtype)
+    seconds = measure_attention(dtype, kernels)
     choice = min(seconds, key=seconds.get)
     log.info("attention in %s on this CPU: %s (measured %s)", str(dtype).removeprefix("torch."), choice,
              ", ".join(f"{k} {1e3 * v:.2f} ms" for k, v in seconds.items()))
@@ -90,14 +91,10 @@ def _measure_and_remember(key: str, dtype: torch.dtype) -> str:
     return choice
 
 
-def measure_attention(dtype: torch.dtype, reps: int = 5) -> dict[str, float]:
-    """Seconds for both kernels on PROBE_SHAPES (summed; best of `reps` alternating rounds, so a busy moment on a
-    shared machine hits both alike). q, k, v are the strided views of a fused projection, as the model has them."""
-    import torch.nn.functional as F
-
-    from zeroshot.models.layers import attention_by_gemm
-
-    kernels = {"sdpa": F.scaled_dot_product_attention, "gemm": attention_by_gemm}
+def measure_attention(dtype: torch.dtype, kernels: dict, reps: int = 3) -> dict[str, float]:
+    """Seconds for each of `kernels` {name: fn(q, k, v)} on PROBE_SHAPES (summed; best of `reps` alternating rounds,
+    so a busy moment on a shared machine hits all alike). q, k, v are the strided views of a fused projection, as
+    the model has them."""
     best = {k: [float("inf")] * len(PROBE_SHAPES) for k in kernels}
     gen = torch.Generator().manual_seed(0)
     with torch.inference_mode():
