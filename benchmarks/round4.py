@@ -151,7 +151,10 @@ def report_model(name, batch, flops, shapes, blocks, t, cos, cos_old):
             f"round three's bf16 path {ips['bf16 round three']:.1f} img/s ({ips['bf16'] / ips['bf16 round three']:.2f}x); "
             f"min cosine to fp32 {cos:.5f} (round three {cos_old:.5f})")
     share = {k: batch / best[k] * flops / rate for k in ("bf16", "bf16 round three")}
+    med_rate = max(stack_flops / med[f"gemm {k} stack"] for k in ("bf16", "bf16 onednn"))
+    med_share = {k: batch / med[k] * flops / med_rate for k in ("bf16", "bf16 round three")}
     row("model", f"{name} bf16 share of the bf16 GEMM rate (model's shapes)", 100 * share["bf16"], None, "-", "%", None,
+        f"medians: {100 * med_share['bf16']:.0f}% (round three's path {100 * med_share['bf16 round three']:.0f}%); "
         f"{flops / 1e9:.2f} GFLOP/img; the model's GEMMs alone ({blocks} x {', '.join(shapes)}) run "
         f"{rate / 1e9:.0f} GFLOP/s (F.linear {stack['bf16'] / 1e9:.0f}, oneDNN {stack['bf16 onednn'] / 1e9:.0f}); "
         f"round three's path {100 * share['bf16 round three']:.0f}%; MLP GEMM alone bf16 {mlp['bf16'] / 1e9:.0f}, fp32 "
