@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+SHARED = Path(os.environ.get("ZEROSHOT_SHARED") or REPO.parent / "shared")  # a worktree elsewhere: ZEROSHOT_SHARED=/work/shared
 sys.path.insert(0, str(REPO))
 
 ROWS: list[dict] = []

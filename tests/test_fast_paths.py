@@ -81,7 +81,9 @@ def test_layernorm_without_round_trip_matches_it_in_bf16():
 
 
 def test_fast_paths_dispatch_only_for_half_precision_on_the_cpu(monkeypatch):
-    """fp32 keeps SDPA and the convolution (the exact default); bf16 on the CPU without gradients takes the GEMM forms."""
+    """fp32 keeps SDPA and the convolution (the exact default); bf16 on the CPU without gradients takes the GEMM forms
+    (here with the attention choice forced to the GEMM form; the choice itself is tested below)."""
+    monkeypatch.setenv("ZEROSHOT_ATTENTION", "gemm")
     calls = []
     monkeypatch.setattr(layers, "attention_by_gemm", lambda *a, **k: calls.append("attn") or torch.zeros(1))
     monkeypatch.setattr(clip, "patch_embed_by_gemm", lambda *a, **k: calls.append("patch") or torch.zeros(1))
@@ -97,3 +99,138 @@ def test_fast_paths_dispatch_only_for_half_precision_on_the_cpu(monkeypatch):
         assert calls == ["attn", "patch"]
     layers.attention(q.bfloat16(), q.bfloat16(), q.bfloat16())  # gradients on: SDPA
     assert calls == ["attn", "patch"]
+
+
+# --- round four: fused GEMM epilogues (oneDNN's linear with bias, activation and residual add inside) ---
+
+needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
+
+
+@needs_onednn
+@pytest.mark.parametrize("activation", ["none", "swish", "gelu", "gelu_tanh"])
+@pytest.mark.parametrize("with_residual", [False, True])
+def test_fused_linear_equals_plain_in_fp32(activation, with_residual):
+    """oneDNN's linear + epilogue, fed fp32, against F.linear, the activation and the add in separate steps."""
+    if with_residual and activation != "none":
+        with pytest.raises(ValueError):
+            layers.fused_linear(torch.randn(2, 8), torch.randn(4, 8), None, activation, torch.randn(2, 4))
+        return
+    torch.manual_seed(0)
+    x, w, b = torch.randn(3, 7, 64) * 2, torch.randn(96, 64) / 8, torch.randn(96)
+    residual = torch.randn(3, 7, 96) if with_residual else None
+    plain = layers.PLAIN_ACTIVATIONS[activation](F.linear(x, w, b))
+    plain = plain if residual is None else plain + residual
+    with torch.inference_mode():
+        fused = layers.fused_linear(x, w, b, activation, residual)
+    assert fused.shape == plain.shape and _close(fused, plain)
+
+
+def _fused_block_outputs(activation: str, layer_scale: bool, fp32_fused: bool, monkeypatch):
+    """A block's forward and forward_at, plain (autograd on) and through the fused-epilogue path fed fp32."""
+    torch.manual_seed(0)
+    block = layers.ResidualAttentionBlock(layers.BlockSpec(64, 1, 4, 4.0, activation, 1e-5, layer_scale))
+    with torch.no_grad():
+        for p in block.parameters():
+            p.normal_(0, 0.2) if p.dim() == 1 else None
+    x, query = torch.randn(3, 9, 64), torch.tensor([0, 4, 8])
+    plain = (block(x, causal=True), block.forward_at(x, query, causal=True))
+    if fp32_fused:  # the fused path, fed fp32: every linear goes through oneDNN's epilogues
+        monkeypatch.setattr(layers, "fuses_epilogues", lambda t: not torch.is_grad_enabled())
+    with torch.inference_mode():
+        fused = (block(x, causal=True), block.forward_at(x, query, causal=True))
+    return plain, fused
+
+
+@needs_onednn
+@pytest.mark.parametrize("activation", ["quick_gelu", "gelu", "gelu_tanh"])
+@pytest.mark.parametrize("layer_scale", [False, True])
+def test_fused_block_equals_plain_in_fp32(activation, layer_scale, monkeypatch):
+    """The whole block on the fused path (QuickGELU's 1.702 in LayerNorm's weights and c_proj's scaled copy, the
+    residual adds in the epilogues, or outside them with LayerScale) equals the plain block to 1e-5."""
+    calls = []
+    real = layers.fused_linear
+    monkeypatch.setattr(layers, "fused_linear", lambda *a, **k: calls.append(1) or real(*a, **k))
+    plain, fused = _fused_block_outputs(activation, layer_scale, True, monkeypatch)
+    assert calls  # the fused path really ran
+    for a, b in zip(fused, plain):
+        assert a.shape == b.shape and _close(a, b.detach())
+
+
+def test_scaled_proj_weight_follows_the_weight():
+    """The copy of c_proj's weight / 1.702 is remade when the weight is edited in place or replaced."""
+    mlp = MLP(8, 32, "quick_gelu")
+    first = mlp.scaled_proj_weight()
+    assert torch.allclose(first * 1.702, mlp.c_proj.weight)
+    assert mlp.scaled_proj_weight() is first  # made once
+    with torch.no_grad():
+        mlp.c_proj.weight.mul_(2)
+    assert torch.allclose(mlp.scaled_proj_weight() * 1.702, mlp.c_proj.weight)
+    mlp.bfloat16()
+    assert mlp.scaled_proj_weight().dtype == torch.bfloat16
+
+
+def test_fused_epilogues_dispatch_only_for_bf16_on_the_cpu_without_gradients():
+    x = torch.randn(2, 4)
+    with torch.inference_mode():
+        assert not layers.fuses_epilogues(x) and not layers.fuses_epilogues(x.half())
+        assert layers.fuses_epilogues(x.bfloat16()) == layers._onednn_bf16()
+    assert not layers.fuses_epilogues(x.bfloat16())  # gradients on
+
+
+# --- round four: attention kernel chosen by measurement, per CPU model and torch version ---
+
+def test_attention_choice_is_measured_once_and_remembered(tmp_path, monkeypatch):
+    from zeroshot.models import tuning
+
+    monkeypatch.setenv("ZEROSHOT_CACHE", str(tmp_path))
+    monkeypatch.delenv("ZEROSHOT_ATTENTION", raising=False)
+    monkeypatch.setattr(tuning, "_chosen", {})
+    measured = []
+    monkeypatch.setattr(tuning, "measure_attention", lambda dtype, kernels: measured.append(dtype) or {"sdpa": 2.0, "gemm": 1.0})
+    kernels = layers.ATTENTION_KERNELS
+    assert tuning.attention_kernel(torch.bfloat16, kernels) == "gemm"
+    assert tuning.attention_kernel(torch.bfloat16, kernels) == "gemm" and measured == [torch.bfloat16]
+    saved = __import__("json").loads((tmp_path / tuning.CACHE_NAME).read_text())
+    key = tuning.cache_key(torch.bfloat16)
+    assert saved[key]["choice"] == "gemm" and tuning.cpu_model() in key and torch.__version__ in key
+    monkeypatch.setattr(tuning, "_chosen", {})  # a new process: read from the file, not measured again
+    assert tuning.attention_kernel(torch.bfloat16, kernels) == "gemm" and measured == [torch.bfloat16]
+    monkeypatch.setattr(tuning, "measure_attention", lambda dtype, kernels: {"sdpa": 1.0, "gemm": 2.0})
+    assert tuning.attention_kernel(torch.float16, kernels) == "sdpa"  # another dtype, its own entry
+    assert set(__import__("json").loads((tmp_path / tuning.CACHE_NAME).read_text())) == {key, tuning.cache_key(torch.float16)}
+
+
+def test_attention_measurement_returns_both_kernels():
+    from zeroshot.models import tuning
+
+    seconds = tuning.measure_attention(torch.float32, layers.ATTENTION_KERNELS, reps=1)
+    assert set(seconds) == {"sdpa", "gemm"} and all(s > 0 for s in seconds.values())
+
+
+@pytest.mark.parametrize("kernel", ["sdpa", "gemm"])
+def test_attention_choice_can_be_forced_and_both_branches_agree(kernel, monkeypatch):
+    """Both branches of the choice, forced: each runs its kernel, and a bf16 block gives the same output either way
+    (within bf16 rounding: the GEMM form rounds the scores to bf16)."""
+    monkeypatch.setenv("ZEROSHOT_ATTENTION", kernel)
+    calls = []
+    real = layers.attention_by_gemm
+    monkeypatch.setattr(layers, "attention_by_gemm", lambda *a, **k: calls.append(1) or real(*a, **k))
+    torch.manual_seed(0)
+    block = layers.ResidualAttentionBlock(layers.BlockSpec(64, 1, 4, 4.0, "quick_gelu", 1e-5, False)).bfloat16()
+    x = torch.randn(2, 50, 64)
+    with torch.inference_mode():
+        out = block(x.bfloat16()).float()
+        ran_gemm = bool(calls)
+        monkeypatch.setenv("ZEROSHOT_ATTENTION", "sdpa" if kernel == "gemm" else "gemm")
+        other = block(x.bfloat16()).float()
+    assert ran_gemm == (kernel == "gemm") and bool(calls)
+    assert F.cosine_similarity(out.flatten(1), other.flatten(1)).min() > 0.9999
+
+
+def test_attention_override_names_its_choices(monkeypatch):
+    from zeroshot.errors import UserError
+    from zeroshot.models import tuning
+
+    monkeypatch.setenv("ZEROSHOT_ATTENTION", "flash")
+    with pytest.raises(UserError, match="ZEROSHOT_ATTENTION='flash'.*sdpa, gemm"):
+        tuning.attention_kernel(torch.bfloat16, layers.ATTENTION_KERNELS)

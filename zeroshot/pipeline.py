@@ -218,8 +218,9 @@ def feature_key(model, dataset: EvalDataset, split: str) -> dict:
     """Everything that determines the image features: the weights as built, the pixels, and which images."""
     fp = dataset.fingerprint()
     image_side = {k: v for k, v in model_key(model).items() if k != "text_language"}  # a tokenizer setting
-    return {**image_side, "preprocess": transform_spec(model.transform), "dataset_fingerprint": fp["digest"],
-            "split": split, "n_images": len(dataset)}
+    decoder = {"decoder": dataset.decoder} if dataset.decoder else {}  # fast_decode: other pixels, other features
+    return {**image_side, "preprocess": transform_spec(model.transform), **decoder,
+            "dataset_fingerprint": fp["digest"], "split": split, "n_images": len(dataset)}
 
 
 @dataclass
@@ -261,7 +262,24 @@ def load_for(cfg: DictConfig, dataset: EvalDataset, device: torch.device, precis
     """The configured model (once per node under torchrun), its preprocessing set on the dataset."""
     model = dist.local_rank_zero_first(lambda: load_configured_model(cfg.model, device, precision, cfg.cache_dir))
     dataset.transform = model.transform
+    if cfg.fast_decode:
+        use_fast_decode(model, dataset)
     return model
+
+
+def use_fast_decode(model, dataset: EvalDataset) -> None:
+    """fast_decode=true: JPEGs at least twice the model's input decode at a reduced DCT scale (data/base.py's
+    DraftLoader). Where the source decodes its own images, or the model's input size is not known, the run says so
+    and decodes exactly."""
+    spec = getattr(model, "preprocess_spec", None)
+    if spec is None:
+        log.warning("fast_decode=true: this model's backend does its own preprocessing; images decode exactly")
+    elif dataset.decode_at_least(spec.size):
+        log.info("fast_decode=true: JPEGs of at least %d px a side decode at a reduced DCT scale (%s)",
+                 2 * spec.size, dataset.decoder)
+    else:
+        log.warning("fast_decode=true: dataset %s decodes its own images (not through a file loader); they decode "
+                    "exactly", dataset.name)
 
 
 def prepare(cfg: DictConfig) -> Setup:

@@ -38,6 +38,7 @@ CHOICES: dict[str, tuple] = {
     "dist_shards": ("balanced", "chunks"),
     "worker_priority": ("auto", "idle", "normal"),
     "dataset.ties": ("strict", "first"),  # image-caption selection: how a tie counts (metrics/compositionality.py)
+    "fast_decode": (False, True),
 }
 
 
@@ -80,5 +81,6 @@ def check_settings(cfg) -> None:
     for key, choices in CHOICES.items():
         value = _get(cfg, key)
         if value is not KeyError and value not in choices:
-            raise ConfigError(f"{key}={value!r} is not a choice: {', '.join(choices)}")
+            names = (str(c).lower() if isinstance(c, bool) else str(c) for c in choices)  # YAML's true, false
+            raise ConfigError(f"{key}={value!r} is not a choice: {', '.join(names)}")
 

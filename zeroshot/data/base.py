@@ -38,6 +38,17 @@ class EvalDataset(Dataset):
         self.root, self._fp_files, self._fp_extra = root, fingerprint_files, fingerprint_extra
         self._fingerprint: dict | None = None
         self.shipped_templates: list[str] | None = None  # set by build_dataset for webdatasets
+        self.decoder: str | None = None  # set by `decode_at_least` (fast_decode=true): what decodes, for the cache key
+
+    def decode_at_least(self, min_size: int) -> bool:
+        """Decode JPEGs at a reduced DCT scale where both sides stay >= `min_size` (`DraftLoader`), for sources that
+        read files through a loader function (image folders, CSVs, the ImageNet-family folders); False for others
+        (webdatasets, torchvision's own dataset classes), which keep decoding exactly."""
+        if not callable(getattr(self.source, "loader", None)):
+            return False
+        self.source.loader = DraftLoader(min_size)
+        self.decoder = repr(self.source.loader)
+        return True
 
     def fingerprint(self) -> dict:
         """See fingerprint.dataset_fingerprint; computed once (it stats every file, and hashes declared ones)."""
@@ -117,6 +128,27 @@ def refuse_special(path: str | os.PathLike) -> None:
     kind = special_kind(os.stat(path).st_mode)
     if kind is not None:
         raise OSError(f"{path} is {kind}, not an image file; zeroshot never opens it")
+
+
+class DraftLoader:
+    """Open an image file as RGB like torchvision's loader, but let libjpeg decode a JPEG at the smallest DCT scale
+    (1/2, 1/4 or 1/8: PIL's `draft`) that keeps both sides at least `min_size`, so a JPEG at least twice the model's
+    input on both sides skips most of the inverse DCT and upsampling. The pixels differ from the exact decode (the
+    scaled IDCT averages, where the exact path resizes with the transform's filter): fast_decode=true, an opt-in;
+    other formats and smaller JPEGs decode exactly."""
+
+    def __init__(self, min_size: int):
+        self.min_size = int(min_size)
+
+    def __call__(self, path):
+        with open(path, "rb") as f:
+            image = Image.open(f)
+            if image.format == "JPEG":
+                image.draft(image.mode, (self.min_size, self.min_size))
+            return image.convert("RGB")
+
+    def __repr__(self) -> str:
+        return f"DraftLoader(min_size={self.min_size}, JPEG DCT scaling)"
 
 
 # What an unreadable image raises: a missing or unreadable file, a format PIL does not know (UnidentifiedImageError
