@@ -330,7 +330,9 @@ def bench_e2e(args):
         env = {**os.environ, "PYTHONPATH": str(REPO), "ZEROSHOT_CACHE": str(tmp / "zs-cache")}
         ours = [sys.executable, "-m", "zeroshot", "eval", "dataset=imagefolder", f"dataset.root={root / 'val'}",
                 f"dataset.classnames={names}", 'prompts.templates=["a photo of a {}."]', f"model.checkpoint={ckpt}",
-                "model.activation=quick_gelu", "precision=bf16", "progress=false", "cache=false"]
+                "model.activation=quick_gelu", "precision=bf16", "progress=false", "cache=false",
+                # ImageNet's names as published repeat "missile" and "sunglasses"; CLIP_benchmark runs them as they are
+                "dataset.allow_duplicate_classnames=true"]
         theirs = [sys.executable, "-c", CB_MAIN, "eval", "--dataset", "imagenet1k-unverified", "--dataset_root", str(root), "--model",
                   "ViT-B-32-quickgelu", "--pretrained", str(ckpt), "--custom_classname_file", str(cb_names),
                   "--custom_template_file", str(cb_templates), "--num_workers", str(os.cpu_count()), "--quiet"]
