@@ -145,6 +145,13 @@ def test_french_run_scores_exactly_the_799_classes(tmp_path, imagenet_root, tiny
     err = capfd.readouterr().err
     assert "model tiny-vit.pt: its text tower reads English only" in err  # named
     assert "201 images of the other 201 classes left out" in err
+    # Babel's French folds some classes into one word (8 names): scored as published, never silently
+    folded = {}
+    for label, name in enumerate(fr_names):
+        folded.setdefault(" ".join(name.casefold().split()), []).append(label)
+    folded = {fr_names[ls[0]]: ls for ls in folded.values() if len(ls) > 1}
+    assert len(folded) == 8 and m["language_detail"]["repeated_names"] == folded
+    assert "8 class names each name two or more classes, as published" in err
     wnids = wnid_lists()["imagenet"]
     expected = {wnids[i]: name for i, name in zip(fr_idx, fr_names)}
     preds = pd.read_csv(Path(m["run_dir"]) / "predictions.csv")

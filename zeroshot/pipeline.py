@@ -100,6 +100,14 @@ def resolve_classnames(cfg: DictConfig, pset: PromptSet, dataset: EvalDataset) -
     return names
 
 
+def repeated_names(names: list[str]) -> dict[str, list[int]]:
+    """{name: its labels} for each name given to two or more classes, compared as the tokenizer sees them."""
+    labels: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        labels.setdefault(" ".join(name.casefold().split()), []).append(i)
+    return {names[ls[0]]: ls for ls in labels.values() if len(ls) > 1}
+
+
 def check_duplicate_names(names: list[str], origin: str, intended: list[str], allowed: bool) -> None:
     """Two classes with one name get one text embedding and split their votes: an error naming both labels, unless
     the user says it is intended (dataset.allow_duplicate_classnames=true) or the published list repeats the name
@@ -193,8 +201,14 @@ def apply_language(cfg: DictConfig, dataset: EvalDataset, pset: PromptSet, lang:
     classnames = [named[positions[k]] for k in kept]
     log.info("%s: names %d of %s's %d classes; %d images of the other %d classes left out", why, len(kept), d.name,
              len(positions), left, len(positions) - len(kept))
+    shared = repeated_names(classnames)
+    if shared:  # translations that fold two classes into one word: scored as published (CLIP_benchmark does too)
+        log.warning("%s: %d class names each name two or more classes, as published (e.g. %r: labels %s); those "
+                    "classes share one text embedding and split their votes, as in the published protocol", why,
+                    len(shared), *next(iter(shared.items())))
     out = PromptSet(f"{pset.name}-{lang.tag}", lang.templates, classnames, lang.origin.get("names_from", lang.source))
-    record = {**lang.record(), "n_classes_left_out": len(positions) - len(kept), "n_images_left_out": left}
+    record = {**lang.record(), "n_classes_left_out": len(positions) - len(kept), "n_images_left_out": left,
+              "repeated_names": {name: labels for name, labels in shared.items()}}
     return (cut.dataset if cut else dataset), out, classnames, record
 
 
