@@ -179,3 +179,39 @@ def dataset_config(name: str, **overrides):
 
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
         return compose("eval", overrides=[f"dataset={name}", *(f"dataset.{k}={v}" for k, v in overrides.items())]).dataset
+
+
+def eval_config(tmp_path, checkpoint, *overrides, config: str = "eval"):
+    """A command's config as Hydra composes it, on a checkpoint, with results and caches under tmp_path and the
+    quiet, single-process settings tests use (overrides come last and win)."""
+    from hydra import compose, initialize_config_dir
+
+    base = [f"model.checkpoint={checkpoint}", f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}",
+            "num_workers=0", "progress=false", "figures=false"]
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        return compose(config, overrides=[*base, *overrides])
+
+
+def one_and_two_ranks(command: str, common: list[str], tmp_path) -> tuple[dict, dict, Path, Path]:
+    """Run `zeroshot COMMAND` in one process (no cache) and under torchrun with two ranks; each must exit 0 and
+    only rank 0 may write a run. Returns both metrics.json records and their run directories."""
+    import json
+    import os
+    import socket
+    import subprocess
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    launches = {"one": [sys.executable, "-m", "zeroshot", command, *common, f"results_dir={tmp_path / 'one'}", "cache=false"],
+                "two": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+                        f"--master_port={port}", "-m", "zeroshot", command, *common, f"results_dir={tmp_path / 'two'}",
+                        f"cache_dir={tmp_path / 'cache'}"]}
+    for name, cmd in launches.items():
+        r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600, env=env)
+        assert r.returncode == 0, (name, r.stderr[-3000:])
+    runs = {k: list((tmp_path / k).rglob("metrics.json")) for k in launches}
+    assert len(runs["one"]) == 1 and len(runs["two"]) == 1, runs  # only rank 0 writes
+    (one,), (two,) = runs["one"], runs["two"]
+    return json.loads(one.read_text()), json.loads(two.read_text()), one.parent, two.parent

@@ -379,30 +379,14 @@ def test_report_table_and_compare_pair_per_instance(tmp_path, tiny_checkpoint, t
 
 def test_two_ranks_equal_one_process(tmp_path, tiny_checkpoint):
     """torchrun: images and captions split across two ranks, rank 0 scores; every outcome as in one process."""
-    import os
-    import subprocess
-    import sys
-
-    from test_distributed import free_port
+    from conftest import one_and_two_ranks
 
     root = write_winoground_parquet(tmp_path / "wg", winoground_rows(n=5))
-    repo = Path(__file__).resolve().parents[1]
     common = [f"model.checkpoint={tiny_checkpoint}", "dataset=winoground", f"dataset.root={root}", "num_workers=0",
               "progress=false", "batch_size=2", "chunk_size=4", "figures=false"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, "-m", "zeroshot", "compositionality", *common, f"results_dir={tmp_path / 'one'}",
-                          "cache=false"], capture_output=True, text=True, cwd=repo, timeout=600, env=env)
-    assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-                          f"--master_port={free_port()}", "-m", "zeroshot", "compositionality", *common,
-                          f"results_dir={tmp_path / 'two'}", f"cache_dir={tmp_path / 'cache'}"],
-                         capture_output=True, text=True, cwd=repo, timeout=600, env=env)
-    assert two.returncode == 0, two.stderr[-3000:]
-    runs = {k: list((tmp_path / k).rglob("metrics.json")) for k in ("one", "two")}
-    assert len(runs["one"]) == 1 and len(runs["two"]) == 1, runs  # only rank 0 writes
-    m1, m2 = (json.loads(runs[k][0].read_text()) for k in ("one", "two"))
+    m1, m2, d1, d2 = one_and_two_ranks("compositionality", common, tmp_path)
     assert m1["world_size"] == 1 and m2["world_size"] == 2 and m1["n_instances"] == m2["n_instances"] == 5
-    z1, z2 = (np.load(runs[k][0].parent / "outcomes.npz") for k in ("one", "two"))
+    z1, z2 = np.load(d1 / "outcomes.npz"), np.load(d2 / "outcomes.npz")
     for key in ("text", "image", "group"):
         assert (z1[key] == z2[key]).all(), key
     assert len(list((tmp_path / "cache" / "image_features").rglob("chunk_*.pt"))) >= 2  # each rank cached its share

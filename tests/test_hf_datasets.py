@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
 
-from conftest import REPO
+from conftest import REPO, eval_config
 from zeroshot.commands.evaluate import evaluate
 from zeroshot.data.readers import build_dataset
 from zeroshot.errors import DatasetError, UserError
@@ -23,10 +23,7 @@ CLASSES = ["cat", "dog", "fox"]
 
 
 def cfg(tmp_path, checkpoint, *overrides):
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        return compose("eval", overrides=[f"model.checkpoint={checkpoint}", f"results_dir={tmp_path / 'results'}",
-                                          f"cache_dir={tmp_path / 'cache'}", "num_workers=0", "progress=false",
-                                          "figures=false", "batch_size=4", *overrides])
+    return eval_config(tmp_path, checkpoint, "batch_size=4", *overrides)
 
 
 def dataset_cfg(**overrides):

@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from conftest import REPO
 from datagen import write_imagefolder
 from zeroshot import label_free as lf
-from zeroshot.errors import ConfigError, PromptError, UserError
+from zeroshot.errors import PromptError, UserError
 from zeroshot.prompts.hierarchy import resolve_hierarchy
 
 CLASSES = ["apple", "bus", "cat", "dog"]

@@ -13,7 +13,7 @@ from PIL import Image
 
 from zeroshot.errors import PromptError
 from zeroshot.prompts import languages as L
-from conftest import REPO, shared_path
+from conftest import REPO, eval_config, shared_path
 from localserver import server  # noqa: F401  (the fixture)
 
 CONFIGS = str(REPO / "configs")
@@ -25,10 +25,7 @@ def multilingual(name: str) -> Path:
 
 
 def cfg(tmp_path, checkpoint, *overrides):
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        return compose("eval", overrides=[f"model.checkpoint={checkpoint}", f"results_dir={tmp_path / 'results'}",
-                                          f"cache_dir={tmp_path / 'cache'}", "num_workers=0", "progress=false",
-                                          "batch_size=128", "figures=false", *overrides])
+    return eval_config(tmp_path, checkpoint, "batch_size=128", *overrides)
 
 
 def prompts_cfg(**keys):

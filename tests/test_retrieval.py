@@ -320,31 +320,16 @@ def test_datacomp_38_suite_lists_the_task_list_and_says_why_not(tmp_path, tiny_c
 
 
 def test_two_ranks_equal_one_process(tmp_path, tiny_checkpoint, layouts):
-    import os
-    import subprocess
-    import sys
-
-    from test_distributed import free_port
+    from conftest import one_and_two_ranks
 
     shards, _, _ = layouts
     common = [f"model.checkpoint={tiny_checkpoint}", "dataset=flickr30k", f"dataset.root={shards}", "num_workers=0",
               "progress=false", "batch_size=2", "chunk_size=4", "similarity_block=5"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, "-m", "zeroshot", "retrieval", *common, f"results_dir={tmp_path / 'one'}", "cache=false"],
-                         capture_output=True, text=True, cwd=REPO, timeout=600, env=env)
-    assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-                          f"--master_port={free_port()}", "-m", "zeroshot", "retrieval", *common,
-                          f"results_dir={tmp_path / 'two'}", f"cache_dir={tmp_path / 'cache'}"],
-                         capture_output=True, text=True, cwd=REPO, timeout=600, env=env)
-    assert two.returncode == 0, two.stderr[-3000:]
-    runs = {k: list((tmp_path / k).rglob("metrics.json")) for k in ("one", "two")}
-    assert len(runs["one"]) == 1 and len(runs["two"]) == 1, runs  # only rank 0 writes
-    m1, m2 = (json.loads(runs[k][0].read_text()) for k in ("one", "two"))
+    m1, m2, d1, d2 = one_and_two_ranks("retrieval", common, tmp_path)
     assert m1["world_size"] == 1 and m2["world_size"] == 2 and m1["n_captions"] == m2["n_captions"]
     for key in [k for k in m1 if "recall" in k]:
         assert m2[key] == pytest.approx(m1[key], abs=1e-12), key
-    r1, r2 = (np.load(runs[k][0].parent / "ranks.npz") for k in ("one", "two"))
+    r1, r2 = np.load(d1 / "ranks.npz"), np.load(d2 / "ranks.npz")
     assert (r1["image_ranks"] == r2["image_ranks"]).all() and (r1["text_ranks"] == r2["text_ranks"]).all()
     # each rank cached its share of the images: a single process now finds all 14
     chunks = list((tmp_path / "cache" / "image_features").rglob("chunk_*.pt"))

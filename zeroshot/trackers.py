@@ -114,7 +114,7 @@ def _local_uri(location: str) -> str:
 def to_mlflow(run: RunLog, settings) -> str:
     """An MLflow run in `experiment_name`: parameters and tags, metrics, and the run's files as artifacts."""
     import mlflow
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Metric, Param
 
     # a server that is down: a few retries (MLflow's default backs off for minutes), unless the user set them
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")

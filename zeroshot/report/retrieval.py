@@ -12,7 +12,6 @@ same tasks and DataComp's published 38-task average; the tasks not run are named
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
