@@ -231,11 +231,8 @@ def test_crossmodal3600_equals_clip_benchmark_per_language(tmp_path, xm3600_root
     import zeroshot
     from zeroshot.commands.retrieval import run_retrieval
 
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        c = compose("retrieval", overrides=[f"model.checkpoint={tiny_checkpoint}", f"results_dir={tmp_path / 'r'}",
-                                            f"cache_dir={tmp_path / 'cache'}", "num_workers=0", "progress=false",
-                                            "dataset=crossmodal3600", f"dataset.root={xm3600_root}",
-                                            f"dataset.language={language}", "figures=false"])
+    c = eval_config(tmp_path, tiny_checkpoint, f"results_dir={tmp_path / 'r'}", "dataset=crossmodal3600",
+                    f"dataset.root={xm3600_root}", f"dataset.language={language}", config="retrieval")
     ours = run_retrieval(c)
     assert ours["language"] == language and ours["n_images"] == 10 and ours["n_captions"] == 10
     assert ours["prompts_label"].startswith(f"captions-{language}#")
@@ -349,11 +346,8 @@ def test_nllb_clip_retrieval_in_two_languages_equals_clip_benchmark(tmp_path, nl
     from zeroshot.commands.retrieval import run_retrieval
     from zeroshot.models.languages import apply_language_to_model
 
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        c = compose("retrieval", overrides=[f"model.checkpoint={nllb_folder}", f"results_dir={tmp_path / 'r'}",
-                                            f"cache_dir={tmp_path / 'cache'}", "num_workers=0", "progress=false",
-                                            "dataset=crossmodal3600", f"dataset.root={xm3600_root}",
-                                            f"dataset.language={language}", "figures=false"])
+    c = eval_config(tmp_path, nllb_folder, f"results_dir={tmp_path / 'r'}", "dataset=crossmodal3600",
+                    f"dataset.root={xm3600_root}", f"dataset.language={language}", config="retrieval")
     ours = run_retrieval(c)
     code = {"de": "deu_Latn", "ru": "rus_Cyrl"}[language]
     assert ours["language"] == language and ours["text_language"] == code and ours["backend"] == "open_clip"

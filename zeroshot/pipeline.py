@@ -100,11 +100,16 @@ def resolve_classnames(cfg: DictConfig, pset: PromptSet, dataset: EvalDataset) -
     return names
 
 
+def name_key(name: str) -> str:
+    """A class name as the comparison of names sees it: case and runs of spaces folded."""
+    return " ".join(name.casefold().split())
+
+
 def repeated_names(names: list[str]) -> dict[str, list[int]]:
-    """{name: its labels} for each name given to two or more classes, compared as the tokenizer sees them."""
+    """{name: its labels} for each name given to two or more classes, compared by name_key."""
     labels: dict[str, list[int]] = {}
     for i, name in enumerate(names):
-        labels.setdefault(" ".join(name.casefold().split()), []).append(i)
+        labels.setdefault(name_key(name), []).append(i)
     return {names[ls[0]]: ls for ls in labels.values() if len(ls) > 1}
 
 
@@ -112,18 +117,14 @@ def check_duplicate_names(names: list[str], origin: str, intended: list[str], al
     """Two classes with one name get one text embedding and split their votes: an error naming both labels, unless
     the user says it is intended (dataset.allow_duplicate_classnames=true) or the published list repeats the name
     itself (its prompt set's `duplicate_classnames`). Names are compared as the tokenizer sees them (case, spaces)."""
-    seen: dict[str, int] = {}
-    for i, name in enumerate(names):
-        key = " ".join(name.casefold().split())
-        if key not in seen:
-            seen[key] = i
-            continue
-        if allowed or key in {" ".join(n.casefold().split()) for n in intended}:
-            log.info("note: class name %r names labels %d and %d (%s)", name, seen[key], i,
+    intended_keys = set(map(name_key, intended))
+    for name, labels in repeated_names(names).items():
+        if allowed or name_key(name) in intended_keys:
+            log.info("note: class name %r names labels %s (%s)", name, ", ".join(map(str, labels)),
                      "allowed by dataset.allow_duplicate_classnames" if allowed else f"as published in {origin}")
             continue
-        raise PromptError(f"{origin} names two classes {name!r}: labels {seen[key]} and {i}. Two classes with one name "
-                          "get one text embedding and split their votes; fix the names, or pass "
+        raise PromptError(f"{origin} names two classes {name!r}: labels {labels[0]} and {labels[1]}. Two classes with "
+                          "one name get one text embedding and split their votes; fix the names, or pass "
                           "dataset.allow_duplicate_classnames=true if this is intended")
 
 
