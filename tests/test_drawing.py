@@ -1,26 +1,26 @@
-"""Issue 22: figures drawn in the helper process (zeroshot.drawing) are the figures drawn in-process, the helper
+"""Issue 22: figures drawn in the helper process (zeroshot.figures.drawing) are the figures drawn in-process, the helper
 never imports torch, and a figure that fails raises from `finish` with its own error."""
 
 import numpy as np
 import pytest
 
-from zeroshot import drawing
-from zeroshot.experiments.figures import (
+from zeroshot.figures import drawing
+from zeroshot.figures.prompts import (
     plot_description_deltas,
     plot_selection,
     plot_templates,
 )
-from zeroshot.metrics.calibration import plot_reliability, reliability_curve
-from zeroshot.plots import plot_confusion
+from zeroshot.figures.run import plot_confusion, plot_reliability
+from zeroshot.metrics.calibration import reliability_curve
 
 
 def figures(out, tag):
     """Every figure of `zeroshot prompts` and one of `eval`, written under out with tag in their names."""
     ensemble = [0.5, 0.4, 0.6]  # top-1, CI low, CI high
-    yield plot_templates, (out / f"templates{tag}.png", ["a {}.", "a photo of a {}."], [0.4, 0.55], [0.3, 0.45],
-                           [0.5, 0.65], ensemble, "cifar10 | ViT-B-32")
-    yield plot_selection, (out / f"selection{tag}.png", [1, 2], [0.5, 0.6], [0.45, 0.5], 0.5, "t")
-    yield plot_description_deltas, (out / f"deltas{tag}.png", ["cat", "dog", "bird"], [-0.1, 0.0, 0.2], "cupl vs templates")
+    yield plot_templates, (["a {}.", "a photo of a {}."], [0.4, 0.55], ([0.3, 0.45], [0.5, 0.65]), ensemble,
+                           out / f"templates{tag}.png", "cifar10 | ViT-B-32")
+    yield plot_selection, ([1, 2], [0.5, 0.6], [0.45, 0.5], 0.5, out / f"selection{tag}.png", "t")
+    yield plot_description_deltas, (["cat", "dog", "bird"], [-0.1, 0.0, 0.2], out / f"deltas{tag}.png", "cupl vs templates")
     yield plot_confusion, (np.array([[3, 1], [0, 4]]), ["cat", "dog"], out / f"confusion{tag}.png", "t")
     probs = np.random.default_rng(0).dirichlet(np.ones(3), size=40)
     yield plot_reliability, ([reliability_curve("model's own", probs, np.arange(40) % 3)], out / f"reliability{tag}.png", "t")
@@ -50,7 +50,7 @@ def test_the_helper_draws_the_same_figures_without_torch(tmp_path, helper):
 
 
 def test_a_figure_that_fails_raises_from_finish(tmp_path, helper):
-    drawing.draw(plot_description_deltas, tmp_path / "bad.png", ["cat"], ["not a number"], "t")
+    drawing.draw(plot_description_deltas, ["cat"], ["not a number"], tmp_path / "bad.png", "t")
     with pytest.raises(ValueError, match="not a number"):
         drawing.finish()
 
@@ -59,7 +59,7 @@ def test_relative_paths_are_resolved_in_this_process(tmp_path, helper, monkeypat
     monkeypatch.chdir(tmp_path)  # the helper was started elsewhere: it must not write under its own cwd
     from pathlib import Path
 
-    drawing.draw(plot_description_deltas, Path("rel.png"), ["cat"], [0.1], "t")
+    drawing.draw(plot_description_deltas, ["cat"], [0.1], Path("rel.png"), "t")
     drawing.finish()
     assert (tmp_path / "rel.png").is_file()
     # drawn by the helper, a process of its own with another cwd and no torch, not here

@@ -219,7 +219,7 @@ def test_few_shot_probe_and_no_train_split(tmp_path, tiny_checkpoint):
 
 def test_heatmap_has_a_row_per_system_as_the_tables():
     """One model's runs with two prompt sets are two rows of the heatmap, each with its own number."""
-    from zeroshot.report.plots import heatmap_grid
+    from zeroshot.report.aggregates import heatmap_grid
 
     table = pd.DataFrame({"model": ["ViT-B/32", "ViT-B/32", "RN50"], "prompts_label": ["simple", "imagenet", "simple"],
                           "dataset_label": ["cifar10"] * 3, "top1": [0.5, 0.75, 0.25]})

@@ -1,5 +1,5 @@
 """Issue 22: what a repeat `prompts` run loads. On image features that are all cached it decodes no image, so
-it imports no torchvision (a second); its figures are drawn in a helper process (zeroshot.drawing), so the
+it imports no torchvision (a second); its figures are drawn in a helper process (zeroshot.figures.drawing), so the
 command itself never imports matplotlib. Weights are
 memory-mapped, with the very tensors a plain torch.load gives, and the file's sha256 still names them.
 

@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         if problem:
             raise SystemExit(_fail(command, problem))
 
-        from zeroshot import drawing
+        from zeroshot.figures import drawing
 
         # one run, rank 0 (the rank that writes it); a multirun's jobs may run in a launcher's worker processes,
         # which cannot be relied on to start processes of their own, so they draw in-process

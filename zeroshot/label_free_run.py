@@ -6,10 +6,10 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig
 
-from zeroshot import drawing
 from zeroshot.data.readers import build_dataset
 from zeroshot.errors import ConfigError
 from zeroshot.features.cache import Features
+from zeroshot.figures import drawing
 from zeroshot.label_free import MIN_IMAGES, LabelFreeRun, LabelFreeSettings, run_label_free, settings_from
 from zeroshot.log import log
 from zeroshot.pipeline import Setup, image_features, text_cache
@@ -57,7 +57,7 @@ def write_label_free(run_dir, runs: list[LabelFreeRun], templates: list[str], fi
     (carprt), and CHiLS's subclass mapping; prompt_weights.png: the weights drawn (torch-free, in the helper)."""
     import pandas as pd
 
-    from zeroshot.experiments.figures import plot_prompt_weights
+    from zeroshot.figures.prompts import plot_prompt_weights
 
     rows = [{"row": r.label, **row} for r in runs for row in r.table]
     pd.DataFrame(rows).to_csv(run_dir / "prompt_weights.csv", index=False)
@@ -71,7 +71,7 @@ def write_label_free(run_dir, runs: list[LabelFreeRun], templates: list[str], fi
                 n = len(r.table) // len(templates)
                 panels.append((r.label, [[float(x["weight"]) for x in r.table[t * n:(t + 1) * n]] for t in range(len(templates))]))
         classes = list(dict.fromkeys(x["class"] for x in weighted[-1].table)) if weighted[-1].method == "carprt" else []
-        drawing.draw(plot_prompt_weights, run_dir / "prompt_weights.png", list(templates), panels, title, classes)
+        drawing.draw(plot_prompt_weights, list(templates), panels, run_dir / "prompt_weights.png", title, classes=classes)
 
 
 def experiment_runs(cfg: DictConfig, s: Setup, image: torch.Tensor, feats: torch.Tensor) -> list[LabelFreeRun]:

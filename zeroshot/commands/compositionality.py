@@ -23,9 +23,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from zeroshot import distributed as dist
-from zeroshot import drawing, suite
+from zeroshot import suite
 from zeroshot.classifier import encode_prompts
 from zeroshot.data.compositionality import Instance, build_selection_dataset
+from zeroshot.figures import drawing
 from zeroshot.metrics import compositionality as cm
 from zeroshot.paths import REFERENCE
 from zeroshot.pipeline import Setup, cache_root, caption_tokenizer, image_features, load_for, runtime, text_cache
@@ -175,7 +176,7 @@ def write_outputs(run_dir: Path, cfg, s: SelectionSetup, kept: list[Instance], o
     the config, and metrics.json last."""
     import pandas as pd
 
-    from zeroshot.plots import plot_selection
+    from zeroshot.figures.run import plot_caption_selection
 
     paths = s.dataset.paths
     keys = np.array([i.key for i in kept], dtype=object)
@@ -191,7 +192,7 @@ def write_outputs(run_dir: Path, cfg, s: SelectionSetup, kept: list[Instance], o
         names = list(per)[:200]
         series = {k.split("_")[0]: [per[g][k] for g in names] for k in ("text_accuracy", "image_accuracy", "group_accuracy")
                   if k in per[names[0]]}
-        drawing.draw(plot_selection, names, series, run_dir / "per_group.png",
+        drawing.draw(plot_caption_selection, names, series, run_dir / "per_group.png",
                      f"{metrics['dataset_label']}: {metrics['model']}")
         drawing.finish()
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "prompts"]),

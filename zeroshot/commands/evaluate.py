@@ -13,11 +13,13 @@ from omegaconf import DictConfig
 
 from zeroshot import calibrate as calibration_run
 from zeroshot import distributed as dist
-from zeroshot import drawing, suite, trackers
+from zeroshot import suite, trackers
 from zeroshot.classifier import logits as score
 from zeroshot.features.cache import Features
+from zeroshot.figures import drawing
+from zeroshot.figures.run import plot_confusion, plot_per_class, plot_reliability
 from zeroshot.label_free_run import label_free_classifier, write_label_free
-from zeroshot.metrics.calibration import plot_reliability, reliability_curve
+from zeroshot.metrics.calibration import reliability_curve
 from zeroshot.metrics.classification import (
     benchmark_metrics,
     classification_metrics,
@@ -30,7 +32,6 @@ from zeroshot.pipeline import (
     prepare,
     prompt_count,
 )
-from zeroshot.plots import plot_confusion, plot_per_class
 from zeroshot.record import make_run_dir, recorded_config, run_dir_base, run_record, write_json
 
 
@@ -134,7 +135,7 @@ def write_outputs(run_dir: Path, cfg, s: Setup, feats: Features, logits: torch.T
     np.savez_compressed(run_dir / "logits.npz", logits=logits.numpy(), labels=feats.labels.numpy(), indices=idx,
                         **{k: v for k, v in (targets or {}).items() if k in ("metadata", "multilabel")})
     title = f"{metrics['dataset_label']} | {metrics['model']} | {metrics['prompts_label']}"
-    if cfg.figures:  # drawn in the helper process where one runs (zeroshot.drawing)
+    if cfg.figures:  # drawn in the helper process where one runs (figures/drawing.py)
         if curves:
             drawing.draw(plot_reliability, [reliability_curve(*c) for c in curves], run_dir / "reliability_diagram.png",
                          f"{title} ({metrics['probability']})")

@@ -15,12 +15,13 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from zeroshot import drawing, trackers
+from zeroshot import trackers
 from zeroshot.classifier import logits as score
 from zeroshot.classifier import probabilities_from_logits as probabilities
 from zeroshot.errors import PromptError
-from zeroshot.experiments.figures import plot_selection, plot_templates
 from zeroshot.experiments.templates import ensemble, greedy_selection, template_features
+from zeroshot.figures import drawing
+from zeroshot.figures.prompts import plot_selection, plot_templates
 from zeroshot.label_free_run import experiment_runs, write_label_free
 from zeroshot.log import log, plural
 from zeroshot.metrics.classification import (
@@ -218,12 +219,12 @@ def write_outputs(run_dir, cfg, s, record, rows, full, curve, selected, methods,
         def numbers(values) -> list[float]:  # plain floats: no tensor may reach the helper process
             return [float(v) for v in values]
 
-        drawing.draw(plot_templates, run_dir / "templates.png", list(table.name), numbers(table.top1),
-                     numbers(table.top1_ci_low), numbers(table.top1_ci_high),
-                     numbers([full["top1"], full["top1_ci_low"], full["top1_ci_high"]]), title)
-        drawing.draw(plot_selection, run_dir / "selection.png", [int(c["step"]) for c in curve],
+        drawing.draw(plot_templates, list(table.name), numbers(table.top1),
+                     (numbers(table.top1_ci_low), numbers(table.top1_ci_high)),
+                     numbers([full["top1"], full["top1_ci_low"], full["top1_ci_high"]]), run_dir / "templates.png", title)
+        drawing.draw(plot_selection, [int(c["step"]) for c in curve],
                      numbers(c["select_top1"] for c in curve), numbers(c["heldout_top1"] for c in curve),
-                     float(selected[2]["top1"]), title)
+                     float(selected[2]["top1"]), run_dir / "selection.png", title)
     table.to_csv(run_dir / "templates.csv", index=False)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))  # what PromptLab.from_run reads
     pd.DataFrame(curve).to_csv(run_dir / "selection.csv", index=False)

@@ -244,8 +244,8 @@ def write_description_outputs(run_dir, result: dict, title: str = "", figures: b
     (the figure unless figures=False), description_texts.csv (leave-one-text-out), description_selection.csv."""
     from pathlib import Path
 
-    from zeroshot import drawing
-    from zeroshot.experiments.figures import plot_description_deltas
+    from zeroshot.figures import drawing
+    from zeroshot.figures.prompts import plot_description_deltas
 
     run_dir = Path(run_dir)
     table = pd.DataFrame([*result["rows"], *result["random_summary"], *result["heldout"]])
@@ -263,5 +263,5 @@ def write_description_outputs(run_dir, result: dict, title: str = "", figures: b
     if len(table) > 60:  # the 30 classes that lose most and the 30 that gain most
         table = pd.concat([table.head(30), table.tail(30)])
     name = str(table.set.iloc[0])
-    drawing.draw(plot_description_deltas, run_dir / "per_class_descriptions.png", [str(c) for c in table["class"]],
-                 [float(d) for d in table.delta], f"{name} vs templates{' | ' + title if title else ''}")
+    drawing.draw(plot_description_deltas, [str(c) for c in table["class"]], [float(d) for d in table.delta],
+                 run_dir / "per_class_descriptions.png", f"{name} vs templates{' | ' + title if title else ''}")

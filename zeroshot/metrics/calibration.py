@@ -1,4 +1,4 @@
-"""Whether a model's probabilities mean anything: ECE, NLL and Brier score, a reliability diagram, and one
+"""Whether a model's probabilities mean anything: ECE, NLL and Brier score, the bins of a reliability diagram, and one
 fitted temperature. numpy only; `calibration_run.py` wires this into `eval`.
 
 Probabilities are the model's own (see classifier.probability_kind): softmax of logit_scale x cosine for CLIP,
@@ -9,7 +9,6 @@ it (`probability`: "softmax" or "sigmoid_renormalized").
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 
@@ -123,33 +122,8 @@ def held_out_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.n
 
 
 def reliability_curve(label: str, probs: np.ndarray, labels: np.ndarray) -> tuple[str, dict, float]:
-    """What a reliability diagram draws of one set of probabilities: its label, its bins and its ECE (a few
-    numbers, where the probabilities are N x C: the figure is drawn in another process)."""
+    """What a reliability diagram (figures.run.plot_reliability) draws of one set of probabilities: its label, its
+    bins and its ECE (a few numbers, where the probabilities are N x C: the figure is drawn in another process)."""
     bins = reliability_bins(probs, labels)
     return label, bins, ece_of_bins(bins)
 
-
-def plot_reliability(curves: list[tuple[str, dict, float]], path: Path, title: str) -> Path:
-    """Accuracy against confidence per bin, one curve per `reliability_curve`, with the diagonal and ECE."""
-    from zeroshot.plots import pyplot, save_figure
-
-    plt = pyplot()
-    fig, (ax, hist) = plt.subplots(2, 1, figsize=(5.5, 6.5), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
-    ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=1, label="perfect calibration")
-    width = 1 / N_BINS
-    for i, (label, b, error) in enumerate(curves):
-        used = b["count"] > 0
-        centres = (b["edges"][:-1] + width / 2)[used]
-        offset = (i - (len(curves) - 1) / 2) * width / max(len(curves), 1)
-        ax.bar(centres + offset, b["accuracy"][used], width=width / max(len(curves), 1), alpha=0.7,
-               label=f"{label}: ECE {100 * error:.2f}%")
-        ax.plot(b["confidence"][used], b["accuracy"][used], marker="o", ms=3, lw=1)
-        hist.bar(centres + offset, b["count"][used], width=width / max(len(curves), 1), alpha=0.7)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("accuracy in bin")
-    ax.set_title(title, fontsize=9)
-    ax.legend(loc="upper left", fontsize=8)
-    hist.set_xlabel(f"top-label confidence ({N_BINS} equal-width bins)")
-    hist.set_ylabel("images")
-    return save_figure(fig, path, dpi=100)

@@ -1,4 +1,5 @@
-"""Cross-dataset summaries of a report: open_clip's 35-dataset average and the ImageNet robustness view.
+"""Cross-dataset summaries of a report: open_clip's 35-dataset average, the ImageNet robustness view, and which
+figures of them the report has (drawn by figures/report.py).
 
 Both are computed per set of weights (checkpoint sha256), from rows whose numbers are comparable with the
 published ones (canonical split and image count), each in its benchmark's metric. An average over fewer
@@ -7,11 +8,15 @@ always compare like with like.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import yaml
 
+from zeroshot.figures.report import plot_dataset_bars, plot_heatmap, plot_robustness
 from zeroshot.paths import config_dir
+from zeroshot.record import slug
 
 
 def _main_value(row) -> float:
@@ -110,26 +115,34 @@ def _f(x, signed: bool = False) -> str:
     return f"{x:+.2f}" if signed else f"{x:.2f}"
 
 
-def robustness_figure(robust: pd.DataFrame, path) -> bool:
-    """ImageNet top-1 against the shift average, ours and published, as in the CLIP paper's figure."""
+def robustness_figure(robust: pd.DataFrame, path: Path) -> bool:
+    """ImageNet top-1 against the shift average, ours and published (figures/report.py), where a model has both."""
     if robust.empty or robust.shift_average.isna().all():
         return False
-    from zeroshot.plots import pyplot
-
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 5))
-    ax.plot([0, 100], [0, 100], color="gray", ls=":", label="y = x (perfect robustness)")
-    ax.scatter(robust.imagenet, robust.shift_average, color="tab:blue", label="zeroshot", zorder=3)
-    for r in robust.itertuples():
-        ax.annotate(str(r.model), (r.imagenet, r.shift_average), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    pub = robust.dropna(subset=["published_imagenet", "published_shift_average"])
-    if not pub.empty:
-        ax.scatter(pub.published_imagenet, pub.published_shift_average, color="tab:red", marker="D", label="published")
-    ax.set_xlabel("ImageNet top-1 (%)")
-    ax.set_ylabel("average top-1 over the shifts (%)")
-    ax.set_title("Effective robustness")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    plot_robustness(robust, path, "Effective robustness")
     return True
+
+
+def heatmap_grid(evals: pd.DataFrame) -> pd.DataFrame:
+    """Top-1 (%) with one row per system, weights and prompts, as the report's tables have them: one model's runs
+    with two prompt sets are two rows (a row per model showed one of them, unsaid). Repeats of a row: the best."""
+    systems = evals.assign(system=[f"{m} ({p})" for m, p in zip(evals.model, evals.prompts_label)])
+    return systems.groupby(["system", "dataset_label"]).top1.max().unstack("dataset_label") * 100
+
+
+def heatmap_and_bars(table: pd.DataFrame, out: Path) -> list[Path]:
+    """The report's zero-shot figures: the system x dataset heat map of top-1, and per dataset the systems' bars in
+    the metric the published number uses (so the two marks are comparable), beside the published marks."""
+    evals = table.dropna(subset=["top1"])
+    grid = heatmap_grid(evals)
+    if grid.empty:  # only linear-probe rows: nothing zero-shot to draw
+        return []
+    paths = [plot_heatmap(grid, out / "heatmap_top1.png", "Zero-shot top-1 (%), system (model and prompts) x dataset")]
+    for dataset, group in evals.groupby("dataset_label"):
+        metric = group.benchmark_metric.dropna().iloc[0] if group.benchmark_metric.notna().any() else "top1"
+        metric = metric if metric in group and group[metric].notna().any() else "top1"
+        group = group.sort_values(metric)
+        labels = [f"{m} ({p})" for m, p in zip(group.model, group.prompts_label)]
+        paths.append(plot_dataset_bars(labels, group[metric], group.published, out / f"bars_{slug(dataset)}.png",
+                                       dataset, metric=metric))
+    return paths

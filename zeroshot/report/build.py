@@ -14,7 +14,6 @@ from omegaconf import DictConfig
 from zeroshot.errors import ReportError
 from zeroshot.log import log, plural
 from zeroshot.record import make_run_dir
-from zeroshot.report.plots import figures
 from zeroshot.report.published import PUBLISHED, add_linear_probe, add_published
 from zeroshot.report.runs import load_runs, reproducibility
 from zeroshot.report.tables import frame_html, html_page, markdown, not_run_lines
@@ -69,7 +68,7 @@ def build_report(cfg: DictConfig, inputs: list | None = None, not_run: list[dict
              + compositionality_report.report_lines(selection, cfg) + multilingual.markdown(languages) + compare_md
              + not_run_lines(not_run))
     (out / "report.md").write_text(markdown(table, notes, cfg.delta_threshold, extra))
-    images = figures(table, out) + compare_figures
+    images = aggregates.heatmap_and_bars(table, out) + compare_figures
     if aggregates.robustness_figure(robust, out / "robustness.png"):
         images.append(out / "robustness.png")
     summaries = "".join(f"<h2>{title}</h2>{frame_html(frame)}" for title, frame in (("open_clip's 35 datasets: average", avg35),

@@ -1,5 +1,6 @@
 """What a Comparison looks like: compare.csv, markdown and HTML sections (shared by `compare` and `report`), the
-per-pair difference figures, and the report's calibration section with each run's reliability diagram."""
+per-pair difference figures (drawn by figures/report.py), and the report's calibration section with each run's
+reliability diagram."""
 from __future__ import annotations
 
 import base64
@@ -10,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from zeroshot.figures.report import plot_differences
 from zeroshot.log import plural
-from zeroshot.plots import pyplot, save_figure
 from zeroshot.record import slug
 from zeroshot.report.tables import frame_html
 
@@ -173,35 +174,14 @@ def figure_stem(a: str, b: str) -> str:
 
 def difference_figures(comp, out: Path) -> list[Path]:
     """Per pair: each dataset's A - B (tested metric) with its CI, sorted, significant ones filled; and the mean."""
-    plt = pyplot()
     paths = []
     for a, b in pairs(comp):
         rows = sorted([r for r in comp.rows if (r["system_a"], r["system_b"]) == (a, b) and "mcnemar_p" in r],
                       key=lambda r: r["diff"])
         # a mean over one dataset is that dataset again: drawn only over two or more
         suite = [s for s in comp.suite if (s["system_a"], s["system_b"]) == (a, b) and s["n_datasets"] > 1]
-        labels = [r["dataset"] for r in rows] + ([f"mean of {suite[0]['n_datasets']}"] if suite else [])
-        diff = [r["diff"] for r in rows] + [s["mean_diff"] for s in suite]
-        low = [r["ci_low"] for r in rows] + [s["ci_low"] for s in suite]
-        high = [r["ci_high"] for r in rows] + [s["ci_high"] for s in suite]
-        sig = np.array([r["verdict"] != "tie" for r in rows] + [False] * len(suite))
-        d, lo, hi = 100 * np.array(diff), 100 * np.array(low), 100 * np.array(high)
-        fig, ax = plt.subplots(figsize=(7, 0.4 * len(labels) + 2.2))
-        y = np.arange(len(labels))
-        per = y < len(rows)
-        ax.errorbar(d, y, xerr=[d - lo, hi - d], fmt="none", ecolor="0.4", capsize=3)
-        ax.scatter(d[per & ~sig], y[per & ~sig], facecolors="white", edgecolors="0.3", zorder=3, label="tie")
-        ax.scatter(d[sig], y[sig], color="tab:red", zorder=3, label=f"significant ({SIG}, McNemar + Holm)")
-        if suite:  # the mean has no test of its own: its CI is the statement
-            ax.scatter(d[~per], y[~per], marker="D", color="tab:blue", zorder=3, label="mean over datasets")
-        ax.axvline(0, color="0.6", lw=1)
-        ax.set_yticks(y, labels)
-        ax.set_xlabel(f"A - B (points), {round(100 * comp.settings['level'])}% CI")
-        ax.set_title(f"A = {a}\nB = {b}", fontsize=9)
-        # below the axes and their label (about 0.6 in under the axes, whatever their height), where it covers nothing
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.6 / (0.4 * len(labels) + 1.0)), ncol=3, fontsize=8,
-                  frameon=False)
-        paths.append(save_figure(fig, out / f"{figure_stem(a, b)}.png", dpi=100))
+        paths.append(plot_differences(rows, suite, out / f"{figure_stem(a, b)}.png", f"A = {a}\nB = {b}",
+                                      level=comp.settings["level"], mark=SIG))
     return paths
 
 

@@ -1,4 +1,6 @@
-"""Figures of a run: the confusion matrix and per-class accuracy, on matplotlib's file-only backend (imported when drawn).
+"""A run's figures: the confusion matrix and per-class accuracy (`eval`), the reliability diagram (`eval` with
+calibration), image-caption selection per group (`compositionality`). Plain data in (numbers, lists, numpy arrays,
+strings, paths): they are drawn in the helper process (figures/drawing.py), which never imports torch.
 """
 from __future__ import annotations
 
@@ -6,26 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-
-def pyplot():
-    """matplotlib's pyplot on the file-only Agg backend (runs have no display), imported when first needed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from zeroshot.figures.base import pyplot, save_figure
 
 
-def save_figure(fig, path: Path, dpi: int = 110) -> Path:
-    """Lay out, write and close a figure (pyplot keeps every open figure in memory until closed)."""
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    pyplot().close(fig)
-    return path
-
-
-def plot_confusion(cm: np.ndarray, classnames: list[str], path: Path, title: str) -> None:
+def plot_confusion(cm: np.ndarray, classnames: list[str], path: Path, title: str) -> Path:
     plt = pyplot()
     n = len(classnames)
     labelled = n <= 100
@@ -50,10 +36,10 @@ def plot_confusion(cm: np.ndarray, classnames: list[str], path: Path, title: str
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
-    save_figure(fig, path)
+    return save_figure(fig, path)
 
 
-def plot_per_class(acc: np.ndarray, classnames: list[str], path: Path, title: str) -> None:
+def plot_per_class(acc: np.ndarray, classnames: list[str], path: Path, title: str) -> Path:
     plt = pyplot()
     order = np.argsort(np.nan_to_num(acc, nan=-1))
     n = len(acc)
@@ -69,10 +55,10 @@ def plot_per_class(acc: np.ndarray, classnames: list[str], path: Path, title: st
         ax.set_xlabel("classes, sorted by accuracy")
         ax.set_ylabel("accuracy (%)")
     ax.set_title(title)
-    save_figure(fig, path)
+    return save_figure(fig, path)
 
 
-def plot_selection(names: list[str], series: dict[str, list[float]], path: Path, title: str) -> None:
+def plot_caption_selection(names: list[str], series: dict[str, list[float]], path: Path, title: str) -> Path:
     """Image-caption selection accuracies (%) per subset or group: one bar per name and series (text, image, group)."""
     plt = pyplot()
     n, k = len(names), max(1, len(series))
@@ -87,4 +73,30 @@ def plot_selection(names: list[str], series: dict[str, list[float]], path: Path,
     if k > 1:
         ax.legend(loc="lower right", fontsize=8)
     ax.set_title(title)
-    save_figure(fig, path)
+    return save_figure(fig, path)
+
+
+def plot_reliability(curves: list[tuple[str, dict, float]], path: Path, title: str) -> Path:
+    """Accuracy against confidence per bin, one curve per `metrics.calibration.reliability_curve` (label, bins,
+    ECE), with the diagonal and each curve's ECE; below, the images per bin."""
+    plt = pyplot()
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(5.5, 6.5), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=1, label="perfect calibration")
+    n_bins = len(curves[0][1]["count"]) if curves else 0
+    width = 1 / max(n_bins, 1)  # equal-width bins on [0, 1]
+    for i, (label, b, error) in enumerate(curves):
+        used = b["count"] > 0
+        centres = (b["edges"][:-1] + width / 2)[used]
+        offset = (i - (len(curves) - 1) / 2) * width / max(len(curves), 1)
+        ax.bar(centres + offset, b["accuracy"][used], width=width / max(len(curves), 1), alpha=0.7,
+               label=f"{label}: ECE {100 * error:.2f}%")
+        ax.plot(b["confidence"][used], b["accuracy"][used], marker="o", ms=3, lw=1)
+        hist.bar(centres + offset, b["count"][used], width=width / max(len(curves), 1), alpha=0.7)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy in bin")
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="upper left", fontsize=8)
+    hist.set_xlabel(f"top-label confidence ({n_bins} equal-width bins)")
+    hist.set_ylabel("images")
+    return save_figure(fig, path, dpi=100)

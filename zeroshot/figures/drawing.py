@@ -7,8 +7,8 @@ command does next. `__main__` starts the helper for a run that draws figures; co
 `draw` and call `finish` before the file that marks their run complete. Without a helper (the pipeline called
 from Python, a test) `draw` draws in the calling process.
 
-A figure function must live in a module that imports no torch (zeroshot.plots, zeroshot.experiments.figures),
-and take plain data (numbers, lists, numpy arrays, strings, paths): the helper unpickles its arguments, and a
+A figure function must live in a module that imports no torch (figures/run.py, figures/prompts.py), and take
+plain data (numbers, lists, numpy arrays, strings, paths): the helper unpickles its arguments, and a
 torch tensor there would import torch in the helper as well. A figure that fails raises its own traceback from
 `finish`.
 """
@@ -27,7 +27,7 @@ def _warm() -> None:
     """In the helper: import matplotlib (Agg) and draw one throwaway text, which loads the font cache and font."""
     import io
 
-    from zeroshot.plots import pyplot
+    from zeroshot.figures.base import pyplot
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(1, 1))

@@ -1,30 +1,26 @@
-"""The figures of `zeroshot prompts`: templates alone against the ensemble, the greedy selection curve, and the
-per-class change a description set makes. numpy and matplotlib only, with plain data in: they are drawn in the
-helper process (zeroshot.drawing), which never imports torch."""
+"""The figures of `zeroshot prompts`: templates alone against the ensemble, the greedy selection curve, the
+per-class change a description set makes, and label-free prompt weights. numpy and matplotlib only, with plain
+data in: they are drawn in the helper process (figures/drawing.py), which never imports torch."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 
-from zeroshot.plots import pyplot, save_figure
+from zeroshot.figures.base import pyplot, save_figure, short
 
 
-def _short(text: str, n: int) -> str:
-    return text if len(text) < n else text[:n - 2] + "…"
-
-
-def plot_templates(path: Path, names: list[str], top1: list[float], low: list[float], high: list[float],
-                   ensemble: list[float], title: str) -> Path:
-    """Each template alone (top-1 with its bootstrap CI, in the order given) against the ensemble's
-    [top-1, CI low, CI high]."""
+def plot_templates(names: list[str], top1: list[float], ci: tuple[list[float], list[float]], ensemble: list[float],
+                   path: Path, title: str) -> Path:
+    """Each template alone (top-1 with its bootstrap CI as (lows, highs), in the order given) against the
+    ensemble's [top-1, CI low, CI high]."""
     plt = pyplot()
     n = len(names)
-    top1, low, high = (100 * np.asarray(v, dtype=float) for v in (top1, low, high))
+    top1, low, high = (100 * np.asarray(v, dtype=float) for v in (top1, *ci))
     fig, ax = plt.subplots(figsize=(9, max(3, 0.28 * n + 1)))
     y = np.arange(n)
     ax.barh(y, top1, xerr=[top1 - low, high - top1], color="tab:blue", ecolor="gray", capsize=2)
-    ax.set_yticks(y, [_short(t, 50) for t in names], fontsize=7 if n > 30 else 9)
+    ax.set_yticks(y, [short(t, 50) for t in names], fontsize=7 if n > 30 else 9)
     ax.invert_yaxis()
     mean, mean_low, mean_high = ensemble
     ax.axvline(100 * mean, color="tab:red", ls="--", label=f"ensemble {100 * mean:.1f}%")
@@ -35,8 +31,8 @@ def plot_templates(path: Path, names: list[str], top1: list[float], low: list[fl
     return save_figure(fig, path)
 
 
-def plot_selection(path: Path, steps: list[int], select_top1: list[float], heldout_top1: list[float],
-                   full_heldout_top1: float, title: str) -> Path:
+def plot_selection(steps: list[int], select_top1: list[float], heldout_top1: list[float], full_heldout_top1: float,
+                   path: Path, title: str) -> Path:
     """Greedy forward selection: top-1 on the selection half and on the held-out half after each step."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -50,7 +46,7 @@ def plot_selection(path: Path, steps: list[int], select_top1: list[float], heldo
     return save_figure(fig, path)
 
 
-def plot_description_deltas(path: Path, classes: list[str], deltas: list[float], title: str) -> Path:
+def plot_description_deltas(classes: list[str], deltas: list[float], path: Path, title: str) -> Path:
     """Per-class accuracy change of a description set against the template ensemble, in the order given."""
     plt = pyplot()
     deltas = 100 * np.asarray(deltas, dtype=float)
@@ -58,14 +54,14 @@ def plot_description_deltas(path: Path, classes: list[str], deltas: list[float],
     fig, ax = plt.subplots(figsize=(8, max(3, 0.22 * n + 1)))
     y = np.arange(n)
     ax.barh(y, deltas, color=np.where(deltas >= 0, "tab:green", "tab:red"))
-    ax.set_yticks(y, [_short(c, 40) for c in classes], fontsize=7 if n > 30 else 9)
+    ax.set_yticks(y, [short(c, 40) for c in classes], fontsize=7 if n > 30 else 9)
     ax.axvline(0, color="black", lw=0.8)
     ax.set_xlabel("per-class accuracy change vs the template ensemble (points)")
     ax.set_title(title, fontsize=9)
     return save_figure(fig, path)
 
 
-def plot_prompt_weights(path: Path, templates: list[str], panels: list[tuple[str, list[list[float]]]], title: str,
+def plot_prompt_weights(templates: list[str], panels: list[tuple[str, list[list[float]]]], path: Path, title: str, *,
                         classes: list[str] = ()) -> Path:
     """Label-free prompt weights, one panel each: a bar per template (one column: ZPE) or a templates x classes
     heat map (CARPRT's class-aware weights; the classes named below it where there are 40 or fewer)."""
@@ -85,10 +81,10 @@ def plot_prompt_weights(path: Path, templates: list[str], panels: list[tuple[str
             image = ax.imshow(w, aspect="auto", cmap="viridis", interpolation="nearest")
             fig.colorbar(image, ax=ax, label="weight (each class's column sums to 1)")
             if 0 < len(classes) == w.shape[1] <= 40:
-                ax.set_xticks(np.arange(len(classes)), [_short(c, 20) for c in classes], rotation=90, fontsize=7)
+                ax.set_xticks(np.arange(len(classes)), [short(c, 20) for c in classes], rotation=90, fontsize=7)
             else:
                 ax.set_xlabel(f"class (0..{w.shape[1] - 1})")
-        ax.set_yticks(y, [_short(t, 40) for t in templates], fontsize=7 if n > 30 else 9)
-        ax.set_title(_short(label, 70), fontsize=9)
+        ax.set_yticks(y, [short(t, 40) for t in templates], fontsize=7 if n > 30 else 9)
+        ax.set_title(short(label, 70), fontsize=9)
     fig.suptitle(f"Label-free prompt weights | {title}", fontsize=10)
     return save_figure(fig, path)
