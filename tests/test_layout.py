@@ -1,9 +1,9 @@
 """The layout's rules, read from the import graph (every import, lazy ones included, parsed with ast).
 
-Rooms are the subpackages (models, data, features, prompts, experiments, metrics, report, commands) and the
-top-level modules. Each room may import only the rooms its row of ALLOWED names; on top: models/ needs no
-Hydra and no pandas, data/ never reaches models/ (not even through another room), no command imports another
-command, and no module imports itself back through a cycle.
+Rooms are the subpackages (models, data, features, prompts, experiments, metrics, figures, report, commands) and
+the top-level modules. Each room may import only the rooms its row of ALLOWED names; on top: models/ needs no
+Hydra and no pandas, only figures/ imports matplotlib, data/ never reaches models/ (not even through another
+room), no command imports another command, and no module imports itself back through a cycle.
 """
 import ast
 from pathlib import Path
@@ -17,28 +17,27 @@ BASE = {"errors", "log", "paths", "files", "settings"}  # shared by everything
 ALLOWED = {
     "models": BASE,
     "data": BASE | {"prompts"},  # class-names files (prompts.sets); never the models, see below
-    "metrics": BASE | {"plots"},
-    "plots": BASE,
-    "drawing": BASE | {"plots"},  # the helper process that draws figures
+    "metrics": BASE,  # numbers only: the figures of them are drawn in figures/
+    "figures": BASE | {"metrics"},  # every figure, and the helper process that draws them; the only room with matplotlib
     "gallery": BASE | {"metrics"},  # error galleries: thumbnails and HTML from a run's own images
     "prompts": BASE | {"models", "classifier"},
     "classifier": BASE | {"models", "features"},
     "features": BASE | {"data"},
     "distributed": BASE | {"features"},
-    "experiments": BASE | {"classifier", "metrics", "plots", "drawing"},
+    "experiments": BASE | {"classifier", "metrics", "figures"},
     "record": BASE | {"zeroshot", "distributed", "features", "prompts", "pipeline", "label_free"},
     "pipeline": BASE | {"models", "data", "features", "prompts", "classifier", "distributed", "label_free"},
     "label_free": BASE | {"classifier", "prompts"},  # ZPE, CARPRT, CHiLS: torch on features, no run machinery
-    "label_free_run": BASE | {"pipeline", "label_free", "data", "features", "distributed", "drawing", "experiments"},
+    "label_free_run": BASE | {"pipeline", "label_free", "data", "features", "distributed", "figures"},
     "lab": BASE | {"pipeline", "label_free", "label_free_run", "classifier", "metrics", "features", "prompts"},
     "calibrate": BASE | {"pipeline", "classifier", "data", "distributed", "metrics"},
     "suite": BASE | {"data", "models"},
     "trackers": BASE,  # logs a finished run's record to MLflow, TensorBoard, W&B or CSV (logger=...)
-    "report": BASE | {"metrics", "plots", "record", "gallery"},  # reads run records; never launches a run
+    "report": BASE | {"metrics", "figures", "record", "gallery"},  # reads run records; never launches a run
     "commands": BASE | {"models", "data", "features", "prompts", "experiments", "metrics", "report", "classifier",
-                        "distributed", "pipeline", "record", "plots", "drawing", "calibrate", "suite", "gallery",
+                        "distributed", "pipeline", "record", "figures", "calibrate", "suite", "gallery",
                         "trackers", "label_free", "label_free_run"},
-    "__main__": BASE | {"commands", "distributed", "drawing", "declared", "zeroshot"},  # zeroshot: __version__ for --version
+    "__main__": BASE | {"commands", "distributed", "figures", "declared", "zeroshot"},  # zeroshot: __version__ for --version
     "declared": {"errors", "paths"},  # the composed config's keys against the YAML's (no torch, before a run)
     "zeroshot": set(),  # __init__: the public API, imported lazily by name
     **{m: set() for m in BASE},
@@ -47,7 +46,8 @@ ALLOWED["files"] = {"errors", "log", "paths"}
 ALLOWED["log"] = set()
 ALLOWED["settings"] = {"errors"}
 BANNED_EXTERNAL = {"models": {"hydra", "omegaconf", "pandas"},
-                   "plots": {"torch"}, "drawing": {"torch"}, "gallery": {"torch", "matplotlib"}}  # figures are drawn in a helper process without torch
+                   "figures": {"torch"}, "gallery": {"torch"}}  # figures are drawn in a helper process without torch
+ONLY_IN = {"matplotlib": "figures"}  # an external package that one room alone imports
 
 
 def module_name(path: Path) -> str:
@@ -98,6 +98,8 @@ def violations(inner: dict[str, set[str]], outer: dict[str, set[str]]) -> list[s
                 found.append(f"{m} imports {d}: commands never import each other")
         for e in sorted(outer[m] & BANNED_EXTERNAL.get(r, set())):
             found.append(f"{m} imports {e}: {r}/ stays free of {sorted(BANNED_EXTERNAL[r])}")
+        for e in sorted(e for e in outer[m] if e in ONLY_IN and ONLY_IN[e] != r):
+            found.append(f"{m} imports {e}: only {ONLY_IN[e]}/ imports {e}")
     for m in sorted(inner):  # data/ reaches models/ through no path at all
         if room(m) == "data":
             reached = reachable(inner, m)
@@ -153,6 +155,7 @@ def test_the_package_follows_the_layout_rules():
     ({"zeroshot.commands.evaluate": {"zeroshot.commands.retrieval"}, "zeroshot.commands.retrieval": set()},
      "commands never import each other"),
     ({"zeroshot.report.build": {"zeroshot.suite"}, "zeroshot.suite": set()}, "report may import only"),
+    ({"zeroshot.metrics.calibration": {"zeroshot.figures.run"}, "zeroshot.figures.run": set()}, "metrics may import only"),
     ({"zeroshot.pipeline": {"zeroshot.record"}, "zeroshot.record": {"zeroshot.pipeline"}}, "import cycle"),
 ])
 def test_the_rules_catch_what_they_forbid(graph, expected):
@@ -163,3 +166,9 @@ def test_the_rules_catch_what_they_forbid(graph, expected):
 
 def test_models_stay_free_of_hydra_and_pandas():
     assert any("stays free of" in v for v in violations({"zeroshot.models.clip": set()}, {"zeroshot.models.clip": {"pandas"}}))
+
+
+def test_matplotlib_is_imported_only_in_figures():
+    assert violations({"zeroshot.figures.run": set()}, {"zeroshot.figures.run": {"matplotlib", "numpy"}}) == []
+    for module in ("zeroshot.metrics.calibration", "zeroshot.report.aggregates", "zeroshot.gallery"):
+        assert any("only figures/ imports matplotlib" in v for v in violations({module: set()}, {module: {"matplotlib"}}))
