@@ -67,3 +67,23 @@ def test_relative_paths_are_resolved_in_this_process(tmp_path, helper, monkeypat
                                          "'torch' in __import__('sys').modules)").result()
     assert there[0] != __import__("os").getpid() and Path(there[1]) != tmp_path and there[2] is False
     assert not (Path(there[1]) / "rel.png").exists()
+
+
+def test_save_figure_writes_whole_or_nothing(tmp_path):
+    """A figure that fails while being written leaves neither a partial file nor a temp file, and is closed."""
+    from zeroshot.figures.base import pyplot, save_figure
+
+    plt = pyplot()
+    fig, ax = plt.subplots()
+    ax.plot([0, 1])
+
+    def half_written(f, **kwargs):
+        f.write(b"\x89PNG half")
+        raise OSError("disk full")
+
+    fig.savefig = half_written
+    with pytest.raises(OSError, match="disk full"):
+        save_figure(fig, tmp_path / "f.png")
+    assert list(tmp_path.iterdir()) == [] and not plt.fignum_exists(fig.number)
+    fig, _ = plt.subplots()
+    assert save_figure(fig, tmp_path / "sub" / "f.png").read_bytes().startswith(b"\x89PNG")
