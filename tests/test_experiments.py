@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from zeroshot.data.readers import build_dataset
 from zeroshot.commands.evaluate import evaluate
 from zeroshot.experiments.templates import ensemble, greedy_selection
-from zeroshot.commands.prompt_experiments import run_experiments
+from zeroshot.commands.prompts import run_prompts
 from zeroshot.features.cache import ImageFeatureCache, TextCache, cache_key
 from zeroshot.features.extract import extract_features
 from zeroshot.errors import PromptError
@@ -26,7 +26,7 @@ def folder(tmp_path):
     return write_imagefolder(tmp_path / "imgs", CLASSES, per_class=6)
 
 
-def cfg_for(tmp_path, checkpoint, folder, *overrides, config="experiment"):
+def cfg_for(tmp_path, checkpoint, folder, *overrides, config="prompts"):
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
         return compose(config, overrides=[
             f"model.checkpoint={checkpoint}", "dataset=imagefolder", f"dataset.root={folder}",
@@ -127,7 +127,7 @@ def test_text_cache_reuses_and_rejects(tmp_path, tiny_vit):
 def test_ensemble_row_equals_eval_top1(tmp_path, folder, tiny_checkpoint):
     common = ["prompts=cifar10", 'prompts.templates=["a photo of a {}.","a drawing of a {}.","art of the {}.","{}"]',
               "dataset.classnames=" + str(_names(tmp_path))]
-    summary = run_experiments(cfg_for(tmp_path, tiny_checkpoint, folder, *common, "bootstrap=200"))
+    summary = run_prompts(cfg_for(tmp_path, tiny_checkpoint, folder, *common, "bootstrap=200"))
     metrics = evaluate(cfg_for(tmp_path, tiny_checkpoint, folder, *common, "cache=false", config="eval"))
     assert summary["ensemble"]["top1"] == pytest.approx(metrics["top1"], abs=1e-9)
     assert summary["ensemble"]["top5"] == pytest.approx(metrics["top5"], abs=1e-9)
@@ -147,7 +147,7 @@ def test_ensemble_row_equals_eval_top1(tmp_path, folder, tiny_checkpoint):
 def test_selection_is_reported_on_held_out_images(tmp_path, folder, tiny_checkpoint):
     """Greedy selection picks on one part of the images; its headline top-1, CI and p-value come from the rest."""
     templates = '["a photo of a {}.","a drawing of a {}.","art of the {}.","{}","a {} in the wild.","itap of a {}."]'
-    s = run_experiments(cfg_for(tmp_path, tiny_checkpoint, folder, f"prompts.templates={templates}", "bootstrap=200"))
+    s = run_prompts(cfg_for(tmp_path, tiny_checkpoint, folder, f"prompts.templates={templates}", "bootstrap=200"))
     n_sel, n_held = s["selection_images"], s["heldout_images"]
     assert n_sel + n_held == 24 and s["selected"]["n_images"] == n_held
     assert s["selected_on_selection_images"]["n_images"] == n_sel
@@ -173,7 +173,7 @@ def test_selection_is_reported_on_held_out_images(tmp_path, folder, tiny_checkpo
 
 
 def test_holm_matches_the_textbook_procedure():
-    from zeroshot.metrics.classification import holm
+    from zeroshot.metrics.stats import holm
 
     p = [0.01, 0.04, 0.03, 0.5]
     # sorted 0.01, 0.03, 0.04, 0.5 -> 4*0.01, max(.04, 3*0.03), max(.09, 2*0.04), max(.09, 1*0.5)
@@ -181,7 +181,7 @@ def test_holm_matches_the_textbook_procedure():
 
 
 def test_a_single_template_is_called_degenerate(tmp_path, folder, tiny_checkpoint, capsys):
-    s = run_experiments(cfg_for(tmp_path, tiny_checkpoint, folder, 'prompts.templates=["a photo of a {}."]', "bootstrap=20"))
+    s = run_prompts(cfg_for(tmp_path, tiny_checkpoint, folder, 'prompts.templates=["a photo of a {}."]', "bootstrap=20"))
     assert s["degenerate_pool"] is True
     out = capsys.readouterr().err  # a note, through the zeroshot logger
     assert "degenerate" in out and "prompts=imagenet" in out
@@ -194,8 +194,8 @@ def _names(tmp_path):
 
 
 def test_second_experiment_encodes_no_image(tmp_path, folder, tiny_checkpoint):
-    first = run_experiments(cfg_for(tmp_path, tiny_checkpoint, folder, "bootstrap=50"))
-    second = run_experiments(cfg_for(tmp_path, tiny_checkpoint, folder, "bootstrap=50", 'prompts.templates=["a {}","the {}"]'))
+    first = run_prompts(cfg_for(tmp_path, tiny_checkpoint, folder, "bootstrap=50"))
+    second = run_prompts(cfg_for(tmp_path, tiny_checkpoint, folder, "bootstrap=50", 'prompts.templates=["a {}","the {}"]'))
     assert first["images_encoded"] == 24 and second["images_encoded"] == 0 and second["images_from_cache"] == 24
 
 
@@ -222,19 +222,19 @@ def test_greedy_selection_deterministic_and_matches_brute_force(tiny_vit):
 
 
 def test_experiment_is_reproducible_and_checks_inputs(tmp_path, folder, tiny_checkpoint):
-    a = run_experiments(cfg_for(tmp_path, tiny_checkpoint, folder, "prompts=cifar10", f"dataset.classnames={_names(tmp_path)}", "bootstrap=100"))
-    b = run_experiments(cfg_for(tmp_path, tiny_checkpoint, folder, "prompts=cifar10", f"dataset.classnames={_names(tmp_path)}", "bootstrap=100"))
+    a = run_prompts(cfg_for(tmp_path, tiny_checkpoint, folder, "prompts=cifar10", f"dataset.classnames={_names(tmp_path)}", "bootstrap=100"))
+    b = run_prompts(cfg_for(tmp_path, tiny_checkpoint, folder, "prompts=cifar10", f"dataset.classnames={_names(tmp_path)}", "bootstrap=100"))
     assert a["selected_templates"] == b["selected_templates"] and a["ensemble"] == b["ensemble"]
     with pytest.warns(UserWarning, match="duplicate"):
-        s = run_experiments(cfg_for(tmp_path, tiny_checkpoint, folder, 'prompts.templates=["a {}","a {}","b {}"]', "bootstrap=10"))
+        s = run_prompts(cfg_for(tmp_path, tiny_checkpoint, folder, 'prompts.templates=["a {}","a {}","b {}"]', "bootstrap=10"))
     assert s["n_templates"] == 2
     with pytest.raises(PromptError, match="exactly one"):
-        run_experiments(cfg_for(tmp_path, tiny_checkpoint, folder, 'prompts.templates=["no slot"]'))
+        run_prompts(cfg_for(tmp_path, tiny_checkpoint, folder, 'prompts.templates=["no slot"]'))
     bad = tmp_path / "three.txt"
     bad.write_text("a\nb\nc\n")
     with pytest.raises(PromptError, match="3 names"):
-        run_experiments(cfg_for(tmp_path, tiny_checkpoint, folder, f"classnames_variants=[{bad}]", "bootstrap=10"))
+        run_prompts(cfg_for(tmp_path, tiny_checkpoint, folder, f"classnames_variants=[{bad}]", "bootstrap=10"))
     good = tmp_path / "variant.txt"
     good.write_text("red apple\nyellow bus\nhouse cat\npuppy\n")
-    s = run_experiments(cfg_for(tmp_path, tiny_checkpoint, folder, f"classnames_variants=[{good}]", "bootstrap=10"))
+    s = run_prompts(cfg_for(tmp_path, tiny_checkpoint, folder, f"classnames_variants=[{good}]", "bootstrap=10"))
     assert [v["name"] for v in s["classname_variants"]] == ["classnames: simple", "classnames: variant.txt"]
