@@ -172,6 +172,44 @@ def test_selection_is_reported_on_held_out_images(tmp_path, folder, tiny_checkpo
     assert (table["p_vs_baseline_holm"] >= table["p_vs_baseline"] - 1e-12).all() and table["p_vs_baseline_holm"].le(1).all()
 
 
+def test_selection_part_gets_its_own_resamples(tmp_path, folder, tiny_checkpoint):
+    """A selection part smaller than the held-out part: its CI is the bootstrap of its own images (the held-out
+    part's resamples indexed past its end before)."""
+    import numpy as np
+    import torch.nn.functional as F
+
+    from zeroshot.experiments.templates import template_features
+    from zeroshot.metrics.stats import bootstrap_ci, held_out_split
+    from zeroshot.pipeline import image_features, prepare, text_cache
+
+    templates = '["a photo of a {}.","a drawing of a {}.","art of the {}."]'
+    cfg = cfg_for(tmp_path, tiny_checkpoint, folder, f"prompts.templates={templates}", "bootstrap=60", "select_fraction=0.25")
+    s = run_prompts(cfg)
+    assert (s["selection_images"], s["heldout_images"]) == (6, 18)
+    setup = prepare(cfg)
+    feats = image_features(cfg, setup, False)
+    tf = template_features(setup.model, setup.classnames, s["selected_templates"], cfg, text_cache(setup))
+    right = (F.normalize(feats.features, dim=-1) @ ensemble(tf).t()).argmax(1).eq(feats.labels).numpy()
+    sel, held = held_out_split(24, 6, 0)
+    row = s["selected_on_selection_images"]
+    assert (row["top1_ci_low"], row["top1_ci_high"]) == pytest.approx(bootstrap_ci(right[sel], 60, 0), abs=1e-12)
+    assert (s["selected"]["top1_ci_low"], s["selected"]["top1_ci_high"]) == pytest.approx(bootstrap_ci(right[held], 60, 0), abs=1e-12)
+
+
+def test_a_failure_while_writing_leaves_no_run_directory(tmp_path, folder, tiny_checkpoint, monkeypatch):
+    import zeroshot.commands.prompts as command
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(command, "write_prompt_file", broken)  # best_prompts.json, after the tables and a figure
+    with pytest.raises(OSError, match="disk full"):
+        run_prompts(cfg_for(tmp_path, tiny_checkpoint, folder, "bootstrap=10"))
+    results = tmp_path / "results"
+    assert results.is_dir() and not [p for p in results.rglob("*") if p.is_file()]  # the run's folder went with its files
+    assert not [p for p in results.rglob("*") if p.is_dir() and p.name[:2] == "20"]
+
+
 def test_holm_matches_the_textbook_procedure():
     from zeroshot.metrics.stats import holm
 

@@ -31,10 +31,11 @@ def share(n: int, fraction: float) -> int:
     return int(round(n * float(fraction)))
 
 
-def resample_indices(n: int, n_boot: int, seed, chunk_elements: int = CHUNK_ELEMENTS) -> Iterator[np.ndarray]:
-    """[rows, n] blocks of bootstrap indices from one seeded stream, at most ~chunk_elements at a time."""
+def resample_indices(n: int, n_boot: int, seed, chunk_elements: int | None = None) -> Iterator[np.ndarray]:
+    """[rows, n] blocks of bootstrap indices from one seeded stream, at most ~chunk_elements (CHUNK_ELEMENTS
+    unless given) at a time."""
     rng = np.random.default_rng(seed)
-    step = max(1, chunk_elements // max(n, 1))
+    step = max(1, (chunk_elements or CHUNK_ELEMENTS) // max(n, 1))
     for start in range(0, n_boot, step):
         yield rng.integers(0, n, size=(min(step, n_boot - start), n))
 
