@@ -99,11 +99,17 @@ def run_prompts(cfg: DictConfig) -> dict:
     feats_img = image_features(cfg, s, cfg.progress)
     b = bench(cfg, s, F.normalize(feats_img.features, dim=-1), feats_img.labels, tcache)
     templates = template_table(b)
-    free = experiment_runs(cfg, s, b.image, b.tfeats)
+    free = experiment_runs(cfg, s, b.image, b.tfeats)  # (g) label-free classifiers: ZPE, CARPRT, CHiLS
     results = PromptResults(
-        templates, selection_table(b, templates.ensemble_logits, cfg.max_selected), methods_table(b, templates), free,
-        label_free_table(b, free), classname_table(cfg, s, b, templates.ensemble_logits, tcache),
-        b.every.row(f"baseline: {cfg.baseline}", b.baseline_logits, "baseline"), describe(cfg, s, b, tcache))
+        templates=templates,
+        selection=selection_table(b, templates.ensemble_logits, cfg.max_selected),
+        methods=methods_table(b, templates),
+        label_free=free,
+        label_free_rows=label_free_table(b, free),
+        variants=classname_table(cfg, s, b, templates.ensemble_logits, tcache),
+        baseline=b.every.row(f"baseline: {cfg.baseline}", b.baseline_logits, "baseline"),
+        descriptions=describe(cfg, s, b, tcache),
+    )
     record = run_record(cfg, s, len(b.labels), feats_img.skipped)
     summary = write_run(cfg, s, record, results, run_summary(cfg, s, record, results, feats_img)
                         | {"wall_seconds": time.perf_counter() - start})

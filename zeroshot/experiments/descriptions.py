@@ -140,7 +140,7 @@ def per_class_change(labels, classnames, logits_ref: torch.Tensor, logits_set: t
 
 
 @dataclass(frozen=True)
-class Bench:
+class DescriptionBench:
     """What every description table is scored on: the model, the normalized image features [N, D] and labels,
     and the reference, the template ensemble (OpenAI's), whose correctness every set is tested against."""
 
@@ -177,7 +177,7 @@ def run_description_experiments(model, image: torch.Tensor, labels: torch.Tensor
                                         "embedding_mean")  # OpenAI's ensemble
     template_logits = column(model, image, template_feats)
     every = Scoring(labels, template_logits.argmax(1).eq(labels).numpy(), int(bootstrap), int(seed), f"p_vs_{REFERENCE}")
-    b = Bench(model, image, labels, classnames, template_feats, template_logits, every)
+    b = DescriptionBench(model, image, labels, classnames, template_feats, template_logits, every)
     encoded = {name: encode(prompts) for name, prompts in descriptions.items()}
     rows = description_rows(b, encoded, aggregates, len(templates))
     random, summaries = random_rows(b, random_sets or {}, aggregates, encode)
@@ -193,7 +193,7 @@ def run_description_experiments(model, image: torch.Tensor, labels: torch.Tensor
             "aggregates": aggregates, "bootstrap": int(bootstrap), "seed": int(seed)}
 
 
-def description_rows(b: Bench, encoded: dict[str, ClassTexts], aggregates: list[str], n_templates: int) -> list[dict]:
+def description_rows(b: DescriptionBench, encoded: dict[str, ClassTexts], aggregates: list[str], n_templates: int) -> list[dict]:
     """The template ensemble's row, then each description set under each aggregation, on every image."""
     rows = [b.every.row(f"{REFERENCE} ({n_templates}, embedding_mean)", b.template_logits, REFERENCE)]
     for name, texts in encoded.items():
@@ -204,7 +204,7 @@ def description_rows(b: Bench, encoded: dict[str, ClassTexts], aggregates: list[
     return rows
 
 
-def random_rows(b: Bench, random_sets: dict, aggregates: list[str], encode) -> tuple[list[dict], list[dict]]:
+def random_rows(b: DescriptionBench, random_sets: dict, aggregates: list[str], encode) -> tuple[list[dict], list[dict]]:
     """A row per random set, aggregation and seed, and per set and aggregation the mean over its seeds."""
     rows, summaries = [], []
     for name, by_seed in random_sets.items():
@@ -223,7 +223,7 @@ def random_rows(b: Bench, random_sets: dict, aggregates: list[str], encode) -> t
     return rows, summaries
 
 
-def class_analyses(b: Bench, encoded: dict[str, ClassTexts], aggregate: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def class_analyses(b: DescriptionBench, encoded: dict[str, ClassTexts], aggregate: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per set: each class's accuracy change against the templates, and leave-one-text-out within each class."""
     per_class, loo = [], []
     for name, texts in encoded.items():
@@ -234,7 +234,7 @@ def class_analyses(b: Bench, encoded: dict[str, ClassTexts], aggregate: str) -> 
             pd.concat(loo, ignore_index=True) if loo else pd.DataFrame())
 
 
-def heldout_selection(b: Bench, encoded: dict[str, ClassTexts], aggregate: str, sel: torch.Tensor,
+def heldout_selection(b: DescriptionBench, encoded: dict[str, ClassTexts], aggregate: str, sel: torch.Tensor,
                       held: torch.Tensor) -> tuple[list[dict], list[dict]]:
     """Greedy selection of each class's texts on the `sel` images, measured on the `held` rest (beside the
     templates and all texts on the same images), and the texts each class kept. Nothing when a part is empty."""
