@@ -79,7 +79,7 @@ def test_every_suite_names_configs_that_exist(composer, suite):
     assert listed and set(listed) <= datasets, sorted(set(listed) - datasets)
 
 
-@pytest.mark.parametrize("command", ["eval", "experiment", "linear_probe", "report", "compare", "retrieval", "compositionality"])
+@pytest.mark.parametrize("command", ["eval", "prompts", "linear_probe", "report", "compare", "retrieval", "compositionality"])
 def test_every_command_config_composes_with_only_required_values_missing(composer, command):
     cfg = composer(command)
     missing = sorted(OmegaConf.missing_keys(cfg))

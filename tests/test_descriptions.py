@@ -424,7 +424,7 @@ def test_experiments_end_to_end(tiny_vit, tiny_setup, tmp_path):
                     "dclip-ish + templates": D.class_prompts(own, names, templates, "descriptors", combine="add")}
     random_sets = {"waffle 3": {s: D.class_prompts(waffle.waffle_texts(names, 3, s), names, templates, "descriptors") for s in (0, 1, 2)},
                    "swapped": {s: D.class_prompts(waffle.control_texts(own, "swapped", s), names, templates, "descriptors") for s in (0, 1)}}
-    result = run_description_experiments(tiny_vit, image, labels, names, templates, descriptions, random_sets,
+    result = run_description_experiments(tiny_vit, image, labels, names, templates, descriptions, random_sets=random_sets,
                                          aggregate=["score_mean", "embedding_mean"], bootstrap=200, seed=0)
     rows = pd.DataFrame(result["rows"])
     assert rows.kind.tolist().count("descriptions") == 4 and rows.kind.tolist().count("random") == 10
@@ -517,7 +517,7 @@ def test_eval_and_prompts_on_a_descriptions_file(tmp_path, tiny_checkpoint):
 
     from datagen import write_imagefolder
     from zeroshot.commands.evaluate import evaluate
-    from zeroshot.commands.prompt_experiments import run_experiments
+    from zeroshot.commands.prompts import run_prompts
 
     images = write_imagefolder(tmp_path / "pets", ["cat", "dog"], per_class=3)
     path = tmp_path / "pets_cupl.json"
@@ -529,7 +529,7 @@ def test_eval_and_prompts_on_a_descriptions_file(tmp_path, tiny_checkpoint):
         m = evaluate(compose("eval", overrides=[*common, f"results_dir={tmp_path / 'results'}"]))
         again = evaluate(compose("eval", overrides=[*common, f"results_dir={tmp_path / 'results'}", "prompts.aggregate=score_mean"]))
         plain = evaluate(compose("eval", overrides=[*common[:-1], f"results_dir={tmp_path / 'results'}"]))
-        summary = run_experiments(compose("experiment", overrides=[
+        summary = run_prompts(compose("prompts", overrides=[
             *common, f"results_dir={tmp_path / 'prompts'}", "prompts.waffle=2", "prompts.seeds=[0,1]", "bootstrap=50"]))
     assert m["prompts"] == "pets_cupl" and m["prompts_label"].startswith("pets_cupl#")
     assert m["class_prompts"]["n_prompts"] == 3 and m["class_prompts"]["descriptions_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()

@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from zeroshot.data.readers import build_dataset
 from zeroshot.commands.evaluate import evaluate
 from zeroshot.experiments.templates import ensemble, greedy_selection
-from zeroshot.commands.prompt_experiments import run_experiments
+from zeroshot.commands.prompts import run_prompts
 from zeroshot.features.cache import ImageFeatureCache, TextCache, cache_key
 from zeroshot.features.extract import extract_features
 from zeroshot.errors import PromptError
@@ -26,7 +26,7 @@ def folder(tmp_path):
     return write_imagefolder(tmp_path / "imgs", CLASSES, per_class=6)
 
 
-def cfg_for(tmp_path, checkpoint, folder, *overrides, config="experiment"):
+def cfg_for(tmp_path, checkpoint, folder, *overrides, config="prompts"):
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
         return compose(config, overrides=[
             f"model.checkpoint={checkpoint}", "dataset=imagefolder", f"dataset.root={folder}",
@@ -127,7 +127,7 @@ def test_text_cache_reuses_and_rejects(tmp_path, tiny_vit):
 def test_ensemble_row_equals_eval_top1(tmp_path, folder, tiny_checkpoint):
     common = ["prompts=cifar10", 'prompts.templates=["a photo of a {}.","a drawing of a {}.","art of the {}.","{}"]',
               "dataset.classnames=" + str(_names(tmp_path))]
-    summary = run_experiments(cfg_for(tmp_path, tiny_checkpoint, folder, *common, "bootstrap=200"))
+    summary = run_prompts(cfg_for(tmp_path, tiny_checkpoint, folder, *common, "bootstrap=200"))
     metrics = evaluate(cfg_for(tmp_path, tiny_checkpoint, folder, *common, "cache=false", config="eval"))
     assert summary["ensemble"]["top1"] == pytest.approx(metrics["top1"], abs=1e-9)
     assert summary["ensemble"]["top5"] == pytest.approx(metrics["top5"], abs=1e-9)
@@ -147,7 +147,7 @@ def test_ensemble_row_equals_eval_top1(tmp_path, folder, tiny_checkpoint):
 def test_selection_is_reported_on_held_out_images(tmp_path, folder, tiny_checkpoint):
     """Greedy selection picks on one part of the images; its headline top-1, CI and p-value come from the rest."""
     templates = '["a photo of a {}.","a drawing of a {}.","art of the {}.","{}","a {} in the wild.","itap of a {}."]'
-    s = run_experiments(cfg_for(tmp_path, tiny_checkpoint, folder, f"prompts.templates={templates}", "bootstrap=200"))
+    s = run_prompts(cfg_for(tmp_path, tiny_checkpoint, folder, f"prompts.templates={templates}", "bootstrap=200"))
     n_sel, n_held = s["selection_images"], s["heldout_images"]
     assert n_sel + n_held == 24 and s["selected"]["n_images"] == n_held
     assert s["selected_on_selection_images"]["n_images"] == n_sel
@@ -172,8 +172,46 @@ def test_selection_is_reported_on_held_out_images(tmp_path, folder, tiny_checkpo
     assert (table["p_vs_baseline_holm"] >= table["p_vs_baseline"] - 1e-12).all() and table["p_vs_baseline_holm"].le(1).all()
 
 
+def test_selection_part_gets_its_own_resamples(tmp_path, folder, tiny_checkpoint):
+    """A selection part smaller than the held-out part: its CI is the bootstrap of its own images (the held-out
+    part's resamples indexed past its end before)."""
+    import numpy as np
+    import torch.nn.functional as F
+
+    from zeroshot.experiments.templates import template_features
+    from zeroshot.metrics.stats import bootstrap_ci, held_out_split
+    from zeroshot.pipeline import image_features, prepare, text_cache
+
+    templates = '["a photo of a {}.","a drawing of a {}.","art of the {}."]'
+    cfg = cfg_for(tmp_path, tiny_checkpoint, folder, f"prompts.templates={templates}", "bootstrap=60", "select_fraction=0.25")
+    s = run_prompts(cfg)
+    assert (s["selection_images"], s["heldout_images"]) == (6, 18)
+    setup = prepare(cfg)
+    feats = image_features(cfg, setup, False)
+    tf = template_features(setup.model, setup.classnames, s["selected_templates"], cfg, text_cache(setup))
+    right = (F.normalize(feats.features, dim=-1) @ ensemble(tf).t()).argmax(1).eq(feats.labels).numpy()
+    sel, held = held_out_split(24, 6, 0)
+    row = s["selected_on_selection_images"]
+    assert (row["top1_ci_low"], row["top1_ci_high"]) == pytest.approx(bootstrap_ci(right[sel], 60, 0), abs=1e-12)
+    assert (s["selected"]["top1_ci_low"], s["selected"]["top1_ci_high"]) == pytest.approx(bootstrap_ci(right[held], 60, 0), abs=1e-12)
+
+
+def test_a_failure_while_writing_leaves_no_run_directory(tmp_path, folder, tiny_checkpoint, monkeypatch):
+    import zeroshot.commands.prompts as command
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(command, "write_prompt_file", broken)  # best_prompts.json, after the tables and a figure
+    with pytest.raises(OSError, match="disk full"):
+        run_prompts(cfg_for(tmp_path, tiny_checkpoint, folder, "bootstrap=10"))
+    results = tmp_path / "results"
+    assert results.is_dir() and not [p for p in results.rglob("*") if p.is_file()]  # the run's folder went with its files
+    assert not [p for p in results.rglob("*") if p.is_dir() and p.name[:2] == "20"]
+
+
 def test_holm_matches_the_textbook_procedure():
-    from zeroshot.metrics.classification import holm
+    from zeroshot.metrics.stats import holm
 
     p = [0.01, 0.04, 0.03, 0.5]
     # sorted 0.01, 0.03, 0.04, 0.5 -> 4*0.01, max(.04, 3*0.03), max(.09, 2*0.04), max(.09, 1*0.5)
@@ -181,7 +219,7 @@ def test_holm_matches_the_textbook_procedure():
 
 
 def test_a_single_template_is_called_degenerate(tmp_path, folder, tiny_checkpoint, capsys):
-    s = run_experiments(cfg_for(tmp_path, tiny_checkpoint, folder, 'prompts.templates=["a photo of a {}."]', "bootstrap=20"))
+    s = run_prompts(cfg_for(tmp_path, tiny_checkpoint, folder, 'prompts.templates=["a photo of a {}."]', "bootstrap=20"))
     assert s["degenerate_pool"] is True
     out = capsys.readouterr().err  # a note, through the zeroshot logger
     assert "degenerate" in out and "prompts=imagenet" in out
@@ -194,8 +232,8 @@ def _names(tmp_path):
 
 
 def test_second_experiment_encodes_no_image(tmp_path, folder, tiny_checkpoint):
-    first = run_experiments(cfg_for(tmp_path, tiny_checkpoint, folder, "bootstrap=50"))
-    second = run_experiments(cfg_for(tmp_path, tiny_checkpoint, folder, "bootstrap=50", 'prompts.templates=["a {}","the {}"]'))
+    first = run_prompts(cfg_for(tmp_path, tiny_checkpoint, folder, "bootstrap=50"))
+    second = run_prompts(cfg_for(tmp_path, tiny_checkpoint, folder, "bootstrap=50", 'prompts.templates=["a {}","the {}"]'))
     assert first["images_encoded"] == 24 and second["images_encoded"] == 0 and second["images_from_cache"] == 24
 
 
@@ -222,19 +260,19 @@ def test_greedy_selection_deterministic_and_matches_brute_force(tiny_vit):
 
 
 def test_experiment_is_reproducible_and_checks_inputs(tmp_path, folder, tiny_checkpoint):
-    a = run_experiments(cfg_for(tmp_path, tiny_checkpoint, folder, "prompts=cifar10", f"dataset.classnames={_names(tmp_path)}", "bootstrap=100"))
-    b = run_experiments(cfg_for(tmp_path, tiny_checkpoint, folder, "prompts=cifar10", f"dataset.classnames={_names(tmp_path)}", "bootstrap=100"))
+    a = run_prompts(cfg_for(tmp_path, tiny_checkpoint, folder, "prompts=cifar10", f"dataset.classnames={_names(tmp_path)}", "bootstrap=100"))
+    b = run_prompts(cfg_for(tmp_path, tiny_checkpoint, folder, "prompts=cifar10", f"dataset.classnames={_names(tmp_path)}", "bootstrap=100"))
     assert a["selected_templates"] == b["selected_templates"] and a["ensemble"] == b["ensemble"]
     with pytest.warns(UserWarning, match="duplicate"):
-        s = run_experiments(cfg_for(tmp_path, tiny_checkpoint, folder, 'prompts.templates=["a {}","a {}","b {}"]', "bootstrap=10"))
+        s = run_prompts(cfg_for(tmp_path, tiny_checkpoint, folder, 'prompts.templates=["a {}","a {}","b {}"]', "bootstrap=10"))
     assert s["n_templates"] == 2
     with pytest.raises(PromptError, match="exactly one"):
-        run_experiments(cfg_for(tmp_path, tiny_checkpoint, folder, 'prompts.templates=["no slot"]'))
+        run_prompts(cfg_for(tmp_path, tiny_checkpoint, folder, 'prompts.templates=["no slot"]'))
     bad = tmp_path / "three.txt"
     bad.write_text("a\nb\nc\n")
     with pytest.raises(PromptError, match="3 names"):
-        run_experiments(cfg_for(tmp_path, tiny_checkpoint, folder, f"classnames_variants=[{bad}]", "bootstrap=10"))
+        run_prompts(cfg_for(tmp_path, tiny_checkpoint, folder, f"classnames_variants=[{bad}]", "bootstrap=10"))
     good = tmp_path / "variant.txt"
     good.write_text("red apple\nyellow bus\nhouse cat\npuppy\n")
-    s = run_experiments(cfg_for(tmp_path, tiny_checkpoint, folder, f"classnames_variants=[{good}]", "bootstrap=10"))
+    s = run_prompts(cfg_for(tmp_path, tiny_checkpoint, folder, f"classnames_variants=[{good}]", "bootstrap=10"))
     assert [v["name"] for v in s["classname_variants"]] == ["classnames: simple", "classnames: variant.txt"]

@@ -286,12 +286,12 @@ def test_eval_bad_settings_are_one_line_before_the_model_loads(tmp_path, folder,
 
 
 def test_prompts_shows_label_free_rows_beside_the_labelled_ones(tmp_path, tiny_checkpoint, folder):
-    from zeroshot.commands.prompt_experiments import run_experiments
+    from zeroshot.commands.prompts import run_prompts
 
     subs = tmp_path / "subs.json"
     subs.write_text(json.dumps({c: [f"small {c}", f"large {c}"] for c in CLASSES}))
-    summary = run_experiments(cfg_for(tmp_path, tiny_checkpoint, folder, f"prompts.subclasses={subs}", "bootstrap=50",
-                                      config="experiment"))
+    summary = run_prompts(cfg_for(tmp_path, tiny_checkpoint, folder, f"prompts.subclasses={subs}", "bootstrap=50",
+                                      config="prompts"))
     sets = pd.read_csv(f"{summary['run_dir']}/sets.csv")
     kinds = set(sets.kind)
     assert {"ensemble", "selected", "label_free", "label_free_heldout"} <= kinds
@@ -305,7 +305,7 @@ def test_prompts_shows_label_free_rows_beside_the_labelled_ones(tmp_path, tiny_c
 def test_prompt_lab_scores_and_encodes_only_new_prompts(tmp_path, tiny_checkpoint, folder):
     from zeroshot.commands.evaluate import evaluate
     from zeroshot.lab import PromptLab
-    from zeroshot.metrics.classification import bootstrap_ci, bootstrap_indices, paired_bootstrap_pvalue
+    from zeroshot.metrics.stats import bootstrap_ci, paired_bootstrap_pvalue
 
     run = evaluate(cfg_for(tmp_path, tiny_checkpoint, folder))
     lab = PromptLab.from_run(run["run_dir"], ["bootstrap=200"])
@@ -317,9 +317,8 @@ def test_prompt_lab_scores_and_encodes_only_new_prompts(tmp_path, tiny_checkpoin
     # the numbers `zeroshot prompts` would give: same resamples, same CI and p-value
     correct = lab._correct(lab.class_features(pair)[0])
     base = lab._correct(lab.class_features("a photo of a {}.")[0])
-    idx = bootstrap_indices(len(correct), 200, 0)
-    assert (first.ci_low, first.ci_high) == pytest.approx(bootstrap_ci(correct, idx))
-    assert first.p_vs_baseline == pytest.approx(paired_bootstrap_pvalue(correct, base, idx))
+    assert (first.ci_low, first.ci_high) == pytest.approx(bootstrap_ci(correct, 200, 0))
+    assert first.p_vs_baseline == pytest.approx(paired_bootstrap_pvalue(correct, base, 200, 0))
     assert run["top1"] == pytest.approx(lab.score(TEMPLATES).top1)  # the run's own classifier, scored again
     described = lab.score({c: [f"a photo of a {c}, a thing."] for c in CLASSES})
     assert described.n_prompts == len(CLASSES) and described.n_encoded == len(CLASSES)

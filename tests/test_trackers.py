@@ -118,10 +118,10 @@ def test_csv_and_a_failing_tracker(tmp_path, tiny_checkpoint, pets, caplog):
     row = next(csv.DictReader((folder / "metrics.csv").open()))
     assert float(row["top1"]) == record(run)["top1"] and "checkpoint_sha256" in (folder / "hparams.yaml").read_text()
     # a prompt experiment logs its summary.json: the numbers one dict down too
-    from zeroshot.commands.prompt_experiments import run_experiments
+    from zeroshot.commands.prompts import run_prompts
 
-    summary = run_experiments(cfg(tmp_path, tiny_checkpoint, "logger=csv", "figures=false", "bootstrap=20",
-                                  'prompts.templates=["a {}.","the {}."]', config="experiment"))
+    summary = run_prompts(cfg(tmp_path, tiny_checkpoint, "logger=csv", "figures=false", "bootstrap=20",
+                                  'prompts.templates=["a {}.","the {}."]', config="prompts"))
     folder = tmp_path / "results" / "trackers" / "csv" / Path(summary["run_dir"]).relative_to(tmp_path / "results")
     row = next(csv.DictReader((folder / "metrics.csv").open()))
     assert float(row["ensemble/top1"]) == summary["ensemble"]["top1"]

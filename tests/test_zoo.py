@@ -362,7 +362,7 @@ def test_eval_and_prompts_through_a_backend(tmp_path):
 
     from datagen import write_imagefolder
     from zeroshot.commands.evaluate import evaluate
-    from zeroshot.commands.prompt_experiments import run_experiments
+    from zeroshot.commands.prompts import run_prompts
 
     _, folder = _hf_siglip(tmp_path)
     images = write_imagefolder(tmp_path / "animals", ["cat", "dog", "bird"], per_class=2)
@@ -370,7 +370,7 @@ def test_eval_and_prompts_through_a_backend(tmp_path):
               "progress=false", f"cache_dir={tmp_path / 'cache'}", f"results_dir={tmp_path / 'results'}"]
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
         m = evaluate(compose("eval", overrides=common))
-        s = run_experiments(compose("experiment", overrides=[*common, 'prompts.templates=["a photo of a {}.","a {}."]',
+        s = run_prompts(compose("prompts", overrides=[*common, 'prompts.templates=["a photo of a {}.","a {}."]',
                                                              "bootstrap=20"]))
     assert m["backend"] == "transformers" and m["n_images"] == 6 and "SiglipImageProcessor" in m["preprocess"]["transform"]
     z = np.load(Path(m["run_dir"]) / "logits.npz")

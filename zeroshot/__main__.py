@@ -13,7 +13,7 @@ import sys
 
 COMMANDS = {
     "eval": ("eval", "zeroshot.commands.evaluate:evaluate"),
-    "prompts": ("experiment", "zeroshot.commands.prompt_experiments:run_experiments"),
+    "prompts": ("prompts", "zeroshot.commands.prompts:run_prompts"),
     "report": ("report", "zeroshot.commands.report:report"),
     "compare": ("compare", "zeroshot.commands.compare:compare"),
     "linear-probe": ("linear_probe", "zeroshot.commands.linear_probe:linear_probe"),

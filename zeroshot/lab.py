@@ -63,7 +63,7 @@ class PromptLab:
     MEMO = 64  # prompt sets whose class features are kept whole
 
     def __init__(self, dataset: str = "cifar10", model: str | None = None, overrides: list[str] | tuple = (),
-                 config: str = "experiment"):
+                 config: str = "prompts"):
         from hydra import compose, initialize_config_dir
 
         from zeroshot.paths import config_dir
@@ -84,7 +84,7 @@ class PromptLab:
         if not path.is_file():
             raise MissingFileError(f"{path} does not exist: give a run directory of `zeroshot eval` or `zeroshot prompts`")
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            base = compose("experiment")
+            base = compose("prompts")
         with open_dict(base):
             cfg = OmegaConf.merge(base, OmegaConf.load(path), OmegaConf.from_dotlist(["progress=false", *overrides]))
         lab = cls.__new__(cls)
@@ -101,7 +101,7 @@ class PromptLab:
         from zeroshot.paths import config_dir
 
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            cfg = compose("experiment", overrides=["progress=false", *overrides])
+            cfg = compose("prompts", overrides=["progress=false", *overrides])
         if len(features) != len(labels) or int(labels.max()) >= len(classnames):
             raise PromptError(f"{len(features)} feature rows, {len(labels)} labels and {len(classnames)} class names "
                               "do not fit: one label per row, each below the number of classes")
@@ -119,7 +119,7 @@ class PromptLab:
         self._init(cfg, feats.features, feats.labels, setup.classnames, text_cache(setup) or _MemoryCache())
 
     def _init(self, cfg, features: torch.Tensor, labels: torch.Tensor, classnames: list[str], cache) -> None:
-        from zeroshot.metrics.classification import bootstrap_indices
+        from zeroshot.metrics.stats import resample_indices
 
         self.cfg = cfg
         self.image = F.normalize(features.float(), dim=-1)  # [N, D]
@@ -129,9 +129,12 @@ class PromptLab:
         # the bootstrap resamples as counts [B, N]: a resample's accuracy is one row times the 0/1 vector, the same
         # number correct[idx].mean() gives, in a matrix-vector product
         n = len(self.labels)
-        idx = bootstrap_indices(n, int(cfg.bootstrap), int(cfg.seed))  # the resamples `zeroshot prompts` draws
-        flat = (np.arange(len(idx))[:, None] * n + idx).ravel()
-        counts = np.bincount(flat, minlength=len(idx) * n).reshape(len(idx), n).astype(np.float32)  # exact
+        counts = np.empty((int(cfg.bootstrap), n), dtype=np.float32)  # exact: small integers
+        row = 0
+        for idx in resample_indices(n, int(cfg.bootstrap), int(cfg.seed)):  # the resamples `zeroshot prompts` draws
+            flat = (np.arange(len(idx))[:, None] * n + idx).ravel()
+            counts[row:row + len(idx)] = np.bincount(flat, minlength=len(idx) * n).reshape(len(idx), n)
+            row += len(idx)
         self._counts = torch.from_numpy(counts)  # torch's matrix-vector product: 20x numpy's here
         self._baselines: dict[tuple, np.ndarray] = {}
         self._memo: dict[tuple, tuple[torch.Tensor, int]] = {}
@@ -204,6 +207,8 @@ class PromptLab:
         """Score templates (a string or list of strings with '{}'), class-specific texts (one list per class, or a
         dict by class name) or a PromptSet, optionally ZPE- or CARPRT-weighted; against `baseline` (default: the
         config's, "a photo of a {}.")."""
+        from zeroshot.metrics.stats import percentile_ci, pvalue_of
+
         start = time.perf_counter()
         if weighting not in ("none", "zpe", "carprt"):
             raise PromptError(f"weighting={weighting!r} is not one of: none, zpe, carprt")
@@ -217,10 +222,7 @@ class PromptLab:
         n, diff = len(correct), correct - base
         # both resampled sums in one pass over the counts; integer sums, so exact in fp32
         sums = (self._counts @ torch.from_numpy(np.stack([correct, diff], axis=1).astype(np.float32))).double().numpy()
-        means = sums[:, 0] / n
-        low, high = np.quantile(means, 0.025), np.quantile(means, 0.975)
-        observed = diff.mean()
-        boot = sums[:, 1] / n - observed
-        p = (np.sum(np.abs(boot) >= abs(observed) - 1e-12) + 1) / (len(boot) + 1)
+        low, high = percentile_ci(sums[:, 0] / n)
+        p = pvalue_of(sums[:, 1] / n, diff.mean())
         return LabResult(float(correct.mean()), float(low), float(high), float(p), float(base.mean()), str(baseline),
                          len(correct), n_prompts, new, weighting, time.perf_counter() - start)

@@ -22,6 +22,7 @@ from zeroshot import trackers
 from zeroshot.data.readers import build_dataset
 from zeroshot.errors import DatasetError
 from zeroshot.metrics.classification import classification_metrics
+from zeroshot.metrics.stats import held_out_split, share
 from zeroshot.pipeline import image_features, prepare
 from zeroshot.record import make_run_dir, run_dir_base, run_record, write_json
 
@@ -44,10 +45,8 @@ def _scores(clf: LogisticRegression, x: np.ndarray, n_classes: int) -> torch.Ten
 
 def sweep_c(x: np.ndarray, y: np.ndarray, cfg) -> tuple[float, pd.DataFrame]:
     """Pick C on a seeded validation split of train: the C with the best validation accuracy (smallest on ties)."""
-    rng = np.random.default_rng(int(cfg.seed))
-    perm = rng.permutation(len(y))
-    n_val = max(1, int(round(len(y) * float(cfg.probe.val_fraction))))
-    val, fit = perm[:n_val], perm[n_val:]
+    n_val = max(1, share(len(y), cfg.probe.val_fraction))
+    val, fit = held_out_split(len(y), n_val, int(cfg.seed), sort=False)  # rows in the permutation's order, as ever
     rows = []
     for c in sorted(float(v) for v in cfg.probe.c_values):
         acc = float((_fit(x[fit], y[fit], c, cfg).predict(x[val]) == y[val]).mean())

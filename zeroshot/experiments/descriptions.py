@@ -9,6 +9,8 @@ per_class_descriptions.csv/.png, description_texts.csv, description_selection.cs
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import torch
@@ -21,28 +23,11 @@ from zeroshot.classifier import (
     encode_class_prompts,
 )
 from zeroshot.classifier import logits as score
-from zeroshot.metrics.classification import (
-    bootstrap_ci,
-    bootstrap_indices,
-    classification_metrics,
-    paired_bootstrap_pvalue,
-)
+from zeroshot.experiments.rows import Scoring
+from zeroshot.metrics.classification import classification_metrics
+from zeroshot.metrics.stats import held_out_split, holm, share
 
 REFERENCE = "templates"  # the row every other set is tested against: the template ensemble
-
-
-@torch.no_grad()
-def set_row(model, image, labels, class_feats, name, kind, reference_correct, idx, subset=None) -> dict:
-    """Metrics of one [C, D] classifier, with a CI and a paired p-value against `reference_correct`."""
-    logits = score(model, image if subset is None else image[subset], class_feats.t())
-    y = labels if subset is None else labels[subset]
-    ref = reference_correct if subset is None else reference_correct[subset.numpy()]
-    m = classification_metrics(logits, y)
-    correct = logits.argmax(1).eq(y).numpy()
-    low, high = bootstrap_ci(correct, idx)
-    return {"kind": kind, "name": name, "n_images": int(len(y)), "top1": m["top1"], "top5": m["top5"],
-            "mean_per_class_recall": m["mean_per_class_recall"], "top1_ci_low": low, "top1_ci_high": high,
-            "p_vs_templates": paired_bootstrap_pvalue(correct, ref, idx)}
 
 
 def others_best(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -154,9 +139,27 @@ def per_class_change(labels, classnames, logits_ref: torch.Tensor, logits_set: t
                          "delta": b["per_class_accuracy"] - a["per_class_accuracy"]})
 
 
+@dataclass(frozen=True)
+class DescriptionBench:
+    """What every description table is scored on: the model, the normalized image features [N, D] and labels,
+    and the reference, the template ensemble (OpenAI's), whose correctness every set is tested against."""
+
+    model: object
+    image: torch.Tensor
+    labels: torch.Tensor
+    classnames: list[str]
+    template_feats: torch.Tensor  # [C, D]
+    template_logits: torch.Tensor  # [N, C]
+    every: Scoring  # all images, p-values against the templates
+
+    def logits(self, class_feats: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores of a [C, D] classifier on every image, or on `rows` of them."""
+        return column(self.model, self.image if rows is None else self.image[rows], class_feats)
+
+
 @torch.no_grad()
 def run_description_experiments(model, image: torch.Tensor, labels: torch.Tensor, classnames: list[str],
-                                templates: list[str], descriptions: dict[str, list[list[str]]],
+                                templates: list[str], descriptions: dict[str, list[list[str]]], *,
                                 random_sets: dict[str, dict[int, list[list[str]]]] | None = None,
                                 aggregate: str | list[str] = "embedding_mean", bootstrap: int = 1000, seed: int = 0,
                                 select_fraction: float = 0.5, batch_size: int = 256, text_cache=None,
@@ -169,74 +172,91 @@ def run_description_experiments(model, image: torch.Tensor, labels: torch.Tensor
     aggregates = [aggregate] if isinstance(aggregate, str) else list(aggregate)
     for a in aggregates:
         check_aggregate(a)
-    first = aggregates[0]
-    n = len(labels)
-    idx_all = bootstrap_indices(n, int(bootstrap), int(seed))
     encode = lambda prompts: encode_class_prompts(model, prompts, batch_size, progress, text_cache)  # noqa: E731
-    template_texts = encode([[t.replace("{}", c) for t in templates] for c in classnames])
-    template_feats = aggregate_features(template_texts, "embedding_mean")  # OpenAI's ensemble
+    template_feats = aggregate_features(encode([[t.replace("{}", c) for t in templates] for c in classnames]),
+                                        "embedding_mean")  # OpenAI's ensemble
     template_logits = column(model, image, template_feats)
-    ref_correct = template_logits.argmax(1).eq(labels).numpy()
-    rows = [set_row(model, image, labels, template_feats, f"{REFERENCE} ({len(templates)}, embedding_mean)",
-                    REFERENCE, ref_correct, idx_all)]
+    every = Scoring(labels, template_logits.argmax(1).eq(labels).numpy(), int(bootstrap), int(seed), f"p_vs_{REFERENCE}")
+    b = DescriptionBench(model, image, labels, classnames, template_feats, template_logits, every)
     encoded = {name: encode(prompts) for name, prompts in descriptions.items()}
+    rows = description_rows(b, encoded, aggregates, len(templates))
+    random, summaries = random_rows(b, random_sets or {}, aggregates, encode)
+    rows += random
+    tested = [r for r in rows if r["kind"] != REFERENCE]
+    for r, adjusted in zip(tested, holm([r["p_vs_templates"] for r in tested])):
+        r["p_vs_templates_holm"] = adjusted
+    per_class, loo = class_analyses(b, encoded, aggregates[0])
+    sel, held = (torch.from_numpy(part) for part in held_out_split(len(labels), share(len(labels), select_fraction), int(seed)))
+    held_rows, selection = heldout_selection(b, encoded, aggregates[0], sel, held)
+    return {"rows": rows, "random_summary": summaries, "heldout": held_rows, "per_class": per_class, "texts": loo,
+            "selection": pd.DataFrame(selection), "selection_images": int(len(sel)), "heldout_images": int(len(held)),
+            "aggregates": aggregates, "bootstrap": int(bootstrap), "seed": int(seed)}
+
+
+def description_rows(b: DescriptionBench, encoded: dict[str, ClassTexts], aggregates: list[str], n_templates: int) -> list[dict]:
+    """The template ensemble's row, then each description set under each aggregation, on every image."""
+    rows = [b.every.row(f"{REFERENCE} ({n_templates}, embedding_mean)", b.template_logits, REFERENCE)]
     for name, texts in encoded.items():
+        measured = [b.every.measure(f"{name} [{a}]", b.logits(aggregate_features(texts, a)), "descriptions")
+                    for a in aggregates]
+        rows += [r | {"set": name, "aggregate": a, "n_prompts": len(texts.prompts)}
+                 for r, a in zip(b.every.rows(measured), aggregates)]
+    return rows
+
+
+def random_rows(b: DescriptionBench, random_sets: dict, aggregates: list[str], encode) -> tuple[list[dict], list[dict]]:
+    """A row per random set, aggregation and seed, and per set and aggregation the mean over its seeds."""
+    rows, summaries = [], []
+    for name, by_seed in random_sets.items():
         for a in aggregates:
-            rows.append(set_row(model, image, labels, aggregate_features(texts, a), f"{name} [{a}]", "descriptions",
-                                ref_correct, idx_all) | {"set": name, "aggregate": a, "n_prompts": len(texts.prompts)})
-    summaries = []
-    for name, by_seed in (random_sets or {}).items():
-        for a in aggregates:
-            seed_rows = []
-            for s, prompts in sorted(by_seed.items()):
-                feats = aggregate_features(encode(prompts), a)
-                seed_rows.append(set_row(model, image, labels, feats, f"{name} [{a}] seed {s}", "random", ref_correct, idx_all)
-                                 | {"set": name, "aggregate": a, "seed": s})
+            seeds = sorted(by_seed)
+            measured = [b.every.measure(f"{name} [{a}] seed {s}", b.logits(aggregate_features(encode(by_seed[s]), a)), "random")
+                        for s in seeds]
+            seed_rows = [r | {"set": name, "aggregate": a, "seed": s} for r, s in zip(b.every.rows(measured), seeds)]
             rows += seed_rows
             top1 = np.array([r["top1"] for r in seed_rows])
             # the population std (ddof=0), as WaffleCLIP reports it
             summaries.append({"kind": "random_mean", "name": f"{name} [{a}] mean over {len(top1)} seeds", "set": name,
-                              "aggregate": a, "n_images": n, "top1": float(top1.mean()), "top1_std": float(top1.std()),
-                              "top1_min": float(top1.min()), "top1_max": float(top1.max()), "n_seeds": len(top1)})
-    tested = [r for r in rows if r["kind"] != REFERENCE]
-    from zeroshot.metrics.classification import holm
+                              "aggregate": a, "n_images": len(b.labels), "top1": float(top1.mean()),
+                              "top1_std": float(top1.std()), "top1_min": float(top1.min()), "top1_max": float(top1.max()),
+                              "n_seeds": len(top1)})
+    return rows, summaries
 
-    for r, adjusted in zip(tested, holm([r["p_vs_templates"] for r in tested])):
-        r["p_vs_templates_holm"] = adjusted
 
-    per_class, loo, selection = [], [], []
-    perm = torch.from_numpy(np.random.default_rng(int(seed)).permutation(n))
-    half = int(round(n * float(select_fraction)))
-    sel, held = perm[:half].sort().values, perm[half:].sort().values
-    held_rows = []
-    if len(held) and len(sel):
-        idx_held = bootstrap_indices(len(held), int(bootstrap), int(seed))
-        held_rows.append(set_row(model, image, labels, template_feats, f"{REFERENCE} (held-out images)", "templates_heldout",
-                                 ref_correct, idx_held, held))
+def class_analyses(b: DescriptionBench, encoded: dict[str, ClassTexts], aggregate: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per set: each class's accuracy change against the templates, and leave-one-text-out within each class."""
+    per_class, loo = [], []
     for name, texts in encoded.items():
-        feats = aggregate_features(texts, first)
-        per_class.append(per_class_change(labels, classnames, template_logits, column(model, image, feats), name,
-                                          texts.counts().numpy()))
-        loo.append(leave_one_text_out(model, image, labels, classnames, texts, first).assign(set=name))
-        if not (len(held) and len(sel)):
-            continue
-        chosen = greedy_text_selection(model, image[sel], labels[sel], texts, first)
-        picked = aggregate_features(subset_texts(texts, [j for rows_c in chosen for j in rows_c]), first)
-        held_rows.append(set_row(model, image, labels, feats, f"{name} [{first}] all texts (held-out images)",
-                                 "descriptions_heldout", ref_correct, idx_held, held) | {"set": name})
-        held_rows.append(set_row(model, image, labels, picked, f"{name} [{first}] greedy selection (held-out images)",
-                                 "selected", ref_correct, idx_held, held) | {"set": name})
-        held_rows.append(set_row(model, image, labels, picked, f"{name} [{first}] greedy selection (selection images; optimistic)",
-                                 "selected_on_selection", ref_correct, bootstrap_indices(len(sel), int(bootstrap), int(seed)), sel)
-                         | {"set": name})
-        selection += [{"set": name, "class_index": c, "class": classnames[c], "n_texts": len(texts.of_class(c)),
+        logits = b.logits(aggregate_features(texts, aggregate))
+        per_class.append(per_class_change(b.labels, b.classnames, b.template_logits, logits, name, texts.counts().numpy()))
+        loo.append(leave_one_text_out(b.model, b.image, b.labels, b.classnames, texts, aggregate).assign(set=name))
+    return (pd.concat(per_class, ignore_index=True) if per_class else pd.DataFrame(),
+            pd.concat(loo, ignore_index=True) if loo else pd.DataFrame())
+
+
+def heldout_selection(b: DescriptionBench, encoded: dict[str, ClassTexts], aggregate: str, sel: torch.Tensor,
+                      held: torch.Tensor) -> tuple[list[dict], list[dict]]:
+    """Greedy selection of each class's texts on the `sel` images, measured on the `held` rest (beside the
+    templates and all texts on the same images), and the texts each class kept. Nothing when a part is empty."""
+    if not (len(held) and len(sel)):
+        return [], []
+    on_held, on_sel = b.every.take(held), b.every.take(sel)
+    rows = [on_held.row(f"{REFERENCE} (held-out images)", b.logits(b.template_feats, held), "templates_heldout")]
+    selection = []
+    for name, texts in encoded.items():
+        chosen = greedy_text_selection(b.model, b.image[sel], b.labels[sel], texts, aggregate)
+        picked = aggregate_features(subset_texts(texts, [j for rows_c in chosen for j in rows_c]), aggregate)
+        everything = aggregate_features(texts, aggregate)
+        rows += [on_held.row(f"{name} [{aggregate}] all texts (held-out images)", b.logits(everything, held),
+                             "descriptions_heldout") | {"set": name},
+                 on_held.row(f"{name} [{aggregate}] greedy selection (held-out images)", b.logits(picked, held),
+                             "selected") | {"set": name},
+                 on_sel.row(f"{name} [{aggregate}] greedy selection (selection images; optimistic)", b.logits(picked, sel),
+                            "selected_on_selection") | {"set": name}]
+        selection += [{"set": name, "class_index": c, "class": b.classnames[c], "n_texts": len(texts.of_class(c)),
                        "n_selected": len(rows_c), "selected": [texts.prompts[j] for j in rows_c]}
                       for c, rows_c in enumerate(chosen)]
-    return {"rows": rows, "random_summary": summaries, "heldout": held_rows,
-            "per_class": pd.concat(per_class, ignore_index=True) if per_class else pd.DataFrame(),
-            "texts": pd.concat(loo, ignore_index=True) if loo else pd.DataFrame(),
-            "selection": pd.DataFrame(selection), "selection_images": int(len(sel)), "heldout_images": int(len(held)),
-            "aggregates": aggregates, "bootstrap": int(bootstrap), "seed": int(seed)}
+    return rows, selection
 
 
 def write_description_outputs(run_dir, result: dict, title: str = "", figures: bool = True) -> None:

@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from zeroshot.errors import ConfigError
+from zeroshot.metrics import stats
 
 N_BINS = 15  # Guo et al. 2017, "On Calibration of Modern Neural Networks"
 PROBABILITY_NAMES = {"softmax": "softmax", "sigmoid": "sigmoid_renormalized"}
@@ -116,9 +117,7 @@ def held_out_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.n
     """Seeded disjoint (fit, scored) row indices: `fraction` of n to fit a temperature on, the rest to score."""
     if not 0 < fraction < 1:
         raise ConfigError(f"calibration.fraction={fraction} must be between 0 and 1 (exclusive), e.g. 0.2")
-    perm = np.random.default_rng(seed).permutation(n)
-    n_fit = min(n - 1, max(1, int(round(n * fraction))))
-    return np.sort(perm[:n_fit]), np.sort(perm[n_fit:])
+    return stats.held_out_split(n, min(n - 1, max(1, stats.share(n, fraction))), seed)  # one image each at least
 
 
 def reliability_curve(label: str, probs: np.ndarray, labels: np.ndarray) -> tuple[str, dict, float]:

@@ -1,6 +1,6 @@
-"""Classification metrics and bootstrap uncertainty, in numpy: exact, and without scikit-learn's import time.
-top-1/top-5, mean per-class recall, the datasets' own metrics (macro-F1, worst group/region, mAP), bootstrap
-CIs, paired bootstrap p-values and Holm's adjustment. Tests check every metric against a brute-force loop.
+"""Classification metrics in numpy: exact, and without scikit-learn's import time. top-1/top-5, mean per-class
+recall, the datasets' own metrics (macro-F1, worst group/region, mAP). Tests check every metric against a
+brute-force loop; the bootstrap and Holm's adjustment are in stats.py.
 """
 from __future__ import annotations
 
@@ -8,17 +8,6 @@ import numpy as np
 import torch
 
 from zeroshot.errors import DatasetError
-
-
-def holm(pvalues: list[float]) -> list[float]:
-    """Holm's step-down adjustment: controls the family-wise error over many templates tested at once."""
-    m = len(pvalues)
-    order = sorted(range(m), key=lambda i: pvalues[i])
-    adjusted, running = [0.0] * m, 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * pvalues[i]))
-        adjusted[i] = running
-    return adjusted
 
 
 # The metrics every classification run records, and the datasets' own metrics (DataComp's task list), by name
@@ -63,30 +52,6 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict:
         "support": support,
         "confusion_matrix": cm,
     }
-
-
-def bootstrap_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
-    """[n_boot, n] resampling indices; shared between sets so that comparisons are paired."""
-    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-
-
-def bootstrap_ci(correct: np.ndarray, idx: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """Percentile confidence interval of the mean of a 0/1 correctness vector."""
-    means = correct[idx].mean(axis=1)
-    alpha = (1 - level) / 2
-    return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
-
-
-def paired_bootstrap_pvalue(correct_a: np.ndarray, correct_b: np.ndarray, idx: np.ndarray) -> float:
-    """Two-sided p-value that a and b (0/1 per image, same images) differ in accuracy.
-
-    The bootstrap distribution of the difference is centred on zero (the null) and compared with the
-    observed difference; +1 smoothing keeps p from being exactly 0.
-    """
-    diff = correct_a.astype(np.float64) - correct_b.astype(np.float64)
-    observed = diff.mean()
-    boot = diff[idx].mean(axis=1) - observed
-    return float((np.sum(np.abs(boot) >= abs(observed) - 1e-12) + 1) / (len(boot) + 1))
 
 
 def macro_f1(pred: np.ndarray, y: np.ndarray) -> float:

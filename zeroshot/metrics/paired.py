@@ -26,11 +26,11 @@ from zeroshot.metrics.classification import (
     label_rank,
     mean_average_precision,
 )
+from zeroshot.metrics.stats import LEVEL, bootstrap_means, holm, percentile_ci, resample_indices  # noqa: F401 (LEVEL: its CIs' level, which report.compare records)
 
 # Means over images, so McNemar applies; every other metric is a function of the whole set (a fact, defined once).
 PER_IMAGE_METRICS = ("top1", "top5")  # a mean over images of a 0/1 outcome: McNemar applies
 NOT_PER_IMAGE_METRICS = ("mean_per_class_recall", *BENCHMARK_METRICS)  # whole-set metrics: a bootstrap CI only
-LEVEL = 0.95
 
 
 class PairingError(ReportError):
@@ -165,14 +165,6 @@ def mcnemar_exact(only_a: int, only_b: int) -> float:
     return min(1.0, 2 * tail / 2**n)
 
 
-def resample_indices(n: int, n_boot: int, seed, chunk_elements: int = 1 << 22):
-    """[rows, n] blocks of bootstrap indices from one seeded stream, at most ~chunk_elements at a time."""
-    rng = np.random.default_rng(seed)
-    step = max(1, chunk_elements // max(n, 1))
-    for start in range(0, n_boot, step):
-        yield rng.integers(0, n, size=(min(step, n_boot - start), n))
-
-
 def dataset_seed(seed: int, fingerprint: str) -> list[int]:
     """One stream per dataset: independent across a suite, the same for every pair on one dataset."""
     return [int(seed), zlib.crc32(fingerprint.encode())]
@@ -183,16 +175,10 @@ def bootstrap_difference(a: RunImages, b: RunImages, metric: str, n_boot: int, s
     n = len(a.labels)
     if metric in PER_IMAGE_METRICS:
         d = correct(a, metric).astype(np.float64) - correct(b, metric).astype(np.float64)
-        return np.concatenate([d[idx].mean(axis=1) for idx in resample_indices(n, n_boot, seed)])
+        return bootstrap_means([d], n_boot, seed)[0]
     out = [set_metric(a, metric, rows) - set_metric(b, metric, rows)
            for idx in resample_indices(n, n_boot, seed) for rows in idx]
     return np.asarray(out)
-
-
-def percentile_ci(boot: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
-    alpha = (1 - level) / 2
-    boot = boot[~np.isnan(boot)]
-    return (float(np.quantile(boot, alpha)), float(np.quantile(boot, 1 - alpha))) if len(boot) else (math.nan, math.nan)
 
 
 def tested_metric(metric: str) -> str:
@@ -229,8 +215,6 @@ def suite_summary(tested_rows: list[dict], alpha: float = 0.05) -> dict:
     """Across datasets, for one pair: Holm-adjusted McNemar p per dataset (written into each row as p_holm and
     verdict), wins/ties/losses of A, and the mean difference over datasets with a CI from the per-dataset
     bootstrap replicates (images resampled within each dataset, independently across datasets)."""
-    from zeroshot.metrics.classification import holm
-
     adjusted = holm([r["mcnemar_p"] for r in tested_rows])
     for r, p in zip(tested_rows, adjusted):
         r["p_holm"] = p

@@ -113,6 +113,7 @@ def paired_rows(table: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> tuple
     import itertools
 
     from zeroshot.metrics import paired as cmp
+    from zeroshot.metrics import stats
 
     rows, notes = [], []
     if table is None or table.empty:
@@ -134,9 +135,8 @@ def paired_rows(table: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> tuple
             vb = vb[[where[k] for k in ka]]
             ra, rb = va > 0.5, vb > 0.5
             d = va - vb
-            boot = np.concatenate([d[idx].mean(axis=1) for idx in
-                                   cmp.resample_indices(len(d), n_boot, cmp.dataset_seed(seed, a["dataset_fingerprint"]))])
-            low, high = cmp.percentile_ci(boot)
+            boot = stats.bootstrap_means([d], n_boot, cmp.dataset_seed(seed, a["dataset_fingerprint"]))[0]
+            low, high = stats.percentile_ci(boot)
             only_a, only_b = int(np.sum(ra & ~rb)), int(np.sum(~ra & rb))
             rows.append({"dataset": a["dataset_label"], "outcome": name, "model_a": a["model"], "model_b": b["model"],
                          "a": float(va.mean()), "b": float(vb.mean()), "diff": float(d.mean()), "ci_low": low,
