@@ -159,7 +159,7 @@ def test_temperature_fit_on_held_out_fraction(tmp_path, tiny_checkpoint):
 
 
 def test_siglip_style_model_records_sigmoid(tmp_path, tiny_vit):
-    from zeroshot.calibrate import calibrate
+    from zeroshot.pipeline import calibrate
     from omegaconf import OmegaConf
 
     class Sig(torch.nn.Module):
@@ -168,10 +168,10 @@ def test_siglip_style_model_records_sigmoid(tmp_path, tiny_vit):
     logits = np.random.default_rng(1).normal(size=(40, 4)) * 5 - 10
     labels = np.arange(40) % 4
     out, curves = calibrate(OmegaConf.create({"seed": 0, "calibration": {"temperature": None, "split": None, "fraction": 0.2}}),
-                             Sig(), None, logits, labels, {})
+                             Sig(), None, logits, labels, targets={})
     assert out["probability"] == "sigmoid_renormalized"
     assert out["ece"] == pytest.approx(brute_ece(brute_probs(logits, "sigmoid"), labels), abs=1e-12)
-    out, _ = calibrate(OmegaConf.create({}), Sig(), None, logits, labels, {"multilabel": np.zeros((40, 4))})
+    out, _ = calibrate(OmegaConf.create({}), Sig(), None, logits, labels, targets={"multilabel": np.zeros((40, 4))})
     assert out["ece"] is None and "multi-label" in out["calibration"]["skipped"]
 
 
