@@ -10,6 +10,7 @@ import torch
 
 from zeroshot.metrics import calibration as cal
 from zeroshot.errors import DatasetError
+from zeroshot.settings import check_settings
 from zeroshot.commands.evaluate import evaluate
 from datagen import write_idx_split, write_imagefolder
 from test_eval import make_cfg
@@ -139,10 +140,11 @@ def test_temperature_fit_on_another_split(tmp_path, tiny_checkpoint, monkeypatch
     after = cal.calibration_metrics(test["logits"], test["labels"], "softmax", t)
     assert m["ece_temperature_scaled"] == pytest.approx(after["ece"]) and info["ece_after"] == pytest.approx(after["ece"])
     assert info["ece_before"] == pytest.approx(m["ece"])
+    # checked with every setting, once, before any work (settings.py, from the CLI's one dispatch)
     with pytest.raises(DatasetError, match="is the split being scored"):
-        evaluate(make_cfg(tmp_path, tiny_checkpoint, *base, "calibration.temperature=fit", "calibration.split=test"))
+        check_settings(make_cfg(tmp_path, tiny_checkpoint, *base, "calibration.temperature=fit", "calibration.split=test"))
     with pytest.raises(DatasetError, match="not a split of dataset"):
-        evaluate(make_cfg(tmp_path, tiny_checkpoint, *base, "calibration.temperature=fit", "calibration.split=val"))
+        check_settings(make_cfg(tmp_path, tiny_checkpoint, *base, "calibration.temperature=fit", "calibration.split=val"))
 
 
 def test_temperature_fit_on_held_out_fraction(tmp_path, tiny_checkpoint):

@@ -37,7 +37,8 @@ ALLOWED = {
     "commands": BASE | {"models", "data", "features", "prompts", "experiments", "metrics", "report", "classifier",
                         "distributed", "pipeline", "record", "plots", "drawing", "suite", "gallery",
                         "trackers", "label_free", "label_free_run"},
-    "__main__": BASE | {"commands", "distributed", "drawing", "declared", "zeroshot"},  # zeroshot: __version__ for --version
+    "__main__": BASE | {"cli", "zeroshot"},  # the table of commands; zeroshot: __version__ for --version
+    "cli": BASE | {"distributed", "drawing", "declared"},  # argv -> the checked config -> the command's function
     "declared": {"errors", "paths"},  # the composed config's keys against the YAML's (no torch, before a run)
     "zeroshot": set(),  # __init__: the public API, imported lazily by name
     **{m: set() for m in BASE},
