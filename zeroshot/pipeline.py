@@ -255,7 +255,7 @@ class Setup:
     device: torch.device
     precision: str
     cache_root: Path | None
-    class_prompts: dict | None = None  # class_prompt_sets.resolve_class_prompt_sets: descriptions, WaffleCLIP sets
+    class_prompts: dict | None = None  # prompts.class_sets.resolve_class_prompt_sets: descriptions, WaffleCLIP sets
     language: dict | None = None  # prompts.language: the language, its source, the classes and images left out
     label_free: LabelFreeSettings | None = None  # prompts.weighting / prompts.subclasses (label_free.py), when asked for
     label_free_identity: dict | None = None  # set once the label-free classifier is built: its method, settings, digest

@@ -20,11 +20,11 @@ from zeroshot.models.config import (
     base_name,
     build_config,
     empty_model,
-    family_fields,
     hf_fields,
     load_weights,
 )
 from zeroshot.models.layers import ACTIVATIONS
+from zeroshot.models.registry import family_fields
 from zeroshot.models.precision import (
     DTYPES,
     PRECISIONS,
