@@ -34,6 +34,9 @@ def openclip_models() -> dict[str, dict]:
     return json.loads(OPENCLIP_MODELS.read_text())
 
 
+_HF_ACTIVATIONS = {"quick_gelu": "quick_gelu", "gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
+
+
 def hf_fields(config: dict) -> dict:
     """CLIPConfig fields from a `transformers` CLIPModel config.json."""
     tc, vc = config.get("text_config") or {}, config.get("vision_config") or {}

@@ -24,7 +24,6 @@ from zeroshot.models.config import (
     load_weights,
 )
 from zeroshot.models.layers import ACTIVATIONS
-from zeroshot.models.registry import family_fields
 from zeroshot.models.precision import (
     DTYPES,
     PRECISIONS,
@@ -37,6 +36,7 @@ from zeroshot.models.registry import (
     OPENAI_SHA256,
     Source,
     canonical_name,
+    family_fields,
 )
 from zeroshot.models.sources import resolve
 from zeroshot.models.transforms import LazyTransform, Preprocess, image_transform

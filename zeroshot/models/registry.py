@@ -167,6 +167,3 @@ def family_fields(model_cfg: dict) -> dict | None:
         ln_eps=eps.pop(),
         logit_bias="init_logit_bias" in model_cfg,
     )
-
-
-_HF_ACTIVATIONS = {"quick_gelu": "quick_gelu", "gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
