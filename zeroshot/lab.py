@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from zeroshot.errors import MissingFileError, PromptError
-from zeroshot.settings import check_settings
+from zeroshot.settings import check_choice, check_settings
 
 
 @dataclass
@@ -208,8 +208,7 @@ class PromptLab:
         dict by class name) or a PromptSet, optionally ZPE- or CARPRT-weighted; against `baseline` (default: the
         config's, "a photo of a {}.")."""
         start = time.perf_counter()
-        if weighting not in ("none", "zpe", "carprt"):
-            raise PromptError(f"weighting={weighting!r} is not one of: none, zpe, carprt")
+        check_choice("prompts.weighting", weighting)
         feats, n_prompts, new = self.class_features(prompts, weighting)
         correct = self._correct(feats)
         baseline = self.cfg.baseline if baseline is None else baseline

@@ -40,6 +40,7 @@ RANGES: dict[str, tuple] = {
     "gallery.size": ("int", 16, 512, (), "112"),
     "calibration.fraction": ("float", (0, OPEN), (1, OPEN), (), "0.2"),
     "prompts.waffle": ("int", 0, None, (None,), "15"),  # WaffleCLIP's count of random descriptor pairs
+    "prompts.weight_temperature": ("float", (0, OPEN), None, (), "1.0"),  # ZPE's and CARPRT's softmax (label_free.py)
 }
 CHOICES: dict[str, tuple] = {
     "dist_shards": ("balanced", "chunks"),
@@ -53,6 +54,11 @@ CHOICES: dict[str, tuple] = {
     "prompts.descriptions_mode": ("sentences", "descriptors"),  # CuPL: each text is a prompt; DCLIP: through a pattern
     "prompts.combine": ("replace", "add"),  # the descriptions alone, or pooled with the templates (CuPL's "CuPL + e")
     "prompts.descriptions_extra_keys": ("error", "ignore"),
+    "prompts.language_source": ("auto", "clip_benchmark", "babel"),  # class names in another language (prompts/languages.py)
+    # label-free prompt weighting (label_free.py)
+    "prompts.weighting": ("none", "zpe", "carprt"),
+    "prompts.zpe_normalize": ("mean", "none"),
+    "prompts.carprt_relevance": ("mean", "max"),
 }
 LIST_CHOICES: dict[str, tuple] = {
     "prompts.controls": ("shuffled", "swapped"),  # the paper's controls on the descriptions (prompts/waffle.py)
@@ -161,6 +167,15 @@ def prompt_sets(cfg) -> None:
     p = _get(cfg, "prompts")
     if p is not KeyError and p is not None and "seeds" in p:  # prompt configs that inherit configs/prompts/dataset.yaml
         check_prompt_sets(p)
+        check_label_free(p)
+
+
+def check_label_free(p) -> None:
+    """One label-free classifier at a time; also what label_free.settings_from checks the keys it is given with."""
+    weighting, subclasses = p.get("weighting"), p.get("subclasses")
+    if weighting not in (None, "none") and subclasses not in (None, ""):
+        raise ConfigError(f"prompts.weighting={weighting} and prompts.subclasses={subclasses} are two classifiers: "
+                          "choose one (set prompts.weighting=none or prompts.subclasses=null)")
 
 
 def check_prompt_sets(p) -> None:
