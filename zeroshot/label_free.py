@@ -68,15 +68,14 @@ def settings_from(p) -> LabelFreeSettings:
     missing = [k for k in KEYS if k not in p]
     if missing:
         raise PromptError(f"the prompts config lacks {', '.join(missing)}: prompt configs inherit configs/prompts/dataset.yaml")
-    s = LabelFreeSettings(str(p.weighting), float(p.weight_temperature), str(p.zpe_normalize), str(p.zpe_images),
-                          str(p.carprt_relevance), None if p.subclasses in (None, "") else str(p.subclasses),
-                          bool(p.chils_reweight))
     # the CLI checked these keys already (settings.py); a Python caller's are checked here, through the same entries
     for key in ("weighting", "zpe_normalize", "carprt_relevance"):
-        check_choice(f"prompts.{key}", getattr(s, key))
-    check_range("prompts.weight_temperature", s.weight_temperature)
+        check_choice(f"prompts.{key}", p[key])
+    check_range("prompts.weight_temperature", p.weight_temperature)
     check_label_free(p)
-    return s
+    return LabelFreeSettings(str(p.weighting), float(p.weight_temperature), str(p.zpe_normalize), str(p.zpe_images),
+                             str(p.carprt_relevance), None if p.subclasses in (None, "") else str(p.subclasses),
+                             bool(p.chils_reweight))
 
 
 def check_config(cfg, templates: list[str], classnames: list[str], class_specific: bool) -> LabelFreeSettings | None:
