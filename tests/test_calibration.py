@@ -10,6 +10,7 @@ import torch
 
 from zeroshot.metrics import calibration as cal
 from zeroshot.errors import DatasetError
+from zeroshot.settings import check_settings
 from zeroshot.commands.evaluate import evaluate
 from datagen import write_idx_split, write_imagefolder
 from test_eval import make_cfg
@@ -139,10 +140,11 @@ def test_temperature_fit_on_another_split(tmp_path, tiny_checkpoint, monkeypatch
     after = cal.calibration_metrics(test["logits"], test["labels"], "softmax", t)
     assert m["ece_temperature_scaled"] == pytest.approx(after["ece"]) and info["ece_after"] == pytest.approx(after["ece"])
     assert info["ece_before"] == pytest.approx(m["ece"])
+    # checked with every setting, once, before any work (settings.py, from the CLI's one dispatch)
     with pytest.raises(DatasetError, match="is the split being scored"):
-        evaluate(make_cfg(tmp_path, tiny_checkpoint, *base, "calibration.temperature=fit", "calibration.split=test"))
+        check_settings(make_cfg(tmp_path, tiny_checkpoint, *base, "calibration.temperature=fit", "calibration.split=test"))
     with pytest.raises(DatasetError, match="not a split of dataset"):
-        evaluate(make_cfg(tmp_path, tiny_checkpoint, *base, "calibration.temperature=fit", "calibration.split=val"))
+        check_settings(make_cfg(tmp_path, tiny_checkpoint, *base, "calibration.temperature=fit", "calibration.split=val"))
 
 
 def test_temperature_fit_on_held_out_fraction(tmp_path, tiny_checkpoint):
@@ -159,7 +161,7 @@ def test_temperature_fit_on_held_out_fraction(tmp_path, tiny_checkpoint):
 
 
 def test_siglip_style_model_records_sigmoid(tmp_path, tiny_vit):
-    from zeroshot.calibrate import calibrate
+    from zeroshot.pipeline import calibrate
     from omegaconf import OmegaConf
 
     class Sig(torch.nn.Module):
@@ -168,10 +170,10 @@ def test_siglip_style_model_records_sigmoid(tmp_path, tiny_vit):
     logits = np.random.default_rng(1).normal(size=(40, 4)) * 5 - 10
     labels = np.arange(40) % 4
     out, curves = calibrate(OmegaConf.create({"seed": 0, "calibration": {"temperature": None, "split": None, "fraction": 0.2}}),
-                             Sig(), None, logits, labels, {})
+                             Sig(), None, logits, labels, targets={})
     assert out["probability"] == "sigmoid_renormalized"
     assert out["ece"] == pytest.approx(brute_ece(brute_probs(logits, "sigmoid"), labels), abs=1e-12)
-    out, _ = calibrate(OmegaConf.create({}), Sig(), None, logits, labels, {"multilabel": np.zeros((40, 4))})
+    out, _ = calibrate(OmegaConf.create({}), Sig(), None, logits, labels, targets={"multilabel": np.zeros((40, 4))})
     assert out["ece"] is None and "multi-label" in out["calibration"]["skipped"]
 
 

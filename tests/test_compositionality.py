@@ -301,9 +301,10 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, tiny_checkpoint):
         evaluate(ccfg(tmp_path, tiny_checkpoint, f"dataset.root={root}"))
     assert not results.exists() or not list(results.rglob("metrics.json"))
     from zeroshot.errors import ConfigError
+    from zeroshot.settings import check_settings  # what the CLI's one dispatch checks before any work
 
     with pytest.raises(ConfigError, match=r"dataset.ties='last' is not a choice: strict, first"):
-        run_compositionality(ccfg(tmp_path, tiny_checkpoint, f"dataset.path={mine}", "dataset=caption_selection",
+        check_settings(ccfg(tmp_path, tiny_checkpoint, f"dataset.path={mine}", "dataset=caption_selection",
                                   "dataset.ties=last"))
     # an unreadable image with skip_bad_images=true: its instances leave, counted, and the run is not comparable
     write_user_jsonl(tmp_path / "mine")

@@ -269,7 +269,7 @@ def test_template_prompts_give_build_classifier_and_encode_once(tiny_vit):
     assert texts.counts().tolist() == [3, 1, 5] and len(texts.prompts) == 9
     again = encode_class_prompts(tiny_vit, CLASS_PROMPTS, text_cache=cache)
     assert len(cache.puts) == 1 and torch.equal(again.features, texts.features)
-    with pytest.raises(PromptError, match="aggregate='max' is not one of: embedding_mean, score_mean"):
+    with pytest.raises(PromptError, match="aggregate='max' is not a choice: embedding_mean, score_mean"):
         build_class_classifier(tiny_vit, CLASS_PROMPTS, "max")
 
 

@@ -102,8 +102,8 @@ def test_eval_with_and_without_fast_decode(tmp_path, tiny_checkpoint, images):
 def test_fast_decode_must_be_a_boolean(tmp_path, tiny_checkpoint):
     from test_eval import make_cfg
 
-    from zeroshot.commands.evaluate import evaluate
     from zeroshot.errors import ConfigError
+    from zeroshot.settings import check_settings  # what the CLI's one dispatch checks before any work
 
     with pytest.raises(ConfigError, match="fast_decode='yes' is not a choice"):
-        evaluate(make_cfg(tmp_path, tiny_checkpoint, "fast_decode=yes"))
+        check_settings(make_cfg(tmp_path, tiny_checkpoint, "fast_decode=yes"))

@@ -345,7 +345,7 @@ def test_values_with_spaces_and_non_ascii_letters(tmp_path, tiny_checkpoint):
         assert r.returncode == 0, r.stderr[-2000:]
         assert "Traceback" not in r.stderr and "LexerNoViableAlt" not in r.stderr
     # a value whose quoting cannot be guessed (a sweep under -m) gets a message that shows the quoting
-    from zeroshot.__main__ import read_overrides
+    from zeroshot.cli import read_overrides
     from zeroshot.errors import UserError
 
     assert read_overrides("eval", ["dataset.root=/data/café"]) == ["dataset.root='/data/café'"]

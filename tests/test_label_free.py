@@ -275,7 +275,7 @@ def test_eval_bad_settings_are_one_line_before_the_model_loads(tmp_path, folder,
     ckpt = tiny_checkpoint
     for overrides, words in [
         (["prompts.weighting=zpe", "prompts.templates=['a photo of a {}.']"], "the prompt set has 1"),
-        (["prompts.weighting=bogus"], "not one of: none, zpe, carprt"),
+        (["prompts.weighting=bogus"], "is not a choice: none, zpe, carprt"),
         (["prompts.weighting=zpe", "prompts.subclasses=cifar100"], "choose one"),
         (["prompts.subclasses=cifar100"], "no subclasses for 4 of the 4 classes"),
         (["prompts.weighting=zpe", "prompts.zpe_images=train"], "is not a split"),

@@ -129,7 +129,8 @@ def test_random_model_is_deterministic():
 def test_every_open_clip_family_config_is_our_code():
     """Each of open_clip's configs without a timm or HF tower builds with zeroshot's model code, and its
     shapes name it back (meta device: no memory)."""
-    from zeroshot.models.config import base_name, family_fields, match_known, openclip_models, shape_fields
+    from zeroshot.models.config import base_name, match_known, openclip_models, shape_fields
+    from zeroshot.models.registry import family_fields
     from zeroshot.models.clip import CLIPConfig
 
     family = {n: c for n, c in openclip_models().items() if not c["vision_cfg"].get("timm_model_name")

@@ -176,7 +176,7 @@ def test_source_without_the_language_says_which_sources_cover_which():
                                           r"Source\(s\) with 'fr': babel.*clip_benchmark names ar, it, ja, zh; "
                                           r"babel names 93 languages \(af, "):
         L.language_prompts(prompts_cfg(language="fr", language_source="clip_benchmark"))
-    with pytest.raises(PromptError, match="language_source='google' is not one of"):
+    with pytest.raises(PromptError, match="language_source='google' is not a choice"):
         L.language_prompts(prompts_cfg(language="fr", language_source="google"))
 
 

@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from zeroshot.errors import PromptError
+from zeroshot.settings import CHOICES, check_choice
 
-AGGREGATES = ("embedding_mean", "score_mean")
+AGGREGATES = CHOICES["prompts.aggregate"]
 
 
 @dataclass
@@ -34,9 +35,8 @@ class ClassTexts:
 
 
 def check_aggregate(aggregate: str) -> str:
-    if aggregate not in AGGREGATES:
-        raise PromptError(f"prompts.aggregate={aggregate!r} is not one of: {', '.join(AGGREGATES)}")
-    return aggregate
+    """`aggregate` as a Python caller gave it, checked against settings.py's choices (the CLI checks it there)."""
+    return check_choice("prompts.aggregate", aggregate)
 
 
 def encode_class_prompts(model, class_prompts: list[list[str]], batch_size: int = 256, progress: bool = False,
@@ -73,8 +73,9 @@ def build_class_classifier(model, class_prompts: list[list[str]], aggregate: str
     return aggregate_features(texts, aggregate).t().contiguous()
 
 
-def tokenizer_for(model):
-    """The tokenizer the model was trained with: its own `tokenize` (set by the loader), else CLIP's BPE."""
+def get_tokenizer(model):
+    """The model's own tokenizer, texts -> token ids for `model.encode_text`: its own `tokenize` (set by the loader,
+    e.g. a backend's), else CLIP's BPE."""
     tokenize = getattr(model, "tokenize", None)
     if tokenize is not None:
         return tokenize
@@ -91,6 +92,7 @@ def encode_prompts(
     batch_size: int = 256,
     progress: bool = False,
     text_cache=None,
+    *,
     normalize: bool = True,
     tokenize=None,
 ) -> torch.Tensor:
@@ -111,7 +113,7 @@ def encode_prompts(
     todo = [p for p in unique if p not in known]
     if todo:
         device = next(model.parameters()).device
-        tokens = (tokenize or tokenizer_for(model))(todo)  # [U, L]
+        tokens = (tokenize or get_tokenizer(model))(todo)  # [U, L]
         lengths = (tokens != 0).sum(dim=-1)
         order = torch.argsort(lengths, stable=True)
         fresh = torch.empty(len(todo), model.embed_dim)
@@ -137,6 +139,7 @@ def build_classifier(
     batch_size: int = 256,
     progress: bool = False,
     text_cache=None,
+    *,
     aggregate: str = "embedding_mean",
 ) -> torch.Tensor:
     """Zero-shot weights [D, C]: every template filled with each class name, prompt features L2-normalized,
@@ -181,7 +184,3 @@ def probabilities(model, image_features: torch.Tensor, classifier: torch.Tensor)
     give them: softmax(logit_scale * cos) for CLIP, sigmoid(logit_scale * cos + logit_bias) per class for SigLIP."""
     return probabilities_from_logits(model, logits(model, image_features, classifier))
 
-
-def get_tokenizer(model):
-    """The model's own tokenizer: texts -> token ids for `model.encode_text` (CLIP's BPE, or the backend's)."""
-    return tokenizer_for(model)

@@ -15,9 +15,9 @@ from typing import Callable
 import torch
 import torch.distributed as tdist
 
-from zeroshot.errors import ConfigError
 from zeroshot.features.cache import Features, ImageStep
 from zeroshot.features.extract import compute, covered, extract_features, load_cached
+from zeroshot.settings import check_choice
 
 
 def initialized() -> bool:
@@ -101,7 +101,7 @@ def balanced_ranges(n_items: int, n_shards: int, batch_size: int) -> list[tuple[
 def assign(todo: list[int], n_shards: int, batch_size: int, chunk_size: int, mode: str = "balanced") -> list[list[int]]:
     """Each rank's share of the positions still to encode. `balanced`: ranges at most one batch apart.
     `chunks`: runs of whole cache chunks (the earlier scheme, kept to measure against)."""
-    if mode == "chunks":
+    if check_choice("dist_shards", mode) == "chunks":
         chunks = sorted({p // chunk_size for p in todo})
         out = []
         for r in range(n_shards):
@@ -109,8 +109,6 @@ def assign(todo: list[int], n_shards: int, batch_size: int, chunk_size: int, mod
             mine = set(chunks[a:b])
             out.append([p for p in todo if p // chunk_size in mine])
         return out
-    if mode != "balanced":
-        raise ConfigError(f"Unknown dist_shards {mode!r}. Choose one of: balanced, chunks")
     return [todo[a:b] for a, b in balanced_ranges(len(todo), n_shards, batch_size)]
 
 

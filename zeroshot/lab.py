@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from zeroshot.errors import MissingFileError, PromptError
+from zeroshot.settings import check_choice, check_settings
 
 
 @dataclass
@@ -102,6 +103,7 @@ class PromptLab:
 
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             cfg = compose("prompts", overrides=["progress=false", *overrides])
+        check_settings(cfg)
         if len(features) != len(labels) or int(labels.max()) >= len(classnames):
             raise PromptError(f"{len(features)} feature rows, {len(labels)} labels and {len(classnames)} class names "
                               "do not fit: one label per row, each below the number of classes")
@@ -113,6 +115,7 @@ class PromptLab:
     def _load(self, cfg) -> None:
         from zeroshot.pipeline import image_features, prepare, text_cache
 
+        check_settings(cfg)  # as the CLI's dispatch does, before any work
         setup = prepare(cfg)
         feats = image_features(cfg, setup, False)
         self.model = setup.model
@@ -210,8 +213,7 @@ class PromptLab:
         from zeroshot.metrics.stats import percentile_ci, pvalue_of
 
         start = time.perf_counter()
-        if weighting not in ("none", "zpe", "carprt"):
-            raise PromptError(f"weighting={weighting!r} is not one of: none, zpe, carprt")
+        check_choice("prompts.weighting", weighting)
         feats, n_prompts, new = self.class_features(prompts, weighting)
         correct = self._correct(feats)
         baseline = self.cfg.baseline if baseline is None else baseline

@@ -27,10 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from zeroshot.errors import ConfigError, DatasetError, PromptError
+from zeroshot.settings import check_choice, check_label_free, check_range
 
-WEIGHTINGS = ("none", "zpe", "carprt")
-ZPE_NORMALIZE = ("mean", "none")
-CARPRT_RELEVANCE = ("mean", "max")
 MIN_IMAGES = 2  # a score averaged over the images needs more than one to say anything about the set
 # The prompts.* keys this module reads; their defaults live in configs/prompts/dataset.yaml.
 KEYS = ("weighting", "weight_temperature", "zpe_normalize", "zpe_images", "carprt_relevance", "subclasses",
@@ -70,19 +68,14 @@ def settings_from(p) -> LabelFreeSettings:
     missing = [k for k in KEYS if k not in p]
     if missing:
         raise PromptError(f"the prompts config lacks {', '.join(missing)}: prompt configs inherit configs/prompts/dataset.yaml")
-    s = LabelFreeSettings(str(p.weighting), float(p.weight_temperature), str(p.zpe_normalize), str(p.zpe_images),
-                          str(p.carprt_relevance), None if p.subclasses in (None, "") else str(p.subclasses),
-                          bool(p.chils_reweight))
-    for key, value, choices in (("weighting", s.weighting, WEIGHTINGS), ("zpe_normalize", s.zpe_normalize, ZPE_NORMALIZE),
-                                ("carprt_relevance", s.carprt_relevance, CARPRT_RELEVANCE)):
-        if value not in choices:
-            raise ConfigError(f"prompts.{key}={value!r} is not one of: {', '.join(choices)}")
-    if not s.weight_temperature > 0:
-        raise ConfigError(f"prompts.weight_temperature={s.weight_temperature} must be > 0 (e.g. 1.0)")
-    if s.weighting != "none" and s.subclasses is not None:
-        raise ConfigError(f"prompts.weighting={s.weighting} and prompts.subclasses={s.subclasses} are two classifiers: "
-                          "choose one (set prompts.weighting=none or prompts.subclasses=null)")
-    return s
+    # the CLI checked these keys already (settings.py); a Python caller's are checked here, through the same entries
+    for key in ("weighting", "zpe_normalize", "carprt_relevance"):
+        check_choice(f"prompts.{key}", p[key])
+    check_range("prompts.weight_temperature", p.weight_temperature)
+    check_label_free(p)
+    return LabelFreeSettings(str(p.weighting), float(p.weight_temperature), str(p.zpe_normalize), str(p.zpe_images),
+                             str(p.carprt_relevance), None if p.subclasses in (None, "") else str(p.subclasses),
+                             bool(p.chils_reweight))
 
 
 def check_config(cfg, templates: list[str], classnames: list[str], class_specific: bool) -> LabelFreeSettings | None:

@@ -1,18 +1,24 @@
-"""The shared pipeline every command runs on: settings checked, the dataset built and checked, prompts and class
-names resolved (ImageNet's on its shifts, class-specific prompts mapped), the model loaded (`prepare` ->
-`Setup`), image features through the cache (sharded under torchrun) and the classifier weights.
+"""The shared pipeline every command runs on: the dataset built and checked, prompts and class names resolved
+(ImageNet's on its shifts, class-specific prompts mapped), the model loaded (`prepare` -> `Setup`), image features
+through the cache (sharded under torchrun) and the classifier weights; and eval's calibration numbers (ECE, NLL,
+Brier and a fitted temperature: `calibration_features`, `calibrate`; the numbers themselves: metrics/calibration.py).
+The settings were checked before any of this, once per command (settings.py, from the dispatch in cli.py).
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import functools
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from zeroshot import distributed as dist
-from zeroshot.classifier import build_class_classifier, build_classifier, tokenizer_for
+from zeroshot.classifier import build_class_classifier, build_classifier, get_tokenizer, probability_kind
+from zeroshot.classifier import logits as score
 from zeroshot.data.base import EvalDataset, available_cores
 from zeroshot.data.imagenet import IMAGENET_CLASSES, subset_positions
 from zeroshot.data.readers import build_dataset
@@ -21,6 +27,7 @@ from zeroshot.errors import ConfigError, DatasetError, PromptError
 from zeroshot.features.cache import Features, ImageFeatureCache, TextCache, model_key
 from zeroshot.label_free import LabelFreeSettings, check_config
 from zeroshot.log import log, plural
+from zeroshot.metrics import calibration as cal
 from zeroshot.models.loader import load_model
 from zeroshot.models.precision import resolve_precision
 from zeroshot.models.sources import check_name
@@ -29,7 +36,6 @@ from zeroshot.paths import default_cache_dir
 from zeroshot.prompts.class_sets import resolve_class_prompt_sets
 from zeroshot.prompts.languages import LanguagePrompts, language_prompts
 from zeroshot.prompts.sets import PromptSet, load_prompt_set, read_classnames
-from zeroshot.settings import check_settings
 
 
 def resolve_device(name: str) -> torch.device:
@@ -249,7 +255,7 @@ class Setup:
     device: torch.device
     precision: str
     cache_root: Path | None
-    class_prompts: dict | None = None  # class_prompt_sets.resolve_class_prompt_sets: descriptions, WaffleCLIP sets
+    class_prompts: dict | None = None  # prompts.class_sets.resolve_class_prompt_sets: descriptions, WaffleCLIP sets
     language: dict | None = None  # prompts.language: the language, its source, the classes and images left out
     label_free: LabelFreeSettings | None = None  # prompts.weighting / prompts.subclasses (label_free.py), when asked for
     label_free_identity: dict | None = None  # set once the label-free classifier is built: its method, settings, digest
@@ -261,9 +267,8 @@ class Setup:
 
 
 def runtime(cfg: DictConfig) -> tuple[torch.device, str]:
-    """Settings checked, seed and threads set, device and precision chosen, and the model's name checked (nothing
-    is downloaded): what every command does before it reads any data."""
-    check_settings(cfg)
+    """Seed and threads set, device and precision chosen, and the model's name checked (nothing is downloaded):
+    what every command does before it reads any data."""
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     if cfg.threads:
@@ -365,7 +370,7 @@ def caption_tokenizer(model):
     CLIP_benchmark's and DataComp's open_clip tokenizers do. A reference library's tokenizer already cuts."""
     from zeroshot.models.tokenizer import tokenize
 
-    tok = tokenizer_for(model)
+    tok = get_tokenizer(model)
     if isinstance(tok, functools.partial) and tok.func is tokenize:
         return functools.partial(tok, truncate=True)
     return tok
@@ -394,3 +399,71 @@ def classifier_weights(cfg: DictConfig, s: Setup, progress: bool) -> torch.Tenso
         lambda classes: build_class_classifier(s.model, [main.prompts[c] for c in classes], main.aggregate,
                                                cfg.text_batch_size, progress, text_cache(s)),
         list(range(len(s.classnames))))
+
+
+# ---------------------------------------------------------------- calibration (eval)
+# `calibration:` in configs/eval.yaml. `calibration.temperature=fit` never fits on the images it scores. With
+# `calibration.split=NAME` the temperature is fitted on another split of the dataset (e.g. train), read through
+# the same pipeline and feature cache as the scored one (as the linear probe reads its train split), and the
+# calibration numbers cover all scored images. With no split (image folders, CSVs, datasets that ship one split)
+# a seeded `fraction` of the scored images is held out to fit on, and every calibration number, before and after,
+# covers the remaining images only; accuracy metrics still cover all images, since no temperature changes an argmax.
+# The settings themselves are checked with every other (settings.py: calibration.*).
+
+def calibration_features(cfg: DictConfig, s: Setup):
+    """(image features, dataset digest) of the calibration split (every rank takes part; None on other ranks), or
+    None where no split is asked for."""
+    c = cfg.calibration
+    if c.temperature != "fit" or c.split is None:
+        return None
+    split_cfg = copy.deepcopy(cfg)
+    with open_dict(split_cfg):
+        split_cfg.dataset.split = c.split
+    # as in prepare: under torchrun a download or an unpack happens once per node
+    ds = dist.local_rank_zero_first(lambda: build_dataset(split_cfg.dataset, s.model.transform, cfg.skip_bad_images))
+    if ds.fingerprint()["digest"] == s.dataset.fingerprint()["digest"]:
+        raise DatasetError(f"calibration.split={c.split} of {cfg.dataset.name!r} holds the same images as the scored split "
+                           f"{cfg.dataset.split!r}; name a split with other images, or set calibration.split=null")
+    feats = image_features(split_cfg, dataclasses.replace(s, dataset=ds), cfg.progress)
+    return (feats, ds.fingerprint()["digest"]) if feats is not None else None
+
+
+def calibrate(cfg: DictConfig, model, weights, logits, labels: np.ndarray, *, targets: dict,
+              held=None) -> tuple[dict, list]:
+    """metrics.json's calibration entries, and the reliability curves [(label, probs, labels)] to draw. `held`:
+    what calibration_features gave."""
+    kind = probability_kind(model)
+    record = {"probability": cal.PROBABILITY_NAMES[kind]}
+    if "multilabel" in targets:  # several right classes per image: no single label to be calibrated against
+        return {**record, "ece": None, "nll": None, "brier": None,
+                "calibration": {"skipped": "multi-label images have no single true class"}}, []
+    logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels)
+    c = cfg.calibration
+    scored = np.arange(len(labels))
+    info = {"n_bins": cal.N_BINS, "binning": "equal-width, top label", "temperature": None}
+    if c.temperature == "fit":
+        if held is not None:
+            feats, digest = held
+            fit_logits, fit_labels = score(model, feats.features, weights).numpy(), feats.labels.numpy()
+            info["fit_on"] = {"split": c.split, "dataset_fingerprint": digest, "n_images": int(len(fit_labels))}
+        else:
+            fraction, seed = float(c.fraction), int(cfg.seed)
+            fit, scored = cal.held_out_split(len(labels), fraction, seed)
+            fit_logits, fit_labels = logits[fit], labels[fit]
+            info["fit_on"] = {"held_out_fraction": fraction, "seed": seed, "n_images": int(len(fit)),
+                              "note": "calibration numbers cover the other images only"}
+        info["temperature"] = cal.fit_temperature(fit_logits, fit_labels, kind)
+    before = cal.calibration_metrics(logits[scored], labels[scored], kind)
+    info["n_images_scored"] = int(len(scored))
+    curves = [("model's own", cal.probabilities(logits[scored], kind), labels[scored])]
+    out = {**record, **before}
+    if info["temperature"] is not None:
+        after = cal.calibration_metrics(logits[scored], labels[scored], kind, info["temperature"])
+        info.update({f"{k}_before": v for k, v in before.items()} | {f"{k}_after": v for k, v in after.items()})
+        out["ece_temperature_scaled"] = after["ece"]
+        curves.append((f"T = {info['temperature']:.3g}", cal.probabilities(logits[scored], kind, info["temperature"]),
+                       labels[scored]))
+        log.info("calibration: T=%.4g fitted on %s images; ECE %.2f%% -> %.2f%%", info["temperature"],
+                 info["fit_on"]["n_images"], 100 * before["ece"], 100 * after["ece"])
+    out["calibration"] = info
+    return out, curves

@@ -22,11 +22,13 @@ from omegaconf import DictConfig, OmegaConf
 from zeroshot.errors import ConfigError, DatasetError, UserError
 from zeroshot.log import log
 from zeroshot.paths import config_dir
+from zeroshot.settings import CHOICES
 
 CONFIGS = config_dir()
 
 
-LAUNCHERS = {"basic": None, "joblib": "joblib", "submitit_local": "submitit_local", "submitit_slurm": "submitit_slurm"}
+# `launcher` (its choices: settings.py) -> Hydra's launcher config; basic is Hydra's own, in sequence
+LAUNCHERS = {name: None if name == "basic" else name for name in CHOICES["launcher"] if name is not None}
 
 
 def suite_results(cfg: DictConfig) -> Path:
@@ -164,9 +166,7 @@ def task_of(dataset: str) -> str:
 
 def launch(cfg: DictConfig, pairs: list[tuple[str, str]]) -> int:
     """One multirun per task over its pairs, through the chosen Hydra launcher; returns the worst exit code."""
-    launcher = cfg.get("launcher") or "basic"
-    if launcher not in LAUNCHERS:
-        raise ConfigError(f"Unknown launcher {launcher!r}. Choose one of: {', '.join(LAUNCHERS)}")
+    launcher = cfg.get("launcher") or "basic"  # checked with every setting before the command began (settings.py)
     results = suite_results(cfg)
     pairs_dir = results / ".pairs" / time.strftime("%Y-%m-%d_%H-%M-%S")
     names = write_pair_group(pairs_dir, pairs)

@@ -11,7 +11,6 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from zeroshot import calibrate as calibration_run
 from zeroshot import distributed as dist
 from zeroshot import suite, trackers
 from zeroshot.classifier import logits as score
@@ -27,6 +26,8 @@ from zeroshot.metrics.classification import (
 )
 from zeroshot.pipeline import (
     Setup,
+    calibrate,
+    calibration_features,
     classifier_weights,
     image_features,
     prepare,
@@ -38,14 +39,13 @@ from zeroshot.record import make_run_dir, recorded_config, run_dir_base, run_rec
 def evaluate(cfg: DictConfig) -> dict:
     """Run one zero-shot evaluation and write its results directory; returns the metrics dict."""
     start = time.perf_counter()
-    calibration_run.check_config(cfg)
     trackers.check(cfg)
     s = prepare(cfg)
     progress = cfg.progress and dist.is_main()
 
     weights = classifier_weights(cfg, s, progress)  # [D, C]
     feats = image_features(cfg, s, progress)
-    held = calibration_run.held_out_features(cfg, s)  # a temperature's own split, where one is asked for
+    held = calibration_features(cfg, s)  # a temperature's own split, where one is asked for
     label_free = label_free_classifier(cfg, s, feats) if dist.is_main() else None  # ZPE, CARPRT, CHiLS: no label read
     if label_free is not None and label_free.classifier is not None:
         weights = label_free.classifier
@@ -61,7 +61,7 @@ def evaluate(cfg: DictConfig) -> dict:
     extra = benchmark_metrics(cfg.dataset, logits, feats.labels, targets)
     m.update({k: v for k, v in extra.items() if k == "top1"})
     metric = cfg.dataset.metric
-    calib, curves = calibration_run.calibrate(cfg, s.model, weights, logits, feats.labels.numpy(), targets, held)
+    calib, curves = calibrate(cfg, s.model, weights, logits, feats.labels.numpy(), targets=targets, held=held)
     wall = time.perf_counter() - start
     metrics = {
         "top1": m["top1"],

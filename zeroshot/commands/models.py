@@ -12,7 +12,7 @@ def rows() -> list[tuple[str, str, str, str]]:
     """(name to give, activation, what runs it, where the weights come from)."""
     import csv
 
-    from zeroshot.models.registry import MODELS, PRETRAINED
+    from zeroshot.models.registry import MODELS, PRETRAINED, family_fields
     from zeroshot.paths import config_dir
 
     models = json.loads((PRETRAINED.parent / "openclip_models.json").read_text())
@@ -20,8 +20,7 @@ def rows() -> list[tuple[str, str, str, str]]:
     with open(PRETRAINED, newline="") as f:
         for r in csv.DictReader(f):
             arch_cfg = models.get(r["arch"], {})
-            beyond = arch_cfg.get("vision_cfg", {}).get("timm_model_name") or arch_cfg.get("text_cfg", {}).get("hf_model_name") \
-                or "multimodal_cfg" in arch_cfg
+            beyond = bool(arch_cfg) and family_fields(arch_cfg) is None  # as the loader decides (models/loader.py)
             runner = "open_clip backend" if beyond else (
                 "zeroshot (open_clip's tokenizer)" if arch_cfg.get("text_cfg", {}).get("hf_tokenizer_name") else "zeroshot")
             out.append((f"{r['arch']}/{r['tag']}", r["activation"], runner,

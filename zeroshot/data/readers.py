@@ -240,7 +240,7 @@ def build_dataset(cfg, transform: Callable | None = None, skip_bad_images: bool 
     from zeroshot.data.wds import is_wds
 
     kinds = {**_KINDS, **IMAGENET_KINDS}
-    if cfg.get("task") == "retrieval":  # images with captions, not classes: zeroshot/retrieval_data.py reads them
+    if cfg.get("task") == "retrieval":  # images with captions, not classes: data/retrieval.py reads them
         from zeroshot.data.retrieval import retrieval_datasets
 
         raise DatasetError(f"Dataset {cfg.name!r} is an image-text retrieval set, not a classification one: run "

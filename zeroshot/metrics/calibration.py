@@ -1,5 +1,5 @@
 """Whether a model's probabilities mean anything: ECE, NLL and Brier score, the bins of a reliability diagram, and one
-fitted temperature. numpy only; `calibration_run.py` wires this into `eval`.
+fitted temperature. numpy only; `zeroshot.pipeline` (calibrate, calibration_features) wires this into `eval`.
 
 Probabilities are the model's own (see classifier.probability_kind): softmax of logit_scale x cosine for CLIP,
 and for SigLIP its per-class sigmoid (with logit_bias), renormalized over the classes so that the scores of

@@ -16,6 +16,7 @@ import torch
 
 from zeroshot.errors import ArchitectureError
 from zeroshot.models.clip import CLIP, CLIPConfig
+from zeroshot.models.registry import family_fields
 from zeroshot.paths import REFERENCE
 
 OPENCLIP_MODELS = REFERENCE / "openclip_models.json"
@@ -31,57 +32,6 @@ METADATA_KEYS = ("input_resolution", "context_length", "vocab_size")
 @functools.lru_cache()
 def openclip_models() -> dict[str, dict]:
     return json.loads(OPENCLIP_MODELS.read_text())
-
-
-def family_fields(model_cfg: dict) -> dict | None:
-    """CLIPConfig fields for an open_clip model config that zeroshot's own model code builds exactly.
-
-    None for the rest (timm or HF towers, CoCa, custom attention blocks): those need a reference backend.
-    """
-    v, t = model_cfg.get("vision_cfg", {}), model_cfg.get("text_cfg", {})
-    beyond = (v.get("timm_model_name") or t.get("hf_model_name") or "multimodal_cfg" in model_cfg
-              or v.get("attentional_pool") or v.get("pos_embed_type", "learnable") != "learnable"
-              or t.get("embed_cls") or t.get("use_pad_mask") or t.get("proj_type", "linear") != "linear"
-              or any(c.get(k) for c in (v, t) for k in ("block_type", "qk_norm", "scaled_cosine_attn", "scale_heads",
-                                                          "scale_attn_inner", "scale_attn", "scale_fc"))
-              or not isinstance(v.get("image_size", 224), int)
-              or not isinstance(v.get("layers", 12), (list, tuple)) and not isinstance(v.get("patch_size", 16), int))
-    if beyond:
-        return None
-    eps = {(c.get("norm_kwargs") or {}).get("eps", 1e-5) for c in (v, t)}
-    tanh = {(c.get("act_kwargs") or {}).get("approximate") for c in (v, t)}
-    if len(eps) > 1 or len(tanh) > 1:
-        return None
-    layers = v.get("layers", 12)
-    resnet = isinstance(layers, (list, tuple))
-    pool = t.get("pool_type", "argmax")
-    return dict(
-        embed_dim=model_cfg["embed_dim"],
-        image_resolution=v.get("image_size", 224),
-        vision_layers=tuple(layers) if resnet else layers,
-        vision_width=v.get("width", 768),
-        vision_patch_size=None if resnet else v.get("patch_size", 16),
-        vision_head_width=v.get("head_width", 64),
-        vision_mlp_ratio=float(v.get("mlp_ratio", 4.0)),
-        vision_ln_pre=not v.get("no_ln_pre", False),
-        vision_pool=v.get("pool_type", "tok"),
-        vision_ln_after_pool=bool(v.get("final_ln_after_pool", False)),
-        vision_layer_scale=v.get("ls_init_value") is not None,
-        context_length=t.get("context_length", 77),
-        vocab_size=t.get("vocab_size", 49408),
-        transformer_width=t.get("width", 512),
-        transformer_heads=t.get("heads", 8),
-        transformer_layers=t.get("layers", 12),
-        text_mlp_ratio=float(t.get("mlp_ratio", 4.0)),
-        text_pool=pool,
-        text_causal=not t.get("no_causal_mask", False),
-        text_proj_bias=bool(t.get("proj_bias", False)),
-        text_layer_scale=t.get("ls_init_value") is not None,
-        eos_id=t.get("eos_id", 2) if pool == "eos" else 49407,
-        activation="quick_gelu" if model_cfg.get("quick_gelu") else ("gelu_tanh" if tanh == {"tanh"} else "gelu"),
-        ln_eps=eps.pop(),
-        logit_bias="init_logit_bias" in model_cfg,
-    )
 
 
 _HF_ACTIVATIONS = {"quick_gelu": "quick_gelu", "gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}

@@ -20,7 +20,6 @@ from zeroshot.models.config import (
     base_name,
     build_config,
     empty_model,
-    family_fields,
     hf_fields,
     load_weights,
 )
@@ -37,6 +36,7 @@ from zeroshot.models.registry import (
     OPENAI_SHA256,
     Source,
     canonical_name,
+    family_fields,
 )
 from zeroshot.models.sources import resolve
 from zeroshot.models.transforms import LazyTransform, Preprocess, image_transform

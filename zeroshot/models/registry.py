@@ -5,7 +5,9 @@ tools/make_openclip_tables.py): each ARCH/TAG with its Hub repo or URL, the acti
 its preprocessing. OpenAI's nine releases are its `openai` rows; the names OpenAI gave them ("ViT-B/32",
 `clip.available_models()`) are the one fact the table lacks, so they live here, and their URLs and sha256s
 come from the table (the sha256 is a path segment of each URL).
-Also here: `Source`, what is known about a set of weights once a name or path is resolved (models/sources.py).
+Also here: `Source`, what is known about a set of weights once a name or path is resolved (models/sources.py),
+and `family_fields`, whether zeroshot's own model code builds an open_clip architecture (no torch: `zeroshot
+models` reads it too).
 """
 from __future__ import annotations
 
@@ -114,3 +116,54 @@ def unknown_name_message(text: str) -> str:
     hint = f" Closest: {', '.join(close)}." if close else ""
     return (f"Unknown model {text!r}.{hint} Name one of OpenAI's ({', '.join(MODELS)}), an open_clip ARCH/TAG "
             "(`python -m zeroshot models` lists them), hf-hub:ORG/REPO, or a path to a checkpoint file or model folder.")
+
+
+def family_fields(model_cfg: dict) -> dict | None:
+    """CLIPConfig fields for an open_clip model config that zeroshot's own model code builds exactly.
+
+    None for the rest (timm or HF towers, CoCa, custom attention blocks): those need a reference backend.
+    """
+    v, t = model_cfg.get("vision_cfg", {}), model_cfg.get("text_cfg", {})
+    beyond = (v.get("timm_model_name") or t.get("hf_model_name") or "multimodal_cfg" in model_cfg
+              or v.get("attentional_pool") or v.get("pos_embed_type", "learnable") != "learnable"
+              or t.get("embed_cls") or t.get("use_pad_mask") or t.get("proj_type", "linear") != "linear"
+              or any(c.get(k) for c in (v, t) for k in ("block_type", "qk_norm", "scaled_cosine_attn", "scale_heads",
+                                                          "scale_attn_inner", "scale_attn", "scale_fc"))
+              or not isinstance(v.get("image_size", 224), int)
+              or not isinstance(v.get("layers", 12), (list, tuple)) and not isinstance(v.get("patch_size", 16), int))
+    if beyond:
+        return None
+    eps = {(c.get("norm_kwargs") or {}).get("eps", 1e-5) for c in (v, t)}
+    tanh = {(c.get("act_kwargs") or {}).get("approximate") for c in (v, t)}
+    if len(eps) > 1 or len(tanh) > 1:
+        return None
+    layers = v.get("layers", 12)
+    resnet = isinstance(layers, (list, tuple))
+    pool = t.get("pool_type", "argmax")
+    return dict(
+        embed_dim=model_cfg["embed_dim"],
+        image_resolution=v.get("image_size", 224),
+        vision_layers=tuple(layers) if resnet else layers,
+        vision_width=v.get("width", 768),
+        vision_patch_size=None if resnet else v.get("patch_size", 16),
+        vision_head_width=v.get("head_width", 64),
+        vision_mlp_ratio=float(v.get("mlp_ratio", 4.0)),
+        vision_ln_pre=not v.get("no_ln_pre", False),
+        vision_pool=v.get("pool_type", "tok"),
+        vision_ln_after_pool=bool(v.get("final_ln_after_pool", False)),
+        vision_layer_scale=v.get("ls_init_value") is not None,
+        context_length=t.get("context_length", 77),
+        vocab_size=t.get("vocab_size", 49408),
+        transformer_width=t.get("width", 512),
+        transformer_heads=t.get("heads", 8),
+        transformer_layers=t.get("layers", 12),
+        text_mlp_ratio=float(t.get("mlp_ratio", 4.0)),
+        text_pool=pool,
+        text_causal=not t.get("no_causal_mask", False),
+        text_proj_bias=bool(t.get("proj_bias", False)),
+        text_layer_scale=t.get("ls_init_value") is not None,
+        eos_id=t.get("eos_id", 2) if pool == "eos" else 49407,
+        activation="quick_gelu" if model_cfg.get("quick_gelu") else ("gelu_tanh" if tanh == {"tanh"} else "gelu"),
+        ln_eps=eps.pop(),
+        logit_bias="init_logit_bias" in model_cfg,
+    )

@@ -22,7 +22,8 @@ from zeroshot.prompts.descriptions import (
     prompts_label,
     read_descriptions,
 )
-from zeroshot.prompts.waffle import CONTROLS, control_texts, waffle_texts
+from zeroshot.prompts.waffle import control_texts, waffle_texts
+from zeroshot.settings import check_entries, check_prompt_sets, check_range
 
 # The prompts.* keys this module reads; their defaults live in configs/prompts/dataset.yaml.
 KEYS = ("descriptions", "descriptions_sha256", "descriptions_mode", "descriptor_pattern", "descriptions_extra_keys",
@@ -50,13 +51,10 @@ def settings(p) -> dict:
     if missing:
         raise PromptError(f"the prompts config lacks {', '.join(missing)}: prompt configs inherit configs/prompts/dataset.yaml")
     out = {k: p[k] for k in KEYS}
+    check_prompt_sets(out)  # the CLI checked these keys already (settings.py); a Python caller's are checked here
     out["seeds"] = [int(s) for s in out["seeds"]]
-    if not out["seeds"]:
-        raise PromptError("prompts.seeds is empty: give at least one seed, e.g. prompts.seeds=[0]")
-    out["controls"] = list(out["controls"] or [])
-    out["waffle"] = int(out["waffle"] or 0)
-    if out["waffle"] < 0:
-        raise PromptError(f"prompts.waffle={out['waffle']}: give a count of random descriptor pairs >= 0 (the paper used 15)")
+    out["controls"] = check_entries("prompts.controls", out["controls"])
+    out["waffle"] = int(check_range("prompts.waffle", out["waffle"]) or 0)
     return out
 
 
@@ -66,14 +64,6 @@ def resolve_class_prompt_sets(p, classnames: list[str], templates: list[str], ca
     s = settings(p)
     aggregate = check_aggregate(s["aggregate"])
     mode, pattern, combine = s["descriptions_mode"], s["descriptor_pattern"], s["combine"]
-    for c in s["controls"]:
-        if c not in CONTROLS:
-            raise PromptError(f"prompts.controls entry {c!r} is not one of: {', '.join(CONTROLS)}")
-    if not s["descriptions"] and (s["controls"] or s["waffle_with_descriptions"]):
-        raise PromptError("prompts.controls and prompts.waffle_with_descriptions work on descriptions: give prompts.descriptions=FILE")
-    if s["waffle_with_descriptions"] and mode != "descriptors":
-        raise PromptError("prompts.waffle_with_descriptions puts random descriptors beside each class's descriptors: "
-                          "set prompts.descriptions_mode=descriptors")
 
     def make(name, texts, text_mode, kind, seed=None, extra=None, record=None):
         prompts = class_prompts(texts, classnames, templates, text_mode, pattern, combine)

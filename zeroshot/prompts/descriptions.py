@@ -29,10 +29,11 @@ from zeroshot.errors import CheckpointError, PromptError
 from zeroshot.files import decode_text
 from zeroshot.log import log
 from zeroshot.paths import REFERENCE
+from zeroshot.settings import CHOICES, check_choice
 
-MODES = ("sentences", "descriptors")  # CuPL: each text is a prompt; DCLIP: each text goes through a pattern
-COMBINE = ("replace", "add")  # the descriptions alone, or pooled with the template prompts (CuPL's "CuPL + e")
-EXTRA_KEYS = ("error", "ignore")
+MODES = CHOICES["prompts.descriptions_mode"]  # CuPL: each text is a prompt; DCLIP: each text goes through a pattern
+COMBINE = CHOICES["prompts.combine"]  # the descriptions alone, or pooled with the template prompts (CuPL's "CuPL + e")
+EXTRA_KEYS = CHOICES["prompts.descriptions_extra_keys"]
 # DCLIP's composition as the paper writes it. "(is/has/etc)" is replaced by the verb DCLIP's code picks from the
 # descriptor's first word (VERB_RULES). DCLIP's and WaffleCLIP's code put it inside "A photo of a ...":
 DCLIP_PATTERN = "{c}, which (is/has/etc) {d}."
@@ -43,12 +44,6 @@ VERB_SLOT = "(is/has/etc)"
 VERB_RULES = ((("a", "an"), "is"), (("has", "often", "typically", "may", "can"), ""), (("used",), "is"))
 DEFAULT_VERB = "has"
 RENAMES_PATH = REFERENCE / "description_renames.json"
-
-
-def check_choice(value: str, choices: tuple, key: str) -> str:
-    if value not in choices:
-        raise PromptError(f"{key}={value!r} is not one of: {', '.join(choices)}")
-    return value
 
 
 # ---------------------------------------------------------------- reading
@@ -159,7 +154,7 @@ def _closest(name: str, choices: list[str]) -> str:
 def map_descriptions(texts: dict[str, list[str]], classnames: list[str], source: str = "descriptions",
                      extra_keys: str = "error") -> Mapping:
     """Map the keys of {class name: [text, ...]} onto `classnames` (label order); see the module docstring."""
-    check_choice(extra_keys, EXTRA_KEYS, "prompts.descriptions_extra_keys")
+    check_choice("prompts.descriptions_extra_keys", extra_keys)
     exact: dict[str, list[int]] = {}
     normal: dict[str, list[int]] = {}
     for i, c in enumerate(classnames):
@@ -276,8 +271,8 @@ def class_prompts(mapping: Mapping | list[list[str] | None], classnames: list[st
     """Each class's prompts, in label order: its texts (sentences, or descriptors through `pattern`), a class
     with none gets its name (`name_prompt`), a class the file cannot address gets the templates; with
     combine=add the template prompts join every class's texts."""
-    check_choice(mode, MODES, "prompts.descriptions_mode")
-    check_choice(combine, COMBINE, "prompts.combine")
+    check_choice("prompts.descriptions_mode", mode)
+    check_choice("prompts.combine", combine)
     if mode == "descriptors":
         check_pattern(pattern)
     texts = mapping.texts if isinstance(mapping, Mapping) else mapping

@@ -27,8 +27,9 @@ from zeroshot.errors import CheckpointError, PromptError
 from zeroshot.files import read_json
 from zeroshot.log import log
 from zeroshot.paths import REFERENCE
+from zeroshot.settings import CHOICES, check_choice
 
-SOURCES = ("auto", "clip_benchmark", "babel")
+SOURCES = CHOICES["prompts.language_source"]
 IMAGENET_CLASSES = 1000
 
 
@@ -83,8 +84,7 @@ def coverage_line() -> str:
 def pick_source(language: str, source: str) -> str:
     """The source that names `language` (auto: CLIP_benchmark's where it has it), or a PromptError saying which
     sources cover which languages."""
-    if source not in SOURCES:
-        raise PromptError(f"prompts.language_source={source!r} is not one of: {', '.join(SOURCES)}")
+    check_choice("prompts.language_source", source)
     cov = coverage()
     if source == "auto":
         source = "clip_benchmark" if language in cov["clip_benchmark"] else "babel"

@@ -30,9 +30,10 @@ from functools import lru_cache
 import numpy as np
 
 from zeroshot.errors import PromptError
+from zeroshot.settings import LIST_CHOICES, check_entries
 
 FALLBACK_CHARACTERS = string.ascii_lowercase + string.digits
-CONTROLS = ("shuffled", "swapped")
+CONTROLS = LIST_CHOICES["prompts.controls"]
 WORD_RE = re.compile(r"[a-z]{4,15}")
 
 
@@ -104,8 +105,7 @@ def control_texts(own: list[list[str] | None], control: str, seed: int) -> list[
     - `shuffled`: all classes' descriptors pooled, permuted, and dealt back, each class keeping its count;
     - `swapped`: the classes' lists permuted among the classes (a plain permutation, as WaffleCLIP's
       `swapped_descriptions`: a class may draw its own list)."""
-    if control not in CONTROLS:
-        raise PromptError(f"prompts.controls entry {control!r} is not one of: {', '.join(CONTROLS)}")
+    check_entries("prompts.controls", [control])
     rng = np.random.default_rng(int(seed))
     have = [i for i, t in enumerate(own) if t is not None]
     out = [None if t is None else list(t) for t in own]
