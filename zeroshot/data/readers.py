@@ -287,7 +287,8 @@ def build_dataset(cfg, transform: Callable | None = None, skip_bad_images: bool 
         columns = cfg if cfg.kind == "hf" else cfg.hf
         patterns = [glob.escape(source.relative(i)) for i in range(len(source.files))]
         extra.update(image_column=columns.image_column, label_column=columns.label_column, classnames=classes)
-    ds = EvalDataset(source, classes, cfg.name, skip_bad_images, root, patterns, extra)
+    ds = EvalDataset(source, classes, cfg.name, skip_bad_images=skip_bad_images, root=root, fingerprint_files=patterns,
+                     fingerprint_extra=extra)
     ds.transform = transform
     # a webdataset ships its class names (fixing its label order) and templates; other sources ship none
     ds.shipped_templates = (getattr(source, "templates", None) or []) if kind == "wds" else None
