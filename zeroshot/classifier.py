@@ -91,6 +91,7 @@ def encode_prompts(
     batch_size: int = 256,
     progress: bool = False,
     text_cache=None,
+    *,
     normalize: bool = True,
     tokenize=None,
 ) -> torch.Tensor:
@@ -137,6 +138,7 @@ def build_classifier(
     batch_size: int = 256,
     progress: bool = False,
     text_cache=None,
+    *,
     aggregate: str = "embedding_mean",
 ) -> torch.Tensor:
     """Zero-shot weights [D, C]: every template filled with each class name, prompt features L2-normalized,
