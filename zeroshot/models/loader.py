@@ -162,7 +162,7 @@ def load_model(name_or_path: str | Path, device: str | torch.device = "cpu", pre
     return model.eval()
 
 
-def _weights(name_or_path: str | Path, download_root: str | Path | None):
+def _weights(name_or_path: str | Path, download_root: str | Path | None) -> tuple[Source, str]:
     """Where the weights are (models.sources.Source, its release filled in from OpenAI's hashes) and their sha256."""
     src = resolve(name_or_path, download_root)
     if src.weights is None or not Path(src.weights).is_file():
@@ -172,7 +172,7 @@ def _weights(name_or_path: str | Path, download_root: str | Path | None):
     return src, sha
 
 
-def _backend_model(backend: str, src, sha: str, device: torch.device, precision: str, expect_arch: str | None):
+def _backend_model(backend: str, src: Source, sha: str, device: torch.device, precision: str, expect_arch: str | None):
     """The model a reference library builds (models.backends), with its identity recorded."""
     from zeroshot.models.backends import load_backend
 
