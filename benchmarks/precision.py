@@ -152,7 +152,7 @@ def bench_bf16_eval(args, ours, half):
 
     from zeroshot import build_classifier
     from zeroshot.data.readers import build_dataset
-    from zeroshot.features.extract import extract_features
+    from zeroshot.features.extract import Encoding, extract_features
     from zeroshot.models.transforms import image_transform
     from zeroshot.prompts.sets import load_prompt_set
 
@@ -169,7 +169,7 @@ def bench_bf16_eval(args, ours, half):
     with torch.inference_mode():
         for key, model in (("fp32", ours), ("bf16", half)):
             t0 = time.perf_counter()
-            f = extract_features(model, ds, batch_size=64, num_workers=1, positions=positions)
+            f = extract_features(model, ds, how=Encoding(batch_size=64, num_workers=1), positions=positions)
             secs = time.perf_counter() - t0
             w = build_classifier(model, pset.classnames, pset.templates).float()
             out[key] = (secs, f.features, (torch.nn.functional.normalize(f.features, dim=-1) @ w).argmax(1))

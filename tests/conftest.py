@@ -181,6 +181,18 @@ def dataset_config(name: str, **overrides):
         return compose("eval", overrides=[f"dataset={name}", *(f"dataset.{k}={v}" for k, v in overrides.items())]).dataset
 
 
+def with_base(path: Path) -> dict:
+    """A dataset config file with its base merged in (`defaults: [_torchvision, _self_]`), without Hydra: cheap where
+    every dataset is read (test_configs checks it equals what Hydra composes)."""
+    import yaml
+
+    own = yaml.safe_load(path.read_text())
+    merged = {}
+    for base in own.pop("defaults", []):
+        merged.update(own if base == "_self_" else yaml.safe_load((path.parent / f"{base}.yaml").read_text()))
+    return merged or own
+
+
 def eval_config(tmp_path, checkpoint, *overrides, config: str = "eval"):
     """A command's config as Hydra composes it, on a checkpoint, with results and caches under tmp_path and the
     quiet, single-process settings tests use (overrides come last and win)."""

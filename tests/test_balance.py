@@ -23,7 +23,7 @@ from zeroshot.data.base import (
 )
 from zeroshot.errors import BadImageError, ConfigError
 from zeroshot.features.cache import ImageStep
-from zeroshot.features.extract import compute
+from zeroshot.features.extract import Encoding, compute
 from zeroshot.models.transforms import image_transform
 from zeroshot.pipeline import loader_policy
 from zeroshot.settings import check_settings
@@ -149,5 +149,5 @@ def test_a_bad_image_in_an_idle_worker_is_one_error_naming_its_file(tmp_path, ti
     (root / "b" / "zz_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
     ds = folder_dataset(root)
     with pytest.raises(BadImageError) as e:
-        compute(tiny_vit, ds, list(range(len(ds))), 2, 2, "cpu", None, 64, worker_priority="idle")
+        compute(tiny_vit, ds, list(range(len(ds))), None, Encoding(2, 2, "cpu", 64, worker_priority="idle"))
     assert "zz_broken.jpg" in str(e.value) and "\n" not in str(e.value) and "DataLoader worker" not in str(e.value)

@@ -6,16 +6,17 @@ models and datasets that exist. Defaults live in YAML: no `???` is left unfilled
 import types
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from conftest import REPO
+from conftest import REPO, with_base
 
 CONFIGS = REPO / "configs"
 
 
 def names(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
+    return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml") if not p.stem.startswith("_"))  # _x: a base
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +53,12 @@ def test_every_dataset_config_and_its_prompts(composer, dataset):
     for key in ("name", "kind", "split", "metric", "download", "downloadable"):
         assert key in d, f"dataset {dataset} lacks {key}"
     assert d.name == dataset
+    path = CONFIGS / "dataset" / f"{dataset}.yaml"
+    composed = {k: v for k, v in OmegaConf.to_container(d).items() if k != "allow_duplicate_classnames"}  # eval.yaml's
+    assert with_base(path) == composed, "conftest.with_base reads a dataset config as Hydra composes it"
+    in_file = yaml.safe_load(path.read_text())
+    for key in ("task", "languages"):  # suite.py and the retrieval and selection registries read these from the file
+        assert in_file.get(key) == composed.get(key), f"{dataset}: `{key}` belongs in its own file, not in a base"
     if d.get("task") == "retrieval" or d.prompts in ("from_dataset", None) or d.kind in ("imagefolder", "csv", "hf"):
         return  # captions, or class names that come with the data
     own = [f"class {i}" for i in range(d.num_classes)] if d.kind == "objectnet" else None  # ObjectNet names its own
@@ -59,6 +66,15 @@ def test_every_dataset_config_and_its_prompts(composer, dataset):
     pset = resolve_prompts(cfg, fake)
     classes = resolve_classnames(cfg, pset, fake)
     assert len(classes) == d.num_classes and pset.templates
+
+
+def test_a_base_is_no_dataset_choice():
+    from zeroshot.cli import check_choices
+
+    bases = sorted(p.stem for p in (CONFIGS / "dataset").glob("_*.yaml"))
+    assert bases == ["_torchvision", "_wds"] and not set(bases) & set(names("dataset"))
+    assert "unknown dataset '_wds'" in check_choices(["dataset=_wds"])
+    assert "_torchvision" not in check_choices(["dataset=nope"]) and "cifar10" in check_choices(["dataset=nope"])
 
 
 @pytest.mark.parametrize("prompts", names("prompts"))

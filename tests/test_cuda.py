@@ -49,6 +49,6 @@ def test_extraction_uses_pinned_memory_and_non_blocking_copies(tmp_path, tiny_vi
 
     monkeypatch.setattr(torch.utils.data, "DataLoader", loader)
     model = copy.deepcopy(tiny_vit).cuda()
-    cpu = features.extract_features(tiny_vit, ds, batch_size=4)
-    gpu = features.extract_features(model, ds, batch_size=4, device="cuda")
+    cpu = features.extract_features(tiny_vit, ds, how=features.Encoding(batch_size=4))
+    gpu = features.extract_features(model, ds, how=features.Encoding(batch_size=4, device="cuda"))
     assert seen["pin_memory"] is True and torch.allclose(cpu.features, gpu.features, atol=1e-4)

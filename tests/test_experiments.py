@@ -12,7 +12,7 @@ from zeroshot.commands.evaluate import evaluate
 from zeroshot.experiments.templates import ensemble, greedy_selection
 from zeroshot.commands.prompts import run_prompts
 from zeroshot.features.cache import ImageFeatureCache, TextCache, cache_key
-from zeroshot.features.extract import extract_features
+from zeroshot.features.extract import Encoding, extract_features
 from zeroshot.errors import PromptError
 from zeroshot.models.transforms import image_transform, transform_spec
 from conftest import REPO
@@ -78,15 +78,15 @@ def _dataset(folder):
 
 def test_interrupted_extraction_resumes_and_bad_chunks_are_recomputed(tmp_path, folder, tiny_vit, capsys):
     ds = _dataset(folder)  # 24 images: chunks of 7 -> 4 chunks; batches of 5 never straddle a chunk
-    reference = extract_features(tiny_vit, ds, batch_size=5)
+    reference = extract_features(tiny_vit, ds, how=Encoding(batch_size=5))
     cache = ImageFeatureCache(tmp_path / "c", {"k": 1}, chunk_size=7)
     with pytest.raises(KeyboardInterrupt):
-        extract_features(Interrupting(tiny_vit, fail_at=5), ds, batch_size=5, cache=cache)  # dies in chunk 2
+        extract_features(Interrupting(tiny_vit, fail_at=5), ds, cache, Encoding(batch_size=5))  # dies in chunk 2
     assert sorted(p.name for p in cache.dir.glob("chunk_*.pt")) == ["chunk_000000.pt", "chunk_000001.pt"]
     assert not list(cache.dir.glob(".*"))  # no half-written temp files left behind
 
     counting = Interrupting(tiny_vit, fail_at=-1)
-    resumed = extract_features(counting, ds, batch_size=5, cache=cache)
+    resumed = extract_features(counting, ds, cache, Encoding(batch_size=5))
     assert resumed.from_cache == 14 and counting.calls == 3  # chunk 2 (5+2 images) and chunk 3 (3 images)
     assert torch.allclose(resumed.features, reference.features, atol=1e-6)
     assert torch.equal(resumed.indices, torch.arange(24)) and torch.equal(resumed.labels, reference.labels)
@@ -95,10 +95,10 @@ def test_interrupted_extraction_resumes_and_bad_chunks_are_recomputed(tmp_path, 
     path = cache.chunk_path(1)
     path.write_bytes(path.read_bytes()[:100])
     other = ImageFeatureCache(tmp_path / "c2", {"k": 2}, chunk_size=7)
-    extract_features(tiny_vit, ds, batch_size=5, cache=other)
+    extract_features(tiny_vit, ds, other, Encoding(batch_size=5))
     cache.chunk_path(3).write_bytes(other.chunk_path(3).read_bytes())
     counting = Interrupting(tiny_vit, fail_at=-1)
-    again = extract_features(counting, ds, batch_size=5, cache=cache)
+    again = extract_features(counting, ds, cache, Encoding(batch_size=5))
     assert again.from_cache == 14 and counting.calls == 3  # chunk 1 (2 batches) + chunk 3 (1 batch)
     assert torch.allclose(again.features, reference.features, atol=1e-6)
     out = capsys.readouterr().err  # warnings, through the zeroshot logger

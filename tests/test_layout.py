@@ -22,8 +22,8 @@ ALLOWED = {
     "gallery": BASE | {"metrics"},  # error galleries: thumbnails and HTML from a run's own images
     "prompts": BASE | {"models", "classifier"},
     "classifier": BASE | {"models", "features"},
-    "features": BASE | {"data"},
-    "distributed": BASE | {"features"},
+    "features": BASE | {"data", "distributed"},  # features/sharded.py: extraction under torchrun
+    "distributed": BASE,  # the process group and how work is dealt to ranks
     "experiments": BASE | {"classifier", "metrics", "figures"},
     "record": BASE | {"zeroshot", "distributed", "features", "prompts", "pipeline", "label_free"},
     "pipeline": BASE | {"models", "data", "features", "prompts", "classifier", "distributed", "label_free", "metrics"},

@@ -8,10 +8,12 @@ import yaml
 
 from zeroshot.prompts.sets import PROMPTS_DIR, available_prompt_sets, check_templates, load_prompt_set
 from zeroshot.errors import PromptError
-from conftest import REPO, shared_path
+from conftest import REPO, shared_path, with_base
 
 LABEL_ORDERS = json.loads((Path(__file__).parent / "label_orders.json").read_text())
-ALL_DATASETS = {p.stem: yaml.safe_load(p.read_text()) for p in sorted((REPO / "configs" / "dataset").glob("*.yaml"))}
+
+
+ALL_DATASETS = {p.stem: with_base(p) for p in sorted((REPO / "configs" / "dataset").glob("[!_]*.yaml"))}
 # classification datasets; retrieval sets (task: retrieval) have captions, not class prompts
 DATASETS = {name: d for name, d in ALL_DATASETS.items() if d.get("task", "classification") == "classification"}
 WITH_OWN_PROMPTS = {name: d for name, d in DATASETS.items() if d["prompts"] in (name, f"{name}_vtab")}

@@ -24,7 +24,7 @@ def _benchmarks() -> dict:
     import yaml
 
     out = {}
-    for path in (REPO / "configs" / "dataset").glob("*.yaml"):
+    for path in (REPO / "configs" / "dataset").glob("[!_]*.yaml"):  # _x.yaml: a base
         bench = yaml.safe_load(path.read_text()).get("benchmark")
         if bench:
             out[path.stem] = bench

@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 
 from zeroshot.distributed import assign, balanced_ranges
 from zeroshot.features.cache import ImageFeatureCache
-from zeroshot.features.extract import compute, extract_features, segments
+from zeroshot.features.extract import Encoding, compute, extract_features, segments
 from conftest import REPO
 from datagen import write_imagefolder
 
@@ -58,11 +58,11 @@ def _dataset(folder, n_px=32):
 def test_pieces_from_three_ranks_merge_into_single_process_chunks(tmp_path, tiny_vit):
     ds = _dataset(write_imagefolder(tmp_path / "imgs", ["a", "b", "c"], per_class=9))  # 27 images
     single = ImageFeatureCache(tmp_path / "one", {"k": 1}, chunk_size=10)
-    reference = extract_features(tiny_vit, ds, batch_size=4, cache=single)
+    reference = extract_features(tiny_vit, ds, single, Encoding(batch_size=4))
     shared = ImageFeatureCache(tmp_path / "three", {"k": 1}, chunk_size=10)
     entries = []
     for share in assign(list(range(27)), 3, 4, 10):  # what each of three ranks computes and writes
-        out, _ = compute(tiny_vit, ds, share, 4, 0, "cpu", shared, 10)
+        out, _ = compute(tiny_vit, ds, share, shared, Encoding(4, 0, "cpu", 10))
         entries += out
     assert any(".part_" in p.name for p in shared.dir.iterdir())  # ranges ended mid-chunk
     shared.merge(entries, 27)
@@ -71,7 +71,7 @@ def test_pieces_from_three_ranks_merge_into_single_process_chunks(tmp_path, tiny
         a, b = torch.load(single.dir / name), torch.load(shared.dir / name)
         assert (a["start"], a["stop"]) == (b["start"], b["stop"]) and torch.equal(a["indices"], b["indices"])
         assert torch.allclose(a["features"], b["features"], atol=1e-6)
-    again = extract_features(tiny_vit, ds, batch_size=4, cache=shared)
+    again = extract_features(tiny_vit, ds, shared, Encoding(batch_size=4))
     assert again.from_cache == 27 and torch.allclose(again.features, reference.features, atol=1e-6)
 
 

@@ -45,7 +45,7 @@ def check_choices(argv: list[str]) -> str | None:
         group = root / key.replace(".", "/")
         if "." in key or not group.is_dir():
             continue
-        choices = sorted(p.stem for p in group.glob("*.yaml"))
+        choices = sorted(p.stem for p in group.glob("*.yaml") if not p.stem.startswith("_"))  # _x: a base
         for option in value.split(","):  # a multirun sweep lists several
             option = option.strip()
             if option and option != "null" and option not in choices:

@@ -1,10 +1,8 @@
 """Data-parallel evaluation under torchrun: torch.distributed with nccl on GPUs and gloo on CPUs.
 
 Outside torchrun (or with WORLD_SIZE=1) every helper here is the identity, so the single-process path is the
-same code. What the feature cache does not already hold is split into contiguous ranges, one per rank, whose
-sizes differ by at most one batch; every image is encoded exactly once. Ranges that end inside a cache chunk
-are written as pieces and merged into the chunk file a single process would write, so a later run (with any
-number of ranks) finds the whole cache, and a resumed run computes only what is missing, rebalanced.
+same code. The process group and how work is dealt to ranks live here; the cache-sharded image extraction that
+uses them is features/sharded.py.
 """
 from __future__ import annotations
 
@@ -15,8 +13,6 @@ from typing import Callable
 import torch
 import torch.distributed as tdist
 
-from zeroshot.features.cache import Features, ImageStep
-from zeroshot.features.extract import compute, covered, extract_features, load_cached
 from zeroshot.settings import check_choice
 
 
@@ -121,36 +117,3 @@ def build_classifier_sharded(build: Callable[[list[str]], torch.Tensor], classna
     parts: list = [None] * world_size()
     tdist.all_gather_object(parts, part)
     return torch.cat([p for p in parts if p is not None], dim=1)  # [D, C] in class order
-
-
-def extract_features_sharded(model, dataset, cache, batch_size: int, num_workers: int, device, chunk_size: int,
-                             progress: bool = False, mode: str = "balanced", worker_priority: str = "normal") -> Features | None:
-    """All of the dataset's features on rank 0 (None on the other ranks), each image encoded exactly once."""
-    if not initialized():
-        return extract_features(model, dataset, batch_size, num_workers, device, cache, None, progress, chunk_size,
-                                worker_priority)
-    n, dim = len(dataset), model.embed_dim
-    if cache and is_main():
-        cache.write_meta()
-    barrier()
-    found = broadcast_object(covered(cache, n))  # one view of the cache for all ranks
-    have = {p for (a, b) in found for p in range(a, b)}
-    todo = [p for p in range(n) if p not in have]
-    mine = assign(todo, world_size(), batch_size, chunk_size, mode)[rank()]
-    fresh, step = compute(model, dataset, mine, batch_size, num_workers, device, cache, chunk_size, n,
-                          n - len(todo), progress and is_main(), worker_priority)
-    gathered: list | None = [None] * world_size() if is_main() else None
-    tdist.gather_object((fresh, step), gathered, dst=0)
-    if not is_main():
-        return None
-    entries = [e for part, _ in gathered for e in part]
-    cached = load_cached(cache, found, set(range(n)), dim) if cache else []
-    done = {p for e in cached + entries for p in range(e["start"], e["stop"])}
-    missing = [p for p in range(n) if p not in done]  # a cached entry found corrupt on reading: recompute it here
-    if missing:
-        extra, _ = compute(model, dataset, missing, batch_size, num_workers, device, cache, chunk_size,
-                           worker_priority=worker_priority)
-        entries += extra
-    if cache:
-        cache.merge(cached + entries, n)
-    return Features.join(cached + entries, dim, from_cache=len(have), step=ImageStep.combine([g[1] for g in gathered]))

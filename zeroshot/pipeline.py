@@ -25,6 +25,8 @@ from zeroshot.data.readers import build_dataset
 from zeroshot.data.subsets import keep_classes
 from zeroshot.errors import ConfigError, DatasetError, PromptError
 from zeroshot.features.cache import Features, ImageFeatureCache, TextCache, model_key
+from zeroshot.features.extract import Encoding
+from zeroshot.features.sharded import extract_features_sharded
 from zeroshot.label_free import LabelFreeSettings, check_config
 from zeroshot.log import log, plural
 from zeroshot.metrics import calibration as cal
@@ -353,8 +355,8 @@ def image_features(cfg: DictConfig, s: Setup, progress: bool = True) -> Features
     if s.cache_root is not None:
         cache = ImageFeatureCache(s.cache_root, feature_key(s.model, s.dataset, cfg.dataset.split), chunk_size)
     workers, priority = loader_policy(cfg, s.device)
-    feats = dist.extract_features_sharded(s.model, s.dataset, cache, cfg.batch_size, workers, s.device, chunk_size,
-                                          progress, cfg.dist_shards, priority)
+    how = Encoding(cfg.batch_size, workers, s.device, chunk_size, progress, priority)
+    feats = extract_features_sharded(s.model, s.dataset, cache, how, shards=cfg.dist_shards)
     if feats is not None and len(feats.labels) == 0:
         raise DatasetError(f"No readable images in dataset {cfg.dataset.name!r} ({feats.skipped} skipped as unreadable)")
     # (-1 is a multi-label image with no positive; retrieval has no classes: its labels are the images' own indices)

@@ -25,7 +25,7 @@ from zeroshot.errors import BadImageError, DatasetError
 class EvalDataset(Dataset):
     """(image tensor, label, index) triples; an unreadable image raises naming its file, or becomes None."""
 
-    def __init__(self, source: Dataset, classes: list[str] | None, name: str, skip_bad_images: bool = False,
+    def __init__(self, source: Dataset, classes: list[str] | None, name: str, *, skip_bad_images: bool = False,
                  root: str | Path | None = None, fingerprint_files=None, fingerprint_extra: dict | None = None):
         self.source, self.classes, self.name = source, classes, name
         self.transform: Callable | None = None  # set once the model (and so its preprocessing) is known

@@ -369,7 +369,8 @@ def build_selection_dataset(cfg, skip_bad_images: bool = False):
     else:
         raise DatasetError(f"unknown image-caption selection layout {kind!r}")
     log.info("%s: %d instances over %d images", cfg.name, len(instances), len(images))
-    ds = EvalDataset(images, None, cfg.name, skip_bad_images, root, files, {"task": "compositionality", "kind": kind})
+    ds = EvalDataset(images, None, cfg.name, skip_bad_images=skip_bad_images, root=root, fingerprint_files=files,
+                     fingerprint_extra={"task": "compositionality", "kind": kind})
     return ds, instances
 
 

@@ -228,6 +228,40 @@ def _hf(cfg) -> tuple[Dataset, list[str] | None]:
 _KINDS = {"torchvision": _torchvision, "imagefolder": _imagefolder, "csv": _csv, "wds": _wds, "hf": _hf}
 
 
+def check_task(cfg) -> None:
+    """A retrieval or selection set is no classification set: say which command reads it."""
+    if cfg.get("task") == "retrieval":  # images with captions, not classes: data/retrieval.py reads them
+        from zeroshot.data.retrieval import retrieval_datasets
+
+        raise DatasetError(f"Dataset {cfg.name!r} is an image-text retrieval set, not a classification one: run "
+                           f"`zeroshot retrieval dataset={cfg.name}` (retrieval sets: {', '.join(retrieval_datasets())})")
+    if cfg.get("task") == "compositionality":  # images with candidate captions: data/compositionality.py reads them
+        raise DatasetError(f"Dataset {cfg.name!r} is an image-caption selection set, not a classification one: run "
+                           f"`zeroshot compositionality dataset={cfg.name}`")
+
+
+def fingerprint_inputs(cfg, kind: str, source, classes: list[str] | None) -> tuple:
+    """What the dataset fingerprint hashes besides the images: (root, file patterns under it, extra facts)."""
+    patterns = cfg.get("fingerprint_files") or []
+    if hasattr(patterns, "keys"):  # per split
+        patterns = patterns.get(cfg.split) or []
+    patterns = list(patterns)
+    extra = {"split": cfg.split}
+    root = getattr(source, "root", None) or cfg.get("root")
+    if cfg.kind == "csv":  # the CSV is the annotation file; which columns are read changes the labels
+        patterns.append(str(Path(cfg.path).expanduser().resolve()))
+        extra.update(path_column=cfg.path_column, label_column=cfg.label_column,
+                     classnames=classes)
+        root = cfg.get("root") or Path(cfg.path).expanduser().resolve().parent
+    if kind == "hf":  # the files' content hashes, and which columns (and names) make the labels
+        import glob
+
+        columns = cfg if cfg.kind == "hf" else cfg.hf
+        patterns = [glob.escape(source.relative(i)) for i in range(len(source.files))]
+        extra.update(image_column=columns.image_column, label_column=columns.label_column, classnames=classes)
+    return root, patterns, extra
+
+
 def build_dataset(cfg, transform: Callable | None = None, skip_bad_images: bool = False) -> EvalDataset:
     """Build the dataset a `configs/dataset/*.yaml` describes; raise DatasetError if it is missing or empty.
 
@@ -240,14 +274,7 @@ def build_dataset(cfg, transform: Callable | None = None, skip_bad_images: bool 
     from zeroshot.data.wds import is_wds
 
     kinds = {**_KINDS, **IMAGENET_KINDS}
-    if cfg.get("task") == "retrieval":  # images with captions, not classes: data/retrieval.py reads them
-        from zeroshot.data.retrieval import retrieval_datasets
-
-        raise DatasetError(f"Dataset {cfg.name!r} is an image-text retrieval set, not a classification one: run "
-                           f"`zeroshot retrieval dataset={cfg.name}` (retrieval sets: {', '.join(retrieval_datasets())})")
-    if cfg.get("task") == "compositionality":  # images with candidate captions: data/compositionality.py reads them
-        raise DatasetError(f"Dataset {cfg.name!r} is an image-caption selection set, not a classification one: run "
-                           f"`zeroshot compositionality dataset={cfg.name}`")
+    check_task(cfg)
     if cfg.kind not in kinds:
         raise DatasetError(f"Dataset {cfg.name!r} has unknown kind {cfg.kind!r}. Kinds: {', '.join(kinds)}")
     kind = cfg.kind
@@ -270,24 +297,9 @@ def build_dataset(cfg, transform: Callable | None = None, skip_bad_images: bool 
                            f"{expected}: it is another dataset's copy")
     if len(source) == 0:
         raise DatasetError(f"Dataset {cfg.name!r} under {cfg.get('root') or cfg.get('path')} has no images.")
-    patterns = cfg.get("fingerprint_files") or []
-    if hasattr(patterns, "keys"):  # per split
-        patterns = patterns.get(cfg.split) or []
-    patterns = list(patterns)
-    extra = {"split": cfg.split}
-    root = getattr(source, "root", None) or cfg.get("root")
-    if cfg.kind == "csv":  # the CSV is the annotation file; which columns are read changes the labels
-        patterns.append(str(Path(cfg.path).expanduser().resolve()))
-        extra.update(path_column=cfg.path_column, label_column=cfg.label_column,
-                     classnames=classes)
-        root = cfg.get("root") or Path(cfg.path).expanduser().resolve().parent
-    if kind == "hf":  # the files' content hashes, and which columns (and names) make the labels
-        import glob
-
-        columns = cfg if cfg.kind == "hf" else cfg.hf
-        patterns = [glob.escape(source.relative(i)) for i in range(len(source.files))]
-        extra.update(image_column=columns.image_column, label_column=columns.label_column, classnames=classes)
-    ds = EvalDataset(source, classes, cfg.name, skip_bad_images, root, patterns, extra)
+    root, patterns, extra = fingerprint_inputs(cfg, kind, source, classes)
+    ds = EvalDataset(source, classes, cfg.name, skip_bad_images=skip_bad_images, root=root, fingerprint_files=patterns,
+                     fingerprint_extra=extra)
     ds.transform = transform
     # a webdataset ships its class names (fixing its label order) and templates; other sources ship none
     ds.shipped_templates = (getattr(source, "templates", None) or []) if kind == "wds" else None

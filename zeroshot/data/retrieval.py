@@ -252,7 +252,8 @@ def build_retrieval_dataset(cfg, skip_bad_images: bool = False):
     if len(source) == 0:
         raise DatasetError(f"Dataset {cfg.name!r} under {root} has no images with captions.")
     extra = {"split": split, "task": "retrieval"}
-    ds = EvalDataset(source, None, cfg.name, skip_bad_images, base, patterns, extra)
+    ds = EvalDataset(source, None, cfg.name, skip_bad_images=skip_bad_images, root=base, fingerprint_files=patterns,
+                     fingerprint_extra=extra)
     return ds
 
 

@@ -62,6 +62,7 @@ def keep_classes(dataset: EvalDataset, kept: list[int], why: str) -> SubsetResul
     source = ClassSubset(dataset.source, indices, [new[int(labels[i])] for i in indices], dataset.paths, kept)
     classes = [dataset.classes[k] for k in kept] if dataset.classes else None
     extra = {**(dataset._fp_extra or {}), "kept_classes": subset_digest(kept)}
-    out = EvalDataset(source, classes, dataset.name, dataset.skip_bad_images, dataset.root, dataset._fp_files, extra)
+    out = EvalDataset(source, classes, dataset.name, skip_bad_images=dataset.skip_bad_images, root=dataset.root,
+                      fingerprint_files=dataset._fp_files, fingerprint_extra=extra)
     out.transform, out.shipped_templates = dataset.transform, dataset.shipped_templates
     return SubsetResult(out, len(dataset) - len(indices))

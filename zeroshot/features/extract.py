@@ -4,6 +4,7 @@ segment completes (so a killed run resumes), non-finite features named by their 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -45,36 +46,57 @@ def covered(cache: ImageFeatureCache | None, n_images: int) -> dict[tuple[int, i
     return cache.entries(n_images) if cache else {}
 
 
-def compute(model, dataset: EvalDataset, positions: list[int], batch_size: int, num_workers: int, device,
-            cache: ImageFeatureCache | None, chunk_size: int, progress_total: int = 0, progress_done: int = 0,
-            progress: bool = False, worker_priority: str = "normal") -> tuple[list[dict], ImageStep]:
-    """encode_image over `positions`, saving each segment to the cache as soon as its last batch is in; also how
-    the step went (waits, encode time, each sample's decode cost). `worker_priority="idle"`: the decoding
-    workers run only on cores the model leaves idle (data.base.idle_priority)."""
-    from torch.utils.data import DataLoader
-    from tqdm import tqdm
+@dataclass(frozen=True)
+class Encoding:
+    """How a dataset's images are read and encoded: one extraction's settings, passed whole."""
+    batch_size: int = 64
+    num_workers: int = 0
+    device: torch.device | str = "cpu"
+    chunk_size: int = 2048  # images per cache chunk where no cache gives its own
+    progress: bool = False
+    worker_priority: str = "normal"  # idle: the decoding workers run only on cores the model leaves idle
 
-    dim, n_images = model.embed_dim, len(dataset)
-    segs = segments(positions, cache.chunk_size if cache else chunk_size)
+
+def plan_batches(segs: list[tuple[int, int]], batch_size: int) -> tuple[list[list[int]], list[int]]:
+    """The batches over the segments (none straddles two) and the segment each belongs to."""
     batches, owner = [], []
-    for s, (a, b) in enumerate(segs):  # batches never straddle a segment
+    for s, (a, b) in enumerate(segs):
         for i in range(a, b, batch_size):
             batches.append(list(range(i, min(i + batch_size, b))))
             owner.append(s)
-    out: list[dict] = []
-    step = ImageStep(threads=torch.get_num_threads(), workers=num_workers, cores=available_cores())
-    if not batches:
-        return out, step
+    return batches, owner
+
+
+def loader(dataset: EvalDataset, batches: list[list[int]], how: Encoding):
+    """A DataLoader yielding the batches with each sample's decode cost (data.base.TimedSamples)."""
+    from torch.utils.data import DataLoader
+
     if hasattr(dataset.transform, "materialize"):  # a transform built on first use: built once here, not in each worker
         dataset.transform.materialize()
-    loader = DataLoader(TimedSamples(dataset), batch_sampler=batches, num_workers=num_workers, collate_fn=collate,
-                        pin_memory=torch.device(device).type == "cuda", persistent_workers=False,
-                        worker_init_fn=idle_priority if num_workers and worker_priority == "idle" else None)
+    return DataLoader(TimedSamples(dataset), batch_sampler=batches, num_workers=how.num_workers, collate_fn=collate,
+                      pin_memory=torch.device(how.device).type == "cuda", persistent_workers=False,
+                      worker_init_fn=idle_priority if how.num_workers and how.worker_priority == "idle" else None)
+
+
+def compute(model, dataset: EvalDataset, positions: list[int], cache: ImageFeatureCache | None, how: Encoding, *,
+            total: int = 0, done: int = 0) -> tuple[list[dict], ImageStep]:
+    """encode_image over `positions`, saving each segment to the cache as soon as its last batch is in; also how
+    the step went (waits, encode time, each sample's decode cost). The progress bar counts `done` of `total`
+    (default: of the positions here)."""
+    from tqdm import tqdm
+
+    dim, n_images = model.embed_dim, len(dataset)
+    segs = segments(positions, cache.chunk_size if cache else how.chunk_size)
+    batches, owner = plan_batches(segs, how.batch_size)
+    out: list[dict] = []
+    step = ImageStep(threads=torch.get_num_threads(), workers=how.num_workers, cores=available_cores())
+    if not batches:
+        return out, step
     schedulers: set[str] = set()
     pending: list = []
-    bar = tqdm(total=progress_total or len(positions), initial=progress_done, desc="images", unit="img", disable=not progress)
+    bar = tqdm(total=total or len(positions), initial=done, desc="images", unit="img", disable=not how.progress)
     with torch.inference_mode(), bar:
-        batches_in = iter(loader)
+        batches_in = iter(loader(dataset, batches, how))
         for b in range(len(batches)):
             tick = time.perf_counter()
             images, labels, indices, skipped, decode_s, samples, scheduler = check_batch(next(batches_in))
@@ -85,7 +107,7 @@ def compute(model, dataset: EvalDataset, positions: list[int], batch_size: int, 
             step.encoded += len(images)
             schedulers.add(scheduler)
             if len(images):
-                feats = model.encode_image(images.to(device, non_blocking=True)).float().cpu()
+                feats = model.encode_image(images.to(how.device, non_blocking=True)).float().cpu()
                 check_finite(feats, lambda row: dataset.describe(int(indices[row])), "image")
             else:
                 feats = torch.empty(0, dim)
@@ -118,20 +140,10 @@ def load_cached(cache: ImageFeatureCache, found: dict[tuple[int, int], Path], wa
     return out
 
 
-def extract_features(
-    model,
-    dataset: EvalDataset,
-    batch_size: int = 64,
-    num_workers: int = 0,
-    device: torch.device | str = "cpu",
-    cache: ImageFeatureCache | None = None,
-    positions: list[int] | None = None,
-    progress: bool = False,
-    chunk_size: int = 2048,
-    worker_priority: str = "normal",
-) -> Features:
+def extract_features(model, dataset: EvalDataset, cache: ImageFeatureCache | None = None, how: Encoding = Encoding(),
+                     *, positions: list[int] | None = None) -> Features:
     """encode_image over the dataset (or the given positions), in one process: cached entries are reused,
-    the rest computed, saved, and merged into whole chunks. `worker_priority`: see `compute`."""
+    the rest computed, saved, and merged into whole chunks. Under torchrun: features.sharded."""
     n = len(dataset)
     positions = list(range(n)) if positions is None else sorted(positions)
     dim = model.embed_dim
@@ -140,8 +152,7 @@ def extract_features(
     cached = load_cached(cache, covered(cache, n), set(positions), dim) if cache else []
     have = {p for e in cached for p in range(e["start"], e["stop"])}
     todo = [p for p in positions if p not in have]
-    fresh, step = compute(model, dataset, todo, batch_size, num_workers, device, cache, chunk_size,
-                          len(positions), len(positions) - len(todo), progress, worker_priority)
+    fresh, step = compute(model, dataset, todo, cache, how, total=len(positions), done=len(positions) - len(todo))
     if cache:
         cache.merge(cached + fresh, n)
     feats = Features.join(cached + fresh, dim, from_cache=len(positions) - len(todo), step=step)

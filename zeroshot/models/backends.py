@@ -38,7 +38,7 @@ def _import(module: str, extra: str):
 class BackendModel(nn.Module):
     """A reference library's model with zeroshot's interface. `encode_text` takes the token ids `tokenize` made."""
 
-    def __init__(self, inner: nn.Module, image_fn, text_fn, tokenize, transform, architecture: str, precision: str):
+    def __init__(self, inner: nn.Module, image_fn, text_fn, tokenize, transform, *, architecture: str, precision: str):
         super().__init__()
         self.inner = inner
         self._image_fn, self._text_fn, self.tokenize, self.transform = image_fn, text_fn, tokenize, transform
@@ -129,7 +129,7 @@ def _transformers(src, device: torch.device, precision: str) -> BackendModel:
     processor = transformers.AutoImageProcessor.from_pretrained(str(folder), trust_remote_code=False)
     return BackendModel(model, lambda x: _features(model.get_image_features(pixel_values=x)), text_fn,
                         HFTokenize(tokenizer, max_length, pad_to_max=siglip), HFImageTransform(processor),
-                        f"transformers {type(model).__name__} ({kind})", precision)
+                        architecture=f"transformers {type(model).__name__} ({kind})", precision=precision)
 
 
 @contextmanager
@@ -168,7 +168,7 @@ def _open_clip(src, device: torch.device, precision: str) -> BackendModel:
 
     tokenizer = LazyTokenizer(lambda: open_clip.get_tokenizer(name), f"of open_clip's {arch}")
     return BackendModel(model.eval(), model.encode_image, model.encode_text, tokenizer, transform,
-                        f"open_clip {arch}", precision)
+                        architecture=f"open_clip {arch}", precision=precision)
 
 
 BACKENDS = {"open_clip": _open_clip, "transformers": _transformers}

@@ -109,46 +109,28 @@ def _state_dict(src: Source) -> dict[str, torch.Tensor]:
     return from_transformers(sd) if src.kind == "transformers_folder" else to_openai_layout(sd)
 
 
-def load_model(
-    name_or_path: str | Path,
-    device: str | torch.device = "cpu",
-    precision: str | None = None,
-    download_root: str | Path | None = None,
-    activation: str | None = None,
-    expect_arch: str | None = None,
-    preprocess: dict | None = None,
-    backend: str | None = None,
-    hints: str = "cli",
-):
+def load_model(name_or_path: str | Path, device: str | torch.device = "cpu", precision: str | None = None,
+               download_root: str | Path | None = None, *, activation: str | None = None, expect_arch: str | None = None,
+               preprocess: dict | None = None, backend: str | None = None, hints: str = "cli"):
     """Load a model and record its identity (`model.identity`) and preprocessing (`model.preprocess_spec`).
 
     `activation` decides what a bare state dict cannot say (quick_gelu, gelu, gelu_tanh). `expect_arch`, from an
     explicit model config, must match what the weights are. `preprocess` overrides the checkpoint's settings.
     `hints`: whether what is assumed names the command line's settings ("cli") or zeroshot.load's ("python").
     """
-    from zeroshot.models.backends import NeedsBackend, load_backend
+    from zeroshot.models.backends import NeedsBackend
 
     device = torch.device(device)
     precision = resolve_precision(precision, device)
     if activation is not None and activation not in ACTIVATIONS:
         raise ConfigError(f"Unknown activation {activation!r}. Choose one of: {', '.join(ACTIVATIONS)}")
-    src = resolve(name_or_path, download_root)
-    if src.weights is None or not Path(src.weights).is_file():
-        raise CheckpointError(f"{src.location}: no weights file was found.")
-    sha = file_sha256(src.weights, download_root)
-    src.release = src.release or OPENAI_SHA256.get(sha)
-
+    src, sha = _weights(name_or_path, download_root)
     try:
         if backend not in (None, "zeroshot"):
             raise NeedsBackend(backend, "asked for")
         told = _told_fields(src)
     except NeedsBackend as need:
-        model = load_backend(need.backend, src, device, precision)
-        model.identity = Identity(src.label, src.release, model.architecture, "(the backend's own)", need.backend,
-                                  src.kind, src.location, src.revision, str(src.weights), sha, need.backend,
-                                  {"transform": repr(model.transform)}, f"{need.backend}'s own preprocessing")
-        _check_arch(expect_arch, model.architecture, src)
-        return model
+        return _backend_model(need.backend, src, sha, device, precision, expect_arch)
 
     sd = _state_dict(src)
     _check_finite_weights(sd, src)
@@ -178,6 +160,28 @@ def load_model(
     if precision != "fp32":
         convert_weights(model, DTYPES[precision])
     return model.eval()
+
+
+def _weights(name_or_path: str | Path, download_root: str | Path | None) -> tuple[Source, str]:
+    """Where the weights are (models.sources.Source, its release filled in from OpenAI's hashes) and their sha256."""
+    src = resolve(name_or_path, download_root)
+    if src.weights is None or not Path(src.weights).is_file():
+        raise CheckpointError(f"{src.location}: no weights file was found.")
+    sha = file_sha256(src.weights, download_root)
+    src.release = src.release or OPENAI_SHA256.get(sha)
+    return src, sha
+
+
+def _backend_model(backend: str, src: Source, sha: str, device: torch.device, precision: str, expect_arch: str | None):
+    """The model a reference library builds (models.backends), with its identity recorded."""
+    from zeroshot.models.backends import load_backend
+
+    model = load_backend(backend, src, device, precision)
+    model.identity = Identity(src.label, src.release, model.architecture, "(the backend's own)", backend,
+                              src.kind, src.location, src.revision, str(src.weights), sha, backend,
+                              {"transform": repr(model.transform)}, f"{backend}'s own preprocessing")
+    _check_arch(expect_arch, model.architecture, src)
+    return model
 
 
 def _all_finite(t: torch.Tensor) -> bool:
@@ -273,7 +277,7 @@ def _preprocess(src: Source, resolution: int, override: dict | None, assumed: li
     return Preprocess(**{k: settings[k] for k in ("size", "mean", "std", "interpolation", "resize_mode") if k in settings}), origin
 
 
-def load(name_or_path: str | Path, device: str | torch.device | None = None, precision: str | None = None,
+def load(name_or_path: str | Path, device: str | torch.device | None = None, *, precision: str | None = None,
          download_root: str | Path | None = None, activation: str | None = None, backend: str | None = None,
          preprocess: dict | None = None):
     """Load a model and its preprocessing, like `clip.load`: every name `eval` runs, through whatever runs it.
@@ -292,7 +296,7 @@ def load(name_or_path: str | Path, device: str | torch.device | None = None, pre
     """
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = load_model(name_or_path, device, precision, download_root, activation, preprocess=preprocess,
+    model = load_model(name_or_path, device, precision, download_root, activation=activation, preprocess=preprocess,
                        backend=backend, hints="python")
     if isinstance(model.transform, LazyTransform):  # as clip.load: the transform itself (torchvision's Compose)
         model.transform = model.transform.materialize()

@@ -65,7 +65,7 @@ def resolve_class_prompt_sets(p, classnames: list[str], templates: list[str], ca
     aggregate = check_aggregate(s["aggregate"])
     mode, pattern, combine = s["descriptions_mode"], s["descriptor_pattern"], s["combine"]
 
-    def make(name, texts, text_mode, kind, seed=None, extra=None, record=None):
+    def make(name, texts, text_mode, kind, *, seed=None, extra=None, record=None):
         prompts = class_prompts(texts, classnames, templates, text_mode, pattern, combine)
         digest = class_prompts_hash(classnames, templates, prompts, mode=text_mode, pattern=pattern, combine=combine,
                                     aggregate=aggregate, extra=extra)
@@ -83,19 +83,20 @@ def resolve_class_prompt_sets(p, classnames: list[str], templates: list[str], ca
         main = described = make(desc.name, own, mode, "descriptions", extra={"source_sha256": desc.sha256}, record=record)
         for control in s["controls"]:
             random[f"{desc.name} {control}"] = {
-                seed: make(f"{desc.name}-{control}-seed{seed}", control_texts(own, control, seed), mode, "control", seed,
-                           {"source_sha256": desc.sha256, "control": control, "seed": seed}) for seed in s["seeds"]}
+                seed: make(f"{desc.name}-{control}-seed{seed}", control_texts(own, control, seed), mode, "control", seed=seed,
+                           extra={"source_sha256": desc.sha256, "control": control, "seed": seed}) for seed in s["seeds"]}
     if s["waffle"]:
         with_own = bool(s["waffle_with_descriptions"])
         label = f"waffle{s['waffle']}" + ("+descriptors" if with_own else "")
         random[label] = {
             seed: make(f"{label}-seed{seed}",
                        waffle_texts(classnames, s["waffle"], seed, own if mode == "descriptors" else None, with_own),
-                       "descriptors", "waffle", seed,
-                       {"waffle": s["waffle"], "seed": seed, "with_descriptions": with_own,
-                        "source_sha256": main.record["descriptions_sha256"] if main else None},
-                       {"waffle": s["waffle"], "seed": seed, "waffle_with_descriptions": with_own, "aggregate": aggregate,
-                        "descriptor_pattern": pattern, "combine": combine})  # the run's record: its whole protocol
+                       "descriptors", "waffle", seed=seed,
+                       extra={"waffle": s["waffle"], "seed": seed, "with_descriptions": with_own,
+                              "source_sha256": main.record["descriptions_sha256"] if main else None},
+                       record={"waffle": s["waffle"], "seed": seed, "waffle_with_descriptions": with_own,
+                               "aggregate": aggregate, "descriptor_pattern": pattern,
+                               "combine": combine})  # the run's record: its whole protocol
             for seed in s["seeds"]}
         if main is None or with_own:
             main = random[label][s["seeds"][0]]

@@ -151,48 +151,53 @@ def _closest(name: str, choices: list[str]) -> str:
     return f"{name!r} (closest: {near[0]!r})" if near else repr(name)
 
 
-def map_descriptions(texts: dict[str, list[str]], classnames: list[str], source: str = "descriptions",
-                     extra_keys: str = "error") -> Mapping:
-    """Map the keys of {class name: [text, ...]} onto `classnames` (label order); see the module docstring."""
-    check_choice("prompts.descriptions_extra_keys", extra_keys)
+def _name_index(classnames: list[str]) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+    """The labels of each class name, as spelled and normalised (a shared name lists several)."""
     exact: dict[str, list[int]] = {}
     normal: dict[str, list[int]] = {}
     for i, c in enumerate(classnames):
         exact.setdefault(c, []).append(i)
         normal.setdefault(normalize_name(c), []).append(i)
+    return exact, normal
+
+
+def _find(key: str, n_classes: int, exact: dict, normal: dict, table: dict) -> tuple[str | None, list[int] | None]:
+    """How a key names classes ("index", "exact", "normalised", "renamed") and which; ("bad_index", None) for an
+    index past the last label, (None, None) for no match."""
+    if re.fullmatch(r"#\d+", key):
+        i = int(key[1:])
+        return ("bad_index", None) if i >= n_classes else ("index", [i])
+    if key in exact:
+        return "exact", exact[key]
+    if normalize_name(key) in normal:
+        return "normalised", normal[normalize_name(key)]
+    if normalize_name(key) in table and table[normalize_name(key)] in exact:
+        return "renamed", exact[table[normalize_name(key)]]
+    return None, None
+
+
+def _claims(texts: dict, classnames: list[str], exact: dict, normal: dict, out: Mapping) -> tuple[dict, list, list]:
+    """Which keys claim each label (counted and noted in `out`), the keys that match no class, and bad indices."""
     table = renames()
     claims: dict[int, list[str]] = {}
-    out = Mapping([None] * len(classnames), {"exact": 0, "normalised": 0, "renamed": 0, "index": 0})
     unmatched, bad_index = [], []
     for key in texts:
-        how, target = None, None
-        if re.fullmatch(r"#\d+", key):
-            i = int(key[1:])
-            if i >= len(classnames):
-                bad_index.append(key)
-                continue
-            how, target = "index", [i]
-        elif key in exact:
-            how, target = "exact", exact[key]
-        elif normalize_name(key) in normal:
-            how, target = "normalised", normal[normalize_name(key)]
-        elif normalize_name(key) in table and table[normalize_name(key)] in exact:
-            how, target = "renamed", exact[table[normalize_name(key)]]
-        if target is None:
+        how, target = _find(key, len(classnames), exact, normal, table)
+        if how == "bad_index":
+            bad_index.append(key)
+        elif target is None:
             unmatched.append(key)
-            continue
-        if len(target) > 1:
+        elif len(target) > 1:
             out.dropped_keys.append(key)
-            continue
-        claims.setdefault(target[0], []).append(key)
-        out.matched_by[how] += 1
-        if how in ("normalised", "renamed"):
-            out.respelled.append((key, classnames[target[0]]))
-    shared = {i for ids in list(exact.values()) + list(normal.values()) if len(ids) > 1 for i in ids}
-    missing = [i for i in range(len(classnames)) if i not in claims and i not in shared]
-    twice = {i: keys for i, keys in claims.items() if len(keys) > 1}
-    if extra_keys == "ignore":
-        out.ignored_keys, unmatched = unmatched, []
+        else:
+            claims.setdefault(target[0], []).append(key)
+            out.matched_by[how] += 1
+            if how in ("normalised", "renamed"):
+                out.respelled.append((key, classnames[target[0]]))
+    return claims, unmatched, bad_index
+
+
+def _problems(texts: dict, classnames: list[str], bad_index: list, unmatched: list, missing: list, twice: dict) -> list[str]:
     problems = []
     if bad_index:
         problems.append(f"{len(bad_index)} index key(s) past the last label {len(classnames) - 1}: {_listing(bad_index)}")
@@ -204,18 +209,12 @@ def map_descriptions(texts: dict[str, list[str]], classnames: list[str], source:
     if twice:
         problems.append(f"{len(twice)} class(es) matched by several keys: "
                         f"{_listing([f'{classnames[i]!r} by {keys}' for i, keys in twice.items()])}")
-    if problems:
-        raise PromptError(f"Descriptions {source} do not map onto the {len(classnames)} class names: {'; '.join(problems)}. "
-                          "Use the class names of the prompt set (prompts/<name>.json, in label order), key a class by "
-                          "label as \"#<index>\", or set prompts.descriptions_extra_keys=ignore to drop keys for classes "
-                          "this dataset does not have.")
-    for i, (key,) in claims.items():
-        out.texts[i] = list(texts[key])
-        if not texts[key]:
-            out.empty.append(i)
-    out.unaddressable = sorted(i for i in shared if i not in claims)
-    out.empty.sort()
-    if out.respelled:  # which class a key means was decided by spelling rules: say so (also in metrics.json)
+    return problems
+
+
+def _say(out: Mapping, classnames: list[str], source: str) -> None:
+    """What the mapping decided that the file did not say outright (also in metrics.json)."""
+    if out.respelled:  # which class a key means was decided by spelling rules
         log.info("%s: %d key(s) matched a class by normalised spelling or the rename table, e.g. %s", source,
                  len(out.respelled), _listing([f"{k!r} -> {c!r}" for k, c in out.respelled[:5]]))
     if out.unaddressable:
@@ -227,6 +226,33 @@ def map_descriptions(texts: dict[str, list[str]], classnames: list[str], source:
                     len(out.ignored_keys), _listing(out.ignored_keys))
     if out.empty:
         log.warning("%s: %d class(es) have no text and fall back to their name", source, len(out.empty))
+
+
+def map_descriptions(texts: dict[str, list[str]], classnames: list[str], source: str = "descriptions",
+                     extra_keys: str = "error") -> Mapping:
+    """Map the keys of {class name: [text, ...]} onto `classnames` (label order); see the module docstring."""
+    check_choice("prompts.descriptions_extra_keys", extra_keys)
+    exact, normal = _name_index(classnames)
+    out = Mapping([None] * len(classnames), {"exact": 0, "normalised": 0, "renamed": 0, "index": 0})
+    claims, unmatched, bad_index = _claims(texts, classnames, exact, normal, out)
+    shared = {i for ids in list(exact.values()) + list(normal.values()) if len(ids) > 1 for i in ids}
+    missing = [i for i in range(len(classnames)) if i not in claims and i not in shared]
+    twice = {i: keys for i, keys in claims.items() if len(keys) > 1}
+    if extra_keys == "ignore":
+        out.ignored_keys, unmatched = unmatched, []
+    problems = _problems(texts, classnames, bad_index, unmatched, missing, twice)
+    if problems:
+        raise PromptError(f"Descriptions {source} do not map onto the {len(classnames)} class names: {'; '.join(problems)}. "
+                          "Use the class names of the prompt set (prompts/<name>.json, in label order), key a class by "
+                          "label as \"#<index>\", or set prompts.descriptions_extra_keys=ignore to drop keys for classes "
+                          "this dataset does not have.")
+    for i, (key,) in claims.items():
+        out.texts[i] = list(texts[key])
+        if not texts[key]:
+            out.empty.append(i)
+    out.unaddressable = sorted(i for i in shared if i not in claims)
+    out.empty.sort()
+    _say(out, classnames, source)
     return out
 
 
