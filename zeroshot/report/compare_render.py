@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ import pandas as pd
 
 from zeroshot.log import plural
 from zeroshot.plots import pyplot, save_figure
-from zeroshot.record import slug
+from zeroshot.record import RunRecord, slug
 from zeroshot.report.tables import frame_html
 
 SIG, CI_MARK = "*", "°"
@@ -214,7 +213,7 @@ def calibration_rows(table: pd.DataFrame) -> list[dict]:
     rows = []
     for r in table[table.run_dir.notna()].itertuples() if "run_dir" in table else []:
         path = Path(r.run_dir) / "metrics.json"
-        m = json.loads(path.read_text()) if path.exists() else {}
+        m = RunRecord.from_json(path) if path.exists() else RunRecord("eval")
         if m.get("ece") is None:
             continue
         rows.append({"model": r.model, "dataset": r.dataset_label, "prompts": r.prompts_label, "probability": m.get("probability"),

@@ -15,30 +15,29 @@ import numpy as np
 import pandas as pd
 
 from zeroshot.paths import REFERENCE
-from zeroshot.report.runs import run_records
+from zeroshot.report.runs import ROW_KEY, run_records
 
 PUBLISHED_COMPOSITIONALITY = REFERENCE / "published_compositionality.csv"
-ROW_KEY = ["checkpoint_sha256", "dataset_fingerprint", "split", "prompts_hash"]
 SCORES = ["text_accuracy", "image_accuracy", "group_accuracy", "macro_accuracy", "text_accuracy_mean_of_subsets"]
 
 
 def load_compositionality_runs(inputs) -> pd.DataFrame:
     """One record per complete compositionality run (metrics.json with kind "compositionality") under the inputs."""
     records = []
-    for path, m in run_records(inputs, "compositionality"):
+    for m in run_records(inputs, "compositionality"):
         if "main_metric" not in m or "model" not in m:
-            warnings.warn(f"skipping {path}: not a complete compositionality metrics.json")
+            warnings.warn(f"skipping {m.path}: not a complete compositionality metrics.json")
             continue
         records.append({
             "model": m["model"], "model_release": m.get("model_release"), "dataset": m["dataset"],
-            "dataset_label": m.get("dataset_label") or m["dataset"], "dataset_fingerprint": m.get("dataset_fingerprint", ""),
-            "split": m.get("split", "test"), "prompts_hash": m.get("instances_hash", ""), "metric": m["metric"],
+            "dataset_label": m.get("dataset_label"), "dataset_fingerprint": m.get("dataset_fingerprint"),
+            "split": m.get("split"), "prompts_hash": m.get("instances_hash", ""), "metric": m["metric"],
             "main_metric": m["main_metric"], **{k: m.get(k) for k in SCORES},
             **{f"mean_{k}": v for k, v in (m.get("group_means") or {}).items()},
-            "n_instances": m.get("n_instances"), "ties": m.get("ties"), "comparable": bool(m.get("comparable", False)),
-            "not_comparable_reason": m.get("not_comparable_reason", ""),
-            "checkpoint_sha256": m.get("checkpoint_sha256", ""), "date": m.get("timestamp") or path.parent.name,
-            "run_dir": str(path.parent),
+            "n_instances": m.get("n_instances"), "ties": m.get("ties"), "comparable": bool(m.get("comparable")),
+            "not_comparable_reason": m.get("not_comparable_reason"),
+            "checkpoint_sha256": m.get("checkpoint_sha256"), "date": m.get("timestamp"),
+            "run_dir": str(m.run_dir),
         })
     return pd.DataFrame(records)
 

@@ -19,31 +19,30 @@ import yaml
 
 from zeroshot.paths import REFERENCE, config_dir
 from zeroshot.report.published import PUBLISHED
-from zeroshot.report.runs import run_records
+from zeroshot.report.runs import ROW_KEY, run_records
 
 PUBLISHED_RETRIEVAL = REFERENCE / "published_retrieval.csv"
 RECALLS = [f"{d}_retrieval_recall@{k}" for d in ("text", "image") for k in (1, 5, 10)]
-ROW_KEY = ["checkpoint_sha256", "dataset_fingerprint", "split", "prompts_hash"]
 
 
 def load_retrieval_runs(inputs) -> pd.DataFrame:
     """One record per complete retrieval run (metrics.json with kind "retrieval") under the inputs."""
     records = []
-    for path, m in run_records(inputs, "retrieval"):
+    for m in run_records(inputs, "retrieval"):
         if "mean_recall@1" not in m or "model" not in m:
-            warnings.warn(f"skipping {path}: not a complete retrieval metrics.json")
+            warnings.warn(f"skipping {m.path}: not a complete retrieval metrics.json")
             continue
         records.append({
-            "model": m["model"], "model_release": m.get("model_release"), "architecture": m.get("architecture", ""),
-            "dataset": m["dataset"], "dataset_label": m.get("dataset_label") or m["dataset"],
-            "dataset_fingerprint": m.get("dataset_fingerprint", ""), "split": m.get("split", "test"),
-            "prompts_hash": m.get("captions_hash") or m.get("prompts_hash", ""), "captions": m.get("prompts_label", ""),
+            "model": m["model"], "model_release": m.get("model_release"), "architecture": m.get("architecture"),
+            "dataset": m["dataset"], "dataset_label": m.get("dataset_label"),
+            "dataset_fingerprint": m.get("dataset_fingerprint"), "split": m.get("split"),
+            "prompts_hash": m.get("captions_hash") or m.get("prompts_hash"), "captions": m.get("prompts_label"),
             **{k: m.get(k) for k in [*RECALLS, "mean_recall@1"]}, "n_images": m.get("n_images"),
-            "n_captions": m.get("n_captions"), "comparable": bool(m.get("comparable", False)),
-            "not_comparable_reason": m.get("not_comparable_reason", ""),
+            "n_captions": m.get("n_captions"), "comparable": bool(m.get("comparable")),
+            "not_comparable_reason": m.get("not_comparable_reason"),
             "benchmark_metric": (m.get("benchmark") or {}).get("metric", "mean_recall@1"),
-            "checkpoint_sha256": m.get("checkpoint_sha256", ""), "date": m.get("timestamp") or path.parent.name,
-            "run_dir": str(path.parent), "language": m.get("language"),
+            "checkpoint_sha256": m.get("checkpoint_sha256"), "date": m.get("timestamp"),
+            "run_dir": str(m.run_dir), "language": m.get("language"),
             "dataset_language": (m.get("language_detail") or {}).get("dataset_language"),
         })
     return pd.DataFrame(records)
