@@ -12,7 +12,7 @@ import pandas as pd
 from zeroshot.log import plural
 from zeroshot.plots import pyplot, save_figure
 from zeroshot.record import RunRecord, slug
-from zeroshot.report.tables import frame_html
+from zeroshot.report.tables import fmt, frame_html
 
 SIG, CI_MARK = "*", "°"
 CSV_COLUMNS = ["system_a", "system_b", "dataset", "split", "dataset_fingerprint", "metric", "per_image", "a", "b", "diff",
@@ -38,11 +38,11 @@ def mark(r: dict) -> str:
 
 
 def pts(x) -> str:
-    return "" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{100 * x:+.2f}"
+    return fmt(x, pct=True, signed=True)
 
 
 def pct(x) -> str:
-    return "" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{100 * x:.2f}"
+    return fmt(x, pct=True)
 
 
 def pval(p) -> str:

@@ -16,6 +16,7 @@ import pandas as pd
 
 from zeroshot.paths import REFERENCE
 from zeroshot.report.runs import ROW_KEY, run_records
+from zeroshot.report.tables import fmt
 
 PUBLISHED_COMPOSITIONALITY = REFERENCE / "published_compositionality.csv"
 SCORES = ["text_accuracy", "image_accuracy", "group_accuracy", "macro_accuracy", "text_accuracy_mean_of_subsets"]
@@ -67,10 +68,6 @@ def compositionality_table(runs: pd.DataFrame, threshold: float) -> pd.DataFrame
     return latest.sort_values(["model", "dataset_label"])
 
 
-def _pct(x) -> str:
-    return "" if x is None or pd.isna(x) else f"{100 * float(x):.2f}"
-
-
 def markdown(table: pd.DataFrame) -> list[str]:
     if table is None or table.empty:
         return []
@@ -84,9 +81,9 @@ def markdown(table: pd.DataFrame) -> list[str]:
              "instances | ties | sha256 | date |", "|" + "---|" * 17]
     for r in table.to_dict("records"):
         pub = f"{r['published']:.2f} ({r['published_note']})" if not pd.isna(r["published"]) else r["published_note"]
-        cells = [r["model"], r["dataset_label"], r["metric"], _pct(r["main_metric"]), _pct(r.get("text_accuracy")),
-                 _pct(r.get("image_accuracy")), _pct(r.get("group_accuracy")), _pct(r.get("mean_replace")),
-                 _pct(r.get("mean_swap")), _pct(r.get("mean_add")), pub,
+        cells = [r["model"], r["dataset_label"], r["metric"], fmt(r["main_metric"], pct=True), fmt(r.get("text_accuracy"), pct=True),
+                 fmt(r.get("image_accuracy"), pct=True), fmt(r.get("group_accuracy"), pct=True), fmt(r.get("mean_replace"), pct=True),
+                 fmt(r.get("mean_swap"), pct=True), fmt(r.get("mean_add"), pct=True), pub,
                  "" if pd.isna(r["delta"]) else f"{r['delta']:+.2f}", r["flag"], str(r["n_instances"]), str(r["ties"]),
                  str(r["checkpoint_sha256"])[:12], str(r["date"])]
         lines.append("| " + " | ".join(map(str, cells)) + " |")

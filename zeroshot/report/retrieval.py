@@ -20,6 +20,7 @@ import yaml
 from zeroshot.paths import REFERENCE, config_dir
 from zeroshot.report.published import PUBLISHED
 from zeroshot.report.runs import ROW_KEY, run_records
+from zeroshot.report.tables import fmt
 
 PUBLISHED_RETRIEVAL = REFERENCE / "published_retrieval.csv"
 RECALLS = [f"{d}_retrieval_recall@{k}" for d in ("text", "image") for k in (1, 5, 10)]
@@ -124,13 +125,6 @@ def datacomp_38(classification: pd.DataFrame, retrieval: pd.DataFrame) -> pd.Dat
     return frame
 
 
-def _f(x, signed: bool = False, pct: bool = False) -> str:
-    if x is None or pd.isna(x):
-        return ""
-    x = 100 * x if pct else x
-    return f"{x:+.2f}" if signed else f"{x:.2f}"
-
-
 def markdown(table: pd.DataFrame, dc38: pd.DataFrame) -> list[str]:
     lines = []
     if table is not None and not table.empty:
@@ -143,8 +137,8 @@ def markdown(table: pd.DataFrame, dc38: pd.DataFrame) -> list[str]:
                   "|" + "---|" * 17]
         for r in table.to_dict("records"):
             pub = f"{r['published']:.2f} (open_clip)" if not pd.isna(r["published"]) else r["published_note"]
-            cells = [r["dataset_label"], r["model"], r["captions"], *[_f(r[k], pct=True) for k in RECALLS],
-                     _f(r["mean_recall@1"], pct=True), pub, _f(r["delta"], signed=True), r["flag"],
+            cells = [r["dataset_label"], r["model"], r["captions"], *[fmt(r[k], pct=True) for k in RECALLS],
+                     fmt(r["mean_recall@1"], pct=True), pub, fmt(r["delta"], signed=True), r["flag"],
                      str(r["n_images"]), str(r["n_captions"]), str(r["checkpoint_sha256"])[:12], str(r["date"])]
             lines.append("| " + " | ".join(map(str, cells)) + " |")
         lines.append("")
@@ -157,8 +151,8 @@ def markdown(table: pd.DataFrame, dc38: pd.DataFrame) -> list[str]:
                   "| model | tasks | average | published, same tasks | delta | published 38-task average | not run |",
                   "|---|---|---|---|---|---|---|"]
         for r in dc38.to_dict("records"):
-            lines.append(f"| {r['model']} | {r['tasks']} of 38 | {r['average']:.2f} | {_f(r['published_same_tasks'])} | "
-                         f"{_f(r['delta_same_tasks'], signed=True)} | {_f(r['published_average_38'])} | {r['not_run'] or '-'} |")
+            lines.append(f"| {r['model']} | {r['tasks']} of 38 | {r['average']:.2f} | {fmt(r['published_same_tasks'])} | "
+                         f"{fmt(r['delta_same_tasks'], signed=True)} | {fmt(r['published_average_38'])} | {r['not_run'] or '-'} |")
         lines.append("")
     return lines
 
