@@ -160,7 +160,7 @@ def markdown(table: pd.DataFrame, dc38: pd.DataFrame) -> list[str]:
 def retrieval_only_report(cfg, runs: pd.DataFrame, not_run: list[dict], selection: pd.DataFrame | None = None) -> dict:
     """The report when the inputs hold no classification runs: the retrieval table, the 38-task view, the
     compositionality table (report.compositionality), what did not run."""
-    from zeroshot.record import make_run_dir
+    from zeroshot.record import run_directory
     from zeroshot.report import compositionality
     from zeroshot.report.tables import not_run_lines
 
@@ -171,21 +171,22 @@ def retrieval_only_report(cfg, runs: pd.DataFrame, not_run: list[dict], selectio
     avg38 = datacomp_38(None, table) if not table.empty else pd.DataFrame()
     languages = multilingual_table(None, table) if not table.empty else pd.DataFrame()
     selection = pd.DataFrame() if selection is None else selection
-    out = make_run_dir(cfg.output_dir)
-    for name, frame in (("retrieval.csv", table), ("average_38.csv", avg38), ("multilingual.csv", languages),
-                        ("compositionality.csv", selection)):
-        if not frame.empty:
-            frame.to_csv(out / name, index=False)
-    lines = ["# zeroshot benchmark report", "", *markdown(table, avg38), *multilingual_markdown(languages),
-             *compositionality.report_lines(selection, cfg),
-             *not_run_lines(not_run)]
-    (out / "report.md").write_text("\n".join(lines))
-    body = "".join(f"<h2>{title}</h2>{frame.to_html(index=False, na_rep='', float_format=lambda x: f'{x:.4g}')}"
-                   for title, frame in (("Image-text retrieval", table), ("DataComp's 38 tasks: average", avg38),
-                                        ("Multilingual", languages),
-                                        ("Compositionality (image-caption selection)", selection)) if not frame.empty)
-    (out / "report.html").write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>zeroshot report</title></head>"
-                                     f"<body><h1>zeroshot benchmark report</h1>{body}</body></html>")
+    with run_directory(cfg.output_dir, record=False) as report_dir:
+        out = report_dir.path
+        for name, frame in (("retrieval.csv", table), ("average_38.csv", avg38), ("multilingual.csv", languages),
+                            ("compositionality.csv", selection)):
+            if not frame.empty:
+                frame.to_csv(out / name, index=False)
+        lines = ["# zeroshot benchmark report", "", *markdown(table, avg38), *multilingual_markdown(languages),
+                 *compositionality.report_lines(selection, cfg),
+                 *not_run_lines(not_run)]
+        (out / "report.md").write_text("\n".join(lines))
+        body = "".join(f"<h2>{title}</h2>{frame.to_html(index=False, na_rep='', float_format=lambda x: f'{x:.4g}')}"
+                       for title, frame in (("Image-text retrieval", table), ("DataComp's 38 tasks: average", avg38),
+                                            ("Multilingual", languages),
+                                            ("Compositionality (image-caption selection)", selection)) if not frame.empty)
+        (out / "report.html").write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>zeroshot report</title></head>"
+                                         f"<body><h1>zeroshot benchmark report</h1>{body}</body></html>")
     print(f"{len(table)} retrieval rows from {len(runs)} runs, {len(selection)} compositionality rows -> "
           f"{out}/report.md, report.html")
     return {"report_dir": str(out), "rows": 0, "skipped": 0, "notes": [], "not_run": not_run, "average_35": [],
