@@ -26,18 +26,19 @@ ALLOWED = {
     "features": BASE | {"data"},
     "distributed": BASE | {"features"},
     "experiments": BASE | {"classifier", "metrics", "plots", "drawing"},
-    "record": BASE | {"zeroshot", "distributed", "features", "prompts", "pipeline", "label_free"},
+    "record": BASE | {"zeroshot", "distributed", "features", "prompts", "pipeline", "label_free", "runs"},
+    "runs": BASE,  # RunRecord: metrics.json as a dataclass, read by report/, compare and the trackers
     "pipeline": BASE | {"models", "data", "features", "prompts", "classifier", "distributed", "label_free"},
     "label_free": BASE | {"classifier", "prompts"},  # ZPE, CARPRT, CHiLS: torch on features, no run machinery
     "label_free_run": BASE | {"pipeline", "label_free", "data", "features", "distributed", "drawing", "experiments"},
     "lab": BASE | {"pipeline", "label_free", "label_free_run", "classifier", "metrics", "features", "prompts"},
     "calibrate": BASE | {"pipeline", "classifier", "data", "distributed", "metrics"},
     "suite": BASE | {"data", "models"},
-    "trackers": BASE,  # logs a finished run's record to MLflow, TensorBoard, W&B or CSV (logger=...)
-    "report": BASE | {"metrics", "plots", "record", "gallery"},  # reads run records; never launches a run
+    "trackers": BASE | {"runs"},  # logs a finished run's record to MLflow, TensorBoard, W&B or CSV (logger=...)
+    "report": BASE | {"metrics", "plots", "record", "runs", "gallery"},  # reads run records; never launches a run
     "commands": BASE | {"models", "data", "features", "prompts", "experiments", "metrics", "report", "classifier",
                         "distributed", "pipeline", "record", "plots", "drawing", "calibrate", "suite", "gallery",
-                        "trackers", "label_free", "label_free_run"},
+                        "trackers", "label_free", "label_free_run", "runs"},
     "__main__": BASE | {"commands", "distributed", "drawing", "declared", "zeroshot"},  # zeroshot: __version__ for --version
     "declared": {"errors", "paths"},  # the composed config's keys against the YAML's (no torch, before a run)
     "zeroshot": set(),  # __init__: the public API, imported lazily by name

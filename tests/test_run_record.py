@@ -14,7 +14,9 @@ from conftest import REPO, eval_config
 from datagen import write_idx_split, write_imagefolder
 from retrieval_data import write_captioned_images, write_karpathy
 from zeroshot import record as record_module
-from zeroshot.record import IDENTITY_KEYS, OLD_RUNS, RunRecord, run_directory
+from zeroshot import runs as runs_module
+from zeroshot.record import run_directory
+from zeroshot.runs import IDENTITY_KEYS, OLD_RUNS, RunRecord
 
 
 def _files(root: Path) -> list[Path]:
@@ -63,7 +65,7 @@ def test_an_old_run_reads_as_old_runs_says_and_is_said_once(tmp_path, capsys):
     run = tmp_path / "cifar10" / "m" / "p" / "2025-01-01_00-00-00"
     run.mkdir(parents=True)
     (run / "metrics.json").write_text(json.dumps({"top1": 0.5, "model": "m", "dataset": "cifar10", "n_images": 10}))
-    record_module._said.clear()
+    runs_module._said.clear()
     r = RunRecord.from_json(run / "metrics.json")
     assert r.kind == "eval" and r.run_dir == run
     assert r.get("split") == "test" and r.get("dataset_fingerprint") == "cifar10:10"

@@ -16,7 +16,7 @@ from pathlib import Path
 from zeroshot.errors import ConfigError
 from zeroshot.files import atomic_write
 from zeroshot.log import log
-from zeroshot.record import RunRecord
+from zeroshot.runs import RunRecord
 
 # logger name -> (the module it imports, the extra that installs it); csv needs nothing
 PACKAGES = {"mlflow": ("mlflow", "mlflow"), "tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "wandb")}

@@ -29,7 +29,8 @@ from zeroshot.metrics import compositionality as cm
 from zeroshot.paths import REFERENCE
 from zeroshot.pipeline import Setup, cache_root, caption_tokenizer, image_features, load_for, runtime, text_cache
 from zeroshot.prompts.sets import PromptSet
-from zeroshot.record import RunRecord, run_dir_base, run_directory, run_record
+from zeroshot.record import run_dir_base, run_directory, run_record
+from zeroshot.runs import RunRecord
 
 TIE_RULES = {
     "strict": "a tie between the right and a wrong candidate counts as wrong (the right one must score strictly higher)",

@@ -31,7 +31,8 @@ from zeroshot.pipeline import (
     prompt_count,
 )
 from zeroshot.plots import plot_confusion, plot_per_class
-from zeroshot.record import RunRecord, recorded_config, run_dir_base, run_directory, run_record
+from zeroshot.record import recorded_config, run_dir_base, run_directory, run_record
+from zeroshot.runs import RunRecord
 
 
 def evaluate(cfg: DictConfig) -> dict:

@@ -23,7 +23,8 @@ from zeroshot.data.readers import build_dataset
 from zeroshot.errors import DatasetError
 from zeroshot.metrics.classification import classification_metrics
 from zeroshot.pipeline import image_features, prepare
-from zeroshot.record import RunRecord, run_dir_base, run_directory, run_record
+from zeroshot.record import run_dir_base, run_directory, run_record
+from zeroshot.runs import RunRecord
 
 
 def _fit(x: np.ndarray, y: np.ndarray, c: float, cfg) -> LogisticRegression:

@@ -34,7 +34,8 @@ from zeroshot.pipeline import (
 )
 from zeroshot.prompts.languages import canonical
 from zeroshot.prompts.sets import PromptSet
-from zeroshot.record import RunRecord, recorded_config, run_dir_base, run_directory, run_record
+from zeroshot.record import recorded_config, run_dir_base, run_directory, run_record
+from zeroshot.runs import RunRecord
 
 
 def captions_hash(captions: list[list[str]]) -> str:

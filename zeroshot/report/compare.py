@@ -12,7 +12,7 @@ import pandas as pd
 
 from zeroshot.errors import ReportError
 from zeroshot.metrics import paired as cmp
-from zeroshot.record import RunRecord
+from zeroshot.runs import RunRecord
 
 IMAGES = ["dataset_fingerprint", "split"]
 

@@ -15,7 +15,8 @@ from zeroshot.files import atomic_write
 from zeroshot.gallery import figure_html, open_recorded, page, shown, write_thumbnail
 from zeroshot.metrics import paired as cmp
 from zeroshot.metrics.calibration import probabilities
-from zeroshot.record import RunRecord, slug
+from zeroshot.record import slug
+from zeroshot.runs import RunRecord
 
 PER_SIDE = 12  # images shown per side of a pair and dataset: the most confident mistakes of the other system
 SIZE = 112

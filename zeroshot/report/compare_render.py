@@ -11,8 +11,9 @@ import pandas as pd
 
 from zeroshot.log import plural
 from zeroshot.plots import pyplot, save_figure
-from zeroshot.record import RunRecord, slug
+from zeroshot.record import slug
 from zeroshot.report.tables import fmt, frame_html
+from zeroshot.runs import RunRecord
 
 SIG, CI_MARK = "*", "°"
 CSV_COLUMNS = ["system_a", "system_b", "dataset", "split", "dataset_fingerprint", "metric", "per_image", "a", "b", "diff",

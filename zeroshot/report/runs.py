@@ -12,7 +12,7 @@ import pandas as pd
 from zeroshot.errors import ReportError
 from zeroshot.metrics.classification import BENCHMARK_METRICS, CLASSIFICATION_METRICS
 from zeroshot.paths import TRACKERS_DIR
-from zeroshot.record import RunRecord
+from zeroshot.runs import RunRecord
 
 REQUIRED = ("top1", "top5", "mean_per_class_recall", "model", "dataset", "prompts")
 
