@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 from compositionality_data import write_sugar_crepe
 from conftest import REPO, eval_config
@@ -115,22 +114,24 @@ def test_eval_record_round_trips_and_a_failure_leaves_no_run(tmp_path, tiny_chec
     assert list(Path(m["run_dir"]).parent.iterdir()) == [Path(m["run_dir"])]  # the complete run, nothing beside it
 
 
+def fails_then_runs(command, cfg, results: Path, monkeypatch) -> RunRecord:
+    """The command with its last write failing leaves nothing under `results`; run again, its record."""
+    monkeypatch.setattr(record_module, "write_json", _disk_full)
+    with pytest.raises(OSError, match="No space"):
+        command(cfg)
+    assert _files(results) == []
+    monkeypatch.undo()
+    return RunRecord.from_json(Path(command(cfg)["run_dir"]) / "metrics.json")
+
+
 def test_retrieval_failure_leaves_no_run(tmp_path, tiny_checkpoint, monkeypatch):
     from zeroshot.commands.retrieval import run_retrieval
 
     captions = [[f"photo {i} of a {w}" for w in ("cat", "dog")] for i in range(4)]
     paths = write_captioned_images(tmp_path / "k" / "flickr30k-images", captions)
     write_karpathy(tmp_path / "k", "flickr30k-images", paths, captions)
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        cfg = compose("retrieval", overrides=[
-            f"model.checkpoint={tiny_checkpoint}", f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}",
-            "num_workers=0", "progress=false", "dataset=flickr30k", f"dataset.root={tmp_path / 'k'}"])
-    monkeypatch.setattr(record_module, "write_json", _disk_full)
-    with pytest.raises(OSError, match="No space"):
-        run_retrieval(cfg)
-    assert _files(tmp_path / "results") == []
-    monkeypatch.undo()
-    r = RunRecord.from_json(Path(run_retrieval(cfg)["run_dir"]) / "metrics.json")
+    cfg = eval_config(tmp_path, tiny_checkpoint, "dataset=flickr30k", f"dataset.root={tmp_path / 'k'}", config="retrieval")
+    r = fails_then_runs(run_retrieval, cfg, tmp_path / "results", monkeypatch)
     assert r.kind == "retrieval" and r["captions_hash"] == r["prompts_hash"] and "mean_recall@1" in r.results
 
 
@@ -138,16 +139,8 @@ def test_compositionality_failure_leaves_no_run(tmp_path, tiny_checkpoint, monke
     from zeroshot.commands.compositionality import run_compositionality
 
     root = write_sugar_crepe(tmp_path / "sugar_crepe", per_subset=2)
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        cfg = compose("compositionality", overrides=[
-            f"model.checkpoint={tiny_checkpoint}", f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}",
-            "num_workers=0", "progress=false", "figures=false", f"dataset.root={root}"])
-    monkeypatch.setattr(record_module, "write_json", _disk_full)
-    with pytest.raises(OSError, match="No space"):
-        run_compositionality(cfg)
-    assert _files(tmp_path / "results") == []
-    monkeypatch.undo()
-    r = RunRecord.from_json(Path(run_compositionality(cfg)["run_dir"]) / "metrics.json")
+    cfg = eval_config(tmp_path, tiny_checkpoint, f"dataset.root={root}", config="compositionality")
+    r = fails_then_runs(run_compositionality, cfg, tmp_path / "results", monkeypatch)
     assert r.kind == "compositionality" and r["instances_hash"] == r["prompts_hash"]
 
 
@@ -157,15 +150,7 @@ def test_linear_probe_failure_leaves_no_run(tmp_path, tiny_checkpoint, monkeypat
     root = tmp_path / "data" / "mnist"
     write_idx_split(root, 20, "train", seed=1, separable=True)
     write_idx_split(root, 10, "test", seed=2, separable=True)
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        cfg = compose("linear_probe", overrides=[
-            f"model.checkpoint={tiny_checkpoint}", "dataset=mnist", f"data_dir={tmp_path / 'data'}",
-            "dataset.download=false", f"results_dir={tmp_path / 'probe'}", f"cache_dir={tmp_path / 'cache'}", "num_workers=0",
-            "progress=false", "probe.c_values=[1.0]"])
-    monkeypatch.setattr(record_module, "write_json", _disk_full)
-    with pytest.raises(OSError, match="No space"):
-        linear_probe(cfg)
-    assert _files(tmp_path / "probe") == []  # probe_sweep.csv went with its directory
-    monkeypatch.undo()
-    r = RunRecord.from_json(Path(linear_probe(cfg)["run_dir"]) / "metrics.json")
+    cfg = eval_config(tmp_path, tiny_checkpoint, "dataset=mnist", f"data_dir={tmp_path / 'data'}",
+                      "dataset.download=false", "probe.c_values=[1.0]", config="linear_probe")
+    r = fails_then_runs(linear_probe, cfg, tmp_path / "results", monkeypatch)  # probe_sweep.csv goes with its directory
     assert r.kind == "linear_probe" and r["prompts"] == "" and (r.run_dir / "probe_sweep.csv").exists()
