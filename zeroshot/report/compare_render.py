@@ -38,11 +38,11 @@ def mark(r: dict) -> str:
     return CI_MARK if r["ci_low"] > 0 or r["ci_high"] < 0 else ""
 
 
-def pts(x) -> str:
+def pts(x) -> str:  # a difference of fractions, in points
     return fmt(x, pct=True, signed=True)
 
 
-def pct(x) -> str:
+def pct(x) -> str:  # a fraction, in %
     return fmt(x, pct=True)
 
 
