@@ -25,17 +25,18 @@ ALLOWED = {
     "features": BASE | {"data", "distributed"},  # features/sharded.py: extraction under torchrun
     "distributed": BASE,  # the process group and how work is dealt to ranks
     "experiments": BASE | {"classifier", "metrics", "figures"},
-    "record": BASE | {"zeroshot", "distributed", "features", "prompts", "pipeline", "label_free"},
+    "record": BASE | {"zeroshot", "distributed", "features", "prompts", "pipeline", "label_free", "runs", "figures"},
+    "runs": BASE,  # RunRecord: metrics.json as a dataclass, read by report/, compare and the trackers
     "pipeline": BASE | {"models", "data", "features", "prompts", "classifier", "distributed", "label_free", "metrics"},
     "label_free": BASE | {"classifier", "prompts"},  # ZPE, CARPRT, CHiLS: torch on features, no run machinery
     "label_free_run": BASE | {"pipeline", "label_free", "data", "features", "distributed", "figures"},
     "lab": BASE | {"pipeline", "label_free", "label_free_run", "classifier", "metrics", "features", "prompts"},
     "suite": BASE | {"data", "models"},
-    "trackers": BASE,  # logs a finished run's record to MLflow, TensorBoard, W&B or CSV (logger=...)
-    "report": BASE | {"metrics", "figures", "record", "gallery"},  # reads run records; never launches a run
+    "trackers": BASE | {"runs"},  # logs a finished run's record to MLflow, TensorBoard, W&B or CSV (logger=...)
+    "report": BASE | {"metrics", "figures", "record", "runs", "gallery"},  # reads run records; never launches a run
     "commands": BASE | {"models", "data", "features", "prompts", "experiments", "metrics", "report", "classifier",
                         "distributed", "pipeline", "record", "figures", "suite", "gallery",
-                        "trackers", "label_free", "label_free_run"},
+                        "trackers", "label_free", "label_free_run", "runs"},
     "__main__": BASE | {"cli", "zeroshot"},  # the table of commands; zeroshot: __version__ for --version
     "cli": BASE | {"distributed", "figures", "declared"},  # argv -> the checked config -> the command's function
     "declared": {"errors", "paths"},  # the composed config's keys against the YAML's (no torch, before a run)

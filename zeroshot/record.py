@@ -1,10 +1,18 @@
 """Run records: who, what and which (the identity of the weights, the images and the prompts) for every command's
 metrics.json, whether published numbers apply, and the run directories (fresh, never overwritten).
+
+`with run_directory(base) as run:` is the one way a command makes its run directory and the one writer of
+metrics.json (a runs.RunRecord, written last, marking the run complete); an error anywhere in the block removes
+the half-written directory.
 """
 from __future__ import annotations
 
 import json
 import platform
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,9 +21,11 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from zeroshot import distributed as dist
+from zeroshot.figures import drawing
 from zeroshot.files import atomic_write, package_version
 from zeroshot.paths import git_commit
 from zeroshot.prompts.sets import prompts_hash
+from zeroshot.runs import RunRecord
 
 if TYPE_CHECKING:  # annotations only: the pipeline builds Setup, records only read it
     from zeroshot.pipeline import Setup
@@ -180,3 +190,42 @@ def _jsonable(x):
     if isinstance(x, np.ndarray):
         return x.tolist()
     return str(x)
+
+
+# ---------------------------------------------------------------- the run directory
+
+
+@dataclass
+class RunDirectory:
+    path: Path  # the fresh directory, on every rank
+    main: bool  # rank 0 (or no torchrun): the one that writes
+    record: RunRecord | None = None  # set in the block; written as metrics.json when it ends
+
+
+@contextmanager
+def run_directory(base: str | Path | None, *, record: bool = True) -> Iterator[RunDirectory]:
+    """A fresh run directory `<base>/<timestamp>` (make_run_dir: never an earlier run's)::
+
+        with run_directory(base) as run:      # run.path exists now
+            ...write files into run.path...
+            run.record = RunRecord(...)       # written as run.path/metrics.json when the block ends: last
+
+    On any exception in the block the directory is removed and the exception re-raised: a half-written run never
+    looks like a result. Under torchrun rank 0 makes it (base may be None on other ranks) and every rank gets its
+    path; only rank 0 (`run.main`) writes and removes. `record=False`: a folder of outputs without metrics.json
+    (no record expected: `zeroshot prompts` writes its summary.json last itself); otherwise a block that ends
+    without `run.record` is a bug.
+    """
+    main = dist.is_main()
+    run = RunDirectory(Path(dist.broadcast_object(make_run_dir(base) if main else None)), main)
+    try:
+        yield run
+        if main and record:
+            if run.record is None:
+                raise RuntimeError(f"{run.path}: the run ended without a record")
+            write_json(run.path / "metrics.json", run.record.to_json())  # last: its presence marks the run complete
+    except BaseException:
+        if main:
+            drawing.stop()  # first: no figure still queued may land in the directory once it is removed
+            shutil.rmtree(run.path, ignore_errors=True)  # a half-written run must not look like a result
+        raise

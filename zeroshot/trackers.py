@@ -8,7 +8,6 @@ A tracker that fails (no server, no credentials, a full disk) is one warning: re
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 from zeroshot.errors import ConfigError
 from zeroshot.files import atomic_write
 from zeroshot.log import log
+from zeroshot.runs import RunRecord
 
 # logger name -> (the module it imports, the extra that installs it); csv needs nothing
 PACKAGES = {"mlflow": ("mlflow", "mlflow"), "tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "wandb")}
@@ -72,7 +72,7 @@ def numbers(record: dict) -> dict[str, float]:
 
 def read_run(cfg, run_dir: Path, record_file: str = "metrics.json") -> RunLog:
     """The run record (metrics.json; a prompt experiment's summary.json) as parameters and metrics, and the files."""
-    record = json.loads((run_dir / record_file).read_text())
+    record = RunRecord.from_json(run_dir / record_file).to_json()  # as written: an eval's holds no kind
     params = {k: str(record[k]) for k in IDENTITY if record.get(k) is not None}
     metrics = numbers(record)
     try:

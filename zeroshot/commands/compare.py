@@ -9,7 +9,7 @@ from zeroshot.report.compare import build_comparison, load_run
 
 def compare(cfg) -> dict:
     """The `compare` command: runs (or directories of runs) in, compare.csv / compare.md / figures out."""
-    from zeroshot.record import make_run_dir
+    from zeroshot.record import run_directory
     from zeroshot.report.compare_gallery import write_compare_gallery
     from zeroshot.report.compare_render import (
         difference_figures,
@@ -35,20 +35,21 @@ def compare(cfg) -> dict:
         raise ReportError(f"Nothing to compare under {', '.join(map(str, cfg.inputs))}: no two runs with different weights "
                           "or prompts hold the same images (dataset fingerprint and split). "
                           + next(iter(comp.notes + sel_notes), "Give runs of one dataset by two models or prompt sets"))
-    out = make_run_dir(cfg.output_dir)
-    figures, link = [], []
-    if comp.rows:
-        write_csv(comp, out / "compare.csv")
-        figures = difference_figures(comp, out)
-        gallery = write_compare_gallery(comp, out, load_run)
-        link = [f"Images one system got right and the other wrong: [compare_gallery.html]({gallery.name})", ""] if gallery else []
-    if sel_rows:
-        import pandas as pd
+    with run_directory(cfg.output_dir, record=False) as compare_dir:  # removed if writing it fails
+        out = compare_dir.path
+        figures, link = [], []
+        if comp.rows:
+            write_csv(comp, out / "compare.csv")
+            figures = difference_figures(comp, out)
+            gallery = write_compare_gallery(comp, out, load_run)
+            link = [f"Images one system got right and the other wrong: [compare_gallery.html]({gallery.name})", ""] if gallery else []
+        if sel_rows:
+            import pandas as pd
 
-        pd.DataFrame(sel_rows).to_csv(out / "compare_compositionality.csv", index=False)
-    lines = markdown_lines(comp, figures) if comp.rows else []
-    (out / "compare.md").write_text("\n".join(["# zeroshot paired comparison", "", *link, *lines,
-                                               *selection.paired_markdown(sel_rows)]))
+            pd.DataFrame(sel_rows).to_csv(out / "compare_compositionality.csv", index=False)
+        lines = markdown_lines(comp, figures) if comp.rows else []
+        (out / "compare.md").write_text("\n".join(["# zeroshot paired comparison", "", *link, *lines,
+                                                   *selection.paired_markdown(sel_rows)]))
     for row in sel_rows:
         print(f"{row['dataset']}: {row['model_a']} vs {row['model_b']}: {100 * row['diff']:+.2f} points ({row['outcome']}), "
               f"McNemar p {row['mcnemar_p']:.3g} over {row['n_instances']} instances")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,8 @@ from zeroshot.metrics import compositionality as cm
 from zeroshot.paths import REFERENCE
 from zeroshot.pipeline import Setup, cache_root, caption_tokenizer, image_features, load_for, runtime, text_cache
 from zeroshot.prompts.sets import PromptSet
-from zeroshot.record import make_run_dir, run_dir_base, run_record, write_json
+from zeroshot.record import run_dir_base, run_directory, run_record
+from zeroshot.runs import RunRecord
 
 TIE_RULES = {
     "strict": "a tie between the right and a wrong candidate counts as wrong (the right one must score strictly higher)",
@@ -134,31 +134,27 @@ def run_compositionality(cfg: DictConfig) -> dict:
     ihash = instances_hash(s)
     positions = feats.indices.tolist() if feats is not None else []
     kept, scored = kept_instances(s, positions, text_rows)
-    record = None
+    identity = None
     if dist.is_main():
-        record = run_record(cfg, s, len(kept), feats.skipped)
-        record.update(prompts="captions", prompts_hash=ihash, prompts_label=f"captions#{ihash[:8]}", instances_hash=ihash)
-    run_dir = dist.broadcast_object(make_run_dir(run_dir_base(cfg, s, record)) if dist.is_main() else None)
-    if not dist.is_main():
-        return {"run_dir": str(run_dir)}
-    d = cfg.dataset
-    # an instance one of whose images could not be read (skip_bad_images=true) cannot be scored: it leaves, counted
-    out = cm.outcomes(feats.features, text_feats, scored, d.ties)
-    scores = summarize(d, out, [i.group for i in kept])
-    metrics = {
-        "kind": "compositionality", **scores, "metric": d.metric, "main_metric": scores[d.metric],
-        "ties": d.ties, "ties_rule": TIE_RULES[d.ties], **record,
-        "n_instances": len(kept), "instances_dropped": len(s.instances) - len(kept), "n_images": len(positions),
-        "n_captions": len(text_rows), "skipped_images": feats.skipped, "images_from_cache": feats.from_cache,
-        "image_encode_seconds": feats.compute_s, "data_wait_seconds": feats.data_wait_s, **feats.step.metrics(),
-        "wall_seconds": time.perf_counter() - start, "timestamp": run_dir.name,
-    }
-    try:
-        write_outputs(run_dir, cfg, s, kept, out, metrics)
-    except BaseException:
-        shutil.rmtree(run_dir, ignore_errors=True)  # a half-written run must not look like a result
-        raise
-    metrics["run_dir"] = str(run_dir)
+        identity = run_record(cfg, s, len(kept), feats.skipped)
+        identity.update(prompts="captions", prompts_hash=ihash, prompts_label=f"captions#{ihash[:8]}")
+    with run_directory(run_dir_base(cfg, s, identity) if identity else None) as run:
+        if not run.main:
+            return {"run_dir": str(run.path)}
+        d = cfg.dataset
+        # an instance one of whose images could not be read (skip_bad_images=true) cannot be scored: it leaves, counted
+        out = cm.outcomes(feats.features, text_feats, scored, d.ties)
+        scores = summarize(d, out, [i.group for i in kept])
+        run.record = RunRecord("compositionality", {
+            **scores, "metric": d.metric, "main_metric": scores[d.metric], "ties": d.ties, "ties_rule": TIE_RULES[d.ties]},
+            identity, {
+            "instances_hash": ihash, "n_instances": len(kept), "instances_dropped": len(s.instances) - len(kept),
+            "n_images": len(positions), "n_captions": len(text_rows), "skipped_images": feats.skipped,
+            "images_from_cache": feats.from_cache, "image_encode_seconds": feats.compute_s,
+            "data_wait_seconds": feats.data_wait_s, **feats.step.metrics(),
+            "wall_seconds": time.perf_counter() - start, "timestamp": run.path.name})
+        write_outputs(run.path, cfg, s, kept, out, run.record)
+    metrics = {**run.record.to_json(), "run_dir": str(run.path)}
     print(summary_line(metrics))
     return metrics
 
@@ -171,9 +167,9 @@ def summary_line(m: dict) -> str:
             f"{100 * m['main_metric']:.2f}% | {m['wall_seconds']:.1f}s -> {m['run_dir']}")
 
 
-def write_outputs(run_dir: Path, cfg, s: SelectionSetup, kept: list[Instance], out: cm.Outcomes, metrics: dict) -> None:
-    """Per instance its candidates, scores and outcomes (instances.csv, outcomes.npz for `compare`), the figure,
-    the config, and metrics.json last."""
+def write_outputs(run_dir: Path, cfg, s: SelectionSetup, kept: list[Instance], out: cm.Outcomes, metrics) -> None:
+    """Per instance its candidates, scores and outcomes (instances.csv, outcomes.npz for `compare`), the figure and
+    the config (metrics.json is run_directory's, last)."""
     import pandas as pd
 
     from zeroshot.figures.run import plot_caption_selection
@@ -197,7 +193,6 @@ def write_outputs(run_dir: Path, cfg, s: SelectionSetup, kept: list[Instance], o
         drawing.finish()
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "prompts"]),
                                                            resolve=True))
-    write_json(run_dir / "metrics.json", metrics)  # last: its presence marks the run complete
 
 
 def compositionality_pair(cfg: DictConfig) -> dict:

@@ -3,8 +3,8 @@ and a suite's classification job.
 """
 from __future__ import annotations
 
-import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from zeroshot import distributed as dist
 from zeroshot import suite, trackers
-from zeroshot.classifier import logits as score
+from zeroshot.classifier import logits as score_logits
 from zeroshot.features.cache import Features
 from zeroshot.figures import drawing
 from zeroshot.figures.run import plot_confusion, plot_per_class, plot_reliability
@@ -33,7 +33,8 @@ from zeroshot.pipeline import (
     prepare,
     prompt_count,
 )
-from zeroshot.record import make_run_dir, recorded_config, run_dir_base, run_record, write_json
+from zeroshot.record import recorded_config, run_dir_base, run_directory, run_record
+from zeroshot.runs import RunRecord
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -49,66 +50,78 @@ def evaluate(cfg: DictConfig) -> dict:
     label_free = label_free_classifier(cfg, s, feats) if dist.is_main() else None  # ZPE, CARPRT, CHiLS: no label read
     if label_free is not None and label_free.classifier is not None:
         weights = label_free.classifier
-    record = run_record(cfg, s, len(feats.labels), feats.skipped) if dist.is_main() else None
+    identity = run_record(cfg, s, len(feats.labels), feats.skipped) if dist.is_main() else None
     # Made only now, so a run that fails earlier leaves no directory; metrics.json, written last, marks it complete.
-    run_dir = dist.broadcast_object(make_run_dir(run_dir_base(cfg, s, record)) if dist.is_main() else None)
-    if not dist.is_main():
-        return {"run_dir": str(run_dir)}
+    with run_directory(run_dir_base(cfg, s, identity) if identity else None) as run:
+        if not run.main:
+            return {"run_dir": str(run.path)}
+        sc = score(cfg, s, feats, weights, held, label_free)
+        run.record = eval_record(cfg, s, feats, sc, identity, wall=time.perf_counter() - start, timestamp=run.path.name)
+        if label_free is not None:  # its weights (or subclass mapping) and their figure, before the figures finish
+            write_label_free(run.path, [label_free], s.prompts.templates, bool(cfg.figures),
+                             f"{identity['dataset_label']} | {identity['model']}")
+        write_outputs(run.path, cfg, s, feats, sc, run.record)
+    metrics = {**run.record.to_json(), "run_dir": str(run.path)}
+    print(summary_line(metrics, sc.m, prompt_count(s)))
+    trackers.log_run(cfg, run.path)  # the run is complete: a tracker that fails now only warns
+    return metrics
 
-    logits = score(s.model, feats.features, weights) if label_free is None else label_free.logits  # [N, C]
+
+@dataclass
+class Scores:
+    """An evaluation's scores: logits [N, C], classification metrics, the benchmark's own, calibration."""
+
+    logits: torch.Tensor
+    m: dict  # classification_metrics (and the benchmark's top1 where it defines its own)
+    extra: dict  # benchmark_metrics
+    calib: dict  # calibration's metrics.json entries
+    curves: list  # reliability curves to draw
+    targets: dict  # the dataset's metadata / multi-hot targets, row-aligned
+
+
+def score(cfg: DictConfig, s: Setup, feats: Features, weights: torch.Tensor, held, label_free) -> Scores:
+    logits = score_logits(s.model, feats.features, weights) if label_free is None else label_free.logits  # [N, C]
     m = classification_metrics(logits, feats.labels)
     targets = {k: v[feats.indices.numpy()] for k, v in s.dataset.targets().items()}
     extra = benchmark_metrics(cfg.dataset, logits, feats.labels, targets)
     m.update({k: v for k, v in extra.items() if k == "top1"})
-    metric = cfg.dataset.metric
     calib, curves = calibrate(cfg, s.model, weights, logits, feats.labels.numpy(), targets=targets, held=held)
-    wall = time.perf_counter() - start
-    metrics = {
-        "top1": m["top1"],
-        "top5": m["top5"],
-        "mean_per_class_recall": m["mean_per_class_recall"],
-        **extra,
-        **calib,
-        "metric": metric,
-        "main_metric": {**m, **extra}[metric],
-        **record,
-        "n_images": int(len(feats.labels)),
-        "n_classes": len(s.classnames),
-        "n_templates": len(s.prompts.templates),
-        "skipped_images": feats.skipped,
-        "images_from_cache": feats.from_cache,
-        "image_encode_seconds": feats.compute_s,
-        "data_wait_seconds": feats.data_wait_s,
-        **feats.step.metrics(),
-        "wall_seconds": wall,
-        "timestamp": run_dir.name,
+    return Scores(logits, m, extra, calib, list(curves), targets)
+
+
+def eval_record(cfg: DictConfig, s: Setup, feats: Features, sc: Scores, identity: dict, *, wall: float,
+                timestamp: str) -> RunRecord:
+    m, metric = sc.m, cfg.dataset.metric
+    results = {"top1": m["top1"], "top5": m["top5"], "mean_per_class_recall": m["mean_per_class_recall"], **sc.extra,
+               **sc.calib, "metric": metric, "main_metric": {**m, **sc.extra}[metric]}
+    details = {
+        "n_images": int(len(feats.labels)), "n_classes": len(s.classnames), "n_templates": len(s.prompts.templates),
+        "skipped_images": feats.skipped, "images_from_cache": feats.from_cache,
+        "image_encode_seconds": feats.compute_s, "data_wait_seconds": feats.data_wait_s, **feats.step.metrics(),
+        "wall_seconds": wall, "timestamp": timestamp,
     }
-    try:
-        if label_free is not None:  # its weights (or subclass mapping) and their figure, before the figures finish
-            write_label_free(run_dir, [label_free], s.prompts.templates, bool(cfg.figures),
-                             f"{metrics['dataset_label']} | {metrics['model']}")
-        write_outputs(run_dir, cfg, s, feats, logits, m, metrics, targets, curves)
-    except BaseException:
-        shutil.rmtree(run_dir, ignore_errors=True)  # a half-written run must not look like a result
-        raise
-    metrics["run_dir"] = str(run_dir)
+    return RunRecord("eval", results, identity, details)
+
+
+def summary_line(metrics: dict, m: dict, n_prompts) -> str:
+    metric = metrics["metric"]
     main_note = "" if metric in ("top1", "mean_per_class_recall") else f"  {metric} {100 * metrics['main_metric']:.2f}%"
-    print(
+    return (
         f"{metrics['dataset_label']} | {metrics['model']} ({metrics['architecture']}, sha256 {metrics['checkpoint_sha256'][:12]}) | "
-        f"prompts {metrics['prompts_label']} ({prompt_count(s)}) | "
+        f"prompts {metrics['prompts_label']} ({n_prompts}) | "
         f"top1 {100 * m['top1']:.2f}%  top5 {100 * m['top5']:.2f}%  mean per-class recall {100 * m['mean_per_class_recall']:.2f}%"
         f"{main_note} | "
-        f"{len(feats.labels)} images, {feats.from_cache} from cache, in {wall:.1f}s -> {run_dir}"
+        f"{metrics['n_images']} images, {metrics['images_from_cache']} from cache, in {metrics['wall_seconds']:.1f}s -> "
+        f"{metrics['run_dir']}"
     )
-    trackers.log_run(cfg, run_dir)  # the run is complete: a tracker that fails now only warns
-    return metrics
 
 
-def write_outputs(run_dir: Path, cfg, s: Setup, feats: Features, logits: torch.Tensor, m: dict, metrics: dict,
-                  targets: dict | None = None, curves=()) -> None:
+def write_outputs(run_dir: Path, cfg, s: Setup, feats: Features, sc: Scores, record: RunRecord) -> None:
+    """per_class.csv, predictions.csv, logits.npz, the figures, the gallery and config.yaml (metrics.json is
+    run_directory's, last)."""
     import pandas as pd
 
-    names = s.classnames
+    names, m, logits, targets = s.classnames, sc.m, sc.logits, sc.targets
     pd.DataFrame(
         {
             "class_index": np.arange(len(names)),
@@ -134,21 +147,20 @@ def write_outputs(run_dir: Path, cfg, s: Setup, feats: Features, logits: torch.T
     # group metadata and multi-hot targets, row-aligned, so that `compare` can resample worst-group and mAP
     np.savez_compressed(run_dir / "logits.npz", logits=logits.numpy(), labels=feats.labels.numpy(), indices=idx,
                         **{k: v for k, v in (targets or {}).items() if k in ("metadata", "multilabel")})
-    title = f"{metrics['dataset_label']} | {metrics['model']} | {metrics['prompts_label']}"
+    title = f"{record['dataset_label']} | {record['model']} | {record['prompts_label']}"
     if cfg.figures:  # drawn in the helper process where one runs (figures/drawing.py)
-        if curves:
-            drawing.draw(plot_reliability, [reliability_curve(*c) for c in curves], run_dir / "reliability_diagram.png",
-                         f"{title} ({metrics['probability']})")
+        if sc.curves:
+            drawing.draw(plot_reliability, [reliability_curve(*c) for c in sc.curves], run_dir / "reliability_diagram.png",
+                         f"{title} ({record['probability']})")
         drawing.draw(plot_confusion, np.asarray(m["confusion_matrix"]), list(names), run_dir / "confusion_matrix.png", title)
         drawing.draw(plot_per_class, np.asarray(m["per_class_accuracy"]), list(names), run_dir / "per_class_accuracy.png", title)
     if cfg.gallery.enabled and "multilabel" not in (targets or {}):  # one true class per image: one way to be wrong
-        write_gallery(run_dir, s, feats, logits, metrics, cfg.gallery)
+        write_gallery(run_dir, s, feats, logits, record, cfg.gallery)
     (run_dir / "config.yaml").write_text(recorded_config(cfg))
     drawing.finish()
-    write_json(run_dir / "metrics.json", metrics)  # last: its presence marks the run complete
 
 
-def write_gallery(run_dir: Path, s: Setup, feats: Features, logits: torch.Tensor, metrics: dict, settings) -> None:
+def write_gallery(run_dir: Path, s: Setup, feats: Features, logits: torch.Tensor, metrics, settings) -> None:
     """The error gallery, its thumbnails read through the dataset's own reader (files, CIFAR batches, shards)."""
     from zeroshot.data.base import DECODE_ERRORS
     from zeroshot.gallery import RunView, write_run_gallery

@@ -24,7 +24,8 @@ from zeroshot.errors import DatasetError
 from zeroshot.metrics.classification import classification_metrics
 from zeroshot.metrics.stats import held_out_split, share
 from zeroshot.pipeline import image_features, prepare
-from zeroshot.record import make_run_dir, run_dir_base, run_record, write_json
+from zeroshot.record import run_dir_base, run_directory, run_record
+from zeroshot.runs import RunRecord
 
 
 def _fit(x: np.ndarray, y: np.ndarray, c: float, cfg) -> LogisticRegression:
@@ -78,10 +79,37 @@ def linear_probe(cfg: DictConfig) -> dict:
     test = image_features(cfg, s)
     train = image_features(train_cfg, dataclasses.replace(s, dataset=train_ds))
     x_tr, y_tr = train.features.numpy(), train.labels.numpy()
-    x_te, y_te = test.features.numpy(), test.labels.numpy()
-    n_classes = len(s.classnames)
-
     shots = cfg.probe.get("shots")
+    runs = fit_seeds(cfg, x_tr, y_tr, test, len(s.classnames))
+    identity = {**run_record(cfg, s, len(test.labels), test.skipped), "prompts": "", "prompts_hash": "", "prompts_label": ""}
+    results = {
+        "top1": float(np.mean([r["top1"] for r in runs])),
+        "top5": float(np.mean([r["top5"] for r in runs])),
+        "mean_per_class_recall": float(np.mean([r["mean_per_class_recall"] for r in runs])),
+        "top1_std": float(np.std([r["top1"] for r in runs])),
+        "C": [r["C"] for r in runs] if shots else runs[0]["C"],
+        "shots": shots, "seeds": [r["seed"] for r in runs], "n_train_per_seed": [r["n_train"] for r in runs],
+        "top1_per_seed": [r["top1"] for r in runs],
+    }
+    # results/linear_probe/<dataset>/<model>/<timestamp>
+    with run_directory(run_dir_base(cfg, s, identity).parent) as run:
+        pd.concat([r["sweep"].assign(seed=r["seed"]) for r in runs]).to_csv(run.path / "probe_sweep.csv", index=False)
+        run.record = RunRecord("linear_probe", results, identity, {
+            "n_train": int(len(y_tr)), "n_images": int(len(test.labels)), "n_classes": len(s.classnames),
+            "train_split": cfg.probe.train_split, "train_fingerprint": train_ds.fingerprint()["digest"],
+            "wall_seconds": time.perf_counter() - start, "timestamp": run.path.name})
+    metrics = {**run.record.to_json(), "run_dir": str(run.path)}
+    label = f"{shots}-shot over {len(runs)} seeds" if shots else f"C={metrics['C']:g}"
+    print(f"{identity['dataset_label']} | {identity['model']} | linear probe ({label}) | top1 {100 * metrics['top1']:.2f}% "
+          f"top5 {100 * metrics['top5']:.2f}% | {len(y_tr)} train / {len(test.labels)} test images -> {run.path}")
+    trackers.log_run(cfg, run.path)  # the run is complete: a tracker that fails now only warns
+    return metrics
+
+
+def fit_seeds(cfg: DictConfig, x_tr: np.ndarray, y_tr: np.ndarray, test, n_classes: int) -> list[dict]:
+    """One fit per seed (k images per class with probe.shots=k, else all of train once): C swept, test scores."""
+    shots = cfg.probe.get("shots")
+    x_te, y_te = test.features.numpy(), test.labels.numpy()
     runs = []
     for seed in (cfg.probe.seeds if shots else [cfg.seed]):
         idx = np.arange(len(y_tr))
@@ -93,28 +121,4 @@ def linear_probe(cfg: DictConfig) -> dict:
         m = classification_metrics(_scores(clf, x_te, n_classes), torch.from_numpy(y_te))
         runs.append({"seed": int(seed), "C": c, "n_train": int(len(idx)), "top1": m["top1"], "top5": m["top5"],
                      "mean_per_class_recall": m["mean_per_class_recall"], "sweep": sweep})
-
-    record = run_record(cfg, s, len(y_te), test.skipped)
-    metrics = {
-        "kind": "linear_probe",
-        "top1": float(np.mean([r["top1"] for r in runs])),
-        "top5": float(np.mean([r["top5"] for r in runs])),
-        "mean_per_class_recall": float(np.mean([r["mean_per_class_recall"] for r in runs])),
-        "top1_std": float(np.std([r["top1"] for r in runs])),
-        "C": [r["C"] for r in runs] if shots else runs[0]["C"],
-        "shots": shots, "seeds": [r["seed"] for r in runs], "n_train_per_seed": [r["n_train"] for r in runs],
-        "top1_per_seed": [r["top1"] for r in runs],
-        **record, "prompts": "", "prompts_hash": "", "prompts_label": "",
-        "n_train": int(len(y_tr)), "n_images": int(len(y_te)), "n_classes": n_classes,
-        "train_split": cfg.probe.train_split, "train_fingerprint": train_ds.fingerprint()["digest"],
-        "wall_seconds": time.perf_counter() - start,
-    }
-    run_dir = make_run_dir(run_dir_base(cfg, s, record).parent)  # results/linear_probe/<dataset>/<model>/<timestamp>
-    metrics["timestamp"] = run_dir.name
-    pd.concat([r["sweep"].assign(seed=r["seed"]) for r in runs]).to_csv(run_dir / "probe_sweep.csv", index=False)
-    write_json(run_dir / "metrics.json", metrics)
-    label = f"{shots}-shot over {len(runs)} seeds" if shots else f"C={metrics['C']:g}"
-    print(f"{record['dataset_label']} | {record['model']} | linear probe ({label}) | top1 {100 * metrics['top1']:.2f}% "
-          f"top5 {100 * metrics['top5']:.2f}% | {len(y_tr)} train / {len(y_te)} test images -> {run_dir}")
-    trackers.log_run(cfg, run_dir)  # the run is complete: a tracker that fails now only warns
-    return {**metrics, "run_dir": str(run_dir)}
+    return runs

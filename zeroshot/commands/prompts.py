@@ -7,7 +7,6 @@ like `evaluate`: one function per table, each filling its results, then one func
 """
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from zeroshot.log import log, plural
 from zeroshot.metrics.stats import held_out_split, holm, share
 from zeroshot.pipeline import image_features, prepare, text_cache
 from zeroshot.prompts.sets import PromptSet, read_classnames, write_prompt_file
-from zeroshot.record import make_run_dir, run_dir_base, run_record, write_json
+from zeroshot.record import run_dir_base, run_directory, run_record, write_json
 
 
 @dataclass(frozen=True)
@@ -249,26 +248,22 @@ def run_summary(cfg: DictConfig, s, record: dict, r: PromptResults, feats_img) -
 
 def write_run(cfg: DictConfig, s, record: dict, r: PromptResults, summary: dict) -> dict:
     """Every file of the run in one fresh directory, summary.json last (the mark of a complete run); returns the
-    summary as written. Any failure part-way removes the directory: a half-written run must not look like a result."""
-    run_dir = make_run_dir(run_dir_base(cfg, s, record))
-    summary = summary | {"run_dir": str(run_dir)}
-    if r.descriptions is not None:
-        summary["descriptions"] = {k: r.descriptions[k] for k in ("rows", "random_summary", "heldout", "mapping")}
-    try:
+    summary as written. Any failure part-way removes the directory (run_directory): a half-written run must not
+    look like a result."""
+    with run_directory(run_dir_base(cfg, s, record), record=False) as run:
+        summary = summary | {"run_dir": str(run.path)}
+        if r.descriptions is not None:
+            summary["descriptions"] = {k: r.descriptions[k] for k in ("rows", "random_summary", "heldout", "mapping")}
         title = f"{record['dataset_label']} | {record['model']}"
-        write_tables(run_dir, cfg, s, record, r)
+        write_tables(run.path, cfg, s, record, r)
         if r.label_free:
-            write_label_free(run_dir, r.label_free, s.prompts.templates, bool(cfg.figures), title)
+            write_label_free(run.path, r.label_free, s.prompts.templates, bool(cfg.figures), title)
         if r.descriptions is not None:
             from zeroshot.experiments.descriptions import write_description_outputs
 
-            write_description_outputs(run_dir, r.descriptions, title, bool(cfg.figures))
+            write_description_outputs(run.path, r.descriptions, title, bool(cfg.figures))
         drawing.finish()  # the figures, before the file that marks the run complete
-        write_json(run_dir / "summary.json", summary)
-    except BaseException:
-        drawing.stop()  # no figure may land in the directory once it is removed
-        shutil.rmtree(run_dir, ignore_errors=True)
-        raise
+        write_json(run.path / "summary.json", summary)
     return summary
 
 

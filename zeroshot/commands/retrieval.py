@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,8 @@ from zeroshot.pipeline import (
 )
 from zeroshot.prompts.languages import canonical
 from zeroshot.prompts.sets import PromptSet
-from zeroshot.record import make_run_dir, recorded_config, run_dir_base, run_record, write_json
+from zeroshot.record import recorded_config, run_dir_base, run_directory, run_record
+from zeroshot.runs import RunRecord
 
 
 def captions_hash(captions: list[list[str]]) -> str:
@@ -85,52 +85,45 @@ def run_retrieval(cfg: DictConfig) -> dict:
     text_feats = encode_captions(cfg, s, progress)
     feats = image_features(cfg, s, progress)
     chash = captions_hash(s.captions)
-    record = None
+    identity = None
     if dist.is_main():
-        record = run_record(cfg, s, len(feats.labels), feats.skipped)
-        record.update(prompts=s.prompts.name, prompts_hash=chash, prompts_label=f"{s.prompts.name}#{chash[:8]}",
-                      captions_hash=chash)
-    run_dir = dist.broadcast_object(make_run_dir(run_dir_base(cfg, s, record)) if dist.is_main() else None)
-    if not dist.is_main():
-        return {"run_dir": str(run_dir)}
-
-    # captions of an image skipped as unreadable have nothing to find: they leave with it (and the run is
-    # then not comparable, as run_record says from the skipped count)
-    positions = feats.indices.tolist()
-    row = {p: r for r, p in enumerate(positions)}
-    owner = torch.tensor([i for i, caps in enumerate(s.captions) for _ in caps])
-    keep = torch.tensor([int(o) in row for o in owner], dtype=torch.bool)
-    text_image = torch.tensor([row[int(o)] for o in owner[keep]], dtype=torch.long)
-    ks = tuple(int(k) for k in cfg.dataset.recall_at)
-    result = retrieve(feats.features, text_feats[keep], text_image, cfg.get("similarity_block"), s.device, ks)
-    recalls = result.recalls(ks)
-    metric = cfg.dataset.metric
-    metrics = {
-        "kind": "retrieval", **recalls, "metric": metric, "main_metric": recalls[metric], **result.tie_counts(), **record,
-        "n_images": len(positions), "n_captions": int(keep.sum()), "captions_dropped": int((~keep).sum()),
-        "captions_per_image": [int(x) for x in np.unique([len(c) for c in s.captions])],
-        "skipped_images": feats.skipped, "images_from_cache": feats.from_cache,
-        "image_encode_seconds": feats.compute_s, "data_wait_seconds": feats.data_wait_s,
-        **feats.step.metrics(),
-        "wall_seconds": time.perf_counter() - start, "timestamp": run_dir.name,
-    }
-    try:
-        write_outputs(run_dir, cfg, s, positions, owner[keep], result, metrics)
-    except BaseException:
-        shutil.rmtree(run_dir, ignore_errors=True)  # a half-written run must not look like a result
-        raise
-    metrics["run_dir"] = str(run_dir)
+        identity = run_record(cfg, s, len(feats.labels), feats.skipped)
+        identity.update(prompts=s.prompts.name, prompts_hash=chash, prompts_label=f"{s.prompts.name}#{chash[:8]}")
+    with run_directory(run_dir_base(cfg, s, identity) if identity else None) as run:
+        if not run.main:
+            return {"run_dir": str(run.path)}
+        # captions of an image skipped as unreadable have nothing to find: they leave with it (and the run is
+        # then not comparable, as run_record says from the skipped count)
+        positions = feats.indices.tolist()
+        row = {p: r for r, p in enumerate(positions)}
+        owner = torch.tensor([i for i, caps in enumerate(s.captions) for _ in caps])
+        keep = torch.tensor([int(o) in row for o in owner], dtype=torch.bool)
+        text_image = torch.tensor([row[int(o)] for o in owner[keep]], dtype=torch.long)
+        ks = tuple(int(k) for k in cfg.dataset.recall_at)
+        result = retrieve(feats.features, text_feats[keep], text_image, cfg.get("similarity_block"), s.device, ks)
+        recalls, metric = result.recalls(ks), cfg.dataset.metric
+        run.record = RunRecord("retrieval", {**recalls, "metric": metric, "main_metric": recalls[metric],
+                                             **result.tie_counts()}, identity, {
+            "captions_hash": chash, "n_images": len(positions), "n_captions": int(keep.sum()),
+            "captions_dropped": int((~keep).sum()),
+            "captions_per_image": [int(x) for x in np.unique([len(c) for c in s.captions])],
+            "skipped_images": feats.skipped, "images_from_cache": feats.from_cache,
+            "image_encode_seconds": feats.compute_s, "data_wait_seconds": feats.data_wait_s, **feats.step.metrics(),
+            "wall_seconds": time.perf_counter() - start, "timestamp": run.path.name})
+        write_outputs(run.path, cfg, s, positions, owner[keep], result)
+    metrics = {**run.record.to_json(), "run_dir": str(run.path)}
     print(f"{metrics['dataset_label']} | {metrics['model']} ({metrics['architecture']}, sha256 "
           f"{metrics['checkpoint_sha256'][:12]}) | {metrics['n_captions']} captions of {metrics['n_images']} images | "
           f"image->text R@1 {100 * recalls['text_retrieval_recall@1']:.2f}%  "
           f"text->image R@1 {100 * recalls['image_retrieval_recall@1']:.2f}%  {metric} {100 * metrics['main_metric']:.2f}% | "
-          f"{metrics['wall_seconds']:.1f}s -> {run_dir}")
-    trackers.log_run(cfg, run_dir)  # the run is complete: a tracker that fails now only warns
+          f"{metrics['wall_seconds']:.1f}s -> {run.path}")
+    trackers.log_run(cfg, run.path)  # the run is complete: a tracker that fails now only warns
     return metrics
 
 
-def write_outputs(run_dir: Path, cfg, s: RetrievalSetup, positions: list[int], owner: torch.Tensor, result, metrics: dict) -> None:
-    """Per-query ranks and top-5 both ways (for looking at failures), the config, and metrics.json last."""
+def write_outputs(run_dir: Path, cfg, s: RetrievalSetup, positions: list[int], owner: torch.Tensor, result) -> None:
+    """Per-query ranks and top-5 both ways (for looking at failures) and the config (metrics.json is
+    run_directory's, last)."""
     import pandas as pd
 
     paths = s.dataset.paths
@@ -149,7 +142,6 @@ def write_outputs(run_dir: Path, cfg, s: RetrievalSetup, positions: list[int], o
                         indices=np.asarray(positions), text_image=owner.numpy())
     # eval's prompts group comes along with its defaults; the captions are this run's text side
     (run_dir / "config.yaml").write_text(recorded_config(cfg, leave_out=("prompts",)))
-    write_json(run_dir / "metrics.json", metrics)  # last: its presence marks the run complete
 
 
 def retrieval_pair(cfg: DictConfig) -> dict:

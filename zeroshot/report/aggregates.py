@@ -17,6 +17,7 @@ import yaml
 from zeroshot.figures.report import plot_dataset_bars, plot_heatmap, plot_robustness
 from zeroshot.paths import config_dir
 from zeroshot.record import slug
+from zeroshot.report.tables import fmt
 
 
 def _main_value(row) -> float:
@@ -90,8 +91,8 @@ def markdown(avg35: pd.DataFrame, robust: pd.DataFrame) -> list[str]:
                   "| model | datasets | average | published, same datasets | delta | published 35-dataset average | not run |",
                   "|---|---|---|---|---|---|---|"]
         for r in avg35.itertuples():
-            lines.append(f"| {r.model} | {r.datasets} of 35 | {r.average:.2f} | {_f(r.published_same_datasets)} | "
-                         f"{_f(r.delta_same_datasets, signed=True)} | {_f(r.published_average_35)} | {r.missing or '-'} |")
+            lines.append(f"| {r.model} | {r.datasets} of 35 | {r.average:.2f} | {fmt(r.published_same_datasets)} | "
+                         f"{fmt(r.delta_same_datasets, signed=True)} | {fmt(r.published_average_35)} | {r.missing or '-'} |")
         lines.append("")
     if not robust.empty:
         shifts = robustness_suite()["average_over"]
@@ -102,17 +103,11 @@ def markdown(avg35: pd.DataFrame, robust: pd.DataFrame) -> list[str]:
                   + " | ".join(robustness_suite()["datasets"][1:]) + " |",
                   "|" + "---|" * (6 + len(robustness_suite()["datasets"]) - 1)]
         for r in robust.to_dict("records"):
-            cells = [_f(r[d]) for d in robustness_suite()["datasets"][1:]]
-            lines.append(f"| {r['model']} | {_f(r['imagenet'])} | {_f(r['shift_average'])} | {r['shifts_run']} | "
-                         f"{_f(r['published_imagenet'])} | {_f(r['published_shift_average'])} | " + " | ".join(cells) + " |")
+            cells = [fmt(r[d]) for d in robustness_suite()["datasets"][1:]]
+            lines.append(f"| {r['model']} | {fmt(r['imagenet'])} | {fmt(r['shift_average'])} | {r['shifts_run']} | "
+                         f"{fmt(r['published_imagenet'])} | {fmt(r['published_shift_average'])} | " + " | ".join(cells) + " |")
         lines.append("")
     return lines
-
-
-def _f(x, signed: bool = False) -> str:
-    if x is None or pd.isna(x):
-        return ""
-    return f"{x:+.2f}" if signed else f"{x:.2f}"
 
 
 def robustness_figure(robust: pd.DataFrame, path: Path) -> bool:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pandas as pd
 
 from zeroshot.errors import ReportError
 from zeroshot.metrics import paired as cmp
+from zeroshot.runs import RunRecord
 
 IMAGES = ["dataset_fingerprint", "split"]
 
@@ -44,7 +44,7 @@ def load_run(run_dir: str | Path, name: str) -> cmp.RunImages:
     if not (run_dir / "logits.npz").exists():
         raise ReportError(f"{run_dir} has no logits.npz, which a paired comparison needs: re-run that evaluation "
                           "(`zeroshot eval ...`) to write one")
-    m = json.loads((run_dir / "metrics.json").read_text())
+    m = RunRecord.from_json(run_dir / "metrics.json")
     z = read_npz(run_dir / "logits.npz", ("logits", "labels", "indices"))
     keys = np.array([f"#{i}" for i in z["indices"]], dtype=object)
     if (run_dir / "predictions.csv").exists():
@@ -60,8 +60,8 @@ def load_run(run_dir: str | Path, name: str) -> cmp.RunImages:
         import yaml
 
         groups = ((yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("dataset") or {}).get("groups") or {}
-    return cmp.RunImages(name, str(run_dir), m.get("dataset_fingerprint") or "", m.get("split", "test"), keys,
-                         z["labels"].astype(np.int64), z["logits"].astype(np.float32), m.get("metric", "top1"),
+    return cmp.RunImages(name, str(run_dir), m.get("dataset_fingerprint") or "", m.get("split"), keys,
+                         z["labels"].astype(np.int64), z["logits"].astype(np.float32), m.get("metric"),
                          classnames, z["metadata"] if "metadata" in z else None,
                          z["multilabel"] if "multilabel" in z else None, groups)
 
@@ -140,8 +140,7 @@ def build_comparison(table: pd.DataFrame, n_boot: int = 1000, seed: int = 0, alp
             except (ReportError, OSError, KeyError, ValueError) as e:
                 comp.notes.append(f"{dataset}: {r.model} left out of the comparison: {e}")
         for name, run in runs.items():
-            m = json.loads((Path(run.run_dir) / "metrics.json").read_text())
-            main.setdefault(name, {})[dataset] = m.get("main_metric", m.get("top1"))
+            main.setdefault(name, {})[dataset] = RunRecord.from_json(Path(run.run_dir) / "metrics.json").get("main_metric")
         for a, b in itertools.combinations(sorted(runs, key=order.get), 2):
             try:
                 rows = cmp.compare_pair(runs[a], runs[b], n_boot, seed)

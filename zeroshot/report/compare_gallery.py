@@ -6,7 +6,6 @@ recorded path (file or webdataset shard); an image neither has is shown as text.
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +16,14 @@ from zeroshot.gallery import figure_html, open_recorded, page, shown, write_thum
 from zeroshot.metrics import paired as cmp
 from zeroshot.metrics.calibration import probabilities
 from zeroshot.record import slug
+from zeroshot.runs import RunRecord
 
 PER_SIDE = 12  # images shown per side of a pair and dataset: the most confident mistakes of the other system
 SIZE = 112
 
 
 def _kind(run_dir: str) -> str:
-    m = json.loads((Path(run_dir) / "metrics.json").read_text())
+    m = RunRecord.from_json(Path(run_dir) / "metrics.json")
     return "sigmoid" if m.get("probability") == "sigmoid_renormalized" else "softmax"
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,8 @@ import pandas as pd
 from zeroshot.figures.report import plot_differences
 from zeroshot.log import plural
 from zeroshot.record import slug
-from zeroshot.report.tables import frame_html
+from zeroshot.report.tables import fmt, frame_html
+from zeroshot.runs import RunRecord
 
 SIG, CI_MARK = "*", "°"
 CSV_COLUMNS = ["system_a", "system_b", "dataset", "split", "dataset_fingerprint", "metric", "per_image", "a", "b", "diff",
@@ -39,12 +39,12 @@ def mark(r: dict) -> str:
     return CI_MARK if r["ci_low"] > 0 or r["ci_high"] < 0 else ""
 
 
-def pts(x) -> str:
-    return "" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{100 * x:+.2f}"
+def pts(x) -> str:  # a difference of fractions, in points
+    return fmt(x, pct=True, signed=True)
 
 
-def pct(x) -> str:
-    return "" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{100 * x:.2f}"
+def pct(x) -> str:  # a fraction, in %
+    return fmt(x, pct=True)
 
 
 def pval(p) -> str:
@@ -194,7 +194,7 @@ def calibration_rows(table: pd.DataFrame) -> list[dict]:
     rows = []
     for r in table[table.run_dir.notna()].itertuples() if "run_dir" in table else []:
         path = Path(r.run_dir) / "metrics.json"
-        m = json.loads(path.read_text()) if path.exists() else {}
+        m = RunRecord.from_json(path) if path.exists() else RunRecord("eval")
         if m.get("ece") is None:
             continue
         rows.append({"model": r.model, "dataset": r.dataset_label, "prompts": r.prompts_label, "probability": m.get("probability"),

@@ -15,30 +15,30 @@ import numpy as np
 import pandas as pd
 
 from zeroshot.paths import REFERENCE
-from zeroshot.report.runs import run_records
+from zeroshot.report.runs import ROW_KEY, run_records
+from zeroshot.report.tables import fmt
 
 PUBLISHED_COMPOSITIONALITY = REFERENCE / "published_compositionality.csv"
-ROW_KEY = ["checkpoint_sha256", "dataset_fingerprint", "split", "prompts_hash"]
 SCORES = ["text_accuracy", "image_accuracy", "group_accuracy", "macro_accuracy", "text_accuracy_mean_of_subsets"]
 
 
 def load_compositionality_runs(inputs) -> pd.DataFrame:
     """One record per complete compositionality run (metrics.json with kind "compositionality") under the inputs."""
     records = []
-    for path, m in run_records(inputs, "compositionality"):
+    for m in run_records(inputs, "compositionality"):
         if "main_metric" not in m or "model" not in m:
-            warnings.warn(f"skipping {path}: not a complete compositionality metrics.json")
+            warnings.warn(f"skipping {m.path}: not a complete compositionality metrics.json")
             continue
         records.append({
             "model": m["model"], "model_release": m.get("model_release"), "dataset": m["dataset"],
-            "dataset_label": m.get("dataset_label") or m["dataset"], "dataset_fingerprint": m.get("dataset_fingerprint", ""),
-            "split": m.get("split", "test"), "prompts_hash": m.get("instances_hash", ""), "metric": m["metric"],
+            "dataset_label": m.get("dataset_label"), "dataset_fingerprint": m.get("dataset_fingerprint"),
+            "split": m.get("split"), "prompts_hash": m.get("instances_hash", ""), "metric": m["metric"],
             "main_metric": m["main_metric"], **{k: m.get(k) for k in SCORES},
             **{f"mean_{k}": v for k, v in (m.get("group_means") or {}).items()},
-            "n_instances": m.get("n_instances"), "ties": m.get("ties"), "comparable": bool(m.get("comparable", False)),
-            "not_comparable_reason": m.get("not_comparable_reason", ""),
-            "checkpoint_sha256": m.get("checkpoint_sha256", ""), "date": m.get("timestamp") or path.parent.name,
-            "run_dir": str(path.parent),
+            "n_instances": m.get("n_instances"), "ties": m.get("ties"), "comparable": bool(m.get("comparable")),
+            "not_comparable_reason": m.get("not_comparable_reason"),
+            "checkpoint_sha256": m.get("checkpoint_sha256"), "date": m.get("timestamp"),
+            "run_dir": str(m.run_dir),
         })
     return pd.DataFrame(records)
 
@@ -68,10 +68,6 @@ def compositionality_table(runs: pd.DataFrame, threshold: float) -> pd.DataFrame
     return latest.sort_values(["model", "dataset_label"])
 
 
-def _pct(x) -> str:
-    return "" if x is None or pd.isna(x) else f"{100 * float(x):.2f}"
-
-
 def markdown(table: pd.DataFrame) -> list[str]:
     if table is None or table.empty:
         return []
@@ -85,9 +81,9 @@ def markdown(table: pd.DataFrame) -> list[str]:
              "instances | ties | sha256 | date |", "|" + "---|" * 17]
     for r in table.to_dict("records"):
         pub = f"{r['published']:.2f} ({r['published_note']})" if not pd.isna(r["published"]) else r["published_note"]
-        cells = [r["model"], r["dataset_label"], r["metric"], _pct(r["main_metric"]), _pct(r.get("text_accuracy")),
-                 _pct(r.get("image_accuracy")), _pct(r.get("group_accuracy")), _pct(r.get("mean_replace")),
-                 _pct(r.get("mean_swap")), _pct(r.get("mean_add")), pub,
+        cells = [r["model"], r["dataset_label"], r["metric"], fmt(r["main_metric"], pct=True), fmt(r.get("text_accuracy"), pct=True),
+                 fmt(r.get("image_accuracy"), pct=True), fmt(r.get("group_accuracy"), pct=True), fmt(r.get("mean_replace"), pct=True),
+                 fmt(r.get("mean_swap"), pct=True), fmt(r.get("mean_add"), pct=True), pub,
                  "" if pd.isna(r["delta"]) else f"{r['delta']:+.2f}", r["flag"], str(r["n_instances"]), str(r["ties"]),
                  str(r["checkpoint_sha256"])[:12], str(r["date"])]
         lines.append("| " + " | ".join(map(str, cells)) + " |")

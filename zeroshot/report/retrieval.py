@@ -19,31 +19,31 @@ import yaml
 
 from zeroshot.paths import REFERENCE, config_dir
 from zeroshot.report.published import PUBLISHED
-from zeroshot.report.runs import run_records
+from zeroshot.report.runs import ROW_KEY, run_records
+from zeroshot.report.tables import fmt
 
 PUBLISHED_RETRIEVAL = REFERENCE / "published_retrieval.csv"
 RECALLS = [f"{d}_retrieval_recall@{k}" for d in ("text", "image") for k in (1, 5, 10)]
-ROW_KEY = ["checkpoint_sha256", "dataset_fingerprint", "split", "prompts_hash"]
 
 
 def load_retrieval_runs(inputs) -> pd.DataFrame:
     """One record per complete retrieval run (metrics.json with kind "retrieval") under the inputs."""
     records = []
-    for path, m in run_records(inputs, "retrieval"):
+    for m in run_records(inputs, "retrieval"):
         if "mean_recall@1" not in m or "model" not in m:
-            warnings.warn(f"skipping {path}: not a complete retrieval metrics.json")
+            warnings.warn(f"skipping {m.path}: not a complete retrieval metrics.json")
             continue
         records.append({
-            "model": m["model"], "model_release": m.get("model_release"), "architecture": m.get("architecture", ""),
-            "dataset": m["dataset"], "dataset_label": m.get("dataset_label") or m["dataset"],
-            "dataset_fingerprint": m.get("dataset_fingerprint", ""), "split": m.get("split", "test"),
-            "prompts_hash": m.get("captions_hash") or m.get("prompts_hash", ""), "captions": m.get("prompts_label", ""),
+            "model": m["model"], "model_release": m.get("model_release"), "architecture": m.get("architecture"),
+            "dataset": m["dataset"], "dataset_label": m.get("dataset_label"),
+            "dataset_fingerprint": m.get("dataset_fingerprint"), "split": m.get("split"),
+            "prompts_hash": m.get("captions_hash") or m.get("prompts_hash"), "captions": m.get("prompts_label"),
             **{k: m.get(k) for k in [*RECALLS, "mean_recall@1"]}, "n_images": m.get("n_images"),
-            "n_captions": m.get("n_captions"), "comparable": bool(m.get("comparable", False)),
-            "not_comparable_reason": m.get("not_comparable_reason", ""),
+            "n_captions": m.get("n_captions"), "comparable": bool(m.get("comparable")),
+            "not_comparable_reason": m.get("not_comparable_reason"),
             "benchmark_metric": (m.get("benchmark") or {}).get("metric", "mean_recall@1"),
-            "checkpoint_sha256": m.get("checkpoint_sha256", ""), "date": m.get("timestamp") or path.parent.name,
-            "run_dir": str(path.parent), "language": m.get("language"),
+            "checkpoint_sha256": m.get("checkpoint_sha256"), "date": m.get("timestamp"),
+            "run_dir": str(m.run_dir), "language": m.get("language"),
             "dataset_language": (m.get("language_detail") or {}).get("dataset_language"),
         })
     return pd.DataFrame(records)
@@ -125,13 +125,6 @@ def datacomp_38(classification: pd.DataFrame, retrieval: pd.DataFrame) -> pd.Dat
     return frame
 
 
-def _f(x, signed: bool = False, pct: bool = False) -> str:
-    if x is None or pd.isna(x):
-        return ""
-    x = 100 * x if pct else x
-    return f"{x:+.2f}" if signed else f"{x:.2f}"
-
-
 def markdown(table: pd.DataFrame, dc38: pd.DataFrame) -> list[str]:
     lines = []
     if table is not None and not table.empty:
@@ -144,8 +137,8 @@ def markdown(table: pd.DataFrame, dc38: pd.DataFrame) -> list[str]:
                   "|" + "---|" * 17]
         for r in table.to_dict("records"):
             pub = f"{r['published']:.2f} (open_clip)" if not pd.isna(r["published"]) else r["published_note"]
-            cells = [r["dataset_label"], r["model"], r["captions"], *[_f(r[k], pct=True) for k in RECALLS],
-                     _f(r["mean_recall@1"], pct=True), pub, _f(r["delta"], signed=True), r["flag"],
+            cells = [r["dataset_label"], r["model"], r["captions"], *[fmt(r[k], pct=True) for k in RECALLS],
+                     fmt(r["mean_recall@1"], pct=True), pub, fmt(r["delta"], signed=True), r["flag"],
                      str(r["n_images"]), str(r["n_captions"]), str(r["checkpoint_sha256"])[:12], str(r["date"])]
             lines.append("| " + " | ".join(map(str, cells)) + " |")
         lines.append("")
@@ -158,8 +151,8 @@ def markdown(table: pd.DataFrame, dc38: pd.DataFrame) -> list[str]:
                   "| model | tasks | average | published, same tasks | delta | published 38-task average | not run |",
                   "|---|---|---|---|---|---|---|"]
         for r in dc38.to_dict("records"):
-            lines.append(f"| {r['model']} | {r['tasks']} of 38 | {r['average']:.2f} | {_f(r['published_same_tasks'])} | "
-                         f"{_f(r['delta_same_tasks'], signed=True)} | {_f(r['published_average_38'])} | {r['not_run'] or '-'} |")
+            lines.append(f"| {r['model']} | {r['tasks']} of 38 | {r['average']:.2f} | {fmt(r['published_same_tasks'])} | "
+                         f"{fmt(r['delta_same_tasks'], signed=True)} | {fmt(r['published_average_38'])} | {r['not_run'] or '-'} |")
         lines.append("")
     return lines
 
@@ -167,7 +160,7 @@ def markdown(table: pd.DataFrame, dc38: pd.DataFrame) -> list[str]:
 def retrieval_only_report(cfg, runs: pd.DataFrame, not_run: list[dict], selection: pd.DataFrame | None = None) -> dict:
     """The report when the inputs hold no classification runs: the retrieval table, the 38-task view, the
     compositionality table (report.compositionality), what did not run."""
-    from zeroshot.record import make_run_dir
+    from zeroshot.record import run_directory
     from zeroshot.report import compositionality
     from zeroshot.report.tables import not_run_lines
 
@@ -178,21 +171,22 @@ def retrieval_only_report(cfg, runs: pd.DataFrame, not_run: list[dict], selectio
     avg38 = datacomp_38(None, table) if not table.empty else pd.DataFrame()
     languages = multilingual_table(None, table) if not table.empty else pd.DataFrame()
     selection = pd.DataFrame() if selection is None else selection
-    out = make_run_dir(cfg.output_dir)
-    for name, frame in (("retrieval.csv", table), ("average_38.csv", avg38), ("multilingual.csv", languages),
-                        ("compositionality.csv", selection)):
-        if not frame.empty:
-            frame.to_csv(out / name, index=False)
-    lines = ["# zeroshot benchmark report", "", *markdown(table, avg38), *multilingual_markdown(languages),
-             *compositionality.report_lines(selection, cfg),
-             *not_run_lines(not_run)]
-    (out / "report.md").write_text("\n".join(lines))
-    body = "".join(f"<h2>{title}</h2>{frame.to_html(index=False, na_rep='', float_format=lambda x: f'{x:.4g}')}"
-                   for title, frame in (("Image-text retrieval", table), ("DataComp's 38 tasks: average", avg38),
-                                        ("Multilingual", languages),
-                                        ("Compositionality (image-caption selection)", selection)) if not frame.empty)
-    (out / "report.html").write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>zeroshot report</title></head>"
-                                     f"<body><h1>zeroshot benchmark report</h1>{body}</body></html>")
+    with run_directory(cfg.output_dir, record=False) as report_dir:
+        out = report_dir.path
+        for name, frame in (("retrieval.csv", table), ("average_38.csv", avg38), ("multilingual.csv", languages),
+                            ("compositionality.csv", selection)):
+            if not frame.empty:
+                frame.to_csv(out / name, index=False)
+        lines = ["# zeroshot benchmark report", "", *markdown(table, avg38), *multilingual_markdown(languages),
+                 *compositionality.report_lines(selection, cfg),
+                 *not_run_lines(not_run)]
+        (out / "report.md").write_text("\n".join(lines))
+        body = "".join(f"<h2>{title}</h2>{frame.to_html(index=False, na_rep='', float_format=lambda x: f'{x:.4g}')}"
+                       for title, frame in (("Image-text retrieval", table), ("DataComp's 38 tasks: average", avg38),
+                                            ("Multilingual", languages),
+                                            ("Compositionality (image-caption selection)", selection)) if not frame.empty)
+        (out / "report.html").write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>zeroshot report</title></head>"
+                                         f"<body><h1>zeroshot benchmark report</h1>{body}</body></html>")
     print(f"{len(table)} retrieval rows from {len(runs)} runs, {len(selection)} compositionality rows -> "
           f"{out}/report.md, report.html")
     return {"report_dir": str(out), "rows": 0, "skipped": 0, "notes": [], "not_run": not_run, "average_35": [],

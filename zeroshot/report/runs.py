@@ -12,6 +12,7 @@ import pandas as pd
 from zeroshot.errors import ReportError
 from zeroshot.metrics.classification import BENCHMARK_METRICS, CLASSIFICATION_METRICS
 from zeroshot.paths import TRACKERS_DIR
+from zeroshot.runs import RunRecord
 
 REQUIRED = ("top1", "top5", "mean_per_class_recall", "model", "dataset", "prompts")
 
@@ -23,19 +24,23 @@ METRIC_COLUMNS = list(CLASSIFICATION_METRICS)
 ROW_KEY = ["checkpoint_sha256", "dataset_fingerprint", "split", "prompts_hash"]
 
 
+def record_paths(root: Path):
+    """Every metrics.json under root, skipping trackers' copies of runs (logger=...)."""
+    for path in sorted(root.rglob("metrics.json")) if root.exists() else []:
+        if TRACKERS_DIR not in path.relative_to(root).parts[:-1]:
+            yield path
+
+
 def run_records(inputs, kind: str):
-    """(path, record) of each readable metrics.json of this kind under the inputs, skipping trackers' copies of runs;
-    one that cannot be read is load_runs' to warn about."""
+    """Each readable run record of this kind under the inputs; one that cannot be read is load_runs' to warn about."""
     for root in map(Path, inputs):
-        for path in sorted(root.rglob("metrics.json")) if root.exists() else []:
-            if TRACKERS_DIR in path.relative_to(root).parts[:-1]:  # a tracker's copy of a run (logger=...), not a run
-                continue
+        for path in record_paths(root):
             try:
-                m = json.loads(path.read_text())
+                r = RunRecord.from_json(path)
             except (ValueError, OSError):
                 continue
-            if isinstance(m, dict) and m.get("kind") == kind:
-                yield path, m
+            if r.kind == kind:
+                yield r
 
 
 def load_runs(inputs: list[str | Path]) -> pd.DataFrame:
@@ -44,45 +49,42 @@ def load_runs(inputs: list[str | Path]) -> pd.DataFrame:
     for root in map(Path, inputs):
         if not root.exists():
             raise ReportError(f"Results directory {root} does not exist. Pass directories that hold runs (default: results/)")
-        for path in sorted(root.rglob("metrics.json")):
-            if TRACKERS_DIR in path.relative_to(root).parts[:-1]:  # a tracker's copy of a run (logger=...), not a run
-                continue
+        for path in record_paths(root):
             try:
-                m = json.loads(path.read_text())
-                kind = m.get("kind", "eval")
-                if kind in ("retrieval", "compositionality"):  # read by their own report views, into their own tables
+                r = RunRecord.from_json(path)
+                if r.kind in ("retrieval", "compositionality"):  # read by their own report views, into their own tables
                     continue
-                needed = ("top1", "model", "dataset") if kind == "linear_probe" else REQUIRED
-                missing = [k for k in needed if k not in m]
+                needed = ("top1", "model", "dataset") if r.kind == "linear_probe" else REQUIRED
+                missing = [k for k in needed if k not in r]
                 if missing:
                     raise ValueError(f"missing {', '.join(missing)}")
-                float(m["top1"])
+                float(r["top1"])
             except (ValueError, TypeError, json.JSONDecodeError) as e:
                 warnings.warn(f"skipping {path}: not a complete metrics.json ({e})")
                 continue
-            versions = m.get("versions") or {}
-            bench = m.get("benchmark") or {}
-            records.append({
-                "kind": kind, "model": m["model"], "model_release": m.get("model_release"),
-                "architecture": m.get("architecture", ""), "dataset": m["dataset"],
-                "dataset_label": m.get("dataset_label") or m["dataset"],
-                # runs written before fingerprints existed are keyed by what they did record
-                "dataset_fingerprint": m.get("dataset_fingerprint") or f"{m['dataset']}:{m.get('n_images')}",
-                "split": m.get("split", "test"), "prompts": m.get("prompts", ""),
-                "prompts_hash": m.get("prompts_hash") if m.get("prompts_hash") is not None else m.get("prompts", ""),
-                "prompts_label": m.get("prompts_label") or m.get("prompts", ""),
-                **{k: m.get(k) for k in METRIC_COLUMNS}, **{k: m[k] for k in EXTRA_METRICS if k in m},
-                "n_images": m.get("n_images"), "comparable": bool(m.get("comparable", False)),
-                "not_comparable_reason": m.get("not_comparable_reason") or ("run recorded no benchmark" if "comparable" not in m else ""),
-                "benchmark_metric": bench.get("metric"), "checkpoint_sha256": m.get("checkpoint_sha256") or "",
-                "precision": m.get("precision"), "device": m.get("device"), "date": m.get("timestamp") or path.parent.name,
-                "version": versions.get("zeroshot"), "git_commit": (versions.get("git_commit") or "")[:10],
-                "run_dir": str(path.parent), "language": m.get("language"), **class_prompt_fields(m),
-            })
+            records.append(table_row(r))
     if not records:
         raise ReportError(f"No runs found under {', '.join(map(str, inputs))} (no complete metrics.json). "
                           "Run `python -m zeroshot eval ...` first, or point the report at the directories that hold runs.")
     return pd.DataFrame(records)
+
+
+def table_row(r: RunRecord) -> dict:
+    """A classification run's (or probe's) row of the report's table; what an old run lacks reads as OLD_RUNS says."""
+    versions = r.get("versions") or {}
+    return {
+        "kind": r.kind, "model": r["model"], "model_release": r.get("model_release"),
+        "architecture": r.get("architecture"), "dataset": r["dataset"], "dataset_label": r.get("dataset_label"),
+        "dataset_fingerprint": r.get("dataset_fingerprint"), "split": r.get("split"), "prompts": r.get("prompts"),
+        "prompts_hash": r.get("prompts_hash"), "prompts_label": r.get("prompts_label"),
+        **{k: r.get(k) for k in METRIC_COLUMNS}, **{k: r[k] for k in EXTRA_METRICS if k in r},
+        "n_images": r.get("n_images"), "comparable": bool(r.get("comparable")),
+        "not_comparable_reason": r.get("not_comparable_reason"),
+        "benchmark_metric": (r.get("benchmark") or {}).get("metric"), "checkpoint_sha256": r.get("checkpoint_sha256"),
+        "precision": r.get("precision"), "device": r.get("device"), "date": r.get("timestamp"),
+        "version": versions.get("zeroshot"), "git_commit": (versions.get("git_commit") or "")[:10],
+        "run_dir": str(r.run_dir), "language": r.get("language"), **class_prompt_fields(r),
+    }
 
 
 EXTRA_METRICS = BENCHMARK_METRICS
@@ -93,7 +95,7 @@ CLASS_PROMPT_KEYS = ("kind", "seed", "aggregate", "descriptions_mode", "descript
                      "waffle_with_descriptions", "descriptions_sha256", "n_prompts")
 
 
-def class_prompt_fields(m: dict) -> dict:
+def class_prompt_fields(m: RunRecord | dict) -> dict:
     """cp_* columns: cp_kind is "templates" where the run recorded class_prompts: null (templates only), None
     where it recorded no class_prompts at all (runs from before it was recorded); `templates` as JSON text."""
     cp = m.get("class_prompts")

@@ -11,10 +11,13 @@ import numpy as np
 import pandas as pd
 
 
-def fmt(x, pct=True) -> str:
-    if x is None or (isinstance(x, float) and np.isnan(x)):
+def fmt(x, pct: bool = False, signed: bool = False) -> str:
+    """The report's one number format: two decimals, empty where there is no number; `pct`: a fraction shown in
+    percent, `signed`: a difference, with its sign."""
+    if x is None or pd.isna(x):
         return ""
-    return f"{100 * x:.2f}" if pct else f"{x:+.2f}"
+    x = 100 * x if pct else x
+    return f"{x:+.2f}" if signed else f"{x:.2f}"
 
 
 HEADERS = ["model", "prompts", "top-1", "top-5", "mean per-class recall", "linear probe", "published", "delta",
@@ -32,9 +35,10 @@ def formatted_rows(table: pd.DataFrame):
         rows = []
         for r in group.sort_values("top1", ascending=False).itertuples():
             cells = [
-                str(r.model), str(r.prompts_label), fmt(r.top1), fmt(r.top5), fmt(r.mean_per_class_recall), fmt(r.linear_probe),
+                str(r.model), str(r.prompts_label), fmt(r.top1, pct=True), fmt(r.top5, pct=True), fmt(r.mean_per_class_recall, pct=True),
+                fmt(r.linear_probe, pct=True),
                 f"{r.published:.2f} ({r.published_source})" if not pd.isna(r.published) else str(r.published_note),
-                fmt(r.delta, pct=False), str(r.architecture or ""), str(r.checkpoint_sha256 or "")[:12],
+                fmt(r.delta, signed=True), str(r.architecture or ""), str(r.checkpoint_sha256 or "")[:12],
                 f"{r.version or ''} {r.git_commit or ''}".strip(), str(r.precision or ""),
                 str(r.device or ""), str(r.date or ""), "" if pd.isna(r.n_runs) else str(int(r.n_runs)),
             ]
@@ -143,7 +147,7 @@ def folded(title: str, body: str, open_: bool = False) -> str:
     return f"<details{' open' if open_ else ''}><summary>{html.escape(title)}</summary>{body}</details>" if body else ""
 
 
-def html_page(md_table: pd.DataFrame, notes: list[str], images: list[Path], threshold: float, summaries: str = "",
+def html_page(md_table: pd.DataFrame, notes: list[str], images: list[Path], threshold: float, *, summaries: str = "",
               folds: str = "", out: Path | None = None) -> str:
     """The answer first (model x dataset, published numbers and deltas beside it), then the summaries (averages,
     robustness, retrieval), then, folded, the run details, comparisons, calibration and figures."""

@@ -20,6 +20,7 @@ import pandas as pd
 
 from zeroshot.errors import ReportError
 from zeroshot.paths import REFERENCE
+from zeroshot.report.tables import fmt
 
 PUBLISHED_WAFFLECLIP = REFERENCE / "published_waffleclip.csv"
 SOURCE = "WaffleCLIP (Roth et al., ICCV 2023), ExplainableML/WaffleCLIP results/ at 7a1b8ee"
@@ -147,12 +148,6 @@ def waffleclip_table(table: pd.DataFrame) -> pd.DataFrame:
     return frame.astype({"seed": "Int64", "published_seeds": "Int64"})
 
 
-def _f(x, signed: bool = False) -> str:
-    if _missing(x):
-        return ""
-    return f"{x:+.2f}" if signed else f"{x:.2f}"
-
-
 def markdown(frame: pd.DataFrame) -> list[str]:
     if frame is None or frame.empty:
         return []
@@ -167,7 +162,7 @@ def markdown(frame: pd.DataFrame) -> list[str]:
     for r in frame.to_dict("records"):
         pub = "" if _missing(r["published_mean"]) else (
             f"{r['published_mean']:.2f} ± {r['published_std']:.2f} (n={r['published_seeds']})")
-        cells = [r["dataset_label"], r["model"], r["prompts_label"], r["protocol"], _f(r["top1"]), pub,
-                 r["published_method"], _f(r["delta"], signed=True), r["status"], r["note"]]
+        cells = [r["dataset_label"], r["model"], r["prompts_label"], r["protocol"], fmt(r["top1"]), pub,
+                 r["published_method"], fmt(r["delta"], signed=True), r["status"], r["note"]]
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
     return lines + [""]
