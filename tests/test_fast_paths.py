@@ -251,14 +251,16 @@ def _conv_bn(k: int, bias: bool, seed: int = 0) -> tuple[torch.nn.Conv2d, torch.
 
 @pytest.mark.parametrize("k,bias", [(1, False), (3, False), (3, True)])
 @pytest.mark.parametrize("relu", [False, True])
-def test_conv_bn_folded_equals_plain_in_fp32(k, bias, relu):
+@pytest.mark.parametrize("with_residual", [False, True])
+def test_conv_bn_folded_equals_plain_in_fp32(k, bias, relu, with_residual):
     conv, bn = _conv_bn(k, bias)
     x = torch.randn(2, 16, 9, 9).contiguous(memory_format=torch.channels_last)
+    residual = torch.randn(2, 24, 9, 9).contiguous(memory_format=torch.channels_last) if with_residual else None
     with torch.no_grad():
-        plain = bn(conv(x))
+        plain = bn(conv(x)) + (residual if with_residual else 0)
         plain = F.relu(plain) if relu else plain
-        assert _close(layers.conv_bn(conv, bn, x, relu, fold=True), plain)
-        assert torch.equal(layers.conv_bn(conv, bn, x, relu, fold=False), plain)
+        assert _close(layers.conv_bn(conv, bn, x, relu, residual=residual, fold=True), plain)
+        assert torch.equal(layers.conv_bn(conv, bn, x, relu, residual=residual, fold=False), plain)
 
 
 def test_conv_bn_folds_only_for_half_precision_on_the_cpu_and_follows_the_statistics():
@@ -284,12 +286,17 @@ def test_conv_bn_folds_only_for_half_precision_on_the_cpu_and_follows_the_statis
     assert out.requires_grad and not hasattr(conv, "_folded_bn")
 
 
-def test_conv_bn_relu_epilogue_equals_conv_then_relu_in_bf16():
+def test_conv_bn_epilogues_equal_conv_then_add_and_relu_in_bf16():
     if not layers._onednn_bf16():
         pytest.skip("this CPU has no native bf16 (oneDNN): the epilogue path does not run here")
     conv, bn = _conv_bn(3, False)
     conv, x = conv.bfloat16(), torch.randn(2, 16, 9, 9).bfloat16().contiguous(memory_format=torch.channels_last)
+    residual = torch.randn(2, 24, 9, 9).bfloat16().contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         fused = layers.conv_bn(conv, bn, x, relu=True)
         w, b = layers.folded_conv_bn(conv, bn)
         assert torch.equal(fused, F.relu(F.conv2d(x, w, b, padding=1)))
+        # the residual add in the epilogue adds before rounding to bf16: within one bf16 rounding of the two steps
+        with_add = layers.conv_bn(conv, bn, x, relu=True, residual=residual).float()
+        steps = F.relu(F.conv2d(x, w, b, padding=1).float() + residual.float())
+        assert _close(with_add, steps, 2 ** -7)

@@ -150,8 +150,7 @@ class Bottleneck(nn.Module):
             identity = conv_bn(conv, bn, pool(x))
         out = conv_bn(self.conv1, self.bn1, x, relu=True)  # relu1, relu2: in the epilogue
         out = conv_bn(self.conv2, self.bn2, out, relu=True)
-        out = conv_bn(self.conv3, self.bn3, self.avgpool(out))
-        return self.relu3(out + identity)
+        return conv_bn(self.conv3, self.bn3, self.avgpool(out), relu=True, residual=identity)  # relu3(bn3 + identity)
 
 
 class AttentionPool2d(nn.Module):

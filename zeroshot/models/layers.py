@@ -11,7 +11,8 @@ Fast paths, each equal to the plain form in fp32 (tests/test_fast_paths.py):
   runs faster (measured once per CPU model and torch version: zeroshot/models/tuning.py), and the patch embedding
   as one GEMM (`patch_embed_by_gemm`), faster there than oneDNN's convolution;
 - in bf16/fp16 on the CPU the ResNet's BatchNorms are folded into the convolutions before them, and in bf16 the
-  ReLU after them runs in oneDNN's convolution epilogue (`conv_bn`): one or two passes over each feature map fewer.
+  ReLU after them (and a bottleneck's residual add) run in oneDNN's convolution epilogue (`conv_bn`): one to
+  three passes over each feature map fewer.
 Under autograd every layer takes its plain form.
 """
 from __future__ import annotations
@@ -316,25 +317,29 @@ def patch_embed_by_gemm(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return F.linear(x, weight.reshape(weight.shape[0], -1))  # [N, grid*grid, width]
 
 
-def conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor, relu: bool = False,
-            fold: bool | None = None) -> torch.Tensor:
-    """bn(conv(x)), then ReLU if `relu`, for an inference-mode BatchNorm. Folded (`fold`; by default where
-    `half_on_cpu(x)` and the BatchNorm is in eval mode), it is one convolution with the BatchNorm's scale in its
-    weights and its shift as the bias: conv(x, w * s) + (beta - mean * s) with s = gamma / sqrt(var + eps),
+def conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor, relu: bool = False, *,
+            residual: torch.Tensor | None = None, fold: bool | None = None) -> torch.Tensor:
+    """bn(conv(x)) (+ residual), then ReLU if `relu`, for an inference-mode BatchNorm. Folded (`fold`; by default
+    where `half_on_cpu(x)` and the BatchNorm is in eval mode), it is one convolution with the BatchNorm's scale in
+    its weights and its shift as the bias: conv(x, w * s) + (beta - mean * s) with s = gamma / sqrt(var + eps),
     computed in fp32 and rounded once to the convolution's dtype, so the feature map is not read and written a
-    second time; in bf16 with oneDNN the ReLU runs in the convolution's epilogue too. The same function to fp32
-    rounding (tests/test_fast_paths.py); in bf16 the folded weights round once where the plain path rounds the
-    convolution's output."""
+    second time; in bf16 with oneDNN the residual add and the ReLU run in the convolution's epilogue too. The
+    same function to fp32 rounding (tests/test_fast_paths.py); in bf16 the folded weights round once where the
+    plain path rounds the convolution's output (and the epilogue adds the residual before rounding)."""
     if fold is None:
         fold = half_on_cpu(x) and not bn.training and bn.running_var is not None
     if not fold:
         y = bn(conv(x))
-        return F.relu(y, inplace=True) if relu else y
-    w, b = folded_conv_bn(conv, bn)
-    if relu and fuses_epilogues(x) and isinstance(conv.padding, tuple):
-        return torch.ops.mkldnn._convolution_pointwise(x, w, b, list(conv.padding), list(conv.stride),
-                                                       list(conv.dilation), conv.groups, "relu", [], "")
-    y = F.conv2d(x, w, b, conv.stride, conv.padding, conv.dilation, conv.groups)
+    else:
+        w, b = folded_conv_bn(conv, bn)
+        if relu and fuses_epilogues(x) and isinstance(conv.padding, tuple):
+            args = (w, b, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
+            if residual is None:
+                return torch.ops.mkldnn._convolution_pointwise(x, *args, "relu", [], "")
+            return torch.ops.mkldnn._convolution_pointwise.binary(x, residual, *args, "add", None, "relu", [], "")
+        y = F.conv2d(x, w, b, conv.stride, conv.padding, conv.dilation, conv.groups)
+    if residual is not None:
+        y = y + residual
     return F.relu(y, inplace=True) if relu else y
 
 
