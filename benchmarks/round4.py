@@ -7,9 +7,9 @@ end to end against CLIP_benchmark amp.
 
 Not a test: it asserts nothing about time. Every ratio comes from one process where the contenders alternate
 rep by rep (this machine is shared): the fp32 model, the bf16 model as shipped (fused epilogues, attention by
-measurement), the bf16 model on round three's path (addmm + separate passes, GEMM-form attention) and the bf16
-GEMM itself on each of the model's linear shapes, measured in the same loop so that the "share of the GEMM rate"
-divides two numbers taken under the same load. Best and median of the repeats are both kept; the spread between
+measurement, folded BatchNorms), the bf16 model on round three's path (addmm + separate passes, GEMM-form
+attention, BatchNorm after each convolution) and the bf16 GEMM itself on each of the model's linear shapes,
+measured in the same loop so that the "share of the GEMM rate" divides two numbers taken under the same load. Best and median of the repeats are both kept; the spread between
 them is the noise."""
 from __future__ import annotations
 
@@ -36,16 +36,19 @@ ARCHS = {"ViT-B/32": ("ViT-B-32-quickgelu", 64, 16), "ViT-B/16": ("ViT-B-16-quic
 
 @contextlib.contextmanager
 def round_three_path():
-    """The bf16 path as round three shipped it: no fused epilogues, GEMM-form attention."""
-    from zeroshot.models import layers
+    """The bf16 path as round three shipped it: no fused epilogues, GEMM-form attention, no BatchNorm folding."""
+    import functools
 
-    saved, env = layers.fuses_epilogues, os.environ.get("ZEROSHOT_ATTENTION")
+    from zeroshot.models import clip, layers
+
+    saved, saved_conv_bn, env = layers.fuses_epilogues, clip.conv_bn, os.environ.get("ZEROSHOT_ATTENTION")
     layers.fuses_epilogues = lambda x: False
+    clip.conv_bn = functools.partial(saved_conv_bn, fold=False)
     os.environ["ZEROSHOT_ATTENTION"] = "gemm"
     try:
         yield
     finally:
-        layers.fuses_epilogues = saved
+        layers.fuses_epilogues, clip.conv_bn = saved, saved_conv_bn
         if env is None:
             os.environ.pop("ZEROSHOT_ATTENTION")
         else:

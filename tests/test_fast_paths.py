@@ -234,3 +234,69 @@ def test_attention_override_names_its_choices(monkeypatch):
     monkeypatch.setenv("ZEROSHOT_ATTENTION", "flash")
     with pytest.raises(UserError, match="ZEROSHOT_ATTENTION='flash'.*sdpa, gemm"):
         tuning.attention_kernel(torch.bfloat16, layers.ATTENTION_KERNELS)
+
+
+def _conv_bn(k: int, bias: bool, seed: int = 0) -> tuple[torch.nn.Conv2d, torch.nn.BatchNorm2d]:
+    """A conv and a BatchNorm in eval mode with non-trivial statistics, weights in NHWC order as the ResNet has them."""
+    torch.manual_seed(seed)
+    conv = torch.nn.Conv2d(16, 24, k, padding=k // 2, bias=bias).to(memory_format=torch.channels_last)
+    bn = torch.nn.BatchNorm2d(24).eval()
+    with torch.no_grad():
+        bn.running_mean.normal_(0, 0.3)
+        bn.running_var.uniform_(0.2, 3.0)
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.normal_(0, 0.2)
+    return conv, bn
+
+
+@pytest.mark.parametrize("k,bias", [(1, False), (3, False), (3, True)])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("with_residual", [False, True])
+def test_conv_bn_folded_equals_plain_in_fp32(k, bias, relu, with_residual):
+    conv, bn = _conv_bn(k, bias)
+    x = torch.randn(2, 16, 9, 9).contiguous(memory_format=torch.channels_last)
+    residual = torch.randn(2, 24, 9, 9).contiguous(memory_format=torch.channels_last) if with_residual else None
+    with torch.no_grad():
+        plain = bn(conv(x)) + (residual if with_residual else 0)
+        plain = F.relu(plain) if relu else plain
+        assert _close(layers.conv_bn(conv, bn, x, relu, residual=residual, fold=True), plain)
+        assert torch.equal(layers.conv_bn(conv, bn, x, relu, residual=residual, fold=False), plain)
+
+
+def test_conv_bn_folds_only_for_half_precision_on_the_cpu_and_follows_the_statistics():
+    conv, bn = _conv_bn(3, False)
+    x = torch.randn(2, 16, 9, 9)
+    with torch.no_grad():
+        layers.conv_bn(conv, bn, x)
+        assert not hasattr(conv, "_folded_bn")  # fp32: the plain path
+        bn.train()
+        layers.conv_bn(conv.bfloat16(), bn, x.bfloat16())
+        assert not hasattr(conv, "_folded_bn")  # a training BatchNorm normalizes by the batch's statistics
+        bn.eval()
+        first = layers.conv_bn(conv, bn, x.bfloat16()).float()
+        assert hasattr(conv, "_folded_bn")
+        bn.running_var.mul_(4)  # new statistics (in place): the folded weights are remade
+        second = layers.conv_bn(conv, bn, x.bfloat16()).float()
+        plain = bn(conv(x.bfloat16())).float()
+    assert F.cosine_similarity(second.flatten(1), plain.flatten(1)).min() > 0.999
+    assert not torch.allclose(first, second)
+    del conv._folded_bn
+    with torch.enable_grad():  # under autograd: the plain form, which autograd can follow
+        out = layers.conv_bn(conv.requires_grad_(True), bn, x.bfloat16())
+    assert out.requires_grad and not hasattr(conv, "_folded_bn")
+
+
+def test_conv_bn_epilogues_equal_conv_then_add_and_relu_in_bf16():
+    if not layers._onednn_bf16():
+        pytest.skip("this CPU has no native bf16 (oneDNN): the epilogue path does not run here")
+    conv, bn = _conv_bn(3, False)
+    conv, x = conv.bfloat16(), torch.randn(2, 16, 9, 9).bfloat16().contiguous(memory_format=torch.channels_last)
+    residual = torch.randn(2, 24, 9, 9).bfloat16().contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        fused = layers.conv_bn(conv, bn, x, relu=True)
+        w, b = layers.folded_conv_bn(conv, bn)
+        assert torch.equal(fused, F.relu(F.conv2d(x, w, b, padding=1)))
+        # the residual add in the epilogue adds before rounding to bf16: within one bf16 rounding of the two steps
+        with_add = layers.conv_bn(conv, bn, x, relu=True, residual=residual).float()
+        steps = F.relu(F.conv2d(x, w, b, padding=1).float() + residual.float())
+        assert _close(with_add, steps, 2 ** -7)

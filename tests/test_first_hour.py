@@ -163,6 +163,42 @@ def test_run_gallery_thumbnails_are_bounded_and_degrade_to_text(tmp_path, tiny_c
     assert not list((gone / "gallery").iterdir())
 
 
+def test_gallery_thumbnails_decode_at_a_reduced_scale_and_threads_write_the_same_page(tmp_path):
+    """A JPEG file becomes Pillow's thumbnail of it, decoded at a reduced DCT scale (display only), other formats in full;
+    the thumbnails made in two threads are the same files and page as in one."""
+    import types
+
+    from zeroshot.gallery import RunView, open_recorded, write_run_gallery, write_thumbnail
+
+    rng = np.random.default_rng(0)
+    pixels = np.kron(rng.integers(0, 256, (15, 20, 3)), np.ones((50, 50, 1))).astype(np.uint8)  # 1000x750, blocks
+    Image.fromarray(pixels).save(tmp_path / "big.jpg", quality=90)
+    Image.fromarray(pixels).save(tmp_path / "big.png")
+    assert open_recorded(str(tmp_path / "big.jpg")).size == (1000, 750)
+    assert open_recorded(str(tmp_path / "big.jpg"), thumbnail=112).size == (112, 84)
+    assert open_recorded(str(tmp_path / "big.png"), thumbnail=112).size == (1000, 750)
+    lazy = Image.open(tmp_path / "big.jpg")
+    lazy.thumbnail((112, 112))  # Pillow's own thumbnail of a JPEG not yet decoded: it drafts at twice the size too
+    ours = open_recorded(str(tmp_path / "big.jpg"), thumbnail=112)
+    assert np.array_equal(np.asarray(lazy), np.asarray(ours))
+    exact = open_recorded(str(tmp_path / "big.jpg")).convert("RGB")
+    exact.thumbnail((112, 112))
+    diff = np.abs(np.asarray(exact, dtype=np.float64) - np.asarray(ours, dtype=np.float64))
+    assert 0 < diff.mean() < 8  # a thumbnail's worth of difference (sharp colour blocks), not another image
+    assert write_thumbnail(ours, tmp_path / "thumb.jpg", 112) and Image.open(tmp_path / "thumb.jpg").size == (112, 84)
+
+    paths = [str(tmp_path / ("big.jpg" if i % 2 else "big.png")) for i in range(12)]
+    view = RunView([f"c{i}" for i in range(4)], np.arange(12) % 4, rng.normal(size=(12, 4)), np.arange(12), paths)
+    settings = types.SimpleNamespace(per_class=2, max_images=2000, confusions=10, per_confusion=6, size=112)
+    pages = []
+    for threads in (1, 2):
+        run = tmp_path / f"threads{threads}"
+        run.mkdir()
+        write_run_gallery(run, view, lambda r: open_recorded(paths[r], thumbnail=112), settings, "t", threads=threads)
+        pages.append(((run / "gallery.html").read_text(), sorted(f.name for f in (run / "gallery").iterdir())))
+    assert pages[0] == pages[1] and pages[0][1] and "image not available" not in pages[0][0]
+
+
 # ---------------------------------------------------------------------- the report in a real browser
 
 def _page_facts(page, url: str, width: int) -> dict:

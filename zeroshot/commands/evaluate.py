@@ -160,24 +160,31 @@ def write_outputs(run_dir: Path, cfg, s: Setup, feats: Features, sc: Scores, rec
     drawing.finish()
 
 
-def write_gallery(run_dir: Path, s: Setup, feats: Features, logits: torch.Tensor, metrics, settings) -> None:
-    """The error gallery, its thumbnails read through the dataset's own reader (files, CIFAR batches, shards)."""
-    from zeroshot.data.base import DECODE_ERRORS
-    from zeroshot.gallery import RunView, write_run_gallery
+def write_gallery(run_dir: Path, s: Setup, feats: Features, logits: torch.Tensor, metrics: dict, settings) -> None:
+    """The error gallery, its thumbnails from the run's own images: files opened directly (at the thumbnail's
+    decode scale), other sources through the dataset's own reader (CIFAR batches, shards)."""
+    from zeroshot.data.base import DECODE_ERRORS, available_cores
+    from zeroshot.gallery import RunView, open_recorded, write_run_gallery
 
     idx = feats.indices.numpy()
     kind = "sigmoid" if metrics.get("probability") == "sigmoid_renormalized" else "softmax"
     view = RunView(list(s.classnames), feats.labels.numpy(), logits.numpy(), idx,
                    [s.dataset.paths[i] for i in idx] if s.dataset.paths else None, kind)
 
+    # a source that reads each image from its file through a loader function (image folders, CSVs): the gallery
+    # opens the file itself, at the thumbnail's decode scale, in a thread per core; other readers once each, in turn
+    files = view.paths is not None and callable(getattr(s.dataset.source, "loader", None))
+
     def image_of(row: int):
+        if files:  # None if it is gone or unreadable
+            return open_recorded(view.paths[row], thumbnail=int(settings.size))
         try:
             return s.dataset.source[int(idx[row])][0]
         except DECODE_ERRORS:  # gone or unreadable since it was encoded: the gallery shows text
             return None
 
     title = f"{metrics['dataset_label']} | {metrics['model']} | {metrics['prompts_label']}"
-    write_run_gallery(run_dir, view, image_of, settings, title)
+    write_run_gallery(run_dir, view, image_of, settings, title, threads=available_cores() if files else 1)
 
 
 def evaluate_pair(cfg: DictConfig) -> dict:

@@ -9,7 +9,10 @@ Fast paths, each equal to the plain form in fp32 (tests/test_fast_paths.py):
 - `LayerNorm` takes a bf16/fp16 input with fp32 weights on the CPU directly (fp32 inside, no dtype copies);
 - in bf16/fp16 on the CPU, `attention` runs SDPA's kernel or two batched GEMMs around a softmax, whichever this CPU
   runs faster (measured once per CPU model and torch version: zeroshot/models/tuning.py), and the patch embedding
-  as one GEMM (`patch_embed_by_gemm`), faster there than oneDNN's convolution.
+  as one GEMM (`patch_embed_by_gemm`), faster there than oneDNN's convolution;
+- in bf16/fp16 on the CPU the ResNet's BatchNorms are folded into the convolutions before them, and in bf16 the
+  ReLU after them (and a bottleneck's residual add) run in oneDNN's convolution epilogue (`conv_bn`): one to
+  three passes over each feature map fewer.
 Under autograd every layer takes its plain form.
 """
 from __future__ import annotations
@@ -312,3 +315,52 @@ def patch_embed_by_gemm(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     x = x.reshape(n, c, g, p, g, p).permute(0, 2, 4, 1, 3, 5)  # [N, grid, grid, 3, p, p]
     x = x.reshape(n, g * g, c * p * p)  # [N, grid*grid, 3*p*p] (the one copy)
     return F.linear(x, weight.reshape(weight.shape[0], -1))  # [N, grid*grid, width]
+
+
+def conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor, relu: bool = False, *,
+            residual: torch.Tensor | None = None, fold: bool | None = None) -> torch.Tensor:
+    """bn(conv(x)) (+ residual), then ReLU if `relu`, for an inference-mode BatchNorm. Folded (`fold`; by default
+    where `half_on_cpu(x)` and the BatchNorm is in eval mode), it is one convolution with the BatchNorm's scale in
+    its weights and its shift as the bias: conv(x, w * s) + (beta - mean * s) with s = gamma / sqrt(var + eps),
+    computed in fp32 and rounded once to the convolution's dtype, so the feature map is not read and written a
+    second time; in bf16 with oneDNN the residual add and the ReLU run in the convolution's epilogue too. The
+    same function to fp32 rounding (tests/test_fast_paths.py); in bf16 the folded weights round once where the
+    plain path rounds the convolution's output (and the epilogue adds the residual before rounding)."""
+    if fold is None:
+        fold = half_on_cpu(x) and not bn.training and bn.running_var is not None
+    if not fold:
+        y = bn(conv(x))
+    else:
+        w, b = folded_conv_bn(conv, bn)
+        if relu and fuses_epilogues(x) and isinstance(conv.padding, tuple):
+            args = (w, b, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
+            if residual is None:
+                return torch.ops.mkldnn._convolution_pointwise(x, *args, "relu", [], "")
+            return torch.ops.mkldnn._convolution_pointwise.binary(x, residual, *args, "add", None, "relu", [], "")
+        y = F.conv2d(x, w, b, conv.stride, conv.padding, conv.dilation, conv.groups)
+    if residual is not None:
+        y = y + residual
+    return F.relu(y, inplace=True) if relu else y
+
+
+def folded_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight, bias) of conv with bn folded in; remade whenever either's tensors change (storage, version, dtype)."""
+    tensors = (conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
+    key = tuple((t.data_ptr(), t._version, t.dtype) if t is not None else None for t in tensors) + (bn.eps,)
+    cached = getattr(conv, "_folded_bn", None)
+    if cached is None or cached[0] != key:
+        with torch.no_grad():
+            scale = bn.running_var.float().add(bn.eps).rsqrt()
+            if bn.weight is not None:
+                scale = scale * bn.weight.float()
+            shift = -bn.running_mean.float() * scale
+            if bn.bias is not None:
+                shift = shift + bn.bias.float()
+            if conv.bias is not None:
+                shift = shift + conv.bias.float() * scale
+            w = conv.weight.float() * scale.view(-1, 1, 1, 1)
+            w = w.to(conv.weight.dtype, memory_format=torch.channels_last if conv.weight.is_contiguous(
+                memory_format=torch.channels_last) else torch.contiguous_format)
+            cached = (key, w, shift.to(conv.weight.dtype))
+        conv._folded_bn = cached
+    return cached[1], cached[2]
