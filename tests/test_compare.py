@@ -210,6 +210,7 @@ def real_runs(tmp_path_factory, tiny_checkpoint):
     return tmp, runs
 
 
+@pytest.mark.cli
 def test_compare_cli_end_to_end(real_runs):
     tmp, runs = real_runs
     out = tmp / "cmp"
@@ -253,6 +254,7 @@ def chromium():
     return None
 
 
+@pytest.mark.browser
 def test_report_section_opens_in_headless_chromium(real_runs, tmp_path):
     from test_report import report_cfg
     from zeroshot.report.build import build_report

@@ -313,6 +313,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, tiny_checkpoint):
     assert m["instances_dropped"] == 1 and m["n_instances"] == 2 and m["skipped_images"] == 1 and not m["comparable"]
 
 
+@pytest.mark.cli
 def test_the_command_line_runs_it_and_names_a_missing_image(tmp_path, tiny_checkpoint):
     import subprocess
     import sys
@@ -377,6 +378,8 @@ def test_report_table_and_compare_pair_per_instance(tmp_path, tiny_checkpoint, t
     assert (Path(got["compare_dir"]) / "compare_compositionality.csv").is_file()
 
 
+@pytest.mark.cli
+@pytest.mark.dist
 def test_two_ranks_equal_one_process(tmp_path, tiny_checkpoint):
     """torchrun: images and captions split across two ranks, rank 0 scores; every outcome as in one process."""
     from conftest import one_and_two_ranks

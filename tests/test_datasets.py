@@ -138,6 +138,7 @@ def test_named_dataset_from_its_webdataset_checks_the_label_order(tmp_path, tiny
         evaluate(cfg(tmp_path, tiny_checkpoint, "dataset=rendered_sst2", f"dataset.root={bad}"))
 
 
+@pytest.mark.cli
 def test_webdataset_from_the_hub(tmp_path, tiny_checkpoint, pets):
     from fakehub import Hub, serve
 

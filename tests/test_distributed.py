@@ -43,6 +43,8 @@ def common(tmp_path, ckpt, data, results):
             'prompts.templates=["a photo of a {}.","a {}."]']
 
 
+@pytest.mark.cli
+@pytest.mark.dist
 def test_two_ranks_equal_one_process(tmp_path, tiny_checkpoint, data):
     single = subprocess.run([sys.executable, "-m", "zeroshot", "eval", *common(tmp_path, tiny_checkpoint, data, tmp_path / "one"),
                              "cache=false"], capture_output=True, text=True, cwd=REPO, timeout=600)
@@ -67,6 +69,8 @@ def test_two_ranks_equal_one_process(tmp_path, tiny_checkpoint, data):
     assert m3["images_from_cache"] == 21 and m3["top1"] == pytest.approx(m1["top1"], abs=1e-12), again.stderr[-2000:]
 
 
+@pytest.mark.cli
+@pytest.mark.dist
 def test_a_failing_rank_fails_the_launch(tmp_path, tiny_checkpoint, data):
     # the last image is in rank 1's shard only; unreadable, so rank 1 raises while rank 0 waits for it
     (data / "cow" / "999.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")

@@ -165,6 +165,7 @@ def _cli(*args, cwd=REPO):
     return subprocess.run([sys.executable, "-m", "zeroshot", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
+@pytest.mark.cli
 def test_cli_multirun_two_datasets(tmp_path, tiny_checkpoint):
     write_idx(tmp_path / "mnist", n=7)
     write_idx(tmp_path / "fashion_mnist", n=5, name="FashionMNIST")
@@ -177,6 +178,7 @@ def test_cli_multirun_two_datasets(tmp_path, tiny_checkpoint):
     assert r.stdout.count("top1") == 2
 
 
+@pytest.mark.cli
 def test_cli_help_lists_groups_and_unknown_choices():
     r = _cli("eval", "--help")
     assert r.returncode == 0

@@ -29,6 +29,7 @@ def cfg_for(tmp_path, checkpoint, images, *overrides):
 
 # ---------------------------------------------------------------------- the command line
 
+@pytest.mark.cli
 def test_help_lists_every_command_in_a_sentence_without_torch():
     code = ("import sys; from zeroshot.__main__ import main, SUMMARIES; rc = main(['--help']); "
             "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', rc)")
@@ -43,6 +44,8 @@ def test_help_lists_every_command_in_a_sentence_without_torch():
     assert r.stdout.strip().endswith("NO-TORCH 0")
 
 
+@pytest.mark.cli
+@pytest.mark.wheel
 def test_version_names_the_commit_from_a_checkout_and_from_a_build(tmp_path, monkeypatch):
     import zeroshot
     from zeroshot import paths

@@ -240,6 +240,7 @@ def common(tmp_path, checkpoint):
             "progress=false"]
 
 
+@pytest.mark.cli
 def test_decode_failure_inside_a_dataloader_worker(tmp_path, tiny_checkpoint):
     images = write_imagefolder(tmp_path / "imgs", ["cat", "dog"], per_class=2)
     broken = images / "dog" / "broken.jpg"
@@ -251,6 +252,7 @@ def test_decode_failure_inside_a_dataloader_worker(tmp_path, tiny_checkpoint):
     assert ok.returncode == 0, ok.stderr[-2000:]
 
 
+@pytest.mark.cli
 def test_text_files_in_another_encoding(tmp_path, tiny_checkpoint):
     images = write_imagefolder(tmp_path / "imgs", ["0", "1"], per_class=1)
     names = tmp_path / "names.txt"
@@ -273,6 +275,7 @@ def test_text_files_in_another_encoding(tmp_path, tiny_checkpoint):
     assert_one_line(r, str(csv), "UTF-8")
 
 
+@pytest.mark.cli
 def test_non_finite_weights_and_features_are_named(tmp_path, tiny_vit):
     import copy
 
@@ -301,6 +304,7 @@ def test_non_finite_weights_and_features_are_named(tmp_path, tiny_vit):
         evaluate(cfg)
 
 
+@pytest.mark.cli
 def test_out_of_range_csv_label_names_the_row(tmp_path, tiny_checkpoint):
     images = write_imagefolder(tmp_path / "imgs", ["a", "b"], per_class=2)
     names = tmp_path / "names.txt"
@@ -316,11 +320,13 @@ def test_out_of_range_csv_label_names_the_row(tmp_path, tiny_checkpoint):
                                             ("text_batch_size=-3", "text_batch_size=-3"),
                                             ("num_workers=-1", "num_workers=-1"), ("chunk_size=0", "chunk_size=0"),
                                             ("threads=0", "threads=0"), ("dist_shards=diagonal", "balanced, chunks")])
+@pytest.mark.cli
 def test_numeric_settings_are_checked_before_any_work(tmp_path, setting, needle):
     r = run_cli("eval", "dataset=imagefolder", f"dataset.root={tmp_path / 'nowhere'}", setting)
     assert_one_line(r, needle)  # the missing data folder would be the error if the setting were not checked first
 
 
+@pytest.mark.cli
 def test_prompt_and_report_settings_are_checked(tmp_path):
     assert_one_line(run_cli("prompts", "dataset=imagefolder", f"dataset.root={tmp_path}", "select_fraction=1.0"),
                     "select_fraction=1.0", "< 1")
@@ -328,6 +334,7 @@ def test_prompt_and_report_settings_are_checked(tmp_path):
     assert_one_line(run_cli("report", str(tmp_path), "tolerance=-1"), "tolerance=-1")
 
 
+@pytest.mark.cli
 def test_misspelt_group_and_key_say_did_you_mean():
     line = assert_one_line(run_cli("eval", "datset=cifar10"), "unknown setting 'datset'", "did you mean 'dataset'")
     assert "batch_size" in line  # the valid choices are listed
@@ -336,6 +343,7 @@ def test_misspelt_group_and_key_say_did_you_mean():
     assert_one_line(run_cli("report", "suit=openclip_35"), "did you mean 'suite'")
 
 
+@pytest.mark.cli
 def test_values_with_spaces_and_non_ascii_letters(tmp_path, tiny_checkpoint):
     root = tmp_path / "my photos" / "café (2024)"
     images = write_imagefolder(root, ["cat", "dog"], per_class=1)
@@ -353,6 +361,7 @@ def test_values_with_spaces_and_non_ascii_letters(tmp_path, tiny_checkpoint):
         read_overrides("eval", ["x='a(b"])  # an unterminated quote: which quoting was meant cannot be guessed
 
 
+@pytest.mark.cli
 def test_stray_placeholder_in_a_template(tmp_path, tiny_checkpoint):
     images = write_imagefolder(tmp_path / "imgs", ["cat", "dog"], per_class=1)
     r = run_cli("eval", "dataset=imagefolder", f"dataset.root={images}", 'prompts.templates=["a photo of a {} in {place}."]',
@@ -365,6 +374,7 @@ def test_stray_placeholder_in_a_template(tmp_path, tiny_checkpoint):
 
 # ---------------------------------------------------------------------- the error policy
 
+@pytest.mark.cli
 def test_a_bug_keeps_its_traceback(tmp_path, tiny_checkpoint):
     """A ValueError from our code (or torch) is a bug, not the user's mistake: it must not become one tidy line."""
     images = write_imagefolder(tmp_path / "imgs", ["cat", "dog"], per_class=1)

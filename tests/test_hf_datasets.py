@@ -169,6 +169,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.cli
 def test_the_hub_copy_through_a_local_hub(tmp_path, tiny_checkpoint, pets):
     """uoft-cs/cifar10's layout (an `img` column, plain_text/test-*.parquet): one eval through HF_ENDPOINT, then the
     cache alone (HF_HUB_OFFLINE), and what a repo or split that is not there says."""

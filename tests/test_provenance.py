@@ -194,6 +194,7 @@ def _one_clean_line(r):
     (["prompts", "dataset=imagefolder", "dataset.root=/nonexistent"], "not found under /nonexistent"),
     (["linear-probe", "dataset=imagefolder", "dataset.root=."], "no 'train' split"),
 ])
+@pytest.mark.cli
 def test_input_errors_are_one_clean_line(args, expect, tmp_path):
     if args[1:2] == ["device=cuda"] and torch.cuda.is_available():
         pytest.skip("CUDA is available here")
@@ -227,6 +228,8 @@ def test_suite_does_not_download_unless_asked(tmp_path, tiny_checkpoint, monkeyp
 
 # ------------------------------------------------------------------ the wheel
 
+@pytest.mark.cli
+@pytest.mark.wheel
 def test_wheel_installs_and_runs_outside_the_checkout(tmp_path, tiny_checkpoint):
     """pip wheel, install into a fresh target, then one eval and one report from a folder outside the checkout."""
     dist = tmp_path / "dist"

@@ -129,6 +129,7 @@ def test_report_errors(tmp_path):
         build_report(report_cfg(tmp_path, f"inputs=[{tmp_path / 'nope'}]"))
 
 
+@pytest.mark.cli
 def test_cli_report_takes_paths(tmp_path, runs):
     import subprocess
     import sys

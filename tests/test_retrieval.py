@@ -319,6 +319,8 @@ def test_datacomp_38_suite_lists_the_task_list_and_says_why_not(tmp_path, tiny_c
     assert out["average_38"] == []  # 12 and 14 images are no benchmark's count: nothing enters the published comparison
 
 
+@pytest.mark.cli
+@pytest.mark.dist
 def test_two_ranks_equal_one_process(tmp_path, tiny_checkpoint, layouts):
     from conftest import one_and_two_ranks
 

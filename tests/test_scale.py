@@ -83,6 +83,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.cli
+@pytest.mark.dist
 def test_torchrun_eval_resumes_after_a_partial_cache(tmp_path, tiny_checkpoint):
     data = write_imagefolder(tmp_path / "imgs", ["ant", "bee", "cow"], per_class=7)  # 21 images
     common = [f"model.checkpoint={tiny_checkpoint}", "dataset=imagefolder", f"dataset.root={data}", "num_workers=0",
@@ -116,6 +118,7 @@ for i in range(30):
 """
 
 
+@pytest.mark.cli
 def test_two_processes_write_the_text_cache_at_once(tmp_path):
     code = WRITER.format(tests=str(REPO / "tests"), root=str(tmp_path))
     procs = [subprocess.Popen([sys.executable, "-c", code, who]) for who in ("alpha", "beta")]
@@ -172,6 +175,7 @@ def test_an_unwritable_cache_never_fails_a_run(tmp_path, tiny_checkpoint, kind, 
             subprocess.run(["umount", str(cache)], capture_output=True)
 
 
+@pytest.mark.cli
 def test_an_unwritable_results_folder_is_one_clean_error(tmp_path, tiny_checkpoint):
     data = write_imagefolder(tmp_path / "imgs", ["cat", "dog"], per_class=1)
     (tmp_path / "blocked").write_text("a file, not a folder")
@@ -182,6 +186,7 @@ def test_an_unwritable_results_folder_is_one_clean_error(tmp_path, tiny_checkpoi
     assert f"the results folder {tmp_path / 'blocked' / 'results'}" in r.stderr and "results_dir=" in r.stderr
 
 
+@pytest.mark.cli
 def test_prompts_and_probe_refuse_torchrun(tmp_path):
     for command in ("prompts", "linear-probe"):
         r = subprocess.run([sys.executable, "-m", "zeroshot", command, "dataset=imagefolder", "dataset.root=."],
@@ -190,6 +195,7 @@ def test_prompts_and_probe_refuse_torchrun(tmp_path):
         assert r.returncode == 1 and "without torchrun" in r.stderr
 
 
+@pytest.mark.cli
 def test_two_evals_at_once_over_one_cache(tmp_path, tiny_checkpoint):
     """Both succeed (each writes whole files under unique temp names), and a third run finds everything cached."""
     data = write_imagefolder(tmp_path / "imgs", ["ant", "bee"], per_class=10)

@@ -46,6 +46,7 @@ def record(run: dict) -> dict:
     return json.loads((Path(run["run_dir"]) / "metrics.json").read_text())
 
 
+@pytest.mark.cli
 def test_mlflow_multirun_reads_back_with_search_runs(tmp_path, tiny_checkpoint, pets):
     """`zeroshot eval -m prompts=simple,classname logger=mlflow`: each job its own MLflow run, in one experiment."""
     import mlflow

@@ -38,6 +38,7 @@ def _custom_code_folder(tmp_path: Path) -> tuple[Path, Path]:
     return folder, marker
 
 
+@pytest.mark.cli
 def test_custom_code_never_runs_even_with_yes_on_stdin(tmp_path):
     folder, marker = _custom_code_folder(tmp_path)
     r = run_python(f"import zeroshot; zeroshot.load({str(folder)!r}, device='cpu', backend='transformers')",
@@ -181,6 +182,7 @@ def test_published_imagenet_names_keep_their_own_duplicates():
 
 # ------------------------------------------------------------------------------ 4. special files
 
+@pytest.mark.cli
 def test_fifo_in_image_folder_is_refused_or_skipped_never_opened(tmp_path):
     """In a subprocess with a timeout, so this test cannot hang: before the fix, reading the FIFO blocked forever."""
     from datagen import write_imagefolder
@@ -217,6 +219,7 @@ def _cli(*args, timeout=300):
                           timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
+@pytest.mark.cli
 def test_undeclared_keys_are_errors_and_tags_are_recorded(tmp_path, tiny_checkpoint):
     from datagen import write_imagefolder
 
@@ -281,6 +284,7 @@ def test_huge_preprocess_size_in_open_clip_config_is_one_line(tmp_path):
         read_folder(tmp_path)
 
 
+@pytest.mark.cli
 def test_compare_on_a_truncated_logits_file_is_one_line(tmp_path):
     from test_compare import synthetic, write_run
 

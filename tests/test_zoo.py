@@ -300,6 +300,7 @@ def _load_in_subprocess(spec: str, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env}, timeout=300)
 
 
+@pytest.mark.cli
 def test_hub_download_offline_and_missing(open_clip, tmp_path, hub):
     Hub, url = hub
     cfg = _tiny_openclip_cfg()
@@ -338,6 +339,7 @@ print(json.dumps(pretrained.load_model("Tiny-8/lab_v1").identity.as_dict()))
 """
 
 
+@pytest.mark.cli
 def test_tag_resolves_through_the_hub(open_clip, tmp_path, hub):
     """An ARCH/TAG row names a hub repo: the weights come through huggingface_hub, the activation and the
     preprocessing from the row (the table is extended in the child process; the Hub is the local one)."""
