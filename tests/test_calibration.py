@@ -12,7 +12,7 @@ from zeroshot.metrics import calibration as cal
 from zeroshot.errors import DatasetError
 from zeroshot.commands.evaluate import evaluate
 from datagen import write_idx_split, write_imagefolder
-from test_eval import make_cfg
+from test_eval import run_cfg
 
 
 def brute_probs(logits, kind):
@@ -105,7 +105,7 @@ def test_held_out_split_is_disjoint_and_seeded():
 
 def test_eval_records_calibration(tmp_path, tiny_checkpoint):
     write_imagefolder(tmp_path / "folder", ["cat", "dog", "bird"], per_class=4)
-    m = evaluate(make_cfg(tmp_path, tiny_checkpoint, "dataset=imagefolder", f"dataset.root={tmp_path / 'folder'}"))
+    m = evaluate(run_cfg(tmp_path, tiny_checkpoint, "dataset=imagefolder", f"dataset.root={tmp_path / 'folder'}"))
     run = Path(m["run_dir"])
     saved = json.loads((run / "metrics.json").read_text())
     z = np.load(run / "logits.npz")
@@ -126,7 +126,7 @@ def test_temperature_fit_on_another_split(tmp_path, tiny_checkpoint, monkeypatch
     real = cal.fit_temperature
     monkeypatch.setattr(cal, "fit_temperature", lambda lg, lb, k: seen.append((np.array(lg), np.array(lb))) or real(lg, lb, k))
     base = ["dataset=mnist", f"dataset.root={root}", "dataset.download=false"]
-    m = evaluate(make_cfg(tmp_path, tiny_checkpoint, *base, "calibration.temperature=fit", "calibration.split=train"))
+    m = evaluate(run_cfg(tmp_path, tiny_checkpoint, *base, "calibration.temperature=fit", "calibration.split=train"))
     info = m["calibration"]
     assert info["fit_on"]["split"] == "train" and info["fit_on"]["n_images"] == 30 and info["n_images_scored"] == 20
     assert info["fit_on"]["dataset_fingerprint"] != m["dataset_fingerprint"]
@@ -140,15 +140,15 @@ def test_temperature_fit_on_another_split(tmp_path, tiny_checkpoint, monkeypatch
     assert m["ece_temperature_scaled"] == pytest.approx(after["ece"]) and info["ece_after"] == pytest.approx(after["ece"])
     assert info["ece_before"] == pytest.approx(m["ece"])
     with pytest.raises(DatasetError, match="is the split being scored"):
-        evaluate(make_cfg(tmp_path, tiny_checkpoint, *base, "calibration.temperature=fit", "calibration.split=test"))
+        evaluate(run_cfg(tmp_path, tiny_checkpoint, *base, "calibration.temperature=fit", "calibration.split=test"))
     with pytest.raises(DatasetError, match="not a split of dataset"):
-        evaluate(make_cfg(tmp_path, tiny_checkpoint, *base, "calibration.temperature=fit", "calibration.split=val"))
+        evaluate(run_cfg(tmp_path, tiny_checkpoint, *base, "calibration.temperature=fit", "calibration.split=val"))
 
 
 def test_temperature_fit_on_held_out_fraction(tmp_path, tiny_checkpoint):
     """A dataset with one split: a seeded 25% is fitted on and calibration covers the other 75% only."""
     write_imagefolder(tmp_path / "folder", ["cat", "dog"], per_class=8)
-    m = evaluate(make_cfg(tmp_path, tiny_checkpoint, "dataset=imagefolder", f"dataset.root={tmp_path / 'folder'}",
+    m = evaluate(run_cfg(tmp_path, tiny_checkpoint, "dataset=imagefolder", f"dataset.root={tmp_path / 'folder'}",
                           "calibration.temperature=fit", "calibration.fraction=0.25"))
     info = m["calibration"]
     assert info["fit_on"]["n_images"] == 4 and info["n_images_scored"] == 12

@@ -7,13 +7,9 @@ import torch
 from zeroshot.models.config import architecture_name, build_config, build_model
 from architectures import ARCHITECTURES
 from zeroshot.models.clip import CLIP
-from conftest import random_model, randomize_batchnorm
+from conftest import random_model, randomize_batchnorm, rel_err
 
 PROMPTS = ["a photo of a dog.", "a blurry photo of a large red car parked by the sea.", "x"]
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).abs().max() / a.abs().max()).item()
 
 
 @pytest.mark.parametrize("name", list(ARCHITECTURES))

@@ -7,15 +7,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
 
 from zeroshot.errors import DatasetError
 from zeroshot.commands.retrieval import run_retrieval
 from zeroshot.metrics.retrieval import caption_table, retrieve
-from conftest import REPO, shared_path
+from conftest import QUIET, REPO, make_cfg, shared_path
 from retrieval_data import write_captioned_images, write_karpathy, write_retrieval_wds
 
-CONFIGS = str(REPO / "configs")
 # 1 to 3 captions an image, and one long caption that only fits once cut at the context length
 CAPTIONS = [[f"photo {i} of a {w}" for w in ("cat", "dog", "red car")[: 1 + i % 3]] for i in range(14)]
 CAPTIONS[2].append("a very long caption " + "with many words " * 30)
@@ -134,10 +132,7 @@ def test_caption_table_and_bad_assignments():
 # ------------------------------------------------------------------------ end to end, real layouts
 
 def rcfg(tmp_path, checkpoint, *overrides, config="retrieval"):
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        return compose(config, overrides=[f"model.checkpoint={checkpoint}", f"results_dir={tmp_path / 'results'}",
-                                          f"cache_dir={tmp_path / 'cache'}", "num_workers=0", "progress=false",
-                                          "batch_size=4", *overrides])
+    return make_cfg(config, *QUIET, "batch_size=4", *overrides, tmp_path=tmp_path, checkpoint=checkpoint)
 
 
 @pytest.fixture

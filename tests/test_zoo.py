@@ -17,7 +17,7 @@ import zeroshot
 import zeroshot.models.loader
 from zeroshot.errors import ArchitectureError
 from zeroshot.models.config import openclip_models
-from conftest import REPO, openclip_model, rel_err, save_openclip_folder
+from conftest import make_cfg, openclip_model, rel_err, save_openclip_folder
 
 PROMPTS = ["a photo of a dog.", "a blurry photo of a large red car parked by the sea.", "x"]
 
@@ -236,7 +236,6 @@ def _tiny_openclip_cfg():
 
 
 def test_eval_and_report_on_open_clip_and_transformers_folders(open_clip, tmp_path):
-    from hydra import compose, initialize_config_dir
 
     from datagen import write_imagefolder
     from zeroshot.commands.evaluate import evaluate
@@ -247,12 +246,10 @@ def test_eval_and_report_on_open_clip_and_transformers_folders(open_clip, tmp_pa
     _, hf = _hf_clip(tmp_path)
     images = write_imagefolder(tmp_path / "pets", ["cat", "dog"], per_class=3)
     runs = []
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        for folder in (oc, hf):
-            runs.append(evaluate(compose("eval", overrides=[
-                f"model.checkpoint={folder}", "dataset=imagefolder", f"dataset.root={images}", "num_workers=0",
-                "progress=false", f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}"])))
-        report = build_report(compose("report", overrides=[f"inputs=[{tmp_path / 'results'}]", f"output_dir={tmp_path / 'rep'}"]))
+    for folder in (oc, hf):
+        runs.append(evaluate(make_cfg("eval", "dataset=imagefolder", f"dataset.root={images}", "num_workers=0",
+                                      "progress=false", tmp_path=tmp_path, checkpoint=folder)))
+    report = build_report(make_cfg("report", f"inputs=[{tmp_path / 'results'}]", f"output_dir={tmp_path / 'rep'}"))
     assert runs[0]["model"] == "my-openclip-run" and runs[0]["activation"] == "gelu" and runs[0]["source"] == "openclip_folder"
     assert runs[1]["model"] == "hf-clip-quick_gelu" and runs[1]["source"] == "transformers_folder"
     md = (Path(report["report_dir"]) / "report.md").read_text()
@@ -360,7 +357,6 @@ def test_eval_and_prompts_through_a_backend(tmp_path):
     """eval, prompts and report run on a model beyond the family (transformers SigLIP), with its own tokenizer,
     its own preprocessing and sigmoid scoring with logit_bias."""
     import numpy as np
-    from hydra import compose, initialize_config_dir
 
     from datagen import write_imagefolder
     from zeroshot.commands.evaluate import evaluate
@@ -370,10 +366,9 @@ def test_eval_and_prompts_through_a_backend(tmp_path):
     images = write_imagefolder(tmp_path / "animals", ["cat", "dog", "bird"], per_class=2)
     common = [f"model.checkpoint={folder}", "dataset=imagefolder", f"dataset.root={images}", "num_workers=0",
               "progress=false", f"cache_dir={tmp_path / 'cache'}", f"results_dir={tmp_path / 'results'}"]
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        m = evaluate(compose("eval", overrides=common))
-        s = run_experiments(compose("experiment", overrides=[*common, 'prompts.templates=["a photo of a {}.","a {}."]',
-                                                             "bootstrap=20"]))
+    m = evaluate(make_cfg("eval", *common))
+    s = run_experiments(make_cfg("experiment", *common, 'prompts.templates=["a photo of a {}.","a {}."]',
+                                 "bootstrap=20"))
     assert m["backend"] == "transformers" and m["n_images"] == 6 and "SiglipImageProcessor" in m["preprocess"]["transform"]
     z = np.load(Path(m["run_dir"]) / "logits.npz")
     assert z["logits"].shape == (6, 3)
