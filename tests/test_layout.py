@@ -387,3 +387,59 @@ def test_the_map_rule_catches_a_stale_name_and_a_missing_package(tmp_path):
     assert layout_map_problems(section("# x\n## Tests\n", LAYOUT_HEADING), pkg) == [f"no '{LAYOUT_HEADING}' section"]
     assert layout_map_problems(section(good.replace("  log.py", "  report/"), LAYOUT_HEADING), pkg) == [
         "names report/, which is not a package in zeroshot/"]
+
+
+# ------------------------------------------------------------------ the fast loop stays fast: subprocess tests are marked
+
+# a Python subprocess (zeroshot's CLI, a script); `mount` or a browser are not this mark's
+SPAWNS = {"cli": re.compile(r"\bsys\.executable\b|\bcli\(|\bone_and_two_ranks\("),
+          "dist": re.compile(r"torch\.distributed\.run|\branks=\d|\bone_and_two_ranks\(")}
+EXEMPT = {"cli": {"browser", "wheel"}, "dist": set()}  # a browser or wheel test is out of the fast loop already
+
+
+def unmarked_spawners(source: str, where: str = "<tests>") -> list[str]:
+    """Tests that start a Python subprocess (or torchrun) without the mark that takes them out of the fast loop. A test's
+    text is its own plus that of the module's functions, fixtures and constants it names, followed through."""
+    tree = ast.parse(source)
+    defs = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    consts = {t.id: n for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+    module_marks = _marks(consts["pytestmark"].value) if "pytestmark" in consts else set()
+    found = []
+    for name, node in defs.items():
+        if not name.startswith("test_"):
+            continue
+        text, seen, todo = "", set(), [name]
+        while todo:
+            cur = todo.pop()
+            seen.add(cur)
+            text += ast.get_source_segment(source, defs.get(cur) or consts[cur]) + "\n"
+            todo += [n for n in re.findall(r"\b\w+\b", text) if n in {**defs, **consts} and n not in seen and n not in todo]
+        marks = module_marks | {m for d in node.decorator_list for m in _marks(d)}
+        for mark, pattern in SPAWNS.items():
+            if pattern.search(text) and not marks & ({mark} | EXEMPT[mark]):
+                found.append(f"{where}::{name} starts a subprocess{' under torchrun' if mark == 'dist' else ''}: "
+                             f"mark it @pytest.mark.{mark}")
+    return found
+
+
+def _marks(expr: ast.AST) -> set[str]:
+    """The pytest marks an expression names (@pytest.mark.x, @pytest.mark.x(...), pytestmark = [..])."""
+    return {n.attr for n in ast.walk(expr) if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Attribute)
+            and n.value.attr == "mark"}
+
+
+def test_every_test_that_starts_a_subprocess_is_marked():
+    files = sorted(p for p in (REPO / "tests").glob("test_*.py") if p.name != "test_layout.py")  # names the words
+    found = [v for p in files for v in unmarked_spawners(p.read_text(), p.name)]
+    assert found == [], "\n".join(found)
+
+
+def test_the_mark_rule_catches_an_unmarked_subprocess_test():
+    helper = "def run(*a):\n    return subprocess.run([sys.executable, *a])\n"
+    assert unmarked_spawners(helper + "def test_a():\n    assert run('x').returncode == 0\n") == [
+        "<tests>::test_a starts a subprocess: mark it @pytest.mark.cli"]
+    assert unmarked_spawners(helper + "@pytest.mark.cli\ndef test_a():\n    run('x')\n") == []
+    assert unmarked_spawners("pytestmark = pytest.mark.cli\n" + helper + "def test_a():\n    run('x')\n") == []
+    two = "@pytest.mark.cli\ndef test_b(tmp_path):\n    cli('eval', ranks=2)\n"
+    assert unmarked_spawners(two) == ["<tests>::test_b starts a subprocess under torchrun: mark it @pytest.mark.dist"]
+    assert unmarked_spawners("def test_c():\n    subprocess.run(['mount', 'x'])\n") == []
