@@ -389,7 +389,7 @@ def test_suite_entries_expand_to_every_language_and_reach_their_keys(tmp_path):
     imagenet = {e.split(":")[1] for e in entries if e.startswith("imagenet:")}
     assert imagenet == set(facts()["clip_benchmark"]["files"]) | set(facts()["babel"]["template_languages"])
     names = suite.write_pair_group(tmp_path, [("default", "crossmodal3600:de"), ("default", "imagenet:fr")])
-        # as suite.launch runs a retrieval pair: its dataset on the command line (retrieval.yaml overrides the group)
+    # as suite.launch runs a retrieval pair: its dataset on the command line (retrieval.yaml overrides the group)
     r = make_cfg("retrieval", "dataset=crossmodal3600", f"+pair={names[0]}",
                  f"hydra.searchpath=[file://{tmp_path}]")
     e = make_cfg("eval", f"+pair={names[1]}", f"hydra.searchpath=[file://{tmp_path}]")

@@ -205,7 +205,7 @@ def test_suite_does_not_download_unless_asked(tmp_path, tiny_checkpoint, monkeyp
     monkeypatch.setattr(datasets, "build_dataset", lambda c, *a, **k: seen.append(bool(c.download)) or real(c, *a, **k))
     for flag, expected in (([], [False]), (["download=true"], [True])):
         seen.clear()
-            # eurosat downloads through the Hugging Face Hub, which the tests keep offline (HF_HUB_OFFLINE=1)
+        # eurosat downloads through the Hugging Face Hub, which the tests keep offline (HF_HUB_OFFLINE=1)
         rcfg = make_cfg("report", "suite=clip_paper", "suite.models=[default]", "suite.datasets=[eurosat]",
                         f"suite_results_dir={tmp_path / 's'}", *flag,
                         f"eval_overrides=['model.checkpoint={tiny_checkpoint}','data_dir={tmp_path}']")

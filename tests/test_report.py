@@ -139,6 +139,7 @@ def test_cli_report_takes_paths(tmp_path, runs):
     assert (next((tmp_path / "cli").iterdir()) / "report.md").exists()
 
 
+@pytest.mark.cli
 def test_suite_runs_what_has_data_and_skips_the_rest(tmp_path, tiny_checkpoint):
     write_idx_split(tmp_path / "data" / "mnist", 12, "test")
     cfg = report_cfg(tmp_path, "suite=clip_paper", "suite.models=[default]", "suite.datasets=[mnist,cifar100]",

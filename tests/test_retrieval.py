@@ -287,6 +287,7 @@ def test_report_has_a_retrieval_table_and_the_38_task_average(tmp_path):
     assert len(only["retrieval"]) == 1 and (Path(only["report_dir"]) / "retrieval.csv").is_file()
 
 
+@pytest.mark.cli
 def test_datacomp_38_suite_lists_the_task_list_and_says_why_not(tmp_path, tiny_checkpoint, layouts):
     import yaml
 

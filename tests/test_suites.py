@@ -19,6 +19,7 @@ def suite_cfg(tmp_path, checkpoint, *overrides):
                     "'num_workers=0','progress=false','prompts.templates=[\"a photo of a {}.\"]']", *overrides)
 
 
+@pytest.mark.cli
 def test_two_pair_suite_through_the_joblib_launcher(tmp_path, tiny_checkpoint):
     import hydra_plugins.hydra_joblib_launcher  # noqa: F401  (a declared test dependency: hydra-joblib-launcher)
 
@@ -33,6 +34,7 @@ def test_two_pair_suite_through_the_joblib_launcher(tmp_path, tiny_checkpoint):
     assert (tmp_path / "suites" / "clip_paper" / "suite_status.json").is_file()
 
 
+@pytest.mark.cli
 def test_openclip_35_suite_runs_what_is_there_and_says_why_not(tmp_path, tiny_checkpoint):
     write_idx_split(tmp_path / "data" / "mnist", 12, "test")
     out = report(suite_cfg(tmp_path, tiny_checkpoint, "suite=openclip_35", "suite.models=[default]"))

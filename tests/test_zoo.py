@@ -43,6 +43,7 @@ def assert_parity(ref, ours, n_px, text, tol=1e-4):
 
 # ---------------------------------------------------------------------- open_clip's Hub folders
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["ViT-B-32", "ViT-B-16", "RN50", "ViT-M-16-alt", "ViT-L-14-CLIPA"])
 def test_open_clip_folder_parity(open_clip, tmp_path, name):
     """GELU configs (open_clip's default), LayerScale (ViT-M-16-alt), and CLIPA (no ln_pre, mean pooling,
@@ -58,6 +59,7 @@ def test_open_clip_folder_parity(open_clip, tmp_path, name):
     assert_parity(ref, ours, c.image_resolution, text)
 
 
+@pytest.mark.slow
 def test_gelu_weights_under_quickgelu_are_wrong(open_clip, tmp_path):
     """The bug this zoo fixes: open_clip's GELU ViT-B-32 read with QuickGELU is off by ~1e-2, not 1e-7."""
     cfg = openclip_models()["ViT-B-32"]
@@ -181,6 +183,7 @@ def hf_and_ours(hf, ours, ids, n_px=32):
 
 # ---------------------------------------------------------------------- backends
 
+@pytest.mark.slow
 def test_open_clip_siglip_through_the_backend(open_clip, tmp_path):
     cfg = openclip_models()["ViT-B-16-SigLIP"]
     torch.manual_seed(0)
