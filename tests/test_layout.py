@@ -3,7 +3,9 @@
 Rooms are the subpackages (models, data, features, prompts, experiments, metrics, report, commands) and the
 top-level modules. Each room may import only the rooms its row of ALLOWED names; on top: models/ needs no
 Hydra and no pandas, data/ never reaches models/ (not even through another room), no command imports another
-command, and no module imports itself back through a cycle.
+command, and no module imports itself back through a cycle. Below the graph: no function longer than a screen or
+with more than six positional parameters, matplotlib only in the figures home, one writer of metrics.json, the
+README's map of the code matching the tree, and every test that starts a Python subprocess marked out of the fast loop.
 """
 import ast
 import re
@@ -404,16 +406,19 @@ def unmarked_spawners(source: str, where: str = "<tests>") -> list[str]:
     defs = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
     consts = {t.id: n for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
     module_marks = _marks(consts["pytestmark"].value) if "pytestmark" in consts else set()
+    lines = source.splitlines()
+    pieces = {k: "\n".join(lines[n.lineno - 1:n.end_lineno]) for k, n in {**consts, **defs}.items()}
+    words = {k: set(re.findall(r"\w+", v)) & pieces.keys() for k, v in pieces.items()}
     found = []
     for name, node in defs.items():
         if not name.startswith("test_"):
             continue
-        text, seen, todo = "", set(), [name]
+        text, seen, todo = "", {name}, [name]
         while todo:
             cur = todo.pop()
-            seen.add(cur)
-            text += ast.get_source_segment(source, defs.get(cur) or consts[cur]) + "\n"
-            todo += [n for n in re.findall(r"\b\w+\b", text) if n in {**defs, **consts} and n not in seen and n not in todo]
+            text += pieces[cur] + "\n"
+            todo += sorted(words[cur] - seen)
+            seen |= words[cur]
         marks = module_marks | {m for d in node.decorator_list for m in _marks(d)}
         for mark, pattern in SPAWNS.items():
             if pattern.search(text) and not marks & ({mark} | EXEMPT[mark]):
