@@ -149,7 +149,7 @@ def test_temperature_fit_on_held_out_fraction(tmp_path, tiny_checkpoint):
     """A dataset with one split: a seeded 25% is fitted on and calibration covers the other 75% only."""
     write_imagefolder(tmp_path / "folder", ["cat", "dog"], per_class=8)
     m = evaluate(run_cfg(tmp_path, tiny_checkpoint, "dataset=imagefolder", f"dataset.root={tmp_path / 'folder'}",
-                          "calibration.temperature=fit", "calibration.fraction=0.25"))
+                         "calibration.temperature=fit", "calibration.fraction=0.25"))
     info = m["calibration"]
     assert info["fit_on"]["n_images"] == 4 and info["n_images_scored"] == 12
     z = np.load(Path(m["run_dir"]) / "logits.npz")

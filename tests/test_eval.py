@@ -93,7 +93,7 @@ def test_classnames_file_for_id_folders(tmp_path, tiny_checkpoint):
     names = tmp_path / "names.txt"
     names.write_text("sea otter\nsnow leopard\n")
     m = evaluate(run_cfg(tmp_path, tiny_checkpoint, "dataset=imagefolder", f"dataset.root={tmp_path / 'ids'}",
-                          f"dataset.classnames={names}"))
+                         f"dataset.classnames={names}"))
     assert set(pd.read_csv(Path(m["run_dir"]) / "predictions.csv")["label_name"]) == {"sea otter", "snow leopard"}
 
 
@@ -130,7 +130,7 @@ def test_bad_images_named_or_skipped(tmp_path, tiny_checkpoint):
         (only_bad / c / "x.png").write_bytes(b"not an image")
     with pytest.raises(DatasetError, match="No readable images"):
         evaluate(run_cfg(tmp_path, tiny_checkpoint, "dataset=imagefolder", f"dataset.root={only_bad}",
-                          "skip_bad_images=true", "cache=false", f"results_dir={tmp_path / 'bad_results'}"))
+                         "skip_bad_images=true", "cache=false", f"results_dir={tmp_path / 'bad_results'}"))
     assert not (tmp_path / "bad_results").exists()
 
 
@@ -148,7 +148,7 @@ def test_bad_input_fails_before_encoding(tmp_path, tiny_checkpoint, no_cifar_che
         evaluate(run_cfg(tmp_path, tiny_checkpoint, "dataset=imagefolder", f"dataset.root={tmp_path / 'empty'}"))
     with pytest.raises(DatasetError, match="Expected layout"):
         evaluate(run_cfg(tmp_path, tiny_checkpoint, "dataset=cifar100", f"dataset.root={tmp_path / 'none'}",
-                          "dataset.download=false"))
+                         "dataset.download=false"))
     assert not (tmp_path / "results").exists()
 
 
@@ -157,8 +157,8 @@ def test_cli_multirun_two_datasets(tmp_path, tiny_checkpoint):
     write_idx(tmp_path / "mnist", n=7)
     write_idx(tmp_path / "fashion_mnist", n=5, name="FashionMNIST")
     r = cli("eval", "-m", "dataset=mnist,fashion_mnist", f"model.checkpoint={tiny_checkpoint}", f"data_dir={tmp_path}",
-             "dataset.download=false", f"results_dir={tmp_path / 'res'}", f"cache_dir={tmp_path / 'cache'}",
-             "num_workers=0", "progress=false")
+            "dataset.download=false", f"results_dir={tmp_path / 'res'}", f"cache_dir={tmp_path / 'cache'}",
+            "num_workers=0", "progress=false")
     assert r.returncode == 0, r.stderr[-3000:]
     runs = sorted(json.loads(p.read_text())["dataset"] for p in (tmp_path / "res").rglob("metrics.json"))
     assert runs == ["fashion_mnist", "mnist"], runs
@@ -185,7 +185,7 @@ def test_real_cifar10_jpegs_and_real_mnist(tmp_path, tiny_checkpoint):
     check_run(m, 10_000, 10)
     mnist = shared_path("data", "mnist")
     m = evaluate(run_cfg(tmp_path, tiny_checkpoint, "dataset=mnist", f"dataset.root={mnist}", "dataset.download=false",
-                          "batch_size=256"))
+                         "batch_size=256"))
     check_run(m, 10_000, 10)
 
 
@@ -201,7 +201,7 @@ def test_imagenet_wnid_folders(tmp_path, tiny_checkpoint):
         (val / wnid).mkdir(parents=True)
         pixel.save(val / wnid / "ILSVRC2012_val_0.png")
     m = evaluate(run_cfg(tmp_path, tiny_checkpoint, "dataset=imagenet", f"dataset.root={tmp_path / 'imagenet'}",
-                          "prompts=imagenet_7", "batch_size=250"))
+                         "prompts=imagenet_7", "batch_size=250"))
     assert m["n_classes"] == 1000 and m["n_templates"] == 7 and m["prompts"] == "imagenet_simple_7"
     check_run(m, 1000, 1000)
 

@@ -87,7 +87,7 @@ def test_eval_with_and_without_fast_decode(tmp_path, tiny_checkpoint, images):
     runs = {}
     for fast in ("false", "true", "true"):
         m = evaluate(run_cfg(tmp_path, tiny_checkpoint, "dataset=imagefolder", f"dataset.root={root}",
-                              f"fast_decode={fast}"))
+                             f"fast_decode={fast}"))
         runs.setdefault(fast, []).append(m)
     exact, fast_runs = runs["false"][0], runs["true"]
     assert exact["images_from_cache"] == 0 and fast_runs[0]["images_from_cache"] == 0  # not the exact run's features

@@ -237,7 +237,7 @@ def test_decode_failure_inside_a_dataloader_worker(tmp_path, tiny_checkpoint):
     r = cli("eval", "dataset=imagefolder", f"dataset.root={images}", "num_workers=1", *common(tmp_path, tiny_checkpoint))
     assert_one_line(r, str(broken), "image #", "skip_bad_images=true")
     ok = cli("eval", "dataset=imagefolder", f"dataset.root={images}", "num_workers=1", "skip_bad_images=true",
-                 *common(tmp_path, tiny_checkpoint))
+             *common(tmp_path, tiny_checkpoint))
     assert ok.returncode == 0, ok.stderr[-2000:]
 
 
@@ -247,12 +247,12 @@ def test_text_files_in_another_encoding(tmp_path, tiny_checkpoint):
     names = tmp_path / "names.txt"
     names.write_bytes("café\nthé\n".encode("latin-1"))
     r = cli("eval", "dataset=imagefolder", f"dataset.root={images}", f"dataset.classnames={names}",
-                *common(tmp_path, tiny_checkpoint))
+            *common(tmp_path, tiny_checkpoint))
     assert_one_line(r, str(names), "UTF-8", "line 1")
     templates = tmp_path / "templates.txt"
     templates.write_bytes("une photo d'un {} \xe9\n".encode("latin-1", errors="replace") + b"\xe9 {}\n")
     r = cli("eval", "dataset=imagefolder", f"dataset.root={images}", f"prompts.file={templates}",
-                *common(tmp_path, tiny_checkpoint))
+            *common(tmp_path, tiny_checkpoint))
     assert_one_line(r, str(templates), "UTF-8")
     names.write_text("café\nthé\n", encoding="utf-16")  # a BOM says what it is: read correctly
     from zeroshot.prompts.sets import read_classnames
@@ -353,10 +353,10 @@ def test_values_with_spaces_and_non_ascii_letters(tmp_path, tiny_checkpoint):
 def test_stray_placeholder_in_a_template(tmp_path, tiny_checkpoint):
     images = write_imagefolder(tmp_path / "imgs", ["cat", "dog"], per_class=1)
     r = cli("eval", "dataset=imagefolder", f"dataset.root={images}", 'prompts.templates=["a photo of a {} in {place}."]',
-                *common(tmp_path, tiny_checkpoint))
+            *common(tmp_path, tiny_checkpoint))
     assert_one_line(r, "{place}", "nothing fills")
     r = cli("eval", "dataset=imagefolder", f"dataset.root={images}", 'prompts.templates=["a photo of a {c}."]',
-                *common(tmp_path, tiny_checkpoint))
+            *common(tmp_path, tiny_checkpoint))
     assert_one_line(r, "{c}")
 
 
