@@ -1,6 +1,9 @@
 """Shared fixtures: tiny random CLIPs saved in real checkpoint formats, and the reference packages."""
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -24,8 +27,6 @@ TINY_RN = CLIPConfig(embed_dim=32, image_resolution=64, vision_layers=(1, 1, 1, 
 def _private_cache(tmp_path_factory):
     """Tests never touch the user's caches, nor the network: zeroshot's and Hugging Face's caches are private,
     and the Hub is offline unless a test points HF_ENDPOINT at its own local server (subprocesses inherit this)."""
-    import os
-
     private = {"ZEROSHOT_CACHE": str(tmp_path_factory.mktemp("zeroshot-cache")),
                "HF_HOME": str(tmp_path_factory.mktemp("hf-home")), "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
     old = {k: os.environ.get(k) for k in private}
@@ -173,12 +174,32 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.float() - b.float()).abs().max() / a.float().abs().max()).item()
 
 
-def dataset_config(name: str, **overrides):
-    """A dataset's config as Hydra composes it from configs/dataset/<name>.yaml (its defaults included)."""
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for torchrun's rendezvous, a local server)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_cfg(config: str, *overrides, tmp_path: Path | None = None, checkpoint=None):
+    """configs/<config>.yaml as Hydra composes it, with the overrides (they come last and win). With tmp_path, the
+    run's results and caches go under it; with checkpoint, the model is that file."""
     from hydra import compose, initialize_config_dir
 
+    base = [f"model.checkpoint={checkpoint}"] if checkpoint is not None else []
+    if tmp_path is not None:
+        base += [f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}"]
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        return compose("eval", overrides=[f"dataset={name}", *(f"dataset.{k}={v}" for k, v in overrides.items())]).dataset
+        return compose(config, overrides=[*base, *map(str, overrides)])
+
+
+def dataset_config(name: str, **overrides):
+    """A dataset's config as Hydra composes it from configs/dataset/<name>.yaml (its defaults included)."""
+    return make_cfg("eval", f"dataset={name}", *(f"dataset.{k}={v}" for k, v in overrides.items())).dataset
+
+
+# the quiet, single-process settings most tests run with
+QUIET = ("num_workers=0", "progress=false")
 
 
 def with_base(path: Path) -> dict:
@@ -194,34 +215,33 @@ def with_base(path: Path) -> dict:
 
 
 def eval_config(tmp_path, checkpoint, *overrides, config: str = "eval"):
-    """A command's config as Hydra composes it, on a checkpoint, with results and caches under tmp_path and the
-    quiet, single-process settings tests use (overrides come last and win)."""
-    from hydra import compose, initialize_config_dir
+    """A command's config on a checkpoint, results and caches under tmp_path, quiet and without figures."""
+    return make_cfg(config, *QUIET, "figures=false", *overrides, tmp_path=tmp_path, checkpoint=checkpoint)
 
-    base = [f"model.checkpoint={checkpoint}", f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}",
-            "num_workers=0", "progress=false", "figures=false"]
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        return compose(config, overrides=[*base, *overrides])
+
+def cli(*args, cwd=REPO, env: dict | None = None, timeout: int = 600, stdin: str | None = None, code: str | None = None,
+        ranks: int | None = None) -> subprocess.CompletedProcess:
+    """`python -m zeroshot ARGS` as a user runs it (`python -c CODE ARGS` with code; under torchrun with `ranks`
+    processes, one thread each), this checkout first on the path, env added to the environment, output as text."""
+    head = [sys.executable, "-c", code] if code is not None else [sys.executable, "-m", "zeroshot"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    if ranks is not None:
+        head = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={ranks}", "--master_addr=127.0.0.1",
+                f"--master_port={free_port()}", *head[1:]]
+        env.setdefault("OMP_NUM_THREADS", "1")
+    return subprocess.run([*head, *map(str, args)], input=stdin, capture_output=True, text=True, cwd=cwd,
+                          timeout=timeout, env=env)
 
 
 def one_and_two_ranks(command: str, common: list[str], tmp_path) -> tuple[dict, dict, Path, Path]:
     """Run `zeroshot COMMAND` in one process (no cache) and under torchrun with two ranks; each must exit 0 and
     only rank 0 may write a run. Returns both metrics.json records and their run directories."""
     import json
-    import os
-    import socket
-    import subprocess
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    launches = {"one": [sys.executable, "-m", "zeroshot", command, *common, f"results_dir={tmp_path / 'one'}", "cache=false"],
-                "two": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-                        f"--master_port={port}", "-m", "zeroshot", command, *common, f"results_dir={tmp_path / 'two'}",
-                        f"cache_dir={tmp_path / 'cache'}"]}
-    for name, cmd in launches.items():
-        r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600, env=env)
+    launches = {"one": ([command, *common, f"results_dir={tmp_path / 'one'}", "cache=false"], None),
+                "two": ([command, *common, f"results_dir={tmp_path / 'two'}", f"cache_dir={tmp_path / 'cache'}"], 2)}
+    for name, (args, ranks) in launches.items():
+        r = cli(*args, ranks=ranks, env={"OMP_NUM_THREADS": "1"})
         assert r.returncode == 0, (name, r.stderr[-3000:])
     runs = {k: list((tmp_path / k).rglob("metrics.json")) for k in launches}
     assert len(runs["one"]) == 1 and len(runs["two"]) == 1, runs  # only rank 0 writes

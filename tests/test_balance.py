@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from conftest import REPO
+from conftest import REPO, make_cfg
 from datagen import write_imagefolder
 from zeroshot.commands.evaluate import evaluate
 from zeroshot.data.base import (
@@ -36,10 +35,8 @@ KEYS = ("decode_core_ms_per_image", "model_core_ms_per_image", "model_threads", 
 
 
 def eval_cfg(tmp_path, checkpoint, *overrides):
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        return compose("eval", overrides=[
-            f"model.checkpoint={checkpoint}", f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}",
-            "progress=false", "batch_size=4", "dataset=imagefolder", f"dataset.root={tmp_path / 'imgs'}", *overrides])
+    return make_cfg("eval", "progress=false", "batch_size=4", "dataset=imagefolder", f"dataset.root={tmp_path / 'imgs'}",
+                    *overrides, tmp_path=tmp_path, checkpoint=checkpoint)
 
 
 def test_metrics_json_records_the_image_step_costs_and_their_bound(tmp_path, tiny_checkpoint):

@@ -13,7 +13,7 @@ from zeroshot.errors import DatasetError
 from zeroshot.settings import check_settings
 from zeroshot.commands.evaluate import evaluate
 from datagen import write_idx_split, write_imagefolder
-from test_eval import make_cfg
+from test_eval import run_cfg
 
 
 def brute_probs(logits, kind):
@@ -106,7 +106,7 @@ def test_held_out_split_is_disjoint_and_seeded():
 
 def test_eval_records_calibration(tmp_path, tiny_checkpoint):
     write_imagefolder(tmp_path / "folder", ["cat", "dog", "bird"], per_class=4)
-    m = evaluate(make_cfg(tmp_path, tiny_checkpoint, "dataset=imagefolder", f"dataset.root={tmp_path / 'folder'}"))
+    m = evaluate(run_cfg(tmp_path, tiny_checkpoint, "dataset=imagefolder", f"dataset.root={tmp_path / 'folder'}"))
     run = Path(m["run_dir"])
     saved = json.loads((run / "metrics.json").read_text())
     z = np.load(run / "logits.npz")
@@ -127,7 +127,7 @@ def test_temperature_fit_on_another_split(tmp_path, tiny_checkpoint, monkeypatch
     real = cal.fit_temperature
     monkeypatch.setattr(cal, "fit_temperature", lambda lg, lb, k: seen.append((np.array(lg), np.array(lb))) or real(lg, lb, k))
     base = ["dataset=mnist", f"dataset.root={root}", "dataset.download=false"]
-    m = evaluate(make_cfg(tmp_path, tiny_checkpoint, *base, "calibration.temperature=fit", "calibration.split=train"))
+    m = evaluate(run_cfg(tmp_path, tiny_checkpoint, *base, "calibration.temperature=fit", "calibration.split=train"))
     info = m["calibration"]
     assert info["fit_on"]["split"] == "train" and info["fit_on"]["n_images"] == 30 and info["n_images_scored"] == 20
     assert info["fit_on"]["dataset_fingerprint"] != m["dataset_fingerprint"]
@@ -142,16 +142,16 @@ def test_temperature_fit_on_another_split(tmp_path, tiny_checkpoint, monkeypatch
     assert info["ece_before"] == pytest.approx(m["ece"])
     # checked with every setting, once, before any work (settings.py, from the CLI's one dispatch)
     with pytest.raises(DatasetError, match="is the split being scored"):
-        check_settings(make_cfg(tmp_path, tiny_checkpoint, *base, "calibration.temperature=fit", "calibration.split=test"))
+        check_settings(run_cfg(tmp_path, tiny_checkpoint, *base, "calibration.temperature=fit", "calibration.split=test"))
     with pytest.raises(DatasetError, match="not a split of dataset"):
-        check_settings(make_cfg(tmp_path, tiny_checkpoint, *base, "calibration.temperature=fit", "calibration.split=val"))
+        check_settings(run_cfg(tmp_path, tiny_checkpoint, *base, "calibration.temperature=fit", "calibration.split=val"))
 
 
 def test_temperature_fit_on_held_out_fraction(tmp_path, tiny_checkpoint):
     """A dataset with one split: a seeded 25% is fitted on and calibration covers the other 75% only."""
     write_imagefolder(tmp_path / "folder", ["cat", "dog"], per_class=8)
-    m = evaluate(make_cfg(tmp_path, tiny_checkpoint, "dataset=imagefolder", f"dataset.root={tmp_path / 'folder'}",
-                          "calibration.temperature=fit", "calibration.fraction=0.25"))
+    m = evaluate(run_cfg(tmp_path, tiny_checkpoint, "dataset=imagefolder", f"dataset.root={tmp_path / 'folder'}",
+                         "calibration.temperature=fit", "calibration.fraction=0.25"))
     info = m["calibration"]
     assert info["fit_on"]["n_images"] == 4 and info["n_images_scored"] == 12
     z = np.load(Path(m["run_dir"]) / "logits.npz")

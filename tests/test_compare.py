@@ -194,7 +194,7 @@ def real_runs(tmp_path_factory, tiny_checkpoint):
     """Two sets of weights with the same prompts on two image folders, and a second prompt set for one of them."""
     from conftest import TINY_VIT, random_model, save_openai_archive
     from datagen import write_imagefolder
-    from test_eval import make_cfg
+    from test_eval import run_cfg
     from zeroshot.commands.evaluate import evaluate
 
     tmp = tmp_path_factory.mktemp("compare")
@@ -204,12 +204,13 @@ def real_runs(tmp_path_factory, tiny_checkpoint):
         write_imagefolder(tmp / folder, classes, per_class=8, seed=len(folder))
         data = ["dataset=imagefolder", f"dataset.root={tmp / folder}"]
         for ckpt in (tiny_checkpoint, other):
-            runs.append(evaluate(make_cfg(tmp, ckpt, *data, "prompts=simple")))
+            runs.append(evaluate(run_cfg(tmp, ckpt, *data, "prompts=simple")))
         if folder == "pets":
-            runs.append(evaluate(make_cfg(tmp, tiny_checkpoint, *data, "prompts=classname")))
+            runs.append(evaluate(run_cfg(tmp, tiny_checkpoint, *data, "prompts=classname")))
     return tmp, runs
 
 
+@pytest.mark.cli
 def test_compare_cli_end_to_end(real_runs):
     tmp, runs = real_runs
     out = tmp / "cmp"
@@ -253,6 +254,7 @@ def chromium():
     return None
 
 
+@pytest.mark.browser
 def test_report_section_opens_in_headless_chromium(real_runs, tmp_path):
     from test_report import report_cfg
     from zeroshot.report.build import build_report

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from compositionality_data import (
     SUBSETS,
@@ -22,18 +21,14 @@ from compositionality_data import (
     write_winoground_parquet,
     write_winoground_repo,
 )
+from conftest import eval_config, make_cfg
 from zeroshot.commands.compositionality import run_compositionality
 from zeroshot.errors import DatasetError
 from zeroshot.metrics.compositionality import chosen_right, outcomes
 
-CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
-
 
 def ccfg(tmp_path, checkpoint, *overrides):
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        return compose("compositionality", overrides=[
-            f"model.checkpoint={checkpoint}", f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}",
-            "num_workers=0", "progress=false", "batch_size=4", "figures=false", *overrides])
+    return eval_config(tmp_path, checkpoint, "batch_size=4", *overrides, config="compositionality")
 
 
 class Direct:
@@ -314,6 +309,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, tiny_checkpoint):
     assert m["instances_dropped"] == 1 and m["n_instances"] == 2 and m["skipped_images"] == 1 and not m["comparable"]
 
 
+@pytest.mark.cli
 def test_the_command_line_runs_it_and_names_a_missing_image(tmp_path, tiny_checkpoint):
     import subprocess
     import sys
@@ -358,9 +354,8 @@ def test_report_table_and_compare_pair_per_instance(tmp_path, tiny_checkpoint, t
     fake = tmp_path / "published.csv"
     fake.write_text("source,release,dataset,metric,value\ntest,ViT-B-32/openai,winoground,group_score,8.0\n")
     monkeypatch.setattr(view, "PUBLISHED_COMPOSITIONALITY", fake)
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        rcfg = compose("report", overrides=[f"inputs=[{results}]", f"output_dir={tmp_path / 'reports'}"])
-        ccfg_ = compose("compare", overrides=[f"inputs=[{results}]", f"output_dir={tmp_path / 'compare'}", "compare.n_boot=200"])
+    rcfg = make_cfg("report", f"inputs=[{results}]", f"output_dir={tmp_path / 'reports'}")
+    ccfg_ = make_cfg("compare", f"inputs=[{results}]", f"output_dir={tmp_path / 'compare'}", "compare.n_boot=200")
     out = build_report(rcfg)
     assert {r["model"] for r in out["compositionality"]} == {a["model"], b["model"]}
     assert all(r["published_note"] == "weights are not a published release" for r in out["compositionality"])
@@ -378,6 +373,8 @@ def test_report_table_and_compare_pair_per_instance(tmp_path, tiny_checkpoint, t
     assert (Path(got["compare_dir"]) / "compare_compositionality.csv").is_file()
 
 
+@pytest.mark.cli
+@pytest.mark.dist
 def test_two_ranks_equal_one_process(tmp_path, tiny_checkpoint):
     """torchrun: images and captions split across two ranks, rank 0 scores; every outcome as in one process."""
     from conftest import one_and_two_ranks
@@ -400,8 +397,7 @@ def test_suite_jobs_run_the_pairs_dataset(tmp_path):
     from zeroshot.suite import JOB_COMMANDS, write_pair_group
 
     names = write_pair_group(tmp_path, [("vit_b32", "winoground"), ("vit_b32", "mscoco")])
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        for task, dataset, name in (("compositionality", "winoground", names[0]), ("retrieval", "mscoco", names[1])):
-            config = COMMANDS[JOB_COMMANDS[task]][0]
-            c = compose(config, overrides=[f"+pair={name}", f"hydra.searchpath=[file://{tmp_path}]"])
-            assert c.dataset.name == dataset, (task, config)
+    for task, dataset, name in (("compositionality", "winoground", names[0]), ("retrieval", "mscoco", names[1])):
+        config = COMMANDS[JOB_COMMANDS[task]][0]
+        c = make_cfg(config, f"+pair={name}", f"hydra.searchpath=[file://{tmp_path}]")
+        assert c.dataset.name == dataset, (task, config)

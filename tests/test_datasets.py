@@ -11,22 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from zeroshot.errors import DatasetError
 from zeroshot.commands.evaluate import evaluate
-from conftest import REPO
+from conftest import QUIET, REPO, make_cfg
 from datagen import write_imagefolder
-
-CONFIGS = str(REPO / "configs")
 
 
 def cfg(tmp_path, checkpoint, *overrides):
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        return compose("eval", overrides=[f"model.checkpoint={checkpoint}", f"results_dir={tmp_path / 'results'}",
-                                          f"cache_dir={tmp_path / 'cache'}", "num_workers=0", "progress=false",
-                                          "batch_size=4", *overrides])
+    return make_cfg("eval", *QUIET, "batch_size=4", *overrides, tmp_path=tmp_path, checkpoint=checkpoint)
 
 
 class _Files(torch.utils.data.Dataset):
@@ -138,6 +132,7 @@ def test_named_dataset_from_its_webdataset_checks_the_label_order(tmp_path, tiny
         evaluate(cfg(tmp_path, tiny_checkpoint, "dataset=rendered_sst2", f"dataset.root={bad}"))
 
 
+@pytest.mark.cli
 def test_webdataset_from_the_hub(tmp_path, tiny_checkpoint, pets):
     from fakehub import Hub, serve
 
@@ -179,8 +174,7 @@ def test_imagenetv2_folder_k_is_class_k(tmp_path, tiny_checkpoint):
     from zeroshot.data.readers import build_dataset
 
     root = _folders(tmp_path / "v2" / "imagenetv2-matched-frequency-format-val", [str(k) for k in range(1000)])
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        dcfg = compose("eval", overrides=["dataset=imagenetv2", f"dataset.root={tmp_path / 'v2'}"]).dataset
+    dcfg = make_cfg("eval", "dataset=imagenetv2", f"dataset.root={tmp_path / 'v2'}").dataset
     ds = build_dataset(dcfg)
     by_folder = {Path(p).parent.name: label for p, label in ds.source.samples}
     assert all(by_folder[str(k)] == k for k in range(1000))  # a string sort would give "10" label 2
@@ -250,9 +244,8 @@ def test_objectnet_mapping_and_protocol(tmp_path, tiny_checkpoint):
 
     from zeroshot.data.readers import build_dataset
 
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        dcfg = compose("eval", overrides=["dataset=objectnet", f"dataset.root={tmp_path / 'objectnet'}",
-                                          "dataset.num_classes=3"]).dataset
+    dcfg = make_cfg("eval", "dataset=objectnet", f"dataset.root={tmp_path / 'objectnet'}",
+                    "dataset.num_classes=3").dataset
     ds = build_dataset(dcfg)
     assert ds.classes == ["air freshener", "alarm clock", "backpack"] and len(ds) == 6  # the unmapped folder is left out
     image, label = ds.source[0]

@@ -17,7 +17,7 @@ from zeroshot.classifier import AGGREGATES, aggregate_features, build_class_clas
 from zeroshot.classifier import build_classifier, logits as score
 from zeroshot.experiments.descriptions import greedy_text_selection, leave_one_text_out, run_description_experiments, write_description_outputs
 from zeroshot.errors import PromptError, UserError
-from conftest import REPO, shared_path
+from conftest import REPO, make_cfg, shared_path
 from localserver import server  # noqa: F401  (the fixture)
 
 PROMPTS = REPO / "prompts"
@@ -334,7 +334,6 @@ def test_hash_changes_with_each_option():
 # ---------------------------------------------------------------- URLs and offline
 
 
-
 def test_url_source_cached_and_offline(server, tmp_path):
     base, routes = server
     body = json.dumps({"cat": ["a cat"], "dog": ["a dog", "a puppy"]}).encode()
@@ -513,7 +512,6 @@ def test_missing_keys_say_where_defaults_live():
 # ---------------------------------------------------------------- end to end: eval and prompts on a descriptions file
 
 def test_eval_and_prompts_on_a_descriptions_file(tmp_path, tiny_checkpoint):
-    from hydra import compose, initialize_config_dir
 
     from datagen import write_imagefolder
     from zeroshot.commands.evaluate import evaluate
@@ -525,12 +523,11 @@ def test_eval_and_prompts_on_a_descriptions_file(tmp_path, tiny_checkpoint):
                                 "cat": ["A cat has whiskers."]}))
     common = [f"model.checkpoint={tiny_checkpoint}", "dataset=imagefolder", f"dataset.root={images}", "num_workers=0",
               "progress=false", f"cache_dir={tmp_path / 'cache'}", f"prompts.descriptions={path}"]
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        m = evaluate(compose("eval", overrides=[*common, f"results_dir={tmp_path / 'results'}"]))
-        again = evaluate(compose("eval", overrides=[*common, f"results_dir={tmp_path / 'results'}", "prompts.aggregate=score_mean"]))
-        plain = evaluate(compose("eval", overrides=[*common[:-1], f"results_dir={tmp_path / 'results'}"]))
-        summary = run_prompts(compose("prompts", overrides=[
-            *common, f"results_dir={tmp_path / 'prompts'}", "prompts.waffle=2", "prompts.seeds=[0,1]", "bootstrap=50"]))
+    m = evaluate(make_cfg("eval", *common, f"results_dir={tmp_path / 'results'}"))
+    again = evaluate(make_cfg("eval", *common, f"results_dir={tmp_path / 'results'}", "prompts.aggregate=score_mean"))
+    plain = evaluate(make_cfg("eval", *common[:-1], f"results_dir={tmp_path / 'results'}"))
+    summary = run_prompts(make_cfg("prompts", *common, f"results_dir={tmp_path / 'prompts'}", "prompts.waffle=2",
+                                   "prompts.seeds=[0,1]", "bootstrap=50"))
     assert m["prompts"] == "pets_cupl" and m["prompts_label"].startswith("pets_cupl#")
     assert m["class_prompts"]["n_prompts"] == 3 and m["class_prompts"]["descriptions_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert len({m["prompts_hash"], again["prompts_hash"], plain["prompts_hash"]}) == 3  # three report rows

@@ -1,28 +1,12 @@
 """Data-parallel eval under torchrun: two CPU processes with gloo on 127.0.0.1."""
 import json
-import socket
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 
 from zeroshot.distributed import shard_bounds
-from conftest import REPO
+from conftest import cli
 from datagen import write_imagefolder
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def launch(nproc: int, *args, timeout=600):
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
-           f"--master_port={free_port()}", "-m", "zeroshot", "eval", *args]
-    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=timeout, env=env)
 
 
 def test_shard_bounds_cover_everything_once():
@@ -43,11 +27,12 @@ def common(tmp_path, ckpt, data, results):
             'prompts.templates=["a photo of a {}.","a {}."]']
 
 
+@pytest.mark.cli
+@pytest.mark.dist
 def test_two_ranks_equal_one_process(tmp_path, tiny_checkpoint, data):
-    single = subprocess.run([sys.executable, "-m", "zeroshot", "eval", *common(tmp_path, tiny_checkpoint, data, tmp_path / "one"),
-                             "cache=false"], capture_output=True, text=True, cwd=REPO, timeout=600)
+    single = cli("eval", *common(tmp_path, tiny_checkpoint, data, tmp_path / "one"), "cache=false")
     assert single.returncode == 0, single.stderr[-3000:]
-    r = launch(2, *common(tmp_path, tiny_checkpoint, data, tmp_path / "two"))
+    r = cli("eval", *common(tmp_path, tiny_checkpoint, data, tmp_path / "two"), ranks=2)
     assert r.returncode == 0, r.stderr[-3000:]
     runs = {k: list((tmp_path / k).rglob("metrics.json")) for k in ("one", "two")}
     assert len(runs["one"]) == 1 and len(runs["two"]) == 1, runs  # only rank 0 writes, one directory
@@ -61,16 +46,18 @@ def test_two_ranks_equal_one_process(tmp_path, tiny_checkpoint, data):
     # the cache written per shard is whole: a single process finds every chunk
     chunks = sorted(p.name for p in (tmp_path / "cache" / "image_features").rglob("chunk_*.pt"))
     assert len(chunks) == 6  # ceil(21 / 4), three from each rank
-    again = subprocess.run([sys.executable, "-m", "zeroshot", "eval", *common(tmp_path, tiny_checkpoint, data, tmp_path / "three")],
-                           capture_output=True, text=True, cwd=REPO, timeout=600)
+    again = cli("eval", *common(tmp_path, tiny_checkpoint, data, tmp_path / "three"))
     m3 = json.loads(next((tmp_path / "three").rglob("metrics.json")).read_text())
     assert m3["images_from_cache"] == 21 and m3["top1"] == pytest.approx(m1["top1"], abs=1e-12), again.stderr[-2000:]
 
 
+@pytest.mark.cli
+@pytest.mark.dist
 def test_a_failing_rank_fails_the_launch(tmp_path, tiny_checkpoint, data):
     # the last image is in rank 1's shard only; unreadable, so rank 1 raises while rank 0 waits for it
     (data / "cow" / "999.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
-    r = launch(2, *common(tmp_path, tiny_checkpoint, data, tmp_path / "fail"), "cache=false", "dist_timeout_s=60", timeout=300)
+    r = cli("eval", *common(tmp_path, tiny_checkpoint, data, tmp_path / "fail"), "cache=false", "dist_timeout_s=60", ranks=2,
+            timeout=300)
     assert r.returncode != 0
     assert "999.png" in r.stderr + r.stdout
     assert not list((tmp_path / "fail").rglob("metrics.json")) if (tmp_path / "fail").exists() else True

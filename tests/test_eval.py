@@ -1,30 +1,21 @@
 """End to end: real configs composed by Hydra, a tiny CLIP in OpenAI's format, data in real on-disk formats."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torchvision.datasets.cifar as tv_cifar
-from hydra import compose, initialize_config_dir
 
 from zeroshot.errors import DatasetError
 from zeroshot.commands.evaluate import evaluate
 from zeroshot.errors import PromptError
-from conftest import REPO, shared_path
+from conftest import QUIET, cli, make_cfg, shared_path
 from datagen import write_cifar, write_csv, write_idx, write_imagefolder
 
-CONFIGS = str(REPO / "configs")
 
-
-def make_cfg(tmp_path, checkpoint, *overrides):
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        return compose("eval", overrides=[
-            f"model.checkpoint={checkpoint}", f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}",
-            "num_workers=0", "progress=false", "batch_size=8", *overrides,
-        ])
+def run_cfg(tmp_path, checkpoint, *overrides):
+    return make_cfg("eval", *QUIET, "batch_size=8", *overrides, tmp_path=tmp_path, checkpoint=checkpoint)
 
 
 @pytest.fixture
@@ -67,7 +58,7 @@ def check_run(metrics: dict, n_images: int, n_classes: int) -> Path:
 
 def test_cifar10_pickle_batches(tmp_path, tiny_checkpoint, no_cifar_checksum):
     write_cifar(tmp_path / "cifar10", n=23)
-    m = evaluate(make_cfg(tmp_path, tiny_checkpoint, "dataset=cifar10", f"dataset.root={tmp_path / 'cifar10'}"))
+    m = evaluate(run_cfg(tmp_path, tiny_checkpoint, "dataset=cifar10", f"dataset.root={tmp_path / 'cifar10'}"))
     run = check_run(m, 23, 10)
     assert m["n_templates"] == 18 and m["prompts"] == "cifar10"
     # the run directory names what was evaluated: dataset / architecture_file_sha256[:8] / prompts-hash
@@ -79,46 +70,46 @@ def test_cifar10_pickle_batches(tmp_path, tiny_checkpoint, no_cifar_checksum):
 
 def test_cifar100_and_mnist_idx(tmp_path, tiny_checkpoint, no_cifar_checksum):
     write_cifar(tmp_path / "c100", n=40, hundred=True)
-    check_run(evaluate(make_cfg(tmp_path, tiny_checkpoint, "dataset=cifar100", f"dataset.root={tmp_path / 'c100'}")), 40, 100)
+    check_run(evaluate(run_cfg(tmp_path, tiny_checkpoint, "dataset=cifar100", f"dataset.root={tmp_path / 'c100'}")), 40, 100)
     write_idx(tmp_path / "mnist", n=31)
-    check_run(evaluate(make_cfg(tmp_path, tiny_checkpoint, "dataset=mnist", f"dataset.root={tmp_path / 'mnist'}")), 31, 10)
+    check_run(evaluate(run_cfg(tmp_path, tiny_checkpoint, "dataset=mnist", f"dataset.root={tmp_path / 'mnist'}")), 31, 10)
 
 
 def test_imagefolder_and_csv(tmp_path, tiny_checkpoint):
     classes = ["golden_retriever", "tabby_cat", "red_fox"]
     write_imagefolder(tmp_path / "folder", classes, per_class=3)
-    m = evaluate(make_cfg(tmp_path, tiny_checkpoint, "dataset=imagefolder", f"dataset.root={tmp_path / 'folder'}"))
+    m = evaluate(run_cfg(tmp_path, tiny_checkpoint, "dataset=imagefolder", f"dataset.root={tmp_path / 'folder'}"))
     check_run(m, 9, 3)
     preds = pd.read_csv(Path(m["run_dir"]) / "predictions.csv")
     assert set(preds["label_name"]) == {"golden retriever", "tabby cat", "red fox"}
     assert preds["path"].str.endswith(".png").all()
 
     csv = write_csv(tmp_path / "csvdata", classes, per_class=2)
-    check_run(evaluate(make_cfg(tmp_path, tiny_checkpoint, "dataset=csv", f"dataset.path={csv}")), 6, 3)
+    check_run(evaluate(run_cfg(tmp_path, tiny_checkpoint, "dataset=csv", f"dataset.path={csv}")), 6, 3)
 
 
 def test_classnames_file_for_id_folders(tmp_path, tiny_checkpoint):
     write_imagefolder(tmp_path / "ids", ["n001", "n002"], per_class=2)
     names = tmp_path / "names.txt"
     names.write_text("sea otter\nsnow leopard\n")
-    m = evaluate(make_cfg(tmp_path, tiny_checkpoint, "dataset=imagefolder", f"dataset.root={tmp_path / 'ids'}",
-                          f"dataset.classnames={names}"))
+    m = evaluate(run_cfg(tmp_path, tiny_checkpoint, "dataset=imagefolder", f"dataset.root={tmp_path / 'ids'}",
+                         f"dataset.classnames={names}"))
     assert set(pd.read_csv(Path(m["run_dir"]) / "predictions.csv")["label_name"]) == {"sea otter", "snow leopard"}
 
 
 def test_templates_from_command_line_and_file(tmp_path, tiny_checkpoint):
     write_imagefolder(tmp_path / "f", ["a", "b"], per_class=2)
     base = ["dataset=imagefolder", f"dataset.root={tmp_path / 'f'}"]
-    m = evaluate(make_cfg(tmp_path, tiny_checkpoint, *base, 'prompts.templates=["a {}.","the {}!"]'))
+    m = evaluate(run_cfg(tmp_path, tiny_checkpoint, *base, 'prompts.templates=["a {}.","the {}!"]'))
     assert m["n_templates"] == 2
     tfile = tmp_path / "t.txt"
     tfile.write_text("one {}\ntwo {}\nthree {}\n")
-    assert evaluate(make_cfg(tmp_path, tiny_checkpoint, *base, f"prompts.file={tfile}"))["n_templates"] == 3
+    assert evaluate(run_cfg(tmp_path, tiny_checkpoint, *base, f"prompts.file={tfile}"))["n_templates"] == 3
 
 
 def test_runs_never_overwrite(tmp_path, tiny_checkpoint):
     write_imagefolder(tmp_path / "f", ["a", "b"], per_class=1)
-    cfg = make_cfg(tmp_path, tiny_checkpoint, "dataset=imagefolder", f"dataset.root={tmp_path / 'f'}")
+    cfg = run_cfg(tmp_path, tiny_checkpoint, "dataset=imagefolder", f"dataset.root={tmp_path / 'f'}")
     dirs = {evaluate(cfg)["run_dir"] for _ in range(3)}
     assert len(dirs) == 3 and all((Path(d) / "metrics.json").exists() for d in dirs)
 
@@ -128,9 +119,9 @@ def test_bad_images_named_or_skipped(tmp_path, tiny_checkpoint):
     (root / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     base = ["dataset=imagefolder", f"dataset.root={root}"]
     with pytest.raises(Exception, match="broken.png"):
-        evaluate(make_cfg(tmp_path, tiny_checkpoint, *base, "cache=false"))
+        evaluate(run_cfg(tmp_path, tiny_checkpoint, *base, "cache=false"))
     assert not (tmp_path / "results").exists() or not list((tmp_path / "results").rglob("metrics.json"))
-    m = evaluate(make_cfg(tmp_path, tiny_checkpoint, *base, "skip_bad_images=true", "cache=false"))
+    m = evaluate(run_cfg(tmp_path, tiny_checkpoint, *base, "skip_bad_images=true", "cache=false"))
     assert m["skipped_images"] == 1 and m["n_images"] == 4
 
     only_bad = tmp_path / "bad"
@@ -138,8 +129,8 @@ def test_bad_images_named_or_skipped(tmp_path, tiny_checkpoint):
         (only_bad / c).mkdir(parents=True)
         (only_bad / c / "x.png").write_bytes(b"not an image")
     with pytest.raises(DatasetError, match="No readable images"):
-        evaluate(make_cfg(tmp_path, tiny_checkpoint, "dataset=imagefolder", f"dataset.root={only_bad}",
-                          "skip_bad_images=true", "cache=false", f"results_dir={tmp_path / 'bad_results'}"))
+        evaluate(run_cfg(tmp_path, tiny_checkpoint, "dataset=imagefolder", f"dataset.root={only_bad}",
+                         "skip_bad_images=true", "cache=false", f"results_dir={tmp_path / 'bad_results'}"))
     assert not (tmp_path / "bad_results").exists()
 
 
@@ -147,44 +138,42 @@ def test_bad_input_fails_before_encoding(tmp_path, tiny_checkpoint, no_cifar_che
     write_cifar(tmp_path / "c", n=5)
     base = ["dataset=cifar10", f"dataset.root={tmp_path / 'c'}"]
     with pytest.raises(PromptError, match="100 class names.*10 classes"):
-        evaluate(make_cfg(tmp_path, tiny_checkpoint, *base, "prompts=cifar100"))
+        evaluate(run_cfg(tmp_path, tiny_checkpoint, *base, "prompts=cifar100"))
     with pytest.raises(PromptError, match=r"exactly one '\{\}'"):
-        evaluate(make_cfg(tmp_path, tiny_checkpoint, *base, 'prompts.templates=["no slot"]'))
+        evaluate(run_cfg(tmp_path, tiny_checkpoint, *base, 'prompts.templates=["no slot"]'))
     with pytest.raises(PromptError, match="Available: .*cifar10"):
-        evaluate(make_cfg(tmp_path, tiny_checkpoint, *base, "prompts.name=nonsense"))
+        evaluate(run_cfg(tmp_path, tiny_checkpoint, *base, "prompts.name=nonsense"))
     (tmp_path / "empty" / "a").mkdir(parents=True)
     with pytest.raises(DatasetError):
-        evaluate(make_cfg(tmp_path, tiny_checkpoint, "dataset=imagefolder", f"dataset.root={tmp_path / 'empty'}"))
+        evaluate(run_cfg(tmp_path, tiny_checkpoint, "dataset=imagefolder", f"dataset.root={tmp_path / 'empty'}"))
     with pytest.raises(DatasetError, match="Expected layout"):
-        evaluate(make_cfg(tmp_path, tiny_checkpoint, "dataset=cifar100", f"dataset.root={tmp_path / 'none'}",
-                          "dataset.download=false"))
+        evaluate(run_cfg(tmp_path, tiny_checkpoint, "dataset=cifar100", f"dataset.root={tmp_path / 'none'}",
+                         "dataset.download=false"))
     assert not (tmp_path / "results").exists()
 
 
-def _cli(*args, cwd=REPO):
-    return subprocess.run([sys.executable, "-m", "zeroshot", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
-
-
+@pytest.mark.cli
 def test_cli_multirun_two_datasets(tmp_path, tiny_checkpoint):
     write_idx(tmp_path / "mnist", n=7)
     write_idx(tmp_path / "fashion_mnist", n=5, name="FashionMNIST")
-    r = _cli("eval", "-m", "dataset=mnist,fashion_mnist", f"model.checkpoint={tiny_checkpoint}", f"data_dir={tmp_path}",
-             "dataset.download=false", f"results_dir={tmp_path / 'res'}", f"cache_dir={tmp_path / 'cache'}",
-             "num_workers=0", "progress=false")
+    r = cli("eval", "-m", "dataset=mnist,fashion_mnist", f"model.checkpoint={tiny_checkpoint}", f"data_dir={tmp_path}",
+            "dataset.download=false", f"results_dir={tmp_path / 'res'}", f"cache_dir={tmp_path / 'cache'}",
+            "num_workers=0", "progress=false")
     assert r.returncode == 0, r.stderr[-3000:]
     runs = sorted(json.loads(p.read_text())["dataset"] for p in (tmp_path / "res").rglob("metrics.json"))
     assert runs == ["fashion_mnist", "mnist"], runs
     assert r.stdout.count("top1") == 2
 
 
+@pytest.mark.cli
 def test_cli_help_lists_groups_and_unknown_choices():
-    r = _cli("eval", "--help")
+    r = cli("eval", "--help")
     assert r.returncode == 0
     for text in ("model:", "vit_b32", "rn50x64", "dataset:", "cifar100", "imagefolder", "prompts:", "imagenet_7"):
         assert text in r.stdout, text
-    r = _cli("eval", "model=vit_huge")
+    r = cli("eval", "model=vit_huge")
     assert r.returncode != 0 and "vit_b32" in (r.stdout + r.stderr)
-    r = _cli("frobnicate")
+    r = cli("frobnicate")
     assert r.returncode == 2 and "eval" in r.stderr
 
 
@@ -192,11 +181,11 @@ def test_cli_help_lists_groups_and_unknown_choices():
 def test_real_cifar10_jpegs_and_real_mnist(tmp_path, tiny_checkpoint):
     """The real files in ../shared/data run through the real loaders (random weights: chance accuracy)."""
     jpegs = shared_path("data", "cifar10-test")
-    m = evaluate(make_cfg(tmp_path, tiny_checkpoint, "dataset=imagefolder", f"dataset.root={jpegs}", "batch_size=256"))
+    m = evaluate(run_cfg(tmp_path, tiny_checkpoint, "dataset=imagefolder", f"dataset.root={jpegs}", "batch_size=256"))
     check_run(m, 10_000, 10)
     mnist = shared_path("data", "mnist")
-    m = evaluate(make_cfg(tmp_path, tiny_checkpoint, "dataset=mnist", f"dataset.root={mnist}", "dataset.download=false",
-                          "batch_size=256"))
+    m = evaluate(run_cfg(tmp_path, tiny_checkpoint, "dataset=mnist", f"dataset.root={mnist}", "dataset.download=false",
+                         "batch_size=256"))
     check_run(m, 10_000, 10)
 
 
@@ -211,8 +200,8 @@ def test_imagenet_wnid_folders(tmp_path, tiny_checkpoint):
     for wnid in wnid_lists()["imagenet"]:
         (val / wnid).mkdir(parents=True)
         pixel.save(val / wnid / "ILSVRC2012_val_0.png")
-    m = evaluate(make_cfg(tmp_path, tiny_checkpoint, "dataset=imagenet", f"dataset.root={tmp_path / 'imagenet'}",
-                          "prompts=imagenet_7", "batch_size=250"))
+    m = evaluate(run_cfg(tmp_path, tiny_checkpoint, "dataset=imagenet", f"dataset.root={tmp_path / 'imagenet'}",
+                         "prompts=imagenet_7", "batch_size=250"))
     assert m["n_classes"] == 1000 and m["n_templates"] == 7 and m["prompts"] == "imagenet_simple_7"
     check_run(m, 1000, 1000)
 

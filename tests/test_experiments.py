@@ -5,7 +5,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from zeroshot.data.readers import build_dataset
 from zeroshot.commands.evaluate import evaluate
@@ -15,7 +14,7 @@ from zeroshot.features.cache import ImageFeatureCache, TextCache, cache_key
 from zeroshot.features.extract import Encoding, extract_features
 from zeroshot.errors import PromptError
 from zeroshot.models.transforms import image_transform, transform_spec
-from conftest import REPO
+from conftest import QUIET, make_cfg
 from datagen import write_imagefolder
 
 CLASSES = ["apple", "bus", "cat", "dog"]
@@ -27,12 +26,8 @@ def folder(tmp_path):
 
 
 def cfg_for(tmp_path, checkpoint, folder, *overrides, config="prompts"):
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        return compose(config, overrides=[
-            f"model.checkpoint={checkpoint}", "dataset=imagefolder", f"dataset.root={folder}",
-            f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}", "num_workers=0",
-            "progress=false", "batch_size=5", "chunk_size=7", *overrides,
-        ])
+    return make_cfg(config, "dataset=imagefolder", f"dataset.root={folder}", *QUIET, "batch_size=5", "chunk_size=7",
+                    *overrides, tmp_path=tmp_path, checkpoint=checkpoint)
 
 
 def test_cache_key_changes_with_each_part():
@@ -175,7 +170,6 @@ def test_selection_is_reported_on_held_out_images(tmp_path, folder, tiny_checkpo
 def test_selection_part_gets_its_own_resamples(tmp_path, folder, tiny_checkpoint):
     """A selection part smaller than the held-out part: its CI is the bootstrap of its own images (the held-out
     part's resamples indexed past its end before)."""
-    import numpy as np
     import torch.nn.functional as F
 
     from zeroshot.experiments.templates import template_features

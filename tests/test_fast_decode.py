@@ -75,7 +75,7 @@ def test_dataset_takes_the_fast_decoder_only_where_it_reads_files(tmp_path, imag
 def test_eval_with_and_without_fast_decode(tmp_path, tiny_checkpoint, images):
     """Both branches through the eval: the option recorded, features cached apart (the second run encodes its own),
     and the logits close to the exact run's."""
-    from test_eval import make_cfg
+    from test_eval import run_cfg
 
     from zeroshot.commands.evaluate import evaluate
 
@@ -86,8 +86,8 @@ def test_eval_with_and_without_fast_decode(tmp_path, tiny_checkpoint, images):
             _photo_like(320, 240, seed=10 * ord(c) + i).save(root / c / f"{i}.jpg", quality=90)
     runs = {}
     for fast in ("false", "true", "true"):
-        m = evaluate(make_cfg(tmp_path, tiny_checkpoint, "dataset=imagefolder", f"dataset.root={root}",
-                              f"fast_decode={fast}"))
+        m = evaluate(run_cfg(tmp_path, tiny_checkpoint, "dataset=imagefolder", f"dataset.root={root}",
+                             f"fast_decode={fast}"))
         runs.setdefault(fast, []).append(m)
     exact, fast_runs = runs["false"][0], runs["true"]
     assert exact["images_from_cache"] == 0 and fast_runs[0]["images_from_cache"] == 0  # not the exact run's features
@@ -100,10 +100,10 @@ def test_eval_with_and_without_fast_decode(tmp_path, tiny_checkpoint, images):
 
 
 def test_fast_decode_must_be_a_boolean(tmp_path, tiny_checkpoint):
-    from test_eval import make_cfg
+    from test_eval import run_cfg
 
     from zeroshot.errors import ConfigError
     from zeroshot.settings import check_settings  # what the CLI's one dispatch checks before any work
 
     with pytest.raises(ConfigError, match="fast_decode='yes' is not a choice"):
-        check_settings(make_cfg(tmp_path, tiny_checkpoint, "fast_decode=yes"))
+        check_settings(run_cfg(tmp_path, tiny_checkpoint, "fast_decode=yes"))

@@ -9,26 +9,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from conftest import REPO
+from conftest import QUIET, REPO, make_cfg
 from datagen import write_imagefolder
 
-CONFIGS = str(REPO / "configs")
 CHROMIUM = Path("/usr/bin/chromium")
 
 
 def cfg_for(tmp_path, checkpoint, images, *overrides):
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        return compose("eval", overrides=[
-            "dataset=imagefolder", f"dataset.root={images}", f"model.checkpoint={checkpoint}",
-            f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}", "num_workers=0", "progress=false",
-            "batch_size=16", *overrides])
+    return make_cfg("eval", "dataset=imagefolder", f"dataset.root={images}", *QUIET, "batch_size=16", *overrides,
+                    tmp_path=tmp_path, checkpoint=checkpoint)
 
 
 # ---------------------------------------------------------------------- the command line
 
+@pytest.mark.cli
 def test_help_lists_every_command_in_a_sentence_without_torch():
     code = ("import sys; from zeroshot.__main__ import main, SUMMARIES; rc = main(['--help']); "
             "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', rc)")
@@ -43,6 +39,8 @@ def test_help_lists_every_command_in_a_sentence_without_torch():
     assert r.stdout.strip().endswith("NO-TORCH 0")
 
 
+@pytest.mark.cli
+@pytest.mark.wheel
 def test_version_names_the_commit_from_a_checkout_and_from_a_build(tmp_path, monkeypatch):
     import zeroshot
     from zeroshot import paths
@@ -225,11 +223,10 @@ def test_report_and_galleries_in_headless_chromium(tmp_path, tiny_checkpoint, ca
     from zeroshot.report.build import build_report
 
     _, first, _ = two_runs(tmp_path, tiny_checkpoint, capsys)
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        rcfg = compose("report", overrides=[f"inputs=[{tmp_path / 'results'}]", f"output_dir={tmp_path / 'reports'}",
-                                            "compare.n_boot=50"])
-        ccfg = compose("compare", overrides=[f"inputs=[{tmp_path / 'results'}]", f"output_dir={tmp_path / 'compare'}",
-                                             "compare.n_boot=50"])
+    rcfg = make_cfg("report", f"inputs=[{tmp_path / 'results'}]", f"output_dir={tmp_path / 'reports'}",
+                    "compare.n_boot=50")
+    ccfg = make_cfg("compare", f"inputs=[{tmp_path / 'results'}]", f"output_dir={tmp_path / 'compare'}",
+                    "compare.n_boot=50")
     report = Path(build_report(rcfg)["report_dir"])
     compared = Path(compare(ccfg)["compare_dir"])
     html = (report / "report.html").read_text()
@@ -278,8 +275,7 @@ def test_a_failed_download_leaves_no_empty_folder_and_says_what_works_offline(tm
             raise RuntimeError(str(urllib.error.URLError("Name or service not known")))
 
     monkeypatch.setattr(tvd, "CIFAR10", Offline)
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        cfg = compose("eval", overrides=["dataset=cifar10", f"data_dir={tmp_path / 'data'}", "dataset.download=true"])
+    cfg = make_cfg("eval", "dataset=cifar10", f"data_dir={tmp_path / 'data'}", "dataset.download=true")
     with pytest.raises(DatasetError) as e:
         build_dataset(cfg.dataset)
     assert not (tmp_path / "data").exists()

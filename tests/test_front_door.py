@@ -1,7 +1,6 @@
 """The front door: `zeroshot.load` for every source and backend, the README's Python recipe, ImageNet's prompt sets
 on its shifts, and every kind of bad input answered in one line (exit 1, no traceback), while bugs keep theirs."""
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -11,15 +10,12 @@ import types
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from PIL import Image
 
 import zeroshot
 import zeroshot.models.loader
-from conftest import REPO, openclip_model, save_openclip_folder
+from conftest import REPO, cli, make_cfg, openclip_model, save_openclip_folder
 from datagen import write_imagefolder
-
-CONFIGS = str(REPO / "configs")
 
 
 def _image(size=40, seed=0) -> Image.Image:
@@ -153,8 +149,7 @@ def test_preprocess_size_as_open_clip_writes_it(open_clip, tmp_path):
 def _resolve(tmp_path, *overrides, classes=None, kind=None):
     from zeroshot.pipeline import resolve_classnames, resolve_prompts
 
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        cfg = compose("eval", overrides=list(overrides))
+    cfg = make_cfg("eval", *overrides)
     dataset = types.SimpleNamespace(classes=classes, shipped_templates=None)
     pset = resolve_prompts(cfg, dataset)
     return pset, resolve_classnames(cfg, pset, dataset)
@@ -210,20 +205,14 @@ def test_imagenet_7_on_imagenet_r_end_to_end(tmp_path, tiny_checkpoint):
     for i, w in enumerate(wnid_lists()["imagenet_r"]):
         (root / w).mkdir(parents=True)
         _image(16, i).save(root / w / "0.jpg")
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        cfg = compose("eval", overrides=["dataset=imagenet_r", f"dataset.root={tmp_path / 'r'}", "prompts=imagenet_7",
-                                         f"model.checkpoint={tiny_checkpoint}", f"results_dir={tmp_path / 'results'}",
-                                         f"cache_dir={tmp_path / 'cache'}", "num_workers=0", "progress=false"])
+    cfg = make_cfg("eval", "dataset=imagenet_r", f"dataset.root={tmp_path / 'r'}", "prompts=imagenet_7",
+                   f"model.checkpoint={tiny_checkpoint}", f"results_dir={tmp_path / 'results'}",
+                   f"cache_dir={tmp_path / 'cache'}", "num_workers=0", "progress=false")
     m = evaluate(cfg)
     assert m["n_classes"] == 200 and m["n_templates"] == 7 and m["n_images"] == 200
 
 
 # ---------------------------------------------------------------------- bad input: one line, exit 1
-
-def run_cli(*args, cwd=None, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "zeroshot", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env={**os.environ, **(env or {})}, timeout=300)
-
 
 def assert_one_line(result, *needles):
     assert result.returncode == 1, (result.returncode, result.stderr[-3000:])
@@ -240,28 +229,30 @@ def common(tmp_path, checkpoint):
             "progress=false"]
 
 
+@pytest.mark.cli
 def test_decode_failure_inside_a_dataloader_worker(tmp_path, tiny_checkpoint):
     images = write_imagefolder(tmp_path / "imgs", ["cat", "dog"], per_class=2)
     broken = images / "dog" / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
-    r = run_cli("eval", "dataset=imagefolder", f"dataset.root={images}", "num_workers=1", *common(tmp_path, tiny_checkpoint))
+    r = cli("eval", "dataset=imagefolder", f"dataset.root={images}", "num_workers=1", *common(tmp_path, tiny_checkpoint))
     assert_one_line(r, str(broken), "image #", "skip_bad_images=true")
-    ok = run_cli("eval", "dataset=imagefolder", f"dataset.root={images}", "num_workers=1", "skip_bad_images=true",
-                 *common(tmp_path, tiny_checkpoint))
+    ok = cli("eval", "dataset=imagefolder", f"dataset.root={images}", "num_workers=1", "skip_bad_images=true",
+             *common(tmp_path, tiny_checkpoint))
     assert ok.returncode == 0, ok.stderr[-2000:]
 
 
+@pytest.mark.cli
 def test_text_files_in_another_encoding(tmp_path, tiny_checkpoint):
     images = write_imagefolder(tmp_path / "imgs", ["0", "1"], per_class=1)
     names = tmp_path / "names.txt"
     names.write_bytes("café\nthé\n".encode("latin-1"))
-    r = run_cli("eval", "dataset=imagefolder", f"dataset.root={images}", f"dataset.classnames={names}",
-                *common(tmp_path, tiny_checkpoint))
+    r = cli("eval", "dataset=imagefolder", f"dataset.root={images}", f"dataset.classnames={names}",
+            *common(tmp_path, tiny_checkpoint))
     assert_one_line(r, str(names), "UTF-8", "line 1")
     templates = tmp_path / "templates.txt"
     templates.write_bytes("une photo d'un {} \xe9\n".encode("latin-1", errors="replace") + b"\xe9 {}\n")
-    r = run_cli("eval", "dataset=imagefolder", f"dataset.root={images}", f"prompts.file={templates}",
-                *common(tmp_path, tiny_checkpoint))
+    r = cli("eval", "dataset=imagefolder", f"dataset.root={images}", f"prompts.file={templates}",
+            *common(tmp_path, tiny_checkpoint))
     assert_one_line(r, str(templates), "UTF-8")
     names.write_text("café\nthé\n", encoding="utf-16")  # a BOM says what it is: read correctly
     from zeroshot.prompts.sets import read_classnames
@@ -269,10 +260,11 @@ def test_text_files_in_another_encoding(tmp_path, tiny_checkpoint):
     assert read_classnames(names) == ["café", "thé"]
     csv = tmp_path / "labels.csv"
     csv.write_bytes(f"path,label\n{images / '0' / '000.png'},caf\xe9\n".encode("latin-1"))
-    r = run_cli("eval", "dataset=csv", f"dataset.path={csv}", *common(tmp_path, tiny_checkpoint))
+    r = cli("eval", "dataset=csv", f"dataset.path={csv}", *common(tmp_path, tiny_checkpoint))
     assert_one_line(r, str(csv), "UTF-8")
 
 
+@pytest.mark.cli
 def test_non_finite_weights_and_features_are_named(tmp_path, tiny_vit):
     import copy
 
@@ -285,7 +277,7 @@ def test_non_finite_weights_and_features_are_named(tmp_path, tiny_vit):
     with torch.no_grad():
         bad.visual.proj[0, 0] = float("nan")
     ckpt = save_openai_archive(bad, tmp_path / "nan.pt")
-    r = run_cli("eval", "dataset=imagefolder", f"dataset.root={images}", *common(tmp_path, ckpt))
+    r = cli("eval", "dataset=imagefolder", f"dataset.root={images}", *common(tmp_path, ckpt))
     assert_one_line(r, "visual.proj", "non-finite")
     assert not (tmp_path / "results").exists() or not list((tmp_path / "results").rglob("metrics.json"))
     # finite weights whose features overflow: the image is named
@@ -294,13 +286,13 @@ def test_non_finite_weights_and_features_are_named(tmp_path, tiny_vit):
         huge.visual.ln_post.weight.fill_(3e38)
         huge.visual.proj.fill_(3e38)
     torch.save(huge.state_dict(), tmp_path / "huge.pt")
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        cfg = compose("eval", overrides=["dataset=imagefolder", f"dataset.root={images}", "num_workers=0",
-                                         *common(tmp_path, tmp_path / "huge.pt"), "model.activation=quick_gelu"])
+    cfg = make_cfg("eval", "dataset=imagefolder", f"dataset.root={images}", "num_workers=0",
+                   *common(tmp_path, tmp_path / "huge.pt"), "model.activation=quick_gelu")
     with pytest.raises(CheckpointError, match=r"non-finite .* for image .*imgs/cat/000\.png"):
         evaluate(cfg)
 
 
+@pytest.mark.cli
 def test_out_of_range_csv_label_names_the_row(tmp_path, tiny_checkpoint):
     images = write_imagefolder(tmp_path / "imgs", ["a", "b"], per_class=2)
     names = tmp_path / "names.txt"
@@ -308,7 +300,7 @@ def test_out_of_range_csv_label_names_the_row(tmp_path, tiny_checkpoint):
     csv = tmp_path / "labels.csv"
     rows = [f"{images / 'a' / '000.png'},0", f"{images / 'b' / '000.png'},5", f"{images / 'b' / '001.png'},1"]
     csv.write_text("path,label\n" + "\n".join(rows) + "\n")
-    r = run_cli("eval", "dataset=csv", f"dataset.path={csv}", f"dataset.classnames={names}", *common(tmp_path, tiny_checkpoint))
+    r = cli("eval", "dataset=csv", f"dataset.path={csv}", f"dataset.classnames={names}", *common(tmp_path, tiny_checkpoint))
     assert_one_line(r, f"row 3 of {csv}", "label 5", "2 classes")
 
 
@@ -316,32 +308,36 @@ def test_out_of_range_csv_label_names_the_row(tmp_path, tiny_checkpoint):
                                             ("text_batch_size=-3", "text_batch_size=-3"),
                                             ("num_workers=-1", "num_workers=-1"), ("chunk_size=0", "chunk_size=0"),
                                             ("threads=0", "threads=0"), ("dist_shards=diagonal", "balanced, chunks")])
+@pytest.mark.cli
 def test_numeric_settings_are_checked_before_any_work(tmp_path, setting, needle):
-    r = run_cli("eval", "dataset=imagefolder", f"dataset.root={tmp_path / 'nowhere'}", setting)
+    r = cli("eval", "dataset=imagefolder", f"dataset.root={tmp_path / 'nowhere'}", setting)
     assert_one_line(r, needle)  # the missing data folder would be the error if the setting were not checked first
 
 
+@pytest.mark.cli
 def test_prompt_and_report_settings_are_checked(tmp_path):
-    assert_one_line(run_cli("prompts", "dataset=imagefolder", f"dataset.root={tmp_path}", "select_fraction=1.0"),
+    assert_one_line(cli("prompts", "dataset=imagefolder", f"dataset.root={tmp_path}", "select_fraction=1.0"),
                     "select_fraction=1.0", "< 1")
-    assert_one_line(run_cli("prompts", "dataset=imagefolder", f"dataset.root={tmp_path}", "bootstrap=0"), "bootstrap=0")
-    assert_one_line(run_cli("report", str(tmp_path), "tolerance=-1"), "tolerance=-1")
+    assert_one_line(cli("prompts", "dataset=imagefolder", f"dataset.root={tmp_path}", "bootstrap=0"), "bootstrap=0")
+    assert_one_line(cli("report", str(tmp_path), "tolerance=-1"), "tolerance=-1")
 
 
+@pytest.mark.cli
 def test_misspelt_group_and_key_say_did_you_mean():
-    line = assert_one_line(run_cli("eval", "datset=cifar10"), "unknown setting 'datset'", "did you mean 'dataset'")
+    line = assert_one_line(cli("eval", "datset=cifar10"), "unknown setting 'datset'", "did you mean 'dataset'")
     assert "batch_size" in line  # the valid choices are listed
-    assert_one_line(run_cli("eval", "dataset.rooot=/x"), "did you mean 'dataset.root'")
-    assert_one_line(run_cli("eval", "model=vit_b3"), "unknown model 'vit_b3'", "vit_b32")
-    assert_one_line(run_cli("report", "suit=openclip_35"), "did you mean 'suite'")
+    assert_one_line(cli("eval", "dataset.rooot=/x"), "did you mean 'dataset.root'")
+    assert_one_line(cli("eval", "model=vit_b3"), "unknown model 'vit_b3'", "vit_b32")
+    assert_one_line(cli("report", "suit=openclip_35"), "did you mean 'suite'")
 
 
+@pytest.mark.cli
 def test_values_with_spaces_and_non_ascii_letters(tmp_path, tiny_checkpoint):
     root = tmp_path / "my photos" / "café (2024)"
     images = write_imagefolder(root, ["cat", "dog"], per_class=1)
     # unquoted in a shell, the space splits the value into two arguments: both forms work
     for args in ([f"dataset.root={str(images).split(' ', 1)[0]}", str(images).split(" ", 1)[1]], [f"dataset.root={images}"]):
-        r = run_cli("eval", "dataset=imagefolder", *args, *common(tmp_path, tiny_checkpoint))
+        r = cli("eval", "dataset=imagefolder", *args, *common(tmp_path, tiny_checkpoint))
         assert r.returncode == 0, r.stderr[-2000:]
         assert "Traceback" not in r.stderr and "LexerNoViableAlt" not in r.stderr
     # a value whose quoting cannot be guessed (a sweep under -m) gets a message that shows the quoting
@@ -353,18 +349,20 @@ def test_values_with_spaces_and_non_ascii_letters(tmp_path, tiny_checkpoint):
         read_overrides("eval", ["x='a(b"])  # an unterminated quote: which quoting was meant cannot be guessed
 
 
+@pytest.mark.cli
 def test_stray_placeholder_in_a_template(tmp_path, tiny_checkpoint):
     images = write_imagefolder(tmp_path / "imgs", ["cat", "dog"], per_class=1)
-    r = run_cli("eval", "dataset=imagefolder", f"dataset.root={images}", 'prompts.templates=["a photo of a {} in {place}."]',
-                *common(tmp_path, tiny_checkpoint))
+    r = cli("eval", "dataset=imagefolder", f"dataset.root={images}", 'prompts.templates=["a photo of a {} in {place}."]',
+            *common(tmp_path, tiny_checkpoint))
     assert_one_line(r, "{place}", "nothing fills")
-    r = run_cli("eval", "dataset=imagefolder", f"dataset.root={images}", 'prompts.templates=["a photo of a {c}."]',
-                *common(tmp_path, tiny_checkpoint))
+    r = cli("eval", "dataset=imagefolder", f"dataset.root={images}", 'prompts.templates=["a photo of a {c}."]',
+            *common(tmp_path, tiny_checkpoint))
     assert_one_line(r, "{c}")
 
 
 # ---------------------------------------------------------------------- the error policy
 
+@pytest.mark.cli
 def test_a_bug_keeps_its_traceback(tmp_path, tiny_checkpoint):
     """A ValueError from our code (or torch) is a bug, not the user's mistake: it must not become one tidy line."""
     images = write_imagefolder(tmp_path / "imgs", ["cat", "dog"], per_class=1)
@@ -390,8 +388,7 @@ def test_skip_bad_images_never_skips_a_transform_bug(tmp_path, tiny_checkpoint, 
         return apply
 
     monkeypatch.setattr(zeroshot.models.loader, "image_transform", broken_transform)
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        cfg = compose("eval", overrides=["dataset=imagefolder", f"dataset.root={images}", "num_workers=0",
-                                         "skip_bad_images=true", *common(tmp_path, tiny_checkpoint)])
+    cfg = make_cfg("eval", "dataset=imagefolder", f"dataset.root={images}", "num_workers=0",
+                   "skip_bad_images=true", *common(tmp_path, tiny_checkpoint))
     with pytest.raises(ZeroDivisionError):
         evaluate(cfg)

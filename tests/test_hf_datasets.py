@@ -9,16 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
 
-from conftest import REPO, eval_config
+from conftest import REPO, dataset_config, eval_config, make_cfg
 from zeroshot.commands.evaluate import evaluate
 from zeroshot.data.readers import build_dataset
 from zeroshot.errors import DatasetError, UserError
 
-CONFIGS = str(REPO / "configs")
 CLASSES = ["cat", "dog", "fox"]
 
 
@@ -27,8 +25,7 @@ def cfg(tmp_path, checkpoint, *overrides):
 
 
 def dataset_cfg(**overrides):
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        return compose("eval", overrides=["dataset=hf", *(f"dataset.{k}={v}" for k, v in overrides.items())]).dataset
+    return dataset_config("hf", **overrides)
 
 
 def write_jpegs(root: Path, per_class: int = 3) -> Path:
@@ -169,6 +166,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.cli
 def test_the_hub_copy_through_a_local_hub(tmp_path, tiny_checkpoint, pets):
     """uoft-cs/cifar10's layout (an `img` column, plain_text/test-*.parquet): one eval through HF_ENDPOINT, then the
     cache alone (HF_HUB_OFFLINE), and what a repo or split that is not there says."""
@@ -240,5 +238,4 @@ def test_a_named_dataset_from_its_hub_parquet_copy(tmp_path, tiny_checkpoint, mo
 
 
 def compose_dataset(name, *overrides):
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        return compose("eval", overrides=[f"dataset={name}", *overrides]).dataset
+    return make_cfg("eval", f"dataset={name}", *overrides).dataset

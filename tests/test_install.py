@@ -186,6 +186,7 @@ def test_reference_libraries_bring_what_they_import():
     assert missing == [], missing
 
 
+@pytest.mark.wheel
 @pytest.mark.slow
 def test_declared_requirements_resolve_in_a_fresh_venv(tmp_path):
     """A real virtual environment and pip's resolver, offline: every requirement of pyproject's dependencies and

@@ -8,9 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from conftest import REPO
+from conftest import REPO, eval_config
 from datagen import write_imagefolder
 from zeroshot import label_free as lf
 from zeroshot.errors import PromptError, UserError
@@ -201,13 +200,8 @@ def folder(tmp_path_factory):
 
 
 def cfg_for(tmp_path, checkpoint, folder, *overrides, config="eval"):
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        return compose(config, overrides=[
-            f"model.checkpoint={checkpoint}", "dataset=imagefolder", f"dataset.root={folder}",
-            f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}", "num_workers=0",
-            "progress=false", "figures=false", "batch_size=8",
-            f"prompts.templates=[{','.join(repr(t) for t in TEMPLATES)}]", *overrides,
-        ])
+    return eval_config(tmp_path, checkpoint, "dataset=imagefolder", f"dataset.root={folder}", "batch_size=8",
+                       f"prompts.templates=[{','.join(repr(t) for t in TEMPLATES)}]", *overrides, config=config)
 
 
 def test_eval_records_weights_and_identity_and_reads_no_label(tmp_path, tiny_checkpoint, folder):

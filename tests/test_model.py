@@ -7,13 +7,9 @@ import torch
 from zeroshot.models.config import architecture_name, build_config, build_model
 from architectures import ARCHITECTURES
 from zeroshot.models.clip import CLIP
-from conftest import random_model, randomize_batchnorm
+from conftest import random_model, randomize_batchnorm, rel_err
 
 PROMPTS = ["a photo of a dog.", "a blurry photo of a large red car parked by the sea.", "x"]
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).abs().max() / a.abs().max()).item()
 
 
 @pytest.mark.parametrize("name", list(ARCHITECTURES))
@@ -35,6 +31,7 @@ def _openai_reference(clip_module, config, seed):
     return randomize_batchnorm(ref)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["ViT-B/32", "ViT-B/16", "RN50"])
 def test_parity_with_openai_clip(openai_clip, name):
     config = ARCHITECTURES[name]
@@ -49,6 +46,7 @@ def test_parity_with_openai_clip(openai_clip, name):
         assert rel_err(ref(images, text)[0], ours(images, text)[0]) < 1e-4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["ViT-B-32-quickgelu", "RN50-quickgelu"])
 def test_parity_with_open_clip(open_clip, name):
     torch.manual_seed(0)
@@ -126,6 +124,7 @@ def test_random_model_is_deterministic():
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
+@pytest.mark.slow
 def test_every_open_clip_family_config_is_our_code():
     """Each of open_clip's configs without a timm or HF tower builds with zeroshot's model code, and its
     shapes name it back (meta device: no memory)."""

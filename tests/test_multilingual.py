@@ -8,15 +8,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from zeroshot.errors import PromptError
 from zeroshot.prompts import languages as L
-from conftest import REPO, eval_config, shared_path
+from conftest import REPO, eval_config, make_cfg, shared_path
 from localserver import server  # noqa: F401  (the fixture)
 
-CONFIGS = str(REPO / "configs")
 CB_LANGS = {"ar": "ar", "zh": "cn", "it": "it", "ja": "jp"}  # ours -> CLIP_benchmark's file code
 
 
@@ -29,8 +27,7 @@ def cfg(tmp_path, checkpoint, *overrides):
 
 
 def prompts_cfg(**keys):
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        return compose("eval", overrides=["dataset=imagenet", *(f"prompts.{k}={v}" for k, v in keys.items())]).prompts
+    return make_cfg("eval", "dataset=imagenet", *(f"prompts.{k}={v}" for k, v in keys.items())).prompts
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +100,7 @@ def test_babel_subset_and_labels_as_clip_benchmark(imagenet_root):
 
     idxs = json.loads(names_file.read_text())["FR"][0]
     theirs = BabelImageNet(str(imagenet_root), idxs=idxs, split="val")
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        dcfg = compose("eval", overrides=["dataset=imagenet", f"dataset.root={imagenet_root}"]).dataset
+    dcfg = make_cfg("eval", "dataset=imagenet", f"dataset.root={imagenet_root}").dataset
     full = build_dataset(dcfg)
     ours = keep_classes(full, idxs, "test")
     assert ours.n_images_left_out == 201
@@ -255,9 +251,8 @@ def test_crossmodal3600_unknown_language_lists_the_available_ones(tmp_path, xm36
     from zeroshot.commands.retrieval import run_retrieval
     from zeroshot.errors import DatasetError
 
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        c = compose("retrieval", overrides=[f"model.checkpoint={tiny_checkpoint}", "dataset=crossmodal3600",
-                                            f"dataset.root={xm3600_root}", "dataset.language=xx"])
+    c = make_cfg("retrieval", f"model.checkpoint={tiny_checkpoint}", "dataset=crossmodal3600",
+                 f"dataset.root={xm3600_root}", "dataset.language=xx")
     with pytest.raises(DatasetError, match=r"Unknown dataset.language='xx' for crossmodal3600. Available: ar, bn, .*, zh"):
         run_retrieval(c)
 
@@ -394,11 +389,10 @@ def test_suite_entries_expand_to_every_language_and_reach_their_keys(tmp_path):
     imagenet = {e.split(":")[1] for e in entries if e.startswith("imagenet:")}
     assert imagenet == set(facts()["clip_benchmark"]["files"]) | set(facts()["babel"]["template_languages"])
     names = suite.write_pair_group(tmp_path, [("default", "crossmodal3600:de"), ("default", "imagenet:fr")])
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        # as suite.launch runs a retrieval pair: its dataset on the command line (retrieval.yaml overrides the group)
-        r = compose("retrieval", overrides=["dataset=crossmodal3600", f"+pair={names[0]}",
-                                            f"hydra.searchpath=[file://{tmp_path}]"])
-        e = compose("eval", overrides=[f"+pair={names[1]}", f"hydra.searchpath=[file://{tmp_path}]"])
+    # as suite.launch runs a retrieval pair: its dataset on the command line (retrieval.yaml overrides the group)
+    r = make_cfg("retrieval", "dataset=crossmodal3600", f"+pair={names[0]}",
+                 f"hydra.searchpath=[file://{tmp_path}]")
+    e = make_cfg("eval", f"+pair={names[1]}", f"hydra.searchpath=[file://{tmp_path}]")
     assert (r.dataset.name, r.dataset.language) == ("crossmodal3600", "de")
     assert (e.dataset.name, e.prompts.language) == ("imagenet", "fr")
 
@@ -417,16 +411,14 @@ def test_report_groups_runs_by_language(tmp_path, xm3600_root, imagenet_root, ti
     results = tmp_path / "results"
     runs = {}
     for language in ("de", "zh"):
-        with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-            c = compose("retrieval", overrides=[f"model.checkpoint={tiny_checkpoint}", f"results_dir={results}",
-                                                f"cache_dir={tmp_path / 'cache'}", "num_workers=0", "progress=false",
-                                                "dataset=crossmodal3600", f"dataset.root={xm3600_root}",
-                                                f"dataset.language={language}"])
+        c = make_cfg("retrieval", f"model.checkpoint={tiny_checkpoint}", f"results_dir={results}",
+                     f"cache_dir={tmp_path / 'cache'}", "num_workers=0", "progress=false",
+                     "dataset=crossmodal3600", f"dataset.root={xm3600_root}",
+                     f"dataset.language={language}")
         runs[language] = run_retrieval(c)
     it = evaluate(cfg(tmp_path, tiny_checkpoint, "dataset=imagenet", f"dataset.root={imagenet_root}", "prompts.language=it",
                       "prompts.templates=['una foto di {}.']"))
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        rc = compose("report", overrides=[f"inputs=[{results}]", f"output_dir={tmp_path / 'reports'}"])
+    rc = make_cfg("report", f"inputs=[{results}]", f"output_dir={tmp_path / 'reports'}")
     out = build_report(rc)
     table = pd.DataFrame(out["multilingual"]).set_index("language")
     assert list(table.index) == ["de", "it", "zh", "average"]
@@ -475,10 +467,9 @@ def test_a_shift_keeps_its_classes_that_the_language_names(tmp_path):
     for w in wnids:
         (tmp_path / "imagenet-r" / w).mkdir(parents=True)
         Image.new("RGB", (8, 8)).save(tmp_path / "imagenet-r" / w / "0.png")
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        c = compose("eval", overrides=["dataset=imagenet_r", f"dataset.root={tmp_path}", "prompts.language=fr",
-                                       f"prompts.babel_names={names_file}",
-                                       f"prompts.babel_templates={multilingual('nllb_dist13b_prompts.json')}"])
+    c = make_cfg("eval", "dataset=imagenet_r", f"dataset.root={tmp_path}", "prompts.language=fr",
+                 f"prompts.babel_names={names_file}",
+                 f"prompts.babel_templates={multilingual('nllb_dist13b_prompts.json')}")
     lang = L.language_prompts(c.prompts)
     ds, pset, names, record = apply_language(c, build_dataset(c.dataset), PromptSet("imagenet", ["{}"]), lang)
     fr = dict(zip(lang.positions, lang.names))
@@ -493,5 +484,4 @@ def test_a_shift_keeps_its_classes_that_the_language_names(tmp_path):
 
 
 def compose_prompts_on(dataset: str):
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        return compose("eval", overrides=[f"dataset={dataset}", "prompts.language=fr"])
+    return make_cfg("eval", f"dataset={dataset}", "prompts.language=fr")

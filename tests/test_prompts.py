@@ -4,7 +4,6 @@ import warnings
 from pathlib import Path
 
 import pytest
-import yaml
 
 from zeroshot.prompts.sets import PROMPTS_DIR, available_prompt_sets, check_templates, load_prompt_set
 from zeroshot.errors import PromptError

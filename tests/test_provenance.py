@@ -10,21 +10,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from zeroshot.errors import ArchitectureError
 from zeroshot.commands.evaluate import evaluate
 from zeroshot.report.build import build_report
-from conftest import REPO, TINY_RN, random_model, save_openai_archive
+from conftest import QUIET, REPO, TINY_RN, cli, make_cfg, random_model, save_openai_archive
 from datagen import write_imagefolder
-
-CONFIGS = str(REPO / "configs")
 
 
 def cfg(tmp_path, *overrides, config="eval"):
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        return compose(config, overrides=[f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}",
-                                          "num_workers=0", "progress=false", "batch_size=4", *overrides])
+    return make_cfg(config, *QUIET, "batch_size=4", *overrides, tmp_path=tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -142,8 +137,7 @@ def test_report_keeps_different_folders_and_prompts_apart(tmp_path, tiny_checkpo
     evaluate(cfg(tmp_path, *base, f"dataset.root={a}"))
     evaluate(cfg(tmp_path, *base, f"dataset.root={b}"))
     evaluate(cfg(tmp_path, *base, f"dataset.root={b}", 'prompts.templates=["a blurry photo of a {}."]'))
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        rcfg = compose("report", overrides=[f"inputs=[{tmp_path / 'results'}]", f"output_dir={tmp_path / 'reports'}"])
+    rcfg = make_cfg("report", f"inputs=[{tmp_path / 'results'}]", f"output_dir={tmp_path / 'reports'}")
     out = build_report(rcfg)
     table = pd.read_csv(Path(out["report_dir"]) / "report.csv")
     assert out["rows"] == 3 and sorted(table.dataset_label) == ["imagefolder:set_a", "imagefolder:set_b", "imagefolder:set_b"]
@@ -172,11 +166,6 @@ def test_published_number_only_for_the_canonical_split_and_count(tmp_path):
 
 # ------------------------------------------------------------------ clean errors
 
-def _cli(*args, cwd=REPO, env=None):
-    return subprocess.run([sys.executable, "-m", "zeroshot", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=600, env={**os.environ, **(env or {})})
-
-
 def _one_clean_line(r):
     err = r.stderr.strip()
     assert r.returncode == 1, r.stderr[-2000:]
@@ -194,10 +183,11 @@ def _one_clean_line(r):
     (["prompts", "dataset=imagefolder", "dataset.root=/nonexistent"], "not found under /nonexistent"),
     (["linear-probe", "dataset=imagefolder", "dataset.root=."], "no 'train' split"),
 ])
+@pytest.mark.cli
 def test_input_errors_are_one_clean_line(args, expect, tmp_path):
     if args[1:2] == ["device=cuda"] and torch.cuda.is_available():
         pytest.skip("CUDA is available here")
-    err = _one_clean_line(_cli(*args, f"cache_dir={tmp_path}", cwd=tmp_path) if args[0] != "report" else _cli(*args))
+    err = _one_clean_line(cli(*args, f"cache_dir={tmp_path}", cwd=tmp_path) if args[0] != "report" else cli(*args))
     assert expect in err, err
     if "Choices" in expect:
         assert "vit_b32" in err and "rn50" in err
@@ -215,11 +205,10 @@ def test_suite_does_not_download_unless_asked(tmp_path, tiny_checkpoint, monkeyp
     monkeypatch.setattr(datasets, "build_dataset", lambda c, *a, **k: seen.append(bool(c.download)) or real(c, *a, **k))
     for flag, expected in (([], [False]), (["download=true"], [True])):
         seen.clear()
-        with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-            # eurosat downloads through the Hugging Face Hub, which the tests keep offline (HF_HUB_OFFLINE=1)
-            rcfg = compose("report", overrides=["suite=clip_paper", "suite.models=[default]", "suite.datasets=[eurosat]",
-                                                f"suite_results_dir={tmp_path / 's'}", *flag,
-                                                f"eval_overrides=['model.checkpoint={tiny_checkpoint}','data_dir={tmp_path}']"])
+        # eurosat downloads through the Hugging Face Hub, which the tests keep offline (HF_HUB_OFFLINE=1)
+        rcfg = make_cfg("report", "suite=clip_paper", "suite.models=[default]", "suite.datasets=[eurosat]",
+                        f"suite_results_dir={tmp_path / 's'}", *flag,
+                        f"eval_overrides=['model.checkpoint={tiny_checkpoint}','data_dir={tmp_path}']")
         runnable, skipped = check_pairs(rcfg)
         assert seen == expected and not runnable
         assert ("not found under" in skipped[0]["reason"]) == (not flag)  # without download: not on disk; with: the Hub, offline
@@ -227,6 +216,8 @@ def test_suite_does_not_download_unless_asked(tmp_path, tiny_checkpoint, monkeyp
 
 # ------------------------------------------------------------------ the wheel
 
+@pytest.mark.cli
+@pytest.mark.wheel
 def test_wheel_installs_and_runs_outside_the_checkout(tmp_path, tiny_checkpoint):
     """pip wheel, install into a fresh target, then one eval and one report from a folder outside the checkout."""
     dist = tmp_path / "dist"

@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from sklearn.linear_model import LogisticRegression
 
 from zeroshot.errors import DatasetError
@@ -15,7 +14,7 @@ from zeroshot.report.published import PUBLISHED
 from zeroshot.errors import ReportError
 from zeroshot.commands.report import report
 from zeroshot.report.build import build_report
-from conftest import REPO
+from conftest import QUIET, REPO, make_cfg
 from datagen import write_idx_split
 
 
@@ -60,8 +59,7 @@ def fixture_run(root: Path, release: str, dataset: str, top1: float, stamp: str,
 
 
 def report_cfg(tmp_path, *overrides):
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        return compose("report", overrides=[f"output_dir={tmp_path / 'reports'}", *overrides])
+    return make_cfg("report", f"output_dir={tmp_path / 'reports'}", *overrides)
 
 
 @pytest.fixture
@@ -129,6 +127,7 @@ def test_report_errors(tmp_path):
         build_report(report_cfg(tmp_path, f"inputs=[{tmp_path / 'nope'}]"))
 
 
+@pytest.mark.cli
 def test_cli_report_takes_paths(tmp_path, runs):
     import subprocess
     import sys
@@ -140,6 +139,7 @@ def test_cli_report_takes_paths(tmp_path, runs):
     assert (next((tmp_path / "cli").iterdir()) / "report.md").exists()
 
 
+@pytest.mark.cli
 def test_suite_runs_what_has_data_and_skips_the_rest(tmp_path, tiny_checkpoint):
     write_idx_split(tmp_path / "data" / "mnist", 12, "test")
     cfg = report_cfg(tmp_path, "suite=clip_paper", "suite.models=[default]", "suite.datasets=[mnist,cifar100]",
@@ -152,11 +152,9 @@ def test_suite_runs_what_has_data_and_skips_the_rest(tmp_path, tiny_checkpoint):
 
 
 def probe_cfg(tmp_path, checkpoint, *overrides):
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        return compose("linear_probe", overrides=[
-            f"model.checkpoint={checkpoint}", "dataset=mnist", f"data_dir={tmp_path / 'data'}", "dataset.download=false",
-            f"results_dir={tmp_path / 'probe'}", f"cache_dir={tmp_path / 'cache'}", "num_workers=0", "progress=false",
-            *overrides])
+    return make_cfg("linear_probe", "dataset=mnist", f"data_dir={tmp_path / 'data'}", "dataset.download=false",
+                    f"results_dir={tmp_path / 'probe'}", f"cache_dir={tmp_path / 'cache'}", *QUIET, *overrides,
+                    checkpoint=checkpoint)
 
 
 def mnist_features(root, checkpoint, train: bool):

@@ -7,15 +7,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
 
 from zeroshot.errors import DatasetError
 from zeroshot.commands.retrieval import run_retrieval
 from zeroshot.metrics.retrieval import caption_table, retrieve
-from conftest import REPO, shared_path
+from conftest import QUIET, REPO, make_cfg, shared_path
 from retrieval_data import write_captioned_images, write_karpathy, write_retrieval_wds
 
-CONFIGS = str(REPO / "configs")
 # 1 to 3 captions an image, and one long caption that only fits once cut at the context length
 CAPTIONS = [[f"photo {i} of a {w}" for w in ("cat", "dog", "red car")[: 1 + i % 3]] for i in range(14)]
 CAPTIONS[2].append("a very long caption " + "with many words " * 30)
@@ -134,10 +132,7 @@ def test_caption_table_and_bad_assignments():
 # ------------------------------------------------------------------------ end to end, real layouts
 
 def rcfg(tmp_path, checkpoint, *overrides, config="retrieval"):
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        return compose(config, overrides=[f"model.checkpoint={checkpoint}", f"results_dir={tmp_path / 'results'}",
-                                          f"cache_dir={tmp_path / 'cache'}", "num_workers=0", "progress=false",
-                                          "batch_size=4", *overrides])
+    return make_cfg(config, *QUIET, "batch_size=4", *overrides, tmp_path=tmp_path, checkpoint=checkpoint)
 
 
 @pytest.fixture
@@ -292,6 +287,7 @@ def test_report_has_a_retrieval_table_and_the_38_task_average(tmp_path):
     assert len(only["retrieval"]) == 1 and (Path(only["report_dir"]) / "retrieval.csv").is_file()
 
 
+@pytest.mark.cli
 def test_datacomp_38_suite_lists_the_task_list_and_says_why_not(tmp_path, tiny_checkpoint, layouts):
     import yaml
 
@@ -319,6 +315,8 @@ def test_datacomp_38_suite_lists_the_task_list_and_says_why_not(tmp_path, tiny_c
     assert out["average_38"] == []  # 12 and 14 images are no benchmark's count: nothing enters the published comparison
 
 
+@pytest.mark.cli
+@pytest.mark.dist
 def test_two_ranks_equal_one_process(tmp_path, tiny_checkpoint, layouts):
     from conftest import one_and_two_ranks
 

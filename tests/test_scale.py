@@ -8,15 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from zeroshot.distributed import assign, balanced_ranges
 from zeroshot.features.cache import ImageFeatureCache
 from zeroshot.features.extract import Encoding, compute, extract_features, segments
-from conftest import REPO
+from conftest import QUIET, REPO, cli, make_cfg
 from datagen import write_imagefolder
-
-CONFIGS = str(REPO / "configs")
 
 
 def test_balanced_shards_for_50000_images_on_16_ranks():
@@ -75,30 +72,20 @@ def test_pieces_from_three_ranks_merge_into_single_process_chunks(tmp_path, tiny
     assert again.from_cache == 27 and torch.allclose(again.features, reference.features, atol=1e-6)
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
+@pytest.mark.cli
+@pytest.mark.dist
 def test_torchrun_eval_resumes_after_a_partial_cache(tmp_path, tiny_checkpoint):
     data = write_imagefolder(tmp_path / "imgs", ["ant", "bee", "cow"], per_class=7)  # 21 images
     common = [f"model.checkpoint={tiny_checkpoint}", "dataset=imagefolder", f"dataset.root={data}", "num_workers=0",
               "progress=false", "batch_size=2", "chunk_size=4", f"cache_dir={tmp_path / 'cache'}",
               'prompts.templates=["a photo of a {}."]']
-    one = subprocess.run([sys.executable, "-m", "zeroshot", "eval", *common, f"results_dir={tmp_path / 'one'}"],
-                         capture_output=True, text=True, cwd=REPO, timeout=600)
+    one = cli("eval", *common, f"results_dir={tmp_path / 'one'}")
     assert one.returncode == 0, one.stderr[-2000:]
     chunks = sorted((tmp_path / "cache" / "image_features").rglob("chunk_*.pt"))
     assert len(chunks) == 6
     for c in chunks[1:4]:  # a partial cache: three of six chunks lost
         c.unlink()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-                          f"--master_port={free_port()}", "-m", "zeroshot", "eval", *common, f"results_dir={tmp_path / 'two'}"],
-                         capture_output=True, text=True, cwd=REPO, timeout=600, env=env)
+    two = cli("eval", *common, f"results_dir={tmp_path / 'two'}", ranks=2)
     assert two.returncode == 0, two.stderr[-3000:]
     m1, m2 = (json.loads(next((tmp_path / d).rglob("metrics.json")).read_text()) for d in ("one", "two"))
     assert m2["world_size"] == 2 and m2["images_from_cache"] == 21 - 12 and m2["top1"] == pytest.approx(m1["top1"], abs=1e-12)
@@ -116,6 +103,7 @@ for i in range(30):
 """
 
 
+@pytest.mark.cli
 def test_two_processes_write_the_text_cache_at_once(tmp_path):
     code = WRITER.format(tests=str(REPO / "tests"), root=str(tmp_path))
     procs = [subprocess.Popen([sys.executable, "-c", code, who]) for who in ("alpha", "beta")]
@@ -128,10 +116,9 @@ def test_two_processes_write_the_text_cache_at_once(tmp_path):
 
 
 def _eval_cfg(tmp_path, checkpoint, data, cache_dir, results):
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        return compose("eval", overrides=[f"model.checkpoint={checkpoint}", "dataset=imagefolder", f"dataset.root={data}",
-                                          f"cache_dir={cache_dir}", f"results_dir={results}", "num_workers=0",
-                                          "progress=false", "batch_size=4", "chunk_size=8", 'prompts.templates=["a photo of a {}."]'])
+    return make_cfg("eval", "dataset=imagefolder", f"dataset.root={data}", f"cache_dir={cache_dir}",
+                    f"results_dir={results}", *QUIET, "batch_size=4", "chunk_size=8",
+                    'prompts.templates=["a photo of a {}."]', checkpoint=checkpoint)
 
 
 def _mount(args: list[str], target: Path) -> bool:
@@ -172,24 +159,24 @@ def test_an_unwritable_cache_never_fails_a_run(tmp_path, tiny_checkpoint, kind, 
             subprocess.run(["umount", str(cache)], capture_output=True)
 
 
+@pytest.mark.cli
 def test_an_unwritable_results_folder_is_one_clean_error(tmp_path, tiny_checkpoint):
     data = write_imagefolder(tmp_path / "imgs", ["cat", "dog"], per_class=1)
     (tmp_path / "blocked").write_text("a file, not a folder")
-    r = subprocess.run([sys.executable, "-m", "zeroshot", "eval", f"model.checkpoint={tiny_checkpoint}", "dataset=imagefolder",
-                        f"dataset.root={data}", f"results_dir={tmp_path / 'blocked' / 'results'}", f"cache_dir={tmp_path / 'c'}",
-                        "num_workers=0", "progress=false"], capture_output=True, text=True, cwd=REPO, timeout=600)
+    r = cli("eval", f"model.checkpoint={tiny_checkpoint}", "dataset=imagefolder", f"dataset.root={data}",
+            f"results_dir={tmp_path / 'blocked' / 'results'}", f"cache_dir={tmp_path / 'c'}", "num_workers=0", "progress=false")
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert f"the results folder {tmp_path / 'blocked' / 'results'}" in r.stderr and "results_dir=" in r.stderr
 
 
+@pytest.mark.cli
 def test_prompts_and_probe_refuse_torchrun(tmp_path):
     for command in ("prompts", "linear-probe"):
-        r = subprocess.run([sys.executable, "-m", "zeroshot", command, "dataset=imagefolder", "dataset.root=."],
-                           capture_output=True, text=True, cwd=REPO, timeout=300,
-                           env={**os.environ, "WORLD_SIZE": "2", "RANK": "0"})
+        r = cli(command, "dataset=imagefolder", "dataset.root=.", timeout=300, env={"WORLD_SIZE": "2", "RANK": "0"})
         assert r.returncode == 1 and "without torchrun" in r.stderr
 
 
+@pytest.mark.cli
 def test_two_evals_at_once_over_one_cache(tmp_path, tiny_checkpoint):
     """Both succeed (each writes whole files under unique temp names), and a third run finds everything cached."""
     data = write_imagefolder(tmp_path / "imgs", ["ant", "bee"], per_class=10)

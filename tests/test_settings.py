@@ -1,14 +1,10 @@
 """settings.py is the one home of the input checks on settings: every key it checks is one the YAML declares (a
 misspelt key there would check nothing), every shipped default passes, a library function taking one of these
 values says what the CLI says, and the CLI checks once per command, before the command runs."""
-import subprocess
-import sys
-
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from conftest import REPO
+from conftest import cli, make_cfg
 from zeroshot.errors import UserError
 from zeroshot.settings import CHOICES, LIST_CHOICES, RANGES, check_settings
 
@@ -24,11 +20,10 @@ def flat_keys(node, prefix: str = "") -> set[str]:
 
 def test_every_checked_key_is_declared_and_every_default_passes():
     declared = set()
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        for name in COMMAND_CONFIGS:
-            cfg = compose(name, overrides=["dataset=caption_selection"] if name == "compositionality" else [])
-            check_settings(cfg)  # the shipped defaults are valid
-            declared |= flat_keys(OmegaConf.to_container(cfg, resolve=False))
+    for name in COMMAND_CONFIGS:
+        cfg = make_cfg(name, *(["dataset=caption_selection"] if name == "compositionality" else []))
+        check_settings(cfg)  # the shipped defaults are valid
+        declared |= flat_keys(OmegaConf.to_container(cfg, resolve=False))
     unknown = sorted(k for k in [*RANGES, *CHOICES, *LIST_CHOICES] if k not in declared)
     assert not unknown, f"settings.py checks keys no command config declares: {unknown}"
 
@@ -39,8 +34,7 @@ def test_the_library_says_what_the_cli_says():
     from zeroshot.prompts.descriptions import class_prompts
     from zeroshot.prompts.waffle import control_texts
 
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        p = compose("eval").prompts
+    p = make_cfg("eval").prompts
     cases = [
         ("prompts.aggregate=max", lambda: check_aggregate("max")),
         ("prompts.descriptions_mode=lines", lambda: class_prompts([["x"]], ["cat"], ["{}"], mode="lines")),
@@ -50,14 +44,15 @@ def test_the_library_says_what_the_cli_says():
         ("prompts.controls=[reversed]", lambda: control_texts([["x"]], "reversed", 0)),
     ]
     for override, library in cases:
-        with pytest.raises(UserError) as cli:
+        with pytest.raises(UserError) as from_cli:
             check_settings(OmegaConf.from_dotlist([override]))
         with pytest.raises(UserError) as python:
             library()
-        assert str(python.value) == str(cli.value) and type(python.value) is type(cli.value), override
-        assert override.split("=")[0] in str(cli.value) and "\n" not in str(cli.value)
+        assert str(python.value) == str(from_cli.value) and type(python.value) is type(from_cli.value), override
+        assert override.split("=")[0] in str(from_cli.value) and "\n" not in str(from_cli.value)
 
 
+@pytest.mark.cli
 def test_the_cli_checks_settings_once_before_the_command(tmp_path):
     """The one dispatch (cli.run_task) checks every setting once; the pipeline the command runs does not again."""
     code = ("import sys\n"
@@ -73,11 +68,9 @@ def test_the_cli_checks_settings_once_before_the_command(tmp_path):
             "print('CALLS', len(calls))\n"
             "sys.exit(code)\n")
     common = ["model.name=ViT-B/32", "device=cpu", "figures=false", f"results_dir={tmp_path}"]
-    r = subprocess.run([sys.executable, "-c", code, "eval", *common], capture_output=True, text=True, cwd=tmp_path,
-                       timeout=300)
+    r = cli("eval", *common, code=code, cwd=tmp_path, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "RAN 1 cpu" in r.stdout and "CALLS 1" in r.stdout, r.stdout
-    r = subprocess.run([sys.executable, "-c", code, "eval", *common, "batch_size=0"], capture_output=True, text=True,
-                       cwd=tmp_path, timeout=300)
+    r = cli("eval", *common, "batch_size=0", code=code, cwd=tmp_path, timeout=300)
     assert r.returncode == 1 and "RAN" not in r.stdout, (r.stdout, r.stderr[-3000:])
     assert "zeroshot eval: error: batch_size=0 is out of range" in r.stderr and "Traceback" not in r.stderr

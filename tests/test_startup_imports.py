@@ -43,6 +43,7 @@ def state_dict_checkpoint(tmp_path_factory, tiny_vit) -> Path:
     return path
 
 
+@pytest.mark.cli
 def test_a_repeat_run_on_cached_features_imports_no_torchvision_and_no_matplotlib(tmp_path, state_dict_checkpoint):
     csv = write_csv(tmp_path / "data", ["apple", "bus", "cat"], per_class=4)
     first, s1 = prompts_run(tmp_path, state_dict_checkpoint, csv, 'prompts.templates=["a photo of a {}.","a {}."]')
@@ -80,6 +81,7 @@ def test_lazy_transform_keys_the_cache_on_the_real_transform(tmp_path):
     assert transform_repr(other) == repr("not image_transform")  # another builder is always built, never looked up
 
 
+@pytest.mark.cli
 def test_package_version_reads_torchvision_without_importing_it():
     code = ("import sys\nfrom zeroshot.files import package_version\nv = package_version('torchvision')\n"
             "assert 'torchvision' not in sys.modules\nimport torchvision\nprint(v == torchvision.__version__, v)\n")

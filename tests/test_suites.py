@@ -4,26 +4,22 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
 
 from zeroshot.report.published import PUBLISHED
 from zeroshot.commands.report import report
 from zeroshot.report.build import build_report
-from conftest import REPO
+from conftest import make_cfg
 from datagen import write_idx_split
 from test_report import fixture_run, report_cfg
 
-CONFIGS = str(REPO / "configs")
-
 
 def suite_cfg(tmp_path, checkpoint, *overrides):
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        return compose("report", overrides=[
-            f"suite_results_dir={tmp_path / 'suites'}", f"output_dir={tmp_path / 'reports'}",
-            f"eval_overrides=['model.checkpoint={checkpoint}','data_dir={tmp_path / 'data'}','cache_dir={tmp_path / 'cache'}',"
-            "'num_workers=0','progress=false','prompts.templates=[\"a photo of a {}.\"]']", *overrides])
+    return make_cfg("report", f"suite_results_dir={tmp_path / 'suites'}", f"output_dir={tmp_path / 'reports'}",
+                    f"eval_overrides=['model.checkpoint={checkpoint}','data_dir={tmp_path / 'data'}','cache_dir={tmp_path / 'cache'}',"
+                    "'num_workers=0','progress=false','prompts.templates=[\"a photo of a {}.\"]']", *overrides)
 
 
+@pytest.mark.cli
 def test_two_pair_suite_through_the_joblib_launcher(tmp_path, tiny_checkpoint):
     import hydra_plugins.hydra_joblib_launcher  # noqa: F401  (a declared test dependency: hydra-joblib-launcher)
 
@@ -38,6 +34,7 @@ def test_two_pair_suite_through_the_joblib_launcher(tmp_path, tiny_checkpoint):
     assert (tmp_path / "suites" / "clip_paper" / "suite_status.json").is_file()
 
 
+@pytest.mark.cli
 def test_openclip_35_suite_runs_what_is_there_and_says_why_not(tmp_path, tiny_checkpoint):
     write_idx_split(tmp_path / "data" / "mnist", 12, "test")
     out = report(suite_cfg(tmp_path, tiny_checkpoint, "suite=openclip_35", "suite.models=[default]"))

@@ -38,6 +38,7 @@ def test_matches_openai_on_edge_cases(openai_clip):
     assert torch.equal(ours, ref)
 
 
+@pytest.mark.slow
 def test_matches_openai_on_every_clip_benchmark_prompt(openai_clip):
     names = json.loads(shared_path("reference", "clip_benchmark_en_classnames.json").read_text())
     templates = json.loads(shared_path("reference", "clip_benchmark_en_templates.json").read_text())

@@ -8,24 +8,19 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from conftest import REPO
+from conftest import QUIET, REPO, make_cfg
 from datagen import write_imagefolder
 from zeroshot import trackers
 from zeroshot.commands.evaluate import evaluate
 from zeroshot.errors import ConfigError
 
-CONFIGS = str(REPO / "configs")
 IDENTITY = ("model", "checkpoint_sha256", "dataset_fingerprint", "split", "prompts_hash")
 
 
 def cfg(tmp_path, checkpoint, *overrides, config="eval"):
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        return compose(config, overrides=[f"model.checkpoint={checkpoint}", f"results_dir={tmp_path / 'results'}",
-                                          f"cache_dir={tmp_path / 'cache'}", "num_workers=0", "progress=false",
-                                          "batch_size=4", "dataset=imagefolder", f"dataset.root={tmp_path / 'pets'}",
-                                          *overrides])
+    return make_cfg(config, *QUIET, "batch_size=4", "dataset=imagefolder", f"dataset.root={tmp_path / 'pets'}",
+                    *overrides, tmp_path=tmp_path, checkpoint=checkpoint)
 
 
 @pytest.fixture
@@ -46,6 +41,7 @@ def record(run: dict) -> dict:
     return json.loads((Path(run["run_dir"]) / "metrics.json").read_text())
 
 
+@pytest.mark.cli
 def test_mlflow_multirun_reads_back_with_search_runs(tmp_path, tiny_checkpoint, pets):
     """`zeroshot eval -m prompts=simple,classname logger=mlflow`: each job its own MLflow run, in one experiment."""
     import mlflow

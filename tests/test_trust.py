@@ -2,19 +2,13 @@
 images listed once, special files never opened, undeclared config keys refused, files others can read."""
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import QUIET, cli, make_cfg
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def run_python(code: str, stdin: str = "", timeout: int = 120, cwd=None, env=None):
-    env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    return subprocess.run([sys.executable, "-c", code], input=stdin, capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd, env=env)
 
 
 # ------------------------------------------------------------------------------ 1. no code from data
@@ -38,10 +32,11 @@ def _custom_code_folder(tmp_path: Path) -> tuple[Path, Path]:
     return folder, marker
 
 
+@pytest.mark.cli
 def test_custom_code_never_runs_even_with_yes_on_stdin(tmp_path):
     folder, marker = _custom_code_folder(tmp_path)
-    r = run_python(f"import zeroshot; zeroshot.load({str(folder)!r}, device='cpu', backend='transformers')",
-                   stdin="y\ny\ny\n", timeout=180)
+    r = cli(code=f"import zeroshot; zeroshot.load({str(folder)!r}, device='cpu', backend='transformers')",
+            stdin="y\ny\ny\n", timeout=180)
     assert not marker.exists(), "the model folder's code ran"
     assert "CheckpointError" in r.stderr and str(folder) in r.stderr and "auto_map" in r.stderr, r.stderr[-2000:]
     assert "AutoModel -> modeling_evil.EvilModel" in r.stderr or "AutoConfig -> configuration_evil.EvilConfig" in r.stderr
@@ -66,12 +61,7 @@ def test_loaders_pass_trust_remote_code_false():
 # ------------------------------------------------------------------------------ 2. checksummed caches
 
 def _eval_cfg(tmp_path, checkpoint, *overrides):
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        return compose("eval", overrides=[
-            f"model.checkpoint={checkpoint}", f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}",
-            "num_workers=0", "progress=false", "batch_size=8", *overrides])
+    return make_cfg("eval", *QUIET, "batch_size=8", *overrides, tmp_path=tmp_path, checkpoint=checkpoint)
 
 
 def _garble_in_place(path: Path, tensor) -> None:
@@ -181,6 +171,7 @@ def test_published_imagenet_names_keep_their_own_duplicates():
 
 # ------------------------------------------------------------------------------ 4. special files
 
+@pytest.mark.cli
 def test_fifo_in_image_folder_is_refused_or_skipped_never_opened(tmp_path):
     """In a subprocess with a timeout, so this test cannot hang: before the fix, reading the FIFO blocked forever."""
     from datagen import write_imagefolder
@@ -203,7 +194,7 @@ def test_fifo_in_image_folder_is_refused_or_skipped_never_opened(tmp_path):
         "print('CSV', ds[0].message)\n"
         "ds.skip_bad_images = True\n"
         "print('CSV-SKIPPED', ds[0])\n")
-    r = run_python(code, timeout=120, env={"PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}"})
+    r = cli(code=code, timeout=120, env={"PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}"})
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"REFUSED {root / 'a' / 'x.jpg'} is a FIFO" in r.stdout
     assert "LISTED 4 [0, 0, 1, 1]" in r.stdout and "x.jpg (a FIFO (named pipe))" in r.stderr
@@ -212,11 +203,7 @@ def test_fifo_in_image_folder_is_refused_or_skipped_never_opened(tmp_path):
 
 # ------------------------------------------------------------------------------ 5. what a run records is what it ran
 
-def _cli(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "zeroshot", *args], capture_output=True, text=True, cwd=REPO,
-                          timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO)})
-
-
+@pytest.mark.cli
 def test_undeclared_keys_are_errors_and_tags_are_recorded(tmp_path, tiny_checkpoint):
     from datagen import write_imagefolder
 
@@ -226,13 +213,13 @@ def test_undeclared_keys_are_errors_and_tags_are_recorded(tmp_path, tiny_checkpo
             "figures=false"]
     for added, named, close in (("+prompts.templaets=x", "prompts.templaets", "prompts.templates"),
                                 ("+experiment_name=demo", "experiment_name", None)):
-        r = _cli("eval", *base, added)
+        r = cli("eval", *base, added)
         assert r.returncode == 1, (added, r.stderr[-2000:])
         line, = r.stderr.strip().splitlines()
         assert f"unknown setting {named!r}" in line and "tags" in line, line
         assert close is None or f"did you mean {close!r}" in line, line
     assert not (tmp_path / "results").exists()
-    r = _cli("eval", *base, "+tags.project=demo")
+    r = cli("eval", *base, "+tags.project=demo")
     assert r.returncode == 0, r.stderr[-2000:]
     import yaml
 
@@ -281,6 +268,7 @@ def test_huge_preprocess_size_in_open_clip_config_is_one_line(tmp_path):
         read_folder(tmp_path)
 
 
+@pytest.mark.cli
 def test_compare_on_a_truncated_logits_file_is_one_line(tmp_path):
     from test_compare import synthetic, write_run
 
@@ -289,7 +277,7 @@ def test_compare_on_a_truncated_logits_file_is_one_line(tmp_path):
     write_run(tmp_path, a, "one", "2026-01-01_00-00-00", "aa" * 32)
     damaged = write_run(tmp_path, b, "two", "2026-01-01_00-00-00", "bb" * 32) / "logits.npz"
     damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
-    r = _cli("compare", str(tmp_path), f"output_dir={tmp_path / 'out'}", "compare.n_boot=10")
+    r = cli("compare", str(tmp_path), f"output_dir={tmp_path / 'out'}", "compare.n_boot=10")
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert f"{damaged} is damaged" in r.stderr
     from zeroshot.errors import ReportError

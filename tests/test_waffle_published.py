@@ -30,6 +30,7 @@ def source_rows(folder: Path) -> list[dict]:
     return rows
 
 
+@pytest.mark.cli
 def test_the_committed_table_is_what_the_tool_makes_from_the_sources(tmp_path):
     src = shared_path("reference", "descriptions")
     out = tmp_path / "published_waffleclip.csv"

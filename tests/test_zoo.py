@@ -17,7 +17,7 @@ import zeroshot
 import zeroshot.models.loader
 from zeroshot.errors import ArchitectureError
 from zeroshot.models.config import openclip_models
-from conftest import REPO, openclip_model, rel_err, save_openclip_folder
+from conftest import make_cfg, openclip_model, rel_err, save_openclip_folder
 
 PROMPTS = ["a photo of a dog.", "a blurry photo of a large red car parked by the sea.", "x"]
 
@@ -43,6 +43,7 @@ def assert_parity(ref, ours, n_px, text, tol=1e-4):
 
 # ---------------------------------------------------------------------- open_clip's Hub folders
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["ViT-B-32", "ViT-B-16", "RN50", "ViT-M-16-alt", "ViT-L-14-CLIPA"])
 def test_open_clip_folder_parity(open_clip, tmp_path, name):
     """GELU configs (open_clip's default), LayerScale (ViT-M-16-alt), and CLIPA (no ln_pre, mean pooling,
@@ -58,6 +59,7 @@ def test_open_clip_folder_parity(open_clip, tmp_path, name):
     assert_parity(ref, ours, c.image_resolution, text)
 
 
+@pytest.mark.slow
 def test_gelu_weights_under_quickgelu_are_wrong(open_clip, tmp_path):
     """The bug this zoo fixes: open_clip's GELU ViT-B-32 read with QuickGELU is off by ~1e-2, not 1e-7."""
     cfg = openclip_models()["ViT-B-32"]
@@ -181,6 +183,7 @@ def hf_and_ours(hf, ours, ids, n_px=32):
 
 # ---------------------------------------------------------------------- backends
 
+@pytest.mark.slow
 def test_open_clip_siglip_through_the_backend(open_clip, tmp_path):
     cfg = openclip_models()["ViT-B-16-SigLIP"]
     torch.manual_seed(0)
@@ -236,7 +239,6 @@ def _tiny_openclip_cfg():
 
 
 def test_eval_and_report_on_open_clip_and_transformers_folders(open_clip, tmp_path):
-    from hydra import compose, initialize_config_dir
 
     from datagen import write_imagefolder
     from zeroshot.commands.evaluate import evaluate
@@ -247,12 +249,10 @@ def test_eval_and_report_on_open_clip_and_transformers_folders(open_clip, tmp_pa
     _, hf = _hf_clip(tmp_path)
     images = write_imagefolder(tmp_path / "pets", ["cat", "dog"], per_class=3)
     runs = []
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        for folder in (oc, hf):
-            runs.append(evaluate(compose("eval", overrides=[
-                f"model.checkpoint={folder}", "dataset=imagefolder", f"dataset.root={images}", "num_workers=0",
-                "progress=false", f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}"])))
-        report = build_report(compose("report", overrides=[f"inputs=[{tmp_path / 'results'}]", f"output_dir={tmp_path / 'rep'}"]))
+    for folder in (oc, hf):
+        runs.append(evaluate(make_cfg("eval", "dataset=imagefolder", f"dataset.root={images}", "num_workers=0",
+                                      "progress=false", tmp_path=tmp_path, checkpoint=folder)))
+    report = build_report(make_cfg("report", f"inputs=[{tmp_path / 'results'}]", f"output_dir={tmp_path / 'rep'}"))
     assert runs[0]["model"] == "my-openclip-run" and runs[0]["activation"] == "gelu" and runs[0]["source"] == "openclip_folder"
     assert runs[1]["model"] == "hf-clip-quick_gelu" and runs[1]["source"] == "transformers_folder"
     md = (Path(report["report_dir"]) / "report.md").read_text()
@@ -300,6 +300,7 @@ def _load_in_subprocess(spec: str, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env}, timeout=300)
 
 
+@pytest.mark.cli
 def test_hub_download_offline_and_missing(open_clip, tmp_path, hub):
     Hub, url = hub
     cfg = _tiny_openclip_cfg()
@@ -338,6 +339,7 @@ print(json.dumps(pretrained.load_model("Tiny-8/lab_v1").identity.as_dict()))
 """
 
 
+@pytest.mark.cli
 def test_tag_resolves_through_the_hub(open_clip, tmp_path, hub):
     """An ARCH/TAG row names a hub repo: the weights come through huggingface_hub, the activation and the
     preprocessing from the row (the table is extended in the child process; the Hub is the local one)."""
@@ -358,7 +360,6 @@ def test_eval_and_prompts_through_a_backend(tmp_path):
     """eval, prompts and report run on a model beyond the family (transformers SigLIP), with its own tokenizer,
     its own preprocessing and sigmoid scoring with logit_bias."""
     import numpy as np
-    from hydra import compose, initialize_config_dir
 
     from datagen import write_imagefolder
     from zeroshot.commands.evaluate import evaluate
@@ -368,10 +369,9 @@ def test_eval_and_prompts_through_a_backend(tmp_path):
     images = write_imagefolder(tmp_path / "animals", ["cat", "dog", "bird"], per_class=2)
     common = [f"model.checkpoint={folder}", "dataset=imagefolder", f"dataset.root={images}", "num_workers=0",
               "progress=false", f"cache_dir={tmp_path / 'cache'}", f"results_dir={tmp_path / 'results'}"]
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        m = evaluate(compose("eval", overrides=common))
-        s = run_prompts(compose("prompts", overrides=[*common, 'prompts.templates=["a photo of a {}.","a {}."]',
-                                                             "bootstrap=20"]))
+    m = evaluate(make_cfg("eval", *common))
+    s = run_prompts(make_cfg("prompts", *common, 'prompts.templates=["a photo of a {}.","a {}."]',
+                             "bootstrap=20"))
     assert m["backend"] == "transformers" and m["n_images"] == 6 and "SiglipImageProcessor" in m["preprocess"]["transform"]
     z = np.load(Path(m["run_dir"]) / "logits.npz")
     assert z["logits"].shape == (6, 3)
