@@ -64,6 +64,7 @@ def test_images() -> list[tuple[str, Image.Image]]:
     return small + [
         ("500x375", photo), ("375x500", real_photo((375, 500))), ("1000x1000", real_photo((1000, 1000))),
         ("4000x300", real_photo((4000, 300))), ("300x4000", real_photo((300, 4000))), ("odd 225x223", real_photo((225, 223))),
+        ("227x224", real_photo((227, 224))), ("224x231", real_photo((224, 231))),  # crop offsets x.5: round half to even
         ("tiny 7x9", real_photo((7, 9))), ("L", photo.convert("L")), ("1", photo.convert("1")), ("LA", photo.convert("LA")),
         ("P", photo.convert("P", palette=Image.Palette.ADAPTIVE)), ("small P", real_photo((40, 30)).convert("P")),
         ("RGBA", rgba), ("CMYK", photo.convert("CMYK")), ("YCbCr", photo.convert("YCbCr")),
@@ -102,6 +103,22 @@ def test_every_mode_and_filter_is_torchvisions_bit_for_bit(images, resize_mode, 
 def test_other_sizes_and_mean_std_are_torchvisions_bit_for_bit(images, size, resize_mode):
     p = Preprocess(size=size, mean=[0.5, 0.25, 0.125], std=[0.3, 0.7, 0.11], resize_mode=resize_mode)
     assert_same(p, images[::2])
+
+
+def test_center_crop_pads_and_rounds_as_torchvision(images):
+    """CenterCrop alone (in the pipeline the resize never leaves a side short): padding of images smaller than the
+    window, odd and even differences, every mode."""
+    from torchvision import transforms as T
+
+    from zeroshot.models.transforms import CenterCrop
+
+    for name, image in images:
+        if image.mode in ("I;16", "I", "F"):
+            continue  # the pipeline brings these to 8 bits first
+        for size in (5, 8, 31, 226, 501, 1002):
+            a, b = CenterCrop(size)(image), T.CenterCrop(size)(image)
+            assert a.size == b.size == (size, size) and a.mode == b.mode, (name, size)
+            assert a.tobytes() == b.tobytes() and a.getpalette() == b.getpalette(), (name, size)
 
 
 def test_steps_keep_their_settings_in_repr():
