@@ -19,7 +19,6 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
 from zeroshot.errors import ConfigError
@@ -196,7 +195,9 @@ class PadToSquare:
 class ToTensor:
     """An RGB image as a float [3, H, W] tensor in [0, 1]: uint8 values divided by 255 in the default float type."""
 
-    def __call__(self, image: Image.Image) -> torch.Tensor:
+    def __call__(self, image: Image.Image):
+        import torch  # this module is read by commands that load no model (hub.py's square_size): torch on use
+
         if image.mode != "RGB":  # ToRGB comes first; anything else is a bug in the pipeline
             raise TypeError(f"ToTensor takes an RGB image, not mode {image.mode}")
         pixels = torch.from_numpy(np.array(image, np.uint8, copy=True))
@@ -211,11 +212,13 @@ class Normalize:
 
     def __init__(self, mean, std):
         self.mean, self.std = [float(x) for x in mean], [float(x) for x in std]
-        if not torch.as_tensor(self.std, dtype=torch.float32).all():
+        if not np.asarray(self.std, dtype=np.float32).all():
             raise ConfigError(f"preprocessing std {self.std} has a zero (in float32): it would divide by zero; "
                               "give the std the model was trained with")
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x):
+        import torch
+
         mean = torch.as_tensor(self.mean, dtype=x.dtype).view(-1, 1, 1)
         std = torch.as_tensor(self.std, dtype=x.dtype).view(-1, 1, 1)
         return x.sub(mean).div_(std)  # the caller's tensor is left as it is
