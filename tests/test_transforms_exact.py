@@ -53,7 +53,7 @@ def real_photo(size: tuple[int, int]) -> Image.Image:
     return Image.fromarray(mosaic).resize(size, Image.Resampling.BICUBIC)
 
 
-def test_images() -> list[tuple[str, Image.Image]]:
+def sample_images() -> list[tuple[str, Image.Image]]:
     files = sorted(shared_path("data", "cifar10-test").glob("*/*.jpg"))
     small = [(f"cifar {f.name}", Image.open(f)) for f in files[::2500][:3]]  # 32 x 32 JPEGs: upsampling
     photo = real_photo((500, 375))
@@ -73,12 +73,9 @@ def test_images() -> list[tuple[str, Image.Image]]:
     ]
 
 
-test_images.__test__ = False  # a helper, not a test
-
-
 @pytest.fixture(scope="module")
 def images():
-    out = test_images()
+    out = sample_images()
     for _, image in out:
         image.load()
     return out
