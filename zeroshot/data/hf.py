@@ -181,9 +181,9 @@ def decode(data: bytes | None, path: str | None, root: Path, where: str):
     if data is None:  # an Image feature that points at a file instead of holding its bytes
         if not path:
             raise OSError(f"{where}: the image cell is empty")
-        from torchvision.datasets.folder import default_loader
+        from zeroshot.data.listing import load_rgb
 
-        return default_loader(str(Path(path) if Path(path).is_absolute() else root / path))
+        return load_rgb(str(Path(path) if Path(path).is_absolute() else root / path))
     image = Image.open(io.BytesIO(data))
     return image.convert("RGB")
 

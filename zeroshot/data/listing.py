@@ -1,4 +1,7 @@
-"""Image folders listed once and safely: torchvision's ImageFolder with its own listing (`make_dataset`).
+"""Image folders listed once and safely: torchvision's ImageFolder (the same classes, samples, order, extensions
+and loader), written here so that an image-folder or CSV eval imports no torchvision (1-2.6 s of start-up: its
+`__init__` imports its models, ops and torch._dynamo). tests/test_datasets.py and tests/test_trust.py compare
+the listing with torchvision's, file for file.
 
 torchvision's listing follows every directory symlink (os.walk(followlinks=True)), so a link pointing back up
 the tree is walked about 40 levels deep and its images counted again and again under one label. Here a link
@@ -12,12 +15,25 @@ under skip_bad_images=true. docs/trust.md says the same for users.
 from __future__ import annotations
 
 import os
+from typing import Callable
 
-import torchvision.datasets as tvd
+from PIL import Image
+from torch.utils.data import Dataset
 
 from zeroshot.data.base import special_kind
 from zeroshot.errors import DatasetError
 from zeroshot.log import log
+
+# The file endings an image folder lists (lower-cased names), as torchvision 0.2x's IMG_EXTENSIONS has them.
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def load_rgb(path) -> Image.Image:
+    """An image file as torchvision's default (PIL) loader reads it: opened through a file object that is closed
+    afterwards, then converted to RGB (which decodes it)."""
+    with open(path, "rb") as f:
+        return Image.open(f).convert("RGB")
+
 
 class Walk:
     """One listing of the tree under `root`: the directories entered (by device and inode, against cycles through
@@ -99,7 +115,7 @@ class Walk:
                         "; ".join(self.skipped_special[:3]))
 
 
-def list_images(directory: str, class_to_idx: dict[str, int], extensions=tvd.folder.IMG_EXTENSIONS,
+def list_images(directory: str, class_to_idx: dict[str, int], extensions=IMG_EXTENSIONS,
                 skip_bad: bool = False, allow_empty: bool = False) -> list[tuple[str, int]]:
     """torchvision's make_dataset (the same order: classes sorted, then paths sorted), listed safely."""
     walk = Walk(directory, skip_bad)
@@ -121,13 +137,44 @@ def list_images(directory: str, class_to_idx: dict[str, int], extensions=tvd.fol
     return out
 
 
-class ImageFolder(tvd.ImageFolder):
-    """torchvision's ImageFolder (classes, labels, loader) with the safe listing above."""
+def find_classes(directory: str) -> tuple[list[str], dict[str, int]]:
+    """The class folders of an image folder: its sub-directories (links to directories too), sorted by name."""
+    classes = sorted(entry.name for entry in os.scandir(directory) if entry.is_dir())
+    if not classes:
+        raise FileNotFoundError(f"Couldn't find any class folder in {directory}.")
+    return classes, {name: i for i, name in enumerate(classes)}
 
-    def __init__(self, root: str, skip_bad: bool = False, **kwargs):
+
+class ImageFolder(Dataset):
+    """torchvision's ImageFolder (classes, class_to_idx, samples, targets, loader; `find_classes` and
+    `make_dataset` to override) with the safe listing above. (image, label) as the loader reads the file."""
+
+    def __init__(self, root: str, skip_bad: bool = False, transform: Callable | None = None,
+                 target_transform: Callable | None = None, loader: Callable = load_rgb, allow_empty: bool = False):
         self.skip_bad = skip_bad
-        super().__init__(str(root), **kwargs)
+        self.root = os.path.expanduser(str(root))
+        self.transform, self.target_transform, self.loader = transform, target_transform, loader
+        self.extensions = IMG_EXTENSIONS
+        self.classes, self.class_to_idx = self.find_classes(self.root)
+        self.samples = self.make_dataset(self.root, self.class_to_idx, IMG_EXTENSIONS, allow_empty=allow_empty)
+        self.targets = [label for _, label in self.samples]
+        self.imgs = self.samples
+
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        return find_classes(directory)
 
     def make_dataset(self, directory, class_to_idx, extensions=None, is_valid_file=None, allow_empty=False):
-        return list_images(directory, class_to_idx, tuple(extensions or tvd.folder.IMG_EXTENSIONS),
+        return list_images(directory, class_to_idx, tuple(extensions or IMG_EXTENSIONS),
                            getattr(self, "skip_bad", False), allow_empty)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, label = self.samples[index]
+        image = self.loader(path)
+        if self.transform is not None:
+            image = self.transform(image)
+        if self.target_transform is not None:
+            label = self.target_transform(label)
+        return image, label

@@ -131,10 +131,10 @@ def _imagefolder(cfg, root: Path | None = None) -> tuple[Dataset, list[str]]:
 
 
 def default_loader(path: str):
-    """torchvision's image loader (PIL, RGB), imported when the first image is read: listing a CSV needs no torchvision."""
-    from torchvision.datasets.folder import default_loader as load
+    """torchvision's image loader (PIL, RGB), as data/listing.py has it: a CSV eval imports no torchvision."""
+    from zeroshot.data.listing import load_rgb
 
-    return load(path)
+    return load_rgb(path)
 
 
 class CSVDataset(Dataset):

@@ -109,7 +109,7 @@ class KarpathySplit:
     """The images of one split of Karpathy's JSON, in the file's order: (PIL image, its own index)."""
 
     def __init__(self, json_path: Path, image_root: Path, split: str):
-        from torchvision.datasets.folder import default_loader
+        from zeroshot.data.listing import load_rgb as default_loader  # torchvision's loader, no torchvision import
 
         try:
             data = json.loads(json_path.read_text(encoding="utf-8"))
@@ -142,7 +142,7 @@ class CaptionFiles:
     """Images listed with their captions (multilingual sets): (PIL image, its own index), `.captions[i]`."""
 
     def __init__(self, paths: list[str], captions: list[list[str]], root: Path, where: str):
-        from torchvision.datasets.folder import default_loader
+        from zeroshot.data.listing import load_rgb as default_loader  # torchvision's loader, no torchvision import
 
         self.root, self.captions, self.loader = root, captions, default_loader
         self.samples = [(p, i) for i, p in enumerate(paths)]
