@@ -3,8 +3,6 @@ torchvision code they replace, bit for bit: every resize mode and interpolation,
 images (upsampling) and big ones (downsampling, extreme aspect), every PIL mode users feed in; and an image-folder
 eval that ends without torchvision imported, with the logits the torchvision transform gives."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO, shared_path
+from conftest import cli, make_cfg, shared_path
 from datagen import write_imagefolder
 from zeroshot.models.transforms import INTERPOLATIONS, RESIZE_MODES, Preprocess, To8Bit, ToRGB, image_transform
 
@@ -164,27 +162,23 @@ RUNNER = ("import sys\n"
           "sys.exit(code)\n")
 
 
+@pytest.mark.cli
 def test_an_image_folder_eval_imports_no_torchvision_and_gives_torchvisions_logits(tmp_path, tiny_checkpoint,
                                                                                   monkeypatch):
-    from hydra import compose, initialize_config_dir
-
     import zeroshot.models.loader
     from zeroshot.commands.evaluate import evaluate
 
     root = write_imagefolder(tmp_path / "folder", ["apple", "bus", "cat"], per_class=2, size=48)
     overrides = ["dataset=imagefolder", f"dataset.root={root}", f"model.checkpoint={tiny_checkpoint}",
                  "num_workers=0", "progress=false", "batch_size=4", 'prompts.templates=["a photo of a {}."]']
-    r = subprocess.run([sys.executable, "-c", RUNNER, "eval", *overrides, f"cache_dir={tmp_path / 'cache'}",
-                        f"results_dir={tmp_path / 'results'}"], capture_output=True, text=True, cwd=REPO, timeout=600)
+    r = cli("eval", *overrides, f"cache_dir={tmp_path / 'cache'}", f"results_dir={tmp_path / 'results'}", code=RUNNER)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.strip().splitlines()[-1] == "TORCHVISION False", r.stdout[-2000:]
     ours = np.load(next((tmp_path / "results").rglob("logits.npz")))
 
     # the same eval in this process, its model's transform torchvision's Compose (what image_transform built before)
     monkeypatch.setattr(zeroshot.models.loader, "image_transform", torchvision_transform)
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        cfg = compose("eval", overrides=[*overrides, f"cache_dir={tmp_path / 'cache_tv'}",
-                                         f"results_dir={tmp_path / 'results_tv'}"])
+    cfg = make_cfg("eval", *overrides, f"cache_dir={tmp_path / 'cache_tv'}", f"results_dir={tmp_path / 'results_tv'}")
     m = evaluate(cfg)
     ref = np.load(Path(m["run_dir"]) / "logits.npz")
     assert ours["logits"].shape == ref["logits"].shape == (6, 3) and np.array_equal(ours["labels"], ref["labels"])
