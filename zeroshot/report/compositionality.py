@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from zeroshot.paths import REFERENCE
-from zeroshot.report.runs import ROW_KEY, run_records
+from zeroshot.report.published import add_delta, published_for
+from zeroshot.report.runs import latest_per_row, run_records
 from zeroshot.report.tables import fmt
 
 PUBLISHED_COMPOSITIONALITY = REFERENCE / "published_compositionality.csv"
@@ -47,24 +48,13 @@ def compositionality_table(runs: pd.DataFrame, threshold: float) -> pd.DataFrame
     """The latest run per row key, with the published value of its main metric (where one is known) and the delta."""
     if runs.empty:
         return runs
-    latest = runs.sort_values("date").groupby(ROW_KEY, as_index=False).tail(1).copy()
+    latest = latest_per_row(runs)
     pub = pd.read_csv(PUBLISHED_COMPOSITIONALITY)
     lookup = {(r.release, r.dataset, r.metric): (r.value, r.source) for r in pub.itertuples()}
-    published, notes = [], []
-    for r in latest.itertuples():
-        hit = lookup.get((r.model_release, r.dataset, r.metric)) if isinstance(r.model_release, str) else None
-        if hit is None:
-            published.append(np.nan)
-            notes.append("no published number" if isinstance(r.model_release, str) else "weights are not a published release")
-        elif not r.comparable:
-            published.append(np.nan)
-            notes.append(f"not comparable: {r.not_comparable_reason}")
-        else:
-            published.append(hit[0])
-            notes.append(hit[1])
-    latest["published"], latest["published_note"] = published, notes
-    latest["delta"] = 100 * latest["main_metric"].astype(float) - latest["published"]
-    latest["flag"] = np.where(np.abs(latest["delta"]) > threshold, "!", "")
+    rows = [published_for(r.model_release, lookup.get((r.model_release, r.dataset, r.metric))
+                          if isinstance(r.model_release, str) else None, r.comparable, r.not_comparable_reason,
+                          missing="no published number") for r in latest.itertuples()]
+    add_delta(latest, rows, 100 * latest["main_metric"].astype(float), threshold)
     return latest.sort_values(["model", "dataset_label"])
 
 

@@ -18,8 +18,8 @@ import pandas as pd
 import yaml
 
 from zeroshot.paths import REFERENCE, config_dir
-from zeroshot.report.published import PUBLISHED
-from zeroshot.report.runs import ROW_KEY, run_records
+from zeroshot.report.published import PUBLISHED, add_delta, published_for
+from zeroshot.report.runs import latest_per_row, run_records
 from zeroshot.report.tables import fmt
 
 PUBLISHED_RETRIEVAL = REFERENCE / "published_retrieval.csv"
@@ -53,25 +53,14 @@ def retrieval_table(runs: pd.DataFrame, threshold: float) -> pd.DataFrame:
     """The latest run per row key, with open_clip's published value of the benchmark metric and the delta."""
     if runs.empty:
         return runs
-    latest = runs.sort_values("date").groupby(ROW_KEY, as_index=False).tail(1).copy()
+    latest = latest_per_row(runs)
     pub = pd.read_csv(PUBLISHED_RETRIEVAL)
-    lookup = {(r.release, r.dataset, r.metric): r.value for r in pub.itertuples()}
-    published, notes = [], []
-    for r in latest.itertuples():
-        value = lookup.get((r.model_release, r.dataset, r.benchmark_metric)) if isinstance(r.model_release, str) else None
-        if value is None:
-            published.append(np.nan)
-            notes.append("weights are not a published release" if not isinstance(r.model_release, str) else "")
-        elif not r.comparable:
-            published.append(np.nan)
-            notes.append(f"not comparable: {r.not_comparable_reason}")
-        else:
-            published.append(value)
-            notes.append("")
-    latest["published"], latest["published_note"] = published, notes
+    lookup = {(r.release, r.dataset, r.metric): (r.value, "") for r in pub.itertuples()}
+    rows = [published_for(r.model_release, lookup.get((r.model_release, r.dataset, r.benchmark_metric))
+                          if isinstance(r.model_release, str) else None, r.comparable, r.not_comparable_reason)
+            for r in latest.itertuples()]
     ours = 100 * latest.apply(lambda r: r[r["benchmark_metric"]], axis=1).astype(float)
-    latest["delta"] = ours - latest["published"]
-    latest["flag"] = np.where(np.abs(latest["delta"]) > threshold, "!", "")
+    add_delta(latest, rows, ours, threshold)
     return latest.sort_values(["dataset_label", "mean_recall@1"], ascending=[True, False])
 
 

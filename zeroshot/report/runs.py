@@ -106,6 +106,11 @@ def class_prompt_fields(m: RunRecord | dict) -> dict:
     return out
 
 
+def latest_per_row(runs: pd.DataFrame) -> pd.DataFrame:
+    """The latest run of each row key (weights, images, split, prompts)."""
+    return runs.sort_values("date", kind="stable").groupby(ROW_KEY, as_index=False).tail(1).copy()  # ties: input order
+
+
 def reproducibility(runs: pd.DataFrame, tolerance: float) -> tuple[pd.DataFrame, list[str]]:
     """Keep the latest of repeated runs of one row key; note every repeat whose top-1 disagrees beyond `tolerance`."""
     notes = []
@@ -116,6 +121,6 @@ def reproducibility(runs: pd.DataFrame, tolerance: float) -> tuple[pd.DataFrame,
             notes.append(f"{r.model} / {r.dataset_label} / {r.prompts_label}: {len(group)} runs of the same weights "
                          f"(sha256 {r.checkpoint_sha256[:12]}), images and prompts disagree: top-1 from "
                          f"{100 * group.top1.min():.2f}% to {100 * group.top1.max():.2f}% ({', '.join(group.run_dir)})")
-    latest = evals.groupby(ROW_KEY, as_index=False).tail(1).copy()
+    latest = latest_per_row(evals)
     latest["n_runs"] = latest.set_index(ROW_KEY).index.map(evals.groupby(ROW_KEY).size()).to_numpy()
     return latest, notes
