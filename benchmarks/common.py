@@ -26,6 +26,13 @@ def row(section, what, ours, ref, ref_name, unit, diff=None, note=""):
           f"ratio {ratio}  max rel diff {d}  {note}", flush=True)
 
 
+def save_rows(path: str | None) -> None:
+    """The rows printed so far, as JSON (--json FILE); nothing without a path."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(ROWS, f, indent=1)
+
+
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.float() - b.float()).abs().max() / b.float().abs().max()).item()
 

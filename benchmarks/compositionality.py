@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import REPO, ROWS, open_clip_model, row, save_random_checkpoint
+from common import REPO, open_clip_model, row, save_random_checkpoint, save_rows
 
 SUBSETS = ("replace_obj", "replace_att", "replace_rel", "swap_obj", "swap_att", "add_obj", "add_att")
 WORDS = "a dog cat red blue car tree on under big small man horse two grass white black sits next to the".split()
@@ -113,9 +113,7 @@ def main() -> None:
         row("compos", f"SugarCrepe, {n} instances over {m['n_images']} images", n / t_ours, n / t_ref, "CLIP_bm",
             "inst/s", diff, f"{t_ours:.1f} s vs {t_ref:.1f} s; subsets equal (max |diff| {diff:.1e}); "
                             f"{m['n_captions']} unique captions")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(ROWS, f, indent=1)
+    save_rows(args.json)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from common import ROWS, SHARED, open_clip_model, rel, row
+from common import SHARED, open_clip_model, rel, row, save_rows
 from zeroshot.models.config import build_model
 
 CUPL = SHARED / "reference" / "descriptions" / "cupl" / "cifar100_prompts_full.json"
@@ -69,9 +69,7 @@ def main():
     row("text", f"CuPL CIFAR-100 class classifier, {len(prompts)} classes x {n} sentences", n / t_ours, n / t_ref,
         "open_clip", "prompts/s", rel(w_ours, w_ref), f"min cosine {cos:.7f}; {t_ours:.1f} s vs {t_ref:.1f} s; "
         f"{torch.get_num_threads()} threads")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(ROWS, f, indent=1)
+    save_rows(args.json)
 
 
 if __name__ == "__main__":

@@ -12,14 +12,13 @@ DataComp's loader; CLIP_benchmark scores in blocks of that batch size).
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import sys
 import time
 
 import torch
 
-from common import ROWS, interleaved, row
+from common import interleaved, row, save_rows
 
 from zeroshot.metrics.retrieval import retrieve
 
@@ -80,9 +79,7 @@ def main() -> None:
             retrieve(images, texts, text_image).recalls()
             row("retr", what, time.perf_counter() - start, None, "", "s", None,
                 f"mean_recall@1 {100 * ours['mean_recall@1']:.2f}%; peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(ROWS, f, indent=1)
+    save_rows(args.json)
 
 
 if __name__ == "__main__":
