@@ -216,3 +216,22 @@ def test_imagenet_wnid_folders(tmp_path, tiny_checkpoint):
     ds = build_dataset(OmegaConf.create({"name": "imagenet", "kind": "imagenet", "root": str(tmp_path / "imagenet"),
                                          "split": "test"}))
     assert type(ds.source).__name__ == "ImageNet" and len(ds) == 1000 and ds.classes is None
+
+
+def test_the_csv_writer_writes_the_bytes_pandas_wrote(tmp_path):
+    """per_class.csv and predictions.csv are written without pandas now; what readers of older runs parse is
+    unchanged: floats, NaN, ints, booleans, quotes, commas, newlines and non-ASCII, byte for byte."""
+    import numpy as np
+    import pandas as pd
+
+    from zeroshot.files import write_columns
+
+    columns = {"class_index": np.arange(6), "class": ["a", 'say "hi"', "b, c", "line\nbreak", "ünï", ""],
+               "support": np.array([3, 0, 1, 2, 5, 7]),
+               "accuracy": np.array([1 / 3, np.nan, 1.0, 0.1 + 0.2, 1e-20, 12345678.9]),
+               "flag": [True, False, True, False, True, False],
+               "single": np.array([1 / 3, 0.1, np.nan, 2.0, 1e-8, 7.25], dtype=np.float32),
+               "listed": [0.5, float("nan"), 1 / 7, 3.0, -0.0, 1e300], "top5": ["1 2 3", "0", "", " ", "x", "5 4"]}
+    write_columns(tmp_path / "ours.csv", columns)
+    pd.DataFrame(columns).to_csv(tmp_path / "pandas.csv", index=False)
+    assert (tmp_path / "ours.csv").read_bytes() == (tmp_path / "pandas.csv").read_bytes()

@@ -128,3 +128,30 @@ def test_finite_check_tells_overflow_from_non_finite_weights(tmp_path, tiny_vit)
         torch.save(sd, path)
         with pytest.raises(CheckpointError, match=r"visual.proj.*1 non-finite"):
             load_model(path, download_root=tmp_path / "cache")
+
+
+# 20 allocations of 48 MB, each filled then freed: glibc maps each afresh (and faults every page in) by default,
+# and reuses one after keep_freed_memory; prints the page faults of each half
+FAULTS = ("import resource, sys\n"
+          "from zeroshot.cli import keep_freed_memory\n"
+          "def faults():\n"
+          "    start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+          "    for _ in range(20):\n"
+          "        block = bytearray(48 << 20)\n"
+          "        block[::4096] = b'x' * len(block[::4096])\n"
+          "        del block\n"
+          "    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start\n"
+          "before = faults()\n"
+          "kept = keep_freed_memory()\n"
+          "print(before, kept, faults())\n")
+
+
+@pytest.mark.cli
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_the_cli_keeps_freed_memory_so_repeated_batches_reuse_their_pages():
+    r = subprocess.run([sys.executable, "-c", FAULTS], capture_output=True, text=True, cwd=REPO, check=True)
+    before, kept, after = r.stdout.split()
+    pages = 20 * (48 << 20) // 4096
+    assert kept == "True"
+    assert int(before) > pages // 2  # each block faulted in afresh
+    assert int(after) < pages // 10  # the first block's pages, then reuse

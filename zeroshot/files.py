@@ -88,6 +88,26 @@ def atomic_write(path: str | Path, mode: str = "wb"):
             os.unlink(tmp)
 
 
+def write_columns(path: str | Path, columns: dict) -> None:
+    """A table of equal-length columns as CSV, atomically: the bytes pandas' `DataFrame(columns).to_csv(path,
+    index=False)` writes (floats as their shortest repr, NaN as an empty field, minimal quoting, \n line ends),
+    without importing pandas (a third of a second of an eval's start-up)."""
+    import csv
+    import math
+
+    def cells(column) -> list:
+        dtype = getattr(column, "dtype", None)
+        if dtype is not None and dtype.kind == "f":  # numpy's str is the shortest repr at the array's own precision
+            return ["" if math.isnan(v) else str(v) for v in column]
+        return column.tolist() if hasattr(column, "tolist") else [
+            "" if isinstance(v, float) and math.isnan(v) else v for v in column]
+
+    with atomic_write(path, "w") as f:
+        out = csv.writer(f, lineterminator="\n")
+        out.writerow(columns)
+        out.writerows(zip(*(cells(c) for c in columns.values())))
+
+
 def file_sha256(path: str | Path, cache_root: str | Path | None = None) -> str:
     """sha256 of a file, computed once per (path, size, mtime, inode) and remembered in the cache.
 

@@ -16,6 +16,7 @@ from zeroshot import suite, trackers
 from zeroshot.classifier import logits as score_logits
 from zeroshot.features.cache import Features
 from zeroshot.figures import drawing
+from zeroshot.files import write_columns
 from zeroshot.figures.run import plot_confusion, plot_per_class, plot_reliability
 from zeroshot.label_free_run import label_free_classifier, write_label_free
 from zeroshot.metrics.calibration import reliability_curve
@@ -119,31 +120,21 @@ def summary_line(metrics: dict, m: dict, n_prompts) -> str:
 def write_outputs(run_dir: Path, cfg, s: Setup, feats: Features, sc: Scores, record: RunRecord) -> None:
     """per_class.csv, predictions.csv, logits.npz, the figures, the gallery and config.yaml (metrics.json is
     run_directory's, last)."""
-    import pandas as pd
-
     names, m, logits, targets = s.classnames, sc.m, sc.logits, sc.targets
-    pd.DataFrame(
-        {
-            "class_index": np.arange(len(names)),
-            "class": names,
-            "support": m["support"],
-            "accuracy": m["per_class_accuracy"],
-        }
-    ).to_csv(run_dir / "per_class.csv", index=False)
+    write_columns(run_dir / "per_class.csv", {"class_index": np.arange(len(names)), "class": names,
+                                              "support": m["support"], "accuracy": m["per_class_accuracy"]})
     top5 = topk_predictions(logits, 5).numpy()
-    idx = feats.indices.numpy()
+    idx, labels = feats.indices.numpy(), feats.labels.numpy()
     paths = s.dataset.paths
-    pd.DataFrame(
-        {
-            "index": idx,
-            "path": [paths[i] for i in idx] if paths else [""] * len(idx),
-            "label": feats.labels.numpy(),
-            "prediction": top5[:, 0],
-            "label_name": [names[i] for i in feats.labels.numpy()],
-            "prediction_name": [names[i] for i in top5[:, 0]],
-            "top5": [" ".join(map(str, row)) for row in top5],
-        }
-    ).to_csv(run_dir / "predictions.csv", index=False)
+    write_columns(run_dir / "predictions.csv", {
+        "index": idx,
+        "path": [paths[i] for i in idx] if paths else [""] * len(idx),
+        "label": labels,
+        "prediction": top5[:, 0],
+        "label_name": [names[i] for i in labels],
+        "prediction_name": [names[i] for i in top5[:, 0]],
+        "top5": [" ".join(map(str, row)) for row in top5],
+    })
     # group metadata and multi-hot targets, row-aligned, so that `compare` can resample worst-group and mAP
     np.savez_compressed(run_dir / "logits.npz", logits=logits.numpy(), labels=feats.labels.numpy(), indices=idx,
                         **{k: v for k, v in (targets or {}).items() if k in ("metadata", "multilabel")})
