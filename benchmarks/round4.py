@@ -2,7 +2,7 @@
 end to end against CLIP_benchmark amp.
 
     python benchmarks/round4.py                 # everything; writes benchmarks/latest_round4.json
-    python benchmarks/round4.py --only model    # sections: model, profile, decode, e2e
+    python benchmarks/round4.py --only model    # sections: model, profile, decode, e2e, compile
     python benchmarks/round4.py --quick         # smaller batches, fewer repeats
 
 Not a test: it asserts nothing about time. Every ratio comes from one process where the contenders alternate
@@ -364,7 +364,69 @@ def bench_e2e(args):
         "image_step_share_of_bound", "wall_seconds", "top1")}, "clip_benchmark_metrics": cb}
 
 
-SECTIONS = {"model": bench_model, "profile": bench_profile, "decode": bench_decode, "e2e": bench_e2e}
+# One compile probe, run in a fresh process so that the FX graph cache it finds is the one given: bf16 ViT-B/32 as
+# shipped, torch.compile(visual) with Inductor's freezing (weights prepacked, BatchNorm/bias folding), the compiled
+# and the eager model then alternating rep by rep. Prints one JSON line.
+COMPILE_PROBE = """
+import json, os, statistics, sys, time
+import torch
+sys.path.insert(0, os.environ["BENCH_DIR"])
+import torch._inductor.config as inductor
+from common import open_clip_model
+from zeroshot.cli import keep_freed_memory
+from zeroshot.models.config import build_model
+from zeroshot.models.precision import convert_weights
+
+keep_freed_memory()
+inductor.freezing = True
+mode, batch, reps = os.environ["MODE"], int(os.environ["BATCH"]), int(os.environ["REPS"])
+model = convert_weights(build_model(open_clip_model("ViT-B-32-quickgelu").state_dict()), torch.bfloat16).eval()
+x = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(0)).bfloat16()
+with torch.inference_mode():
+    eager = model.visual(x).float()
+    compiled = torch.compile(model.visual, mode=None if mode == "default" else mode, dynamic=False)
+    t = time.perf_counter()
+    cos = torch.nn.functional.cosine_similarity(compiled(x).float(), eager).min().item()
+    first = time.perf_counter() - t
+    times = {"eager": [], "compiled": []}
+    for _ in range(reps):
+        for name, f in (("eager", model.visual), ("compiled", compiled)):
+            t = time.perf_counter()
+            f(x)
+            times[name].append(time.perf_counter() - t)
+print(json.dumps({"first_call_s": first, "min_cosine": cos, "times": times}))
+"""
+
+
+def bench_compile(args):
+    """torch.compile against the eager bf16 model as shipped: the compile (cold, and again with Inductor's FX graph
+    cache warm) and the images a second afterwards; where it pays, the images at which it breaks even."""
+    import subprocess
+    import tempfile
+
+    batch, reps = (16, 2) if args.quick else (64, args.reps)
+    with tempfile.TemporaryDirectory() as cache:
+        for mode, run in (("default", "cold"), ("default", "warm cache"), ("max-autotune", "cold")):
+            env = {**os.environ, "PYTHONPATH": str(REPO), "BENCH_DIR": str(Path(__file__).parent), "MODE": mode,
+                   "BATCH": str(batch), "REPS": str(reps), "TORCHINDUCTOR_CACHE_DIR": f"{cache}/{mode}",
+                   "TORCHINDUCTOR_FX_GRAPH_CACHE": "1"}
+            r = subprocess.run([sys.executable, "-c", COMPILE_PROBE], capture_output=True, text=True, env=env)
+            if r.returncode:
+                raise RuntimeError(f"compile probe ({mode}, {run}): {r.stderr[-3000:]}")
+            out = json.loads(r.stdout.strip().splitlines()[-1])
+            med = {k: statistics.median(v) for k, v in out["times"].items()}
+            best = {k: min(v) for k, v in out["times"].items()}
+            saved = med["eager"] - med["compiled"]  # seconds a batch
+            even = f"breaks even after {batch * out['first_call_s'] / saved:,.0f} images" if saved > 0 else "never breaks even"
+            row("compile", f"ViT-B/32 bf16 bs={batch} compile={mode} ({run})", batch / med["compiled"],
+                batch / med["eager"], "eager", "img/s", None,
+                f"medians; best {batch / best['compiled']:.1f} vs {batch / best['eager']:.1f} img/s; compile and first "
+                f"call {out['first_call_s']:.1f} s; {even}; min cosine to eager {out['min_cosine']:.5f}")
+            ROWS[-1]["detail"] = out
+
+
+SECTIONS = {"model": bench_model, "profile": bench_profile, "decode": bench_decode, "e2e": bench_e2e,
+            "compile": bench_compile}
 
 
 def main():
@@ -381,7 +443,10 @@ def main():
     if args.quick:
         args.reps, args.e2e_images, args.e2e_reps = min(args.reps, 2), min(args.e2e_images, 100), 1
     from run import cpu_flags
+    from zeroshot.cli import keep_freed_memory
     from zeroshot.files import atomic_write
+
+    keep_freed_memory()  # as the CLI's process does: the models' activations reuse their pages
 
     header = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
               "cpu": _cpu_model(), "cpu_flags": cpu_flags(), "load_average_at_start": os.getloadavg(), "args": vars(args)}

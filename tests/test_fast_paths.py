@@ -300,3 +300,28 @@ def test_conv_bn_epilogues_equal_conv_then_add_and_relu_in_bf16():
         with_add = layers.conv_bn(conv, bn, x, relu=True, residual=residual).float()
         steps = F.relu(F.conv2d(x, w, b, padding=1).float() + residual.float())
         assert _close(with_add, steps, 2 ** -7)
+
+
+def test_a_traced_bf16_model_takes_the_plain_ops_in_one_graph(monkeypatch):
+    """Under torch.compile the fast paths step aside (Inductor fuses the plain ops itself): both towers trace to one
+    graph with no break, and calling the model outside a trace still takes the fused linears."""
+    import torch._dynamo
+
+    from zeroshot.models.clip import CLIP, CLIPConfig
+
+    torch.manual_seed(0)
+    model = CLIP(CLIPConfig(embed_dim=32, vision_layers=2, vision_width=64, vision_head_width=32, image_resolution=64,
+                            vision_patch_size=32, context_length=16, vocab_size=100, eos_id=99,
+                            transformer_width=64, transformer_heads=2, transformer_layers=2)).eval().requires_grad_(False).bfloat16()
+    image, text = torch.randn(2, 3, 64, 64).bfloat16(), torch.randint(1, 99, (2, 16))
+    calls = []
+    real = layers.fused_linear
+    monkeypatch.setattr(layers, "fused_linear", lambda *a, **k: calls.append(1) or real(*a, **k))
+    with torch.inference_mode():
+        for tower, x in ((model.encode_image, image), (model.encode_text, text)):
+            torch._dynamo.reset()
+            explained = torch._dynamo.explain(tower)(x)
+            assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+        assert calls == []
+        model.encode_image(image)
+    assert calls or not layers.fuses_epilogues(image)

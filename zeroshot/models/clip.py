@@ -298,7 +298,7 @@ class CLIP(nn.Module):
         readout positions: same features, a fraction of the work.
         """
         readout = TEXT_READOUT[self.config.text_pool](text, self.config.eos_id)  # [N]
-        if self.trim_text:
+        if self.trim_text and not torch.compiler.is_compiling():  # a traced graph keeps one shape: no cut
             text = text[:, : int(readout.max()) + 1]  # [N, L]
         x = self.token_embedding(text).to(self.dtype)  # [N, L, D]
         x = x + self.positional_embedding[: text.shape[1]].to(self.dtype)

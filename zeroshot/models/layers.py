@@ -72,8 +72,13 @@ class LayerScale(nn.Module):
 
 
 def half_on_cpu(x: torch.Tensor) -> bool:
-    """Whether `x` takes the CPU's half-precision fast paths: bf16/fp16 on the CPU, with no gradient to keep."""
-    return x.device.type == "cpu" and x.dtype != torch.float32 and not torch.is_grad_enabled()
+    """Whether `x` takes the CPU's half-precision fast paths: bf16/fp16 on the CPU, with no gradient to keep.
+
+    Never while torch.compile traces: Inductor fuses the plain ops itself (and prepacks the weights under
+    freezing), and the fast paths' Python choices (the measured attention kernel, the cached scaled weights) would
+    be guards that recompile; traced, the model is one graph with no break (tests/test_fast_paths.py)."""
+    return (x.device.type == "cpu" and x.dtype != torch.float32 and not torch.is_grad_enabled()
+            and not torch.compiler.is_compiling())
 
 
 def fuses_epilogues(x: torch.Tensor) -> bool:
