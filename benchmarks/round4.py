@@ -68,7 +68,7 @@ def gemm_shapes(c, batch: int) -> tuple[dict[str, tuple[int, int, int]], int]:
 def gemm_probes(shapes: dict, blocks: int) -> dict:
     """The model's GEMMs alone, as long as its own forward's (every block's linears, bf16, through F.linear and
     through oneDNN's fused linear), and the MLP's first GEMM once in fp32 and bf16 (round three's GEMM figure)."""
-    from zeroshot.models.layers import fused_linear
+    from zeroshot.models.layers import _onednn_bf16, fused_linear
 
     data = {}
     for name, (m, k, n) in shapes.items():
@@ -82,8 +82,9 @@ def gemm_probes(shapes: dict, blocks: int) -> dict:
 
     mlp = "c_fc" if "c_fc" in shapes else "1x1 conv"
     x, w, b, xb, wb, bb = data[mlp]
-    return {"gemm bf16 stack": lambda: stack(torch.nn.functional.linear),
-            "gemm bf16 onednn stack": lambda: stack(fused_linear),
+    # oneDNN's bf16 linear exists only where the CPU multiplies bf16 (not on an AVX2-only CPU, nor under an ISA cap)
+    onednn = {"gemm bf16 onednn stack": lambda: stack(fused_linear)} if _onednn_bf16() else {}
+    return {"gemm bf16 stack": lambda: stack(torch.nn.functional.linear), **onednn,
             "gemm fp32 mlp": lambda: torch.nn.functional.linear(x, w, b),
             "gemm bf16 mlp": lambda: torch.nn.functional.linear(xb, wb, bb)}
 
@@ -139,30 +140,39 @@ def bench_model(args):
         del ours, half
 
 
+STACK_NAMES = {"bf16": "F.linear", "bf16 onednn": "oneDNN"}
+
+
 def report_model(name, batch, flops, shapes, blocks, t, cos, cos_old):
     best = {k: min(v) for k, v in t.items()}
     med = {k: statistics.median(v) for k, v in t.items()}
     stack_flops = blocks * sum(2 * m * k * n for m, k, n in shapes.values())
-    stack = {k: stack_flops / best[f"gemm {k} stack"] for k in ("bf16", "bf16 onednn")}
+    calls = [k for k in ("bf16", "bf16 onednn") if f"gemm {k} stack" in t]
+    stack = {k: stack_flops / best[f"gemm {k} stack"] for k in calls}
     rate = max(stack.values())  # the GEMM rate on the model's own shapes: the faster of the two GEMM calls
     m, k, n = shapes["c_fc" if "c_fc" in shapes else "1x1 conv"]
     mlp = {d: 2 * m * k * n / best[f"gemm {d} mlp"] for d in ("fp32", "bf16")}
-    noise = {k: round(med[k] / best[k], 3) for k in ("fp32", "bf16", "bf16 round three", "gemm bf16 onednn stack")}
+    noise = {k: round(med[k] / best[k], 3) for k in ("fp32", "bf16", "bf16 round three", *(f"gemm {c} stack" for c in calls))}
     for label, stat in (("best", best), ("median", med)):
         ips = {k: batch / stat[k] for k in ("fp32", "bf16", "bf16 round three")}
         row("model", f"{name} bs={batch} bf16 vs fp32 ({label})", ips["bf16"], ips["fp32"], "ours fp32", "img/s", None,
             f"round three's bf16 path {ips['bf16 round three']:.1f} img/s ({ips['bf16'] / ips['bf16 round three']:.2f}x); "
             f"min cosine to fp32 {cos:.5f} (round three {cos_old:.5f})")
     share = {k: batch / best[k] * flops / rate for k in ("bf16", "bf16 round three")}
-    med_rate = max(stack_flops / med[f"gemm {k} stack"] for k in ("bf16", "bf16 onednn"))
+    med_rate = max(stack_flops / med[f"gemm {k} stack"] for k in calls)
     med_share = {k: batch / med[k] * flops / med_rate for k in ("bf16", "bf16 round three")}
     row("model", f"{name} bf16 share of the bf16 GEMM rate (model's shapes)", 100 * share["bf16"], None, "-", "%", None,
         f"medians: {100 * med_share['bf16']:.0f}% (round three's path {100 * med_share['bf16 round three']:.0f}%); "
         f"{flops / 1e9:.2f} GFLOP/img; the model's GEMMs alone ({blocks} x {', '.join(shapes)}) run "
-        f"{rate / 1e9:.0f} GFLOP/s (F.linear {stack['bf16'] / 1e9:.0f}, oneDNN {stack['bf16 onednn'] / 1e9:.0f}); "
+        f"{rate / 1e9:.0f} GFLOP/s ({', '.join(f'{STACK_NAMES[c]} {v / 1e9:.0f}' for c, v in stack.items())}); "
         f"round three's path {100 * share['bf16 round three']:.0f}%; MLP GEMM alone bf16 {mlp['bf16'] / 1e9:.0f}, fp32 "
         f"{mlp['fp32'] / 1e9:.0f} ({mlp['bf16'] / mlp['fp32']:.2f}x); median/best {noise}")
-    ROWS[-1]["detail"] = {"gflop_per_image": flops / 1e9, "stack_gflops": {k: v / 1e9 for k, v in stack.items()},
+    fp32 = {label: batch / stat["fp32"] * flops / (2 * m * k * n / stat["gemm fp32 mlp"]) for label, stat in
+            (("best", best), ("median", med))}
+    row("model", f"{name} fp32 share of the fp32 GEMM rate (MLP shape)", 100 * fp32["median"], None, "-", "%", None,
+        f"medians (best reps {100 * fp32['best']:.0f}%); the fp32 MLP GEMM alone {mlp['fp32'] / 1e9:.0f} GFLOP/s (best); "
+        "the issue's AVX2 figure (a CPU without native bf16: fp32 is its fast path)")
+    ROWS[-2]["detail"] = {"gflop_per_image": flops / 1e9, "stack_gflops": {k: v / 1e9 for k, v in stack.items()},
                           "mlp_gemm_gflops": {k: v / 1e9 for k, v in mlp.items()}, "seconds": t}
 
 
@@ -333,12 +343,13 @@ def bench_e2e(args):
         env = {**os.environ, "PYTHONPATH": str(REPO), "ZEROSHOT_CACHE": str(tmp / "zs-cache")}
         ours = [sys.executable, "-m", "zeroshot", "eval", "dataset=imagefolder", f"dataset.root={root / 'val'}",
                 f"dataset.classnames={names}", 'prompts.templates=["a photo of a {}."]', f"model.checkpoint={ckpt}",
-                "model.activation=quick_gelu", "precision=bf16", "progress=false", "cache=false",
+                "model.activation=quick_gelu", f"precision={args.e2e_precision}", "progress=false", "cache=false",
                 # ImageNet's names as published repeat "missile" and "sunglasses"; CLIP_benchmark runs them as they are
                 "dataset.allow_duplicate_classnames=true"]
         theirs = [sys.executable, "-c", CB_MAIN, "eval", "--dataset", "imagenet1k-unverified", "--dataset_root", str(root), "--model",
                   "ViT-B-32-quickgelu", "--pretrained", str(ckpt), "--custom_classname_file", str(cb_names),
-                  "--custom_template_file", str(cb_templates), "--num_workers", str(os.cpu_count()), "--quiet"]
+                  "--custom_template_file", str(cb_templates), "--num_workers", str(os.cpu_count()), "--quiet",
+                  *(["--no_amp"] if args.e2e_precision == "fp32" else [])]
         walls: dict[str, list[float]] = {"zeroshot": [], "clip_benchmark": []}
         first = 0 if args.e2e_warmup else 1  # a warm-up round (untimed) fills the page cache and the attention choice
         for rep in range(first, 1 + args.e2e_reps):
@@ -353,7 +364,9 @@ def bench_e2e(args):
         metrics = json.loads(sorted((tmp / f"zs{rep}").rglob("metrics.json"))[-1].read_text())
         cb = json.loads((tmp / f"cb{rep}.json").read_text())["metrics"]
     zs, cbw = statistics.median(walls["zeroshot"]), statistics.median(walls["clip_benchmark"])
-    row("e2e", f"end to end, {n} full-size JPEGs, {n} classes x 1 template, ViT-B/32", zs, cbw, "CLIP_bench amp", "s",
+    theirs_name = "CLIP_bench fp32" if args.e2e_precision == "fp32" else "CLIP_bench amp"
+    row("e2e", f"end to end, {n} full-size JPEGs, {n} classes x 1 template, ViT-B/32 {args.e2e_precision}", zs, cbw,
+        theirs_name, "s",
         None, f"CLIP_benchmark / zeroshot {cbw / zs:.2f}x; walls zeroshot {[round(w, 1) for w in walls['zeroshot']]}, "
         f"CLIP_benchmark {[round(w, 1) for w in walls['clip_benchmark']]}; zeroshot image step at "
         f"{100 * (metrics.get('image_step_share_of_bound') or 0):.0f}% of its bound (decode "
@@ -438,6 +451,8 @@ def main():
     p.add_argument("--e2e-images", type=int, default=1000, help="images (and classes) of the end-to-end section")
     p.add_argument("--e2e-reps", type=int, default=2, help="timed rounds of the end-to-end section")
     p.add_argument("--e2e-warmup", type=int, default=1, help="1: one untimed round of each tool first")
+    p.add_argument("--e2e-precision", choices=("bf16", "fp32"), default="bf16",
+                   help="zeroshot's precision; fp32 runs CLIP_benchmark with --no_amp (a CPU without native bf16)")
     p.add_argument("--json", type=Path, default=REPO / "benchmarks" / "latest_round4.json")
     args = p.parse_args()
     if args.quick:

@@ -8,6 +8,7 @@ the choice (`auto`, or unset, measures).
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -26,6 +27,7 @@ PROBE_SHAPES = ((16, 12, 50, 64), (4, 12, 197, 64))
 _chosen: dict[str, str] = {}
 
 
+@functools.cache  # read per attention call otherwise: /proc/cpuinfo is 0.25 ms a read
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
