@@ -167,12 +167,18 @@ def report_model(name, batch, flops, shapes, blocks, t, cos, cos_old):
         f"{rate / 1e9:.0f} GFLOP/s ({', '.join(f'{STACK_NAMES[c]} {v / 1e9:.0f}' for c, v in stack.items())}); "
         f"round three's path {100 * share['bf16 round three']:.0f}%; MLP GEMM alone bf16 {mlp['bf16'] / 1e9:.0f}, fp32 "
         f"{mlp['fp32'] / 1e9:.0f} ({mlp['bf16'] / mlp['fp32']:.2f}x); median/best {noise}")
+    # the issue's own definition: the GEMM rate is the MLP shape's GEMM alone (looser than the stack above)
+    issue = {label: batch / stat["bf16"] * flops / (2 * m * k * n / stat["gemm bf16 mlp"]) for label, stat in
+             (("best", best), ("median", med))}
+    row("model", f"{name} bf16 share of the MLP-shape bf16 GEMM (the issue's definition)", 100 * issue["median"],
+        None, "-", "%", None, f"medians (best reps {100 * issue['best']:.0f}%); stricter: the stack of the model's "
+        f"own GEMMs above, {100 * med_share['bf16']:.0f}%")
     fp32 = {label: batch / stat["fp32"] * flops / (2 * m * k * n / stat["gemm fp32 mlp"]) for label, stat in
             (("best", best), ("median", med))}
     row("model", f"{name} fp32 share of the fp32 GEMM rate (MLP shape)", 100 * fp32["median"], None, "-", "%", None,
         f"medians (best reps {100 * fp32['best']:.0f}%); the fp32 MLP GEMM alone {mlp['fp32'] / 1e9:.0f} GFLOP/s (best); "
         "the issue's AVX2 figure (a CPU without native bf16: fp32 is its fast path)")
-    ROWS[-2]["detail"] = {"gflop_per_image": flops / 1e9, "stack_gflops": {k: v / 1e9 for k, v in stack.items()},
+    ROWS[-3]["detail"] = {"gflop_per_image": flops / 1e9, "stack_gflops": {k: v / 1e9 for k, v in stack.items()},
                           "mlp_gemm_gflops": {k: v / 1e9 for k, v in mlp.items()}, "seconds": t}
 
 
