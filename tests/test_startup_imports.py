@@ -6,6 +6,7 @@ memory-mapped, with the very tensors a plain torch.load gives, and the file's sh
 Each run is a real `zeroshot prompts` in a subprocess, which prints the modules it ended with. Nothing here
 measures time (benchmarks/startup.py does)."""
 import json
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -147,7 +148,7 @@ FAULTS = ("import resource, sys\n"
 
 
 @pytest.mark.cli
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
 def test_the_cli_keeps_freed_memory_so_repeated_batches_reuse_their_pages():
     r = subprocess.run([sys.executable, "-c", FAULTS], capture_output=True, text=True, cwd=REPO, check=True)
     before, kept, after = r.stdout.split()
