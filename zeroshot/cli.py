@@ -258,7 +258,7 @@ def run_task(command: str, spec, cfg) -> None:
 
     if _draws_in_helper(cfg):
         drawing.start()  # first: the helper imports matplotlib while this process imports torch and the task
-    keep_freed_memory()  # after the helper's fork: the helper draws a few figures and may give its memory back
+    keep_freed_memory()  # this process and its forked loader workers; the spawned helper keeps glibc's defaults
 
     from zeroshot import distributed as dist
 

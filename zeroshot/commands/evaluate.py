@@ -16,8 +16,8 @@ from zeroshot import suite, trackers
 from zeroshot.classifier import logits as score_logits
 from zeroshot.features.cache import Features
 from zeroshot.figures import drawing
-from zeroshot.files import write_columns
 from zeroshot.figures.run import plot_confusion, plot_per_class, plot_reliability
+from zeroshot.files import write_columns
 from zeroshot.label_free_run import label_free_classifier, write_label_free
 from zeroshot.metrics.calibration import reliability_curve
 from zeroshot.metrics.classification import (
@@ -136,7 +136,7 @@ def write_outputs(run_dir: Path, cfg, s: Setup, feats: Features, sc: Scores, rec
         "top5": [" ".join(map(str, row)) for row in top5],
     })
     # group metadata and multi-hot targets, row-aligned, so that `compare` can resample worst-group and mAP
-    np.savez_compressed(run_dir / "logits.npz", logits=logits.numpy(), labels=feats.labels.numpy(), indices=idx,
+    np.savez_compressed(run_dir / "logits.npz", logits=logits.numpy(), labels=labels, indices=idx,
                         **{k: v for k, v in (targets or {}).items() if k in ("metadata", "multilabel")})
     title = f"{record['dataset_label']} | {record['model']} | {record['prompts_label']}"
     if cfg.figures:  # drawn in the helper process where one runs (figures/drawing.py)

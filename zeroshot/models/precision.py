@@ -11,14 +11,9 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+    from zeroshot.models.tuning import cpuinfo
+
+    return set((cpuinfo("flags") or "").split())
 
 
 # Native half-precision matmul on x86 CPUs; elsewhere half precision is emulated and slower than fp32.

@@ -27,16 +27,21 @@ PROBE_SHAPES = ((16, 12, 50, 64), (4, 12, 197, 64))
 _chosen: dict[str, str] = {}
 
 
-@functools.cache  # read per attention call otherwise: /proc/cpuinfo is 0.25 ms a read
-def cpu_model() -> str:
+@functools.cache  # asked per attention call: /proc/cpuinfo is 0.25 ms a read
+def cpuinfo(field: str) -> str | None:
+    """The value of the first `field` line of /proc/cpuinfo ("model name", "flags"); None where there is none."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
+                if line.startswith(field):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_model() -> str:
+    return cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def cache_key(dtype: torch.dtype) -> str:
