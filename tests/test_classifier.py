@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 import zeroshot
 from zeroshot import build_classifier
-from zeroshot.classifier import encode_prompts
+from zeroshot.classifier import encode_prompts, length_batches
 
 CLASSES = ["tabby cat", "golden retriever dog", "car", "a very long class name with many many words in it"]
 TEMPLATES = ["a photo of a {}.", "{}", "a blurry low resolution photo of the small {} in the corner of the image."]
@@ -45,6 +45,22 @@ def test_duplicate_prompts_are_encoded_once(tiny_vit):
     finally:
         del tiny_vit.encode_text
     assert seen == [2] and torch.equal(feats[0], feats[2])
+
+
+def test_length_batches_cover_each_prompt_once_and_pad_less_than_slices_of_the_sorted_order():
+    lengths = torch.tensor([9] * 508 + [8] * 246 + [10] * 155 + [11] * 49 + [12] * 24 + [13] * 9 + [18] * 9)
+    lengths = lengths[torch.randperm(len(lengths), generator=torch.Generator().manual_seed(0))]
+    batches = length_batches(lengths, 256)
+    assert sorted(torch.cat(batches).tolist()) == list(range(len(lengths)))
+    assert all(0 < len(b) <= 256 for b in batches)
+    maxima = [int(lengths[b].max()) for b in batches]
+    assert maxima == sorted(maxima) and all(int(lengths[b].min()) >= m for b, m in zip(batches[1:], maxima))
+    padded = sum(len(b) * int(lengths[b].max()) for b in batches)
+    order = torch.argsort(lengths, stable=True)
+    sliced = sum(len(order[i:i + 256]) * int(lengths[order[i:i + 256]].max()) for i in range(0, len(order), 256))
+    assert padded == 9290 < sliced == 11344 and [len(b) for b in batches] == [246, 256, 252, 155, 73, 18]
+    assert length_batches(torch.tensor([], dtype=torch.long), 256) == []
+    assert [b.tolist() for b in length_batches(torch.tensor([3, 2, 3]), 1)] == [[1], [0], [2]]
 
 
 def test_matches_open_clip_zero_shot_classifier(open_clip):

@@ -197,6 +197,50 @@ def test_gallery_thumbnails_decode_at_a_reduced_scale_and_threads_write_the_same
     assert pages[0] == pages[1] and pages[0][1] and "image not available" not in pages[0][0]
 
 
+def test_the_loader_makes_the_gallery_thumbnails_from_its_own_decode_and_the_scores_stay_the_same(
+        tmp_path, tiny_checkpoint, capsys):
+    """A run of at most gallery.max_images images: the loader (its worker processes too) makes each image's
+    thumbnail from the decode the model's input comes from, and the gallery writes those bytes as they are. A larger
+    run (max_images lowered) leaves them to the gallery, which opens the files. The scores are the same either way."""
+    from zeroshot.commands.evaluate import evaluate
+    from zeroshot.gallery import thumbnail_jpeg
+
+    images = write_imagefolder(tmp_path / "imgs", ["cat", "dog", "bird"], per_class=4, size=200)
+    common = ("cache=false", "gallery.size=64")
+    made = evaluate(cfg_for(tmp_path / "a", tiny_checkpoint, images, *common, "num_workers=2"))
+    opened = evaluate(cfg_for(tmp_path / "b", tiny_checkpoint, images, *common, "gallery.max_images=5"))
+    assert made["loader_thumbnails"] == 12 and opened["loader_thumbnails"] == 0
+    run_a, run_b = Path(made["run_dir"]), Path(opened["run_dir"])
+    assert np.array_equal(np.load(run_a / "logits.npz")["logits"], np.load(run_b / "logits.npz")["logits"])
+    paths = pd.read_csv(run_a / "predictions.csv").set_index("index").path
+    shown = gallery_files(run_a)
+    assert shown and len(shown) > len(gallery_files(run_b)) > 0
+    for f in shown:  # the loader's thumbnail of the file it decoded, byte for byte
+        with Image.open(paths[int(Path(f).stem)]) as im:
+            assert (run_a / f).read_bytes() == thumbnail_jpeg(im.convert("RGB"), 64)
+    for f in gallery_files(run_b):
+        with Image.open(run_b / f) as im:
+            assert im.format == "JPEG" and max(im.size) == 64
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "P", "I;16"])
+def test_a_thumbnail_keeps_the_aspect_and_leaves_the_image_as_it_was(mode):
+    import io
+
+    from zeroshot.gallery import thumbnail_jpeg
+
+    rng = np.random.default_rng(0)
+    big = Image.fromarray(rng.integers(0, 256, (300, 500, 3), dtype=np.uint8))
+    image = big.convert(mode) if mode != "I;16" else Image.fromarray(rng.integers(0, 60000, (300, 500), dtype=np.uint16))
+    before = np.asarray(image).copy()
+    with Image.open(io.BytesIO(thumbnail_jpeg(image, 112))) as thumb:
+        assert thumb.format == "JPEG" and thumb.mode == "RGB" and thumb.size == (112, 67)
+    assert image.size == (500, 300) and np.array_equal(np.asarray(image), before)
+    small = Image.fromarray(rng.integers(0, 256, (40, 30, 3), dtype=np.uint8))
+    with Image.open(io.BytesIO(thumbnail_jpeg(small, 112))) as thumb:
+        assert thumb.size == (30, 40)  # never enlarged
+
+
 # ---------------------------------------------------------------------- the report in a real browser
 
 def _page_facts(page, url: str, width: int) -> dict:

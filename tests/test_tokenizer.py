@@ -55,6 +55,33 @@ def test_matches_openai_on_every_clip_benchmark_prompt(openai_clip):
     assert not mismatch, [prompts[i] for i in mismatch[:5]]
 
 
+def test_printable_ascii_skips_ftfy_and_unescaping_only_where_they_change_nothing():
+    """clean()'s fast path (printable ASCII without '&') against the full cleaning, on every shipped template and
+    class name and on every printable ASCII character in context."""
+    import html
+    import string
+    from pathlib import Path
+
+    import ftfy
+    import regex
+
+    from zeroshot.models.tokenizer import clean
+
+    def full(text):
+        text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+        return regex.sub(r"\s+", " ", text).strip().lower()
+
+    texts = [f"{a} x{b}y {a}" for a in string.printable for b in string.printable[:95]]
+    for f in (Path(__file__).parents[1] / "prompts").glob("*.json"):
+        data = json.loads(f.read_text())
+        texts += [t for v in data.values() if isinstance(v, list) for t in v if isinstance(t, str)]
+    texts += EDGE_CASES + ["Tom &amp; Jerry", "a\x1b[31mred", "caf\u00e9", "line\r\nbreak", "\u201cquoted\u201d"]
+    fast = [t for t in texts if t.isascii() and t.isprintable() and "&" not in t]
+    assert len(fast) > 5000 and len(texts) - len(fast) > 10
+    mismatch = [t for t in texts if clean(t) != full(t)]
+    assert not mismatch, mismatch[:5]
+
+
 def test_too_long_raises_naming_text_and_truncate():
     text = "word " * 100
     with pytest.raises(ValueError) as e:

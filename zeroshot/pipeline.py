@@ -346,8 +346,9 @@ def loader_policy(cfg: DictConfig, device: torch.device) -> tuple[int, str]:
     return (min(8, cores) if priority == "idle" else max(1, min(8, cores - 1))), priority
 
 
-def image_features(cfg: DictConfig, s: Setup, progress: bool = True) -> Features | None:
+def image_features(cfg: DictConfig, s: Setup, progress: bool = True, thumbnails=None) -> Features | None:
     """Features of the whole dataset (on rank 0; None on other ranks), through the cache unless cache=false.
+    `thumbnails` (PIL image -> thumbnail): the loader also makes one of each image it decodes (features.step).
 
     A dataset none of whose images could be read is an error here, for every command that extracts features."""
     chunk_size = int(cfg.chunk_size)
@@ -355,7 +356,7 @@ def image_features(cfg: DictConfig, s: Setup, progress: bool = True) -> Features
     if s.cache_root is not None:
         cache = ImageFeatureCache(s.cache_root, feature_key(s.model, s.dataset, cfg.dataset.split), chunk_size)
     workers, priority = loader_policy(cfg, s.device)
-    how = Encoding(cfg.batch_size, workers, s.device, chunk_size, progress, priority)
+    how = Encoding(cfg.batch_size, workers, s.device, chunk_size, progress, priority, thumbnails)
     feats = extract_features_sharded(s.model, s.dataset, cache, how, shards=cfg.dist_shards)
     if feats is not None and len(feats.labels) == 0:
         raise DatasetError(f"No readable images in dataset {cfg.dataset.name!r} ({feats.skipped} skipped as unreadable)")

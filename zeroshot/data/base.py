@@ -1,11 +1,13 @@
 """`EvalDataset`, the one wrapper every source comes back in: (image, label, index) triples, file paths where the
 source has them, the fingerprint, label checks, and images that fail to decode reported (or skipped) by file
 and index, also from inside DataLoader workers. The loader's side: each sample's decode cost in CPU time
-(`TimedSamples`), batches that carry it (`collate` -> `Batch`), and decoding workers at idle priority
-(`idle_priority`). Also the "dataset not found" error every reader raises.
+(`TimedSamples`), batches that carry it (`collate` -> `Batch`), decoding workers at idle priority
+(`idle_priority`), and display thumbnails made from the decode the model's input comes from
+(`EvalDataset.with_thumbnails`). Also the "dataset not found" error every reader raises.
 """
 from __future__ import annotations
 
+import copy
 import os
 import stat
 import time
@@ -39,6 +41,14 @@ class EvalDataset(Dataset):
         self._fingerprint: dict | None = None
         self.shipped_templates: list[str] | None = None  # set by build_dataset for webdatasets
         self.decoder: str | None = None  # set by `decode_at_least` (fast_decode=true): what decodes, for the cache key
+        self.thumbnail: Callable | None = None  # PIL image -> bytes: each sample also carries one (`with_thumbnails`)
+
+    def with_thumbnails(self, make: Callable) -> "EvalDataset":
+        """This dataset, its samples carrying a 4th element: `make(image)` (e.g. gallery.thumbnail_jpeg) of the
+        image as the source decoded it, before the transform: the decode the model's input comes from, reused."""
+        view = copy.copy(self)
+        view.thumbnail = make
+        return view
 
     def decode_at_least(self, min_size: int) -> bool:
         """Decode JPEGs at a reduced DCT scale where both sides stay >= `min_size` (`DraftLoader`), for sources that
@@ -107,9 +117,10 @@ class EvalDataset(Dataset):
             return BadSample(index, f"Could not read {self.describe(index)} (image #{index} of {self.name}): "
                                     f"{type(e).__name__}: {e}. Fix or remove the file, or pass skip_bad_images=true "
                                     "to skip unreadable images.")
+        thumbnail = self.thumbnail(image) if self.thumbnail is not None else None
         if self.transform is not None:  # outside the try: an error in our preprocessing is a bug, never skipped
             image = self.transform(image)
-        return image, int(label), index
+        return (image, int(label), index) if thumbnail is None else (image, int(label), index, thumbnail)
 
 
 _KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
@@ -188,6 +199,7 @@ class Batch(NamedTuple):
     decode_cpu_s: float  # summed CPU seconds of reading, decoding and transforming the batch's samples
     samples: int  # how many samples that time covers (readable or not)
     scheduler: str  # the scheduling of the process that decoded it (`scheduling`)
+    thumbnails: dict  # dataset index -> thumbnail, where the dataset makes them (`with_thumbnails`)
 
 
 def collate(batch: list) -> Batch | BadSample:
@@ -204,9 +216,10 @@ def collate(batch: list) -> Batch | BadSample:
     skipped, cost, where = len(batch) - len(good), float(sum(t for _, t in batch)), scheduling()
     if not good:
         return Batch(torch.empty(0), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), skipped, cost,
-                     len(batch), where)
-    images, labels, indices = zip(*good)
-    return Batch(torch.stack(images), torch.tensor(labels), torch.tensor(indices), skipped, cost, len(batch), where)
+                     len(batch), where, {})
+    images, labels, indices, *thumbnails = zip(*good)
+    return Batch(torch.stack(images), torch.tensor(labels), torch.tensor(indices), skipped, cost, len(batch), where,
+                 dict(zip(indices, thumbnails[0])) if thumbnails else {})
 
 
 def check_batch(batch) -> Batch:

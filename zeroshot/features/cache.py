@@ -112,6 +112,8 @@ class ImageStep:
     workers: int = 0  # DataLoader workers (0: decoded in the main process)
     scheduler: str = ""  # how the decoding processes were scheduled, as they reported it (data.base.scheduling)
     cores: int = 0  # the cores the process could run on
+    # dataset index -> the thumbnail the loader made while decoding the image (Encoding.thumbnails), for the gallery
+    thumbnails: dict = field(default_factory=dict, repr=False)
 
     @staticmethod
     def combine(parts: list["ImageStep"]) -> "ImageStep":
@@ -122,7 +124,8 @@ class ImageStep:
         return ImageStep(max(p.wait_s for p in parts), max(p.encode_s for p in parts),
                          sum(p.decode_cpu_s for p in parts), sum(p.decoded for p in parts), sum(p.encoded for p in parts),
                          max(p.threads for p in parts), max(p.workers for p in parts),
-                         ", ".join(sorted({p.scheduler for p in parts if p.scheduler})), max(p.cores for p in parts))
+                         ", ".join(sorted({p.scheduler for p in parts if p.scheduler})), max(p.cores for p in parts),
+                         {k: v for p in parts for k, v in p.thumbnails.items()})
 
     def metrics(self) -> dict:
         """metrics.json's image-step keys (README, "Loader and model balance"); the costs are None without images.
@@ -135,6 +138,7 @@ class ImageStep:
         step = self.wait_s + self.encode_s
         rate = self.encoded / step if self.encoded and step > 0 else None
         return {"decode_core_ms_per_image": decode, "model_core_ms_per_image": model, "model_threads": self.threads,
+                "loader_thumbnails": len(self.thumbnails),
                 "decode_workers": self.workers, "decode_scheduler": self.scheduler or None, "cores": self.cores,
                 "image_step_bound_images_per_s": bound, "image_step_images_per_s": rate,
                 "image_step_share_of_bound": rate / bound if rate is not None and bound else None}

@@ -3,9 +3,11 @@ segment completes (so a killed run resumes), non-finite features named by their 
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -55,6 +57,7 @@ class Encoding:
     chunk_size: int = 2048  # images per cache chunk where no cache gives its own
     progress: bool = False
     worker_priority: str = "normal"  # idle: the decoding workers run only on cores the model leaves idle
+    thumbnails: Callable | None = None  # PIL image -> thumbnail, made by the loader for each image it decodes
 
 
 def plan_batches(segs: list[tuple[int, int]], batch_size: int) -> tuple[list[list[int]], list[int]]:
@@ -73,6 +76,8 @@ def loader(dataset: EvalDataset, batches: list[list[int]], how: Encoding):
 
     if hasattr(dataset.transform, "materialize"):  # a transform built on first use: built once here, not in each worker
         dataset.transform.materialize()
+    if how.thumbnails is not None:
+        dataset = dataset.with_thumbnails(how.thumbnails)
     return DataLoader(TimedSamples(dataset), batch_sampler=batches, num_workers=how.num_workers, collate_fn=collate,
                       pin_memory=torch.device(how.device).type == "cuda", persistent_workers=False,
                       worker_init_fn=idle_priority if how.num_workers and how.worker_priority == "idle" else None)
@@ -99,12 +104,13 @@ def compute(model, dataset: EvalDataset, positions: list[int], cache: ImageFeatu
         batches_in = iter(loader(dataset, batches, how))
         for b in range(len(batches)):
             tick = time.perf_counter()
-            images, labels, indices, skipped, decode_s, samples, scheduler = check_batch(next(batches_in))
+            images, labels, indices, skipped, decode_s, samples, scheduler, thumbs = check_batch(next(batches_in))
             tock = time.perf_counter()
             step.wait_s += tock - tick
             step.decode_cpu_s += decode_s
             step.decoded += samples
             step.encoded += len(images)
+            step.thumbnails.update(thumbs)
             schedulers.add(scheduler)
             if len(images):
                 feats = model.encode_image(images.to(how.device, non_blocking=True)).float().cpu()
@@ -158,6 +164,6 @@ def extract_features(model, dataset: EvalDataset, cache: ImageFeatureCache | Non
     feats = Features.join(cached + fresh, dim, from_cache=len(positions) - len(todo), step=step)
     keep = torch.isin(feats.indices, torch.tensor(positions, dtype=torch.long)) if positions != list(range(n)) else None
     if keep is not None and not bool(keep.all()):  # cached entries may hold more than asked for
-        feats = Features(feats.features[keep], feats.labels[keep], feats.indices[keep], feats.skipped, feats.from_cache,
-                         feats.step)
+        feats = dataclasses.replace(feats, features=feats.features[keep], labels=feats.labels[keep],
+                                    indices=feats.indices[keep])
     return feats

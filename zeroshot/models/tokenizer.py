@@ -42,9 +42,14 @@ def byte_to_unicode() -> dict[int, str]:
 
 
 def clean(text: str) -> str:
-    """ftfy, HTML-unescape twice (doubly escaped web text is common), collapse whitespace, lowercase."""
-    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
-    return regex.sub(r"\s+", " ", text).strip().lower()
+    """ftfy, HTML-unescape twice (doubly escaped web text is common), collapse whitespace, lowercase.
+
+    Printable ASCII without '&' is what most prompts are, and there ftfy and unescaping change nothing (no
+    mojibake, curly quotes, control characters, line breaks or entities to fix: tests/test_tokenizer.py checks it
+    on every shipped prompt), so such text skips them: ftfy costs 0.1 ms a prompt, a tenth of a second for 1,000."""
+    if not (text.isascii() and text.isprintable() and "&" not in text):
+        text = html.unescape(html.unescape(ftfy.fix_text(text)))
+    return regex.sub(r"\s+", " ", text.strip()).strip().lower()
 
 
 class Tokenizer:
