@@ -134,11 +134,12 @@ def length_batches(lengths: torch.Tensor, batch_size: int) -> list[torch.Tensor]
     length changes once it holds a quarter of `batch_size`, so that most batches pad nothing (1,000 ImageNet
     prompts: 9,290 tokens through the tower instead of 11,344 in plain slices of the sorted order)."""
     order = torch.argsort(lengths, stable=True).tolist()
+    sorted_lengths = lengths[order].tolist()  # plain ints: a tensor element per comparison costs microseconds
     batches, start = [], 0
     for i in range(1, len(order) + 1):
         size = i - start
         if i == len(order) or size == batch_size or (
-                size >= max(1, batch_size // 4) and lengths[order[i]] != lengths[order[i - 1]]):
+                size >= max(1, batch_size // 4) and sorted_lengths[i] != sorted_lengths[i - 1]):
             batches.append(torch.tensor(order[start:i], dtype=torch.long))
             start = i
     return batches
